@@ -1,0 +1,136 @@
+"""Backbone features computed once and reused: the frozen backbone is the whole cost of training.
+
+An entry is keyed by everything that could change a feature: the backbone and its weights, the image
+transform, and the source's fingerprint (which files, their sizes and mtimes). It is written into a
+temporary folder and renamed into place, so a crash never leaves a half-written entry that reads as valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from datamodules.images import BadImage
+from datamodules.sources import ImageSource
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class CachedFeatures:
+    features: np.ndarray  # (n, feature_dim) float32; rows of skipped items are zero
+    valid: np.ndarray  # (n,) bool: False where the image could not be read
+    skipped: list[tuple[str, str]]  # (item, reason)
+    key: str
+
+
+class SourceImages(Dataset):
+    """Items of a source as (tensor, ok, reason); a bad file yields a zero tensor and its reason."""
+
+    def __init__(self, source: ImageSource, transform, image_size: int):
+        self.source, self.transform, self.image_size = source, transform, image_size
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(self.source.load(i)), True, ""
+        except BadImage as error:
+            return torch.zeros(3, self.image_size, self.image_size), False, str(error)
+
+
+def cache_key(backbone_identity: str, transform, source: ImageSource) -> str:
+    parts = [f"format={CACHE_FORMAT}", backbone_identity, repr(transform), source.fingerprint()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def cached_features(
+    source: ImageSource,
+    backbone: torch.nn.Module,
+    transform,
+    image_size: int,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[CachedFeatures, bool]:
+    """Features for every item of ``source``; returns (features, whether they came from the cache)."""
+    key = cache_key(backbone.identity, transform, source)
+    entry = Path(cache_dir) / key
+    if (entry / "meta.json").is_file():
+        return _read_entry(entry, key), True
+    features = extract_features(source, backbone, transform, image_size, batch_size, num_workers, device)
+    features.key = key
+    _write_entry(entry, features)
+    return features, False
+
+
+def extract_features(source, backbone, transform, image_size, batch_size, num_workers, device) -> CachedFeatures:
+    """Run the backbone once over the source, with a progress bar; bad images are skipped, not fatal."""
+    loader = DataLoader(
+        SourceImages(source, transform, image_size), batch_size=batch_size, num_workers=num_workers
+    )
+    features = np.zeros((len(source), backbone.feature_dim), dtype=np.float32)
+    valid = np.zeros(len(source), dtype=bool)
+    skipped: list[tuple[str, str]] = []
+    threads = torch.get_num_threads()
+    # Decoding workers and torch threads share the cores; oversubscribing them is ~3x slower.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - num_workers))
+    backbone = backbone.to(device).eval()
+    start = 0
+    try:
+        with torch.inference_mode():
+            for images, ok, reasons in tqdm(loader, desc="extracting features", unit="batch", file=sys.stderr):
+                stop = start + len(ok)
+                features[start:stop] = backbone(images.to(device)).float().cpu().numpy()
+                valid[start:stop] = ok.numpy()
+                skipped += [(source.describe(start + j), r) for j, r in enumerate(reasons) if not ok[j]]
+                start = stop
+    finally:
+        torch.set_num_threads(threads)
+    features[~valid] = 0
+    return CachedFeatures(features, valid, skipped, key="")
+
+
+def _write_entry(entry: Path, features: CachedFeatures) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        np.save(tmp / "features.npy", features.features)
+        np.save(tmp / "valid.npy", features.valid)
+        # meta.json is written last: an entry without it is incomplete and never read.
+        (tmp / "meta.json").write_text(json.dumps({"key": features.key, "skipped": features.skipped}))
+        for name in ("features.npy", "valid.npy", "meta.json"):
+            with open(tmp / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        if entry.exists() and not (entry / "meta.json").is_file():
+            shutil.rmtree(entry)  # a leftover without meta.json is not an entry
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process wrote the same entry first; theirs is just as good
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_entry(entry: Path, key: str) -> CachedFeatures:
+    meta = json.loads((entry / "meta.json").read_text())
+    return CachedFeatures(
+        features=np.load(entry / "features.npy"),
+        valid=np.load(entry / "valid.npy"),
+        skipped=[tuple(s) for s in meta["skipped"]],
+        key=key,
+    )

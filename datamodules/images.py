@@ -1,0 +1,229 @@
+"""Safe image opening for messy photo folders.
+
+Users point wordsight at whatever folder they have: half-copied JPEGs, text files renamed to .jpg,
+16-bit scans, CMYK exports, symlink loops, file names from old Windows code pages. Every such file must
+become a skip with a short reason, never a traceback halfway through a long run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+# Pillow's own default; we reject above it ourselves so the reason can name the size.
+MAX_PIXELS = 89_478_485
+
+# Decoders we trust with untrusted files. Without this list Pillow would happily hand a renamed .eps
+# to Ghostscript or parse dozens of exotic formats nobody keeps in a photo folder. ("JPEG" also opens
+# phones' multi-picture MPO files.)
+_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# Pillow reports a damaged header as "cannot identify"; the magic bytes tell a broken PNG from a text file.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; ``str(e)`` is a short reason such as ``"truncated"``."""
+
+
+def printable(text: str | os.PathLike) -> str:
+    """Render a path or reason safely on one line.
+
+    Linux file names are bytes: undecodable ones arrive as lone surrogates (which crash ``print`` on a
+    UTF-8 terminal) and may contain newlines. Both are shown as backslash escapes instead.
+    """
+    raw = os.fsencode(os.fspath(text)).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "unreadable: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"unreadable: {(exc.strerror or type(exc).__name__).lower()}"
+
+
+def _decode_reason(exc: Exception) -> str:
+    """Turn whatever a decoder threw into a short, stable reason."""
+    if isinstance(exc, EOFError):
+        return "truncated"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _os_reason(exc)
+    if isinstance(exc, MemoryError):
+        return "too large (out of memory)"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = message.lower()
+    if "truncated" in lowered:
+        return "truncated"
+    if "checksum" in lowered or "crc" in lowered:
+        return "corrupt (bad checksum)"
+    return f"corrupt ({message[:60]})"
+
+
+def _unidentified_reason(head: bytes) -> str:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return f"corrupt {name} header"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "corrupt WEBP header"
+    return "not an image"
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Scale high-bit-depth greyscale to 0..255; Pillow's convert("L") clips it to white instead."""
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        a = a / 257.0
+    else:  # "I" (32-bit int) or "F" (float): range unknown, so use the data's own range
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(a.min()), float(a.max())
+        if not (im.mode == "I" and lo >= 0 and hi <= 255):
+            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> a fresh RGB image, with transparency composited onto white."""
+    if im.mode in _SIXTEEN_BIT_MODES or im.mode in ("I", "F"):
+        im = _to_8bit(im)
+    if im.has_transparency_data:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def _apply_orientation(im: Image.Image) -> Image.Image:
+    """Respect the EXIF orientation tag; broken EXIF metadata is not a reason to throw away good pixels."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - any EXIF parsing failure: keep the image as stored
+        return im
+
+
+def open_image(path: str | bytes | os.PathLike) -> Image.Image:
+    """Open, fully decode and normalise one image to RGB, or raise ``BadImage(reason)``.
+
+    Decoding happens here (``load()``) so truncation and corrupt data surface as ``BadImage`` now rather
+    than as an exception inside a DataLoader worker later. Animated files give their first frame.
+    """
+    path = Path(os.fsdecode(path))
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise BadImage(_os_reason(exc)) from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO named .jpg would block open() forever
+        raise BadImage("is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    if st.st_size == 0:
+        raise BadImage("empty file")
+    head = b""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            head = f.read(12)
+            f.seek(0)
+            # We enforce MAX_PIXELS ourselves below with a clearer reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f, formats=_FORMATS) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise BadImage(f"too large ({width}x{height})")
+                im.load()
+                return _to_rgb(_apply_orientation(im))
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage(_unidentified_reason(head)) from None
+    except Image.DecompressionBombError as exc:
+        pixels = next((w for w in str(exc).replace("(", " ").split() if w.isdigit()), "?")
+        raise BadImage(f"too large ({pixels} pixels)") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise BadImage(_decode_reason(exc)) from None
+
+
+def list_images(
+    root: str | bytes | os.PathLike, recursive: bool = True
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files under ``root`` by extension, sorted, plus ``(path, reason)`` for what was passed over.
+
+    Directory symlinks are followed, but each real directory is scanned once so a link back to an
+    ancestor cannot loop forever. Unreadable directories, broken links and non-regular files with image
+    extensions are reported as skips so the user can see why they were left out. Files are not opened
+    here; ``open_image`` finds the bad contents.
+    """
+    root = Path(os.fsdecode(root))
+    if not root.exists():
+        raise FileNotFoundError(f"no such folder: {printable(root)}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {printable(root)}")
+
+    images: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    visited = {os.path.realpath(root)}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        folder_real = os.path.realpath(folder)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((str(folder), _os_reason(exc)))
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    if not recursive:
+                        continue
+                    real = os.path.realpath(entry.path)
+                    if real in visited:
+                        inside = os.path.commonpath([real, folder_real]) == real
+                        skipped.append((entry.path, "symlink loop" if inside else "already scanned elsewhere"))
+                        continue
+                    visited.add(real)
+                    subfolders.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    if entry.is_file():
+                        images.append(Path(entry.path))
+                    elif entry.is_symlink() and not os.path.exists(entry.path):
+                        skipped.append((entry.path, "broken symlink"))
+                    else:
+                        skipped.append((entry.path, "not a regular file"))
+            except OSError as exc:
+                skipped.append((entry.path, _os_reason(exc)))
+        stack.extend(reversed(subfolders))
+    return sorted(images), skipped
+
+
+def describe_skips(skipped: list[tuple[str, str]], limit: int = 5) -> str:
+    """One summary line for the user, e.g. ``skipped 3 files: a.jpg (truncated), ...``; "" if none.
+
+    One line, whatever the names contain, so a run with thousands of bad files stays readable.
+    """
+    if not skipped:
+        return ""
+    n = len(skipped)
+    shown = ", ".join(f"{printable(path)} ({printable(reason)})" for path, reason in skipped[:limit])
+    more = f" and {n - limit} more" if n > limit else ""
+    return f"skipped {n} file{'s' if n != 1 else ''}: {shown}{more}"

@@ -1,0 +1,205 @@
+"""ImageToWordVector: the LightningModule that teaches an image model to speak GloVe."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision import transforms
+
+from models.backbones import image_transform
+from models.losses import LOSSES, cosine_loss, hinge_rank_loss
+from models.network import network_from_hparams
+
+
+class ImageToWordVector(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        weights: str = "pretrained",
+        image_size: int = 224,
+        unfreeze_blocks: int = 0,
+        augment: bool = False,
+        hidden_dim: int = 2000,
+        dropout: float = 0.5,
+        loss: str = "cosine",
+        margin: float = 0.1,
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        label_space: dict | None = None,
+    ):
+        """
+        Args:
+            backbone: efficientnet_lite0/1/2 (ship their weights), vgg16 (fc2), resnet18, resnet50.
+            weights: ``pretrained``, ``random`` (tests) or a path to a .pth state dict.
+            image_size: images are resized (shorter side) and centre-cropped to this size.
+            unfreeze_blocks: train the backbone's last N blocks too (0 = frozen; enables the feature cache).
+            augment: random crops and flips while training (bypasses the feature cache).
+            hidden_dim: width of the head's hidden layer (the tutorial: 2000).
+            dropout: dropout after the hidden layer.
+            loss: ``cosine`` (regress the label vector) or ``hinge`` (DeViSE's hinge rank loss).
+            margin: the hinge rank loss margin.
+            optimizer: ``sgd`` (the tutorial's, with Nesterov momentum) or ``adamw``.
+            lr: learning rate.
+            momentum: SGD momentum.
+            nesterov: SGD Nesterov momentum.
+            weight_decay: L2 weight decay.
+            label_space: class names and their word vectors; linked from the datamodule, not set by hand.
+        """
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown model.loss '{loss}': use one of {', '.join(LOSSES)}")
+        if label_space is None:
+            raise ValueError("the model needs label_space from the datamodule (train.py links it)")
+        self.save_hyperparameters()
+        self.net = network_from_hparams(self.hparams)
+        self.register_buffer("class_vectors", torch.tensor(label_space["vectors"], dtype=torch.float32))
+        self.register_buffer("seen", torch.tensor(label_space["seen"], dtype=torch.bool))
+        self.eval_transform = image_transform(backbone, image_size)
+        self.train_transform = (
+            transforms.Compose(
+                [transforms.RandomResizedCrop(image_size, scale=(0.6, 1.0)), transforms.RandomHorizontalFlip(),
+                 self.eval_transform]  # fmt: skip
+            )
+            if augment
+            else self.eval_transform
+        )
+        self.metrics = torch.nn.ModuleDict({
+            "train": self._metrics(["cosine"]),
+            "val": self._metrics(["cosine", "hit@1", "hit@5"]),
+            "test": self._metrics(["cosine", "hit@1", "hit@5"]),
+            "test_zero_shot": self._metrics(["cosine", "hit@1", "hit@5", "held_out_hit@1", "held_out_hit@5"]),
+        })  # fmt: skip
+
+    def _metrics(self, names: list[str]) -> MetricCollection:
+        n_classes, n_held_out = len(self.seen), int((~self.seen).sum())
+        make = {
+            "cosine": lambda: MeanMetric(),
+            "hit@1": lambda: MulticlassAccuracy(n_classes, top_k=1, average="micro"),
+            "hit@5": lambda: MulticlassAccuracy(n_classes, top_k=min(5, n_classes), average="micro"),
+            "held_out_hit@1": lambda: MulticlassAccuracy(n_classes, top_k=1, average="micro"),
+            "held_out_hit@5": lambda: MulticlassAccuracy(
+                n_classes, top_k=max(1, min(5, n_held_out)), average="micro"
+            ),
+        }
+        return MetricCollection({name: make[name]() for name in names})
+
+    @property
+    def backbone(self):
+        return self.net.backbone
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """A frozen backbone without augmentation gives the same features every epoch: compute them once."""
+        return self.hparams.unfreeze_blocks == 0 and not self.hparams.augment
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) or cached backbone features (B, D) -> predicted word vectors (B, dim)."""
+        return self.net.head(x) if x.dim() == 2 else self.net(x)
+
+    def class_scores(self, pred: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each prediction to every class's word vector."""
+        return F.normalize(pred, dim=-1) @ F.normalize(self.class_vectors, dim=-1).T
+
+    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "cosine":
+            return cosine_loss(pred, self.class_vectors[y])
+        seen_index = torch.cumsum(self.seen.long(), 0) - 1  # class index -> index among seen classes
+        return hinge_rank_loss(pred, seen_index[y], self.class_vectors[self.seen], self.hparams.margin)
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        x, y = batch
+        pred = self(x)
+        loss = self._loss(pred, y)
+        self.metrics["train"]["cosine"](F.cosine_similarity(pred, self.class_vectors[y]))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/cosine", self.metrics["train"]["cosine"], on_epoch=True, on_step=False)
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        if batch is None:
+            return
+        x, y = batch
+        pred = self(x)
+        scores = self.class_scores(pred)
+        cosine = F.cosine_similarity(pred, self.class_vectors[y])
+        if stage == "val":  # validation holds only seen classes: held-out ones are no candidates
+            scores = scores.masked_fill(~self.seen, -2.0)
+        groups = {stage: self.seen[y]} if stage == "val" else {"test": self.seen[y], "test_zero_shot": ~self.seen[y]}
+        for group, mask in groups.items():
+            if not mask.any():
+                continue
+            metrics = self.metrics[group]
+            metrics["cosine"](cosine[mask])
+            metrics["hit@1"](scores[mask], y[mask])
+            metrics["hit@5"](scores[mask], y[mask])
+            if "held_out_hit@1" in metrics:
+                held_out_scores = scores[mask].masked_fill(self.seen, -2.0)
+                metrics["held_out_hit@1"](held_out_scores, y[mask])
+                metrics["held_out_hit@5"](held_out_scores, y[mask])
+        if stage == "val":
+            self.log("val/loss", self._loss(pred, y), prog_bar=True)
+
+    def _log_epoch(self, groups: list[str]) -> None:
+        for group in groups:
+            prefix = group.replace("_", "/", 1) if group.startswith("test_") else group
+            for name, metric in self.metrics[group].items():
+                if metric.update_count:
+                    self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "hit@1")
+                metric.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._log_epoch(["val"])
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._log_epoch(["test", "test_zero_shot"])
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+            )
+        raise ValueError(f"unknown model.optimizer '{hp.optimizer}': use sgd or adamw")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record what made the model; leave out a frozen backbone's weights (rebuilt from their source)."""
+        checkpoint["wordsight"] = {
+            "backbone_identity": self.backbone.identity,
+            "transform": repr(self.eval_transform),
+            "vectors_source": self.hparams.label_space["vectors_source"],
+            "vectors_sha": self.hparams.label_space["vectors_sha"],
+            "classes": self.hparams.label_space["classes"],
+        }
+        if self.hparams.unfreeze_blocks == 0:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("net.backbone.")]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put the frozen backbone's weights back, refusing weights other than those it was trained on."""
+        saved = checkpoint.get("wordsight", {}).get("backbone_identity")
+        if saved is not None and saved != self.backbone.identity:
+            raise ValueError(
+                f"checkpoint was trained on backbone weights {saved}, but {self.backbone.identity} are loaded"
+            )
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith("net.backbone."):
+                state.setdefault(key, value)
