@@ -199,7 +199,9 @@ def list_images(
                     real = os.path.realpath(entry.path)
                     if real in visited:
                         inside = os.path.commonpath([real, folder_real]) == real
-                        skipped.append((entry.path, "symlink loop" if inside else "already scanned elsewhere"))
+                        skipped.append(
+                            (entry.path, "symlink loop" if inside else "already scanned elsewhere")
+                        )
                         continue
                     visited.add(real)
                     subfolders.append(Path(entry.path))

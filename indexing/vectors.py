@@ -55,7 +55,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("WORDSIGHT_CACHE") or "~/.cache/wordsight").expanduser()
 
 
-def load_word_vectors(source: str = DEFAULT_VECTORS, cache_dir: str | os.PathLike | None = None) -> WordVectors:
+def load_word_vectors(
+    source: str = DEFAULT_VECTORS, cache_dir: str | os.PathLike | None = None
+) -> WordVectors:
     """Load ``glove-6b-50d`` (the shipped package) or a GloVe / word2vec text or ``.bin`` file, cached."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if source == DEFAULT_VECTORS:
@@ -77,7 +79,9 @@ def load_word_vectors(source: str = DEFAULT_VECTORS, cache_dir: str | os.PathLik
     return WordVectors(kv=_cached(root / "vectors" / sha, read), source=name, sha=sha)
 
 
-def words_for_label(label: str, wv: WordVectors, class_words: dict[str, list[str]] | None = None) -> list[str]:
+def words_for_label(
+    label: str, wv: WordVectors, class_words: dict[str, list[str]] | None = None
+) -> list[str]:
     """The known words standing for ``label``: its ``class_words`` entry, the whole label, or its parts.
 
     ``dining_table`` -> [dining, table]; ``T-shirt/top`` -> [t-shirt, top]; ``Ankle boot`` -> [ankle, boot].

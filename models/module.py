@@ -70,7 +70,7 @@ class ImageToWordVector(pl.LightningModule):
             else self.eval_transform
         )
         self.metrics = torch.nn.ModuleDict({
-            "train": self._metrics(["cosine"]),
+            "fit": self._metrics(["cosine"]),
             "val": self._metrics(["cosine", "hit@1", "hit@5"]),
             "test": self._metrics(["cosine", "hit@1", "hit@5"]),
             "test_zero_shot": self._metrics(["cosine", "hit@1", "hit@5", "held_out_hit@1", "held_out_hit@5"]),
@@ -118,9 +118,9 @@ class ImageToWordVector(pl.LightningModule):
         x, y = batch
         pred = self(x)
         loss = self._loss(pred, y)
-        self.metrics["train"]["cosine"](F.cosine_similarity(pred, self.class_vectors[y]))
+        self.metrics["fit"]["cosine"](F.cosine_similarity(pred, self.class_vectors[y]))
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/cosine", self.metrics["train"]["cosine"], on_epoch=True, on_step=False)
+        self.log("train/cosine", self.metrics["fit"]["cosine"], on_epoch=True, on_step=False)
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:

@@ -87,6 +87,14 @@ def test_explicit_cache_dir(glove_file, tmp_path, cache):
     assert not cache.exists()
 
 
+def test_unwritable_cache_still_loads(glove_file, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.warns(UserWarning, match="not cached"):
+        wv = load_word_vectors(str(glove_file), cache_dir=not_a_dir)
+    assert wv.kv.index_to_key == WORDS
+
+
 def test_default_cache_dir(monkeypatch, tmp_path):
     assert vectors.default_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("WORDSIGHT_CACHE")

@@ -1,0 +1,107 @@
+"""Build and inspect index bundles: ``python -m indexing build-words | build-images | info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from indexing import cli
+from indexing.bundle import DEFAULT_N_TREES, open_bundle, read_manifest
+from indexing.image_index import build_image_index
+from indexing.word_index import DEFAULT_VOCAB_SIZE, DEFAULT_WORDS_INDEX, build_word_index
+
+EPILOG = f"""examples:
+  python -m indexing build-words                       # indexes/words: {DEFAULT_VOCAB_SIZE} frequent GloVe words
+  python -m indexing build-words --word-list my_tags.txt --out indexes/my_tags
+  python -m indexing build-images ~/Photos --out indexes/photos --checkpoint checkpoints/last.ckpt
+  python -m indexing build-images --out indexes/photos --update   # re-scan, embed only new/changed files
+  python -m indexing info indexes/photos
+
+{cli.EXIT_CODES_HELP}"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexing",
+        description="Build Annoy index bundles (index + vectors + items + manifest), atomically.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    words = commands.add_parser("build-words", help="the word index used by tag.py and word queries")
+    words.add_argument(
+        "--out", default=str(DEFAULT_WORDS_INDEX), help=f"bundle directory (default {DEFAULT_WORDS_INDEX})"
+    )
+    words.add_argument("--vectors", help="word vectors: glove-6b-50d (default) or a GloVe/word2vec file")
+    vocabulary = words.add_mutually_exclusive_group()
+    vocabulary.add_argument("--vocab-size", type=cli.positive_int, default=DEFAULT_VOCAB_SIZE,
+                            help=f"most frequent alphabetic non-stop-words (default {DEFAULT_VOCAB_SIZE})")  # fmt: skip
+    vocabulary.add_argument("--word-list", metavar="FILE", help="index these words instead (one per line)")
+    words.add_argument("--force", action="store_true", help="rebuild even if the bundle is up to date")
+
+    images = commands.add_parser("build-images", help="an image collection for search.py")
+    images.add_argument("inputs", nargs="*", metavar="FOLDER_OR_FILE",
+                        help="images or folders (recursive); with --update, default: the folders indexed before")  # fmt: skip
+    images.add_argument("--out", required=True, help="bundle directory, e.g. indexes/photos")
+    images.add_argument(
+        "--checkpoint", help="a .ckpt file or conse:efficientnet_lite0 (default: newest in checkpoints/)"
+    )
+    images.add_argument("--update", action="store_true",
+                        help="reuse stored vectors of unchanged files (same path, size, mtime); drop deleted ones")  # fmt: skip
+    images.add_argument("--on-disk", action="store_true",
+                        help="build the Annoy forest in its file rather than in RAM (collections larger than memory)")  # fmt: skip
+    images.add_argument("--batch-size", type=cli.positive_int, default=64)
+
+    for sub in (words, images):
+        sub.add_argument("--n-trees", type=cli.positive_int, default=DEFAULT_N_TREES,
+                         help=f"Annoy trees (default {DEFAULT_N_TREES})")  # fmt: skip
+        sub.add_argument("--search-k", type=cli.positive_int,
+                         help="Annoy search_k (default: smallest reaching recall@10 >= 0.95 vs exact)")  # fmt: skip
+
+    info = commands.add_parser("info", help="print a bundle's manifest (without the skipped-file list)")
+    info.add_argument("bundle")
+    return parser.parse_args(argv)
+
+
+def build_words(args: argparse.Namespace) -> int:
+    build_word_index(args.out, vectors=args.vectors, vocab_size=args.vocab_size, word_list=args.word_list,
+                     n_trees=args.n_trees, search_k=args.search_k, force=args.force, log=cli.log)  # fmt: skip
+    return cli.EXIT_OK
+
+
+def build_images(args: argparse.Namespace) -> int:
+    inputs = args.inputs
+    if not inputs:
+        if not args.update:
+            raise cli.UsageError(
+                "give the images or folders to index (or --update to re-scan the indexed ones)"
+            )
+        inputs = read_manifest(Path(args.out), kind="images")["sources"]
+    embedder = cli.load_embedder(args.checkpoint)
+    report = build_image_index(inputs, args.out, embedder, update=args.update, on_disk=args.on_disk,
+                               n_trees=args.n_trees, search_k=args.search_k, batch_size=args.batch_size,
+                               log=cli.log)  # fmt: skip
+    cli.log(f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
+            f"reused, {report.removed} removed, {report.duplicates} duplicate paths)")  # fmt: skip
+    return cli.finish(report.skipped)
+
+
+def show_info(args: argparse.Namespace) -> int:
+    manifest = dict(open_bundle(args.bundle).manifest)
+    skipped = manifest.pop("skipped", [])
+    manifest["skipped"] = len(skipped)
+    print(json.dumps(manifest, indent=1))
+    return cli.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = {"build-words": build_words, "build-images": build_images, "info": show_info}[args.command]
+    return cli.run(f"python -m indexing {args.command}", lambda: command(args), (FileNotFoundError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""What ``tag.py``, ``search.py`` and ``python -m indexing`` share: options, exit codes, a clean stdout.
+
+Exit codes: 0 all done; 2 bad input (unknown word, missing or mismatched index or checkpoint, no images);
+3 done, but some input files were skipped (listed on stderr, and in the manifest for index builds);
+1 is left to unexpected crashes. With ``--json`` stdout carries the JSON lines only.
+
+Kept light (stdlib + the bundle module) because ``search.py`` imports it for word queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+from indexing.bundle import BundleError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_SKIPPED = 3
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 done; 2 bad input (unknown word, missing or mismatched index/checkpoint, no images); "
+    "3 done but some files were skipped (listed on stderr)"
+)
+
+
+class UsageError(Exception):
+    """Bad input discovered after argument parsing; ``str(e)`` is the one line shown to the user."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
+    """The options tag.py and search.py both offer for how results are found and shown."""
+    parser.add_argument(
+        "--top-k", type=positive_int, default=10, help="results per image or query (default 10)"
+    )
+    parser.add_argument("--exact", action="store_true",
+                        help="brute-force cosine over all stored vectors instead of the Annoy index")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help=f"one JSON object per line: {json_format}")
+    parser.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML gallery")
+    parser.add_argument("--grid", metavar="OUT.png", help="also write a contact sheet")
+
+
+def log(message: str) -> None:
+    """Progress and notes: always stderr, so stdout stays results only."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(prog: str, body: Callable[[], int], user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run a script body; the errors a user can fix become one line on stderr and exit code 2."""
+    try:
+        return body()
+    except (UsageError, BundleError, *user_errors) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def results_stdout() -> Iterator[TextIO]:
+    """Yield a stream onto the real stdout while everything else that prints goes to stderr.
+
+    File descriptor 1 itself is pointed at stderr, so even C extensions and libraries that print on
+    import or load (the EfficientNet loader's "Loaded pretrained weights") cannot corrupt ``--json``
+    output. Undecodable bytes in file names are written back as the bytes they were (like ``ls``).
+    """
+    sys.stdout.flush()
+    results = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="surrogateescape")
+    saved_stdout = sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield results
+    finally:
+        results.flush()
+        os.dup2(results.fileno(), 1)
+        sys.stdout = saved_stdout
+        results.close()
+
+
+def load_embedder(spec: str | None):
+    """``models.embedder.load_embedder`` (imports torch) with its errors as UsageError and its prints on stderr."""
+    from models.embedder import EmbedderError, load_embedder
+    from models.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return load_embedder(spec)
+    except EmbedderError as err:
+        raise UsageError(str(err)) from None
+
+
+def emit_json(out: TextIO, record: dict) -> None:
+    """One contract line; flushed so a consumer piping the output sees results as they come."""
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+
+
+def finish(skipped: list[tuple[str, str]], bad_input: bool = False) -> int:
+    """Report skipped files on stderr (one summary line) and choose the exit code."""
+    if skipped:
+        from datamodules.images import describe_skips  # PIL: only when there is something to describe
+
+        log(describe_skips(skipped))
+    if bad_input:
+        return EXIT_BAD_INPUT
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def write_galleries(rows: list, heading: str, html: str | None, grid: str | None) -> None:
+    """Write the --html / --grid outputs requested, if any."""
+    if not (html or grid):
+        return
+    from indexing.gallery import write_grid, write_html  # PIL: only when asked for
+
+    if html:
+        write_html(html, rows, heading)
+        log(f"wrote {html}")
+    if grid:
+        write_grid(grid, rows)
+        log(f"wrote {grid}")

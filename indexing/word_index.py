@@ -1,0 +1,186 @@
+"""The word index: the vocabulary images are tagged with, and where word queries find their vectors.
+
+Building needs the word vectors (gensim, via ``indexing.vectors``) and is done once into ``indexes/words``;
+looking words up afterwards reads the bundle alone, which is what keeps ``search.py dog`` free of gensim.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from indexing.bundle import (
+    DEFAULT_N_TREES,
+    Bundle,
+    BundleBuilder,
+    BundleError,
+    BundleMissing,
+    VectorTable,
+    normalise,
+    open_bundle,
+)
+
+DEFAULT_WORDS_INDEX = Path("indexes/words")
+DEFAULT_VOCAB_SIZE = 50_000
+
+_ALPHABETIC = re.compile(r"[a-z]+")
+# Function words carry no visual meaning but sit near everything in GloVe space, so they would crowd
+# out real tags. A short list on purpose: gensim's longer one also drops "computer", "fire", "bill".
+_STOP_WORDS_TEXT = """
+a about above after again against all am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just me more most
+my myself no nor not now of off on once only or other our ours ourselves out over own same she
+should so some such than that the their theirs them themselves then there these they this those
+through to too under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves also may might must shall us
+"""
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+
+
+class UnknownWord(BundleError):
+    """A query word the word index does not know; the message names close spellings."""
+
+
+def frequent_words(index_to_key: list[str], size: int) -> list[str]:
+    """The ``size`` most frequent purely alphabetic, non-stop-word entries (GloVe is frequency-ordered)."""
+    words = []
+    for word in index_to_key:
+        if _ALPHABETIC.fullmatch(word) and word not in STOP_WORDS:
+            words.append(word)
+            if len(words) == size:
+                break
+    return words
+
+
+def read_word_list(path: str | os.PathLike) -> list[str]:
+    """Words from a file, one per line (blank lines and ``#`` comments ignored), lowercased, deduplicated."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BundleError(f"cannot read word list {path}: {err}") from None
+    words = [line.split("#", 1)[0].strip().lower() for line in lines]
+    return list(dict.fromkeys(word for word in words if word))
+
+
+def vocabulary_spec(vocab_size: int, word_list: str | os.PathLike | None) -> dict:
+    """How the vocabulary was chosen, as the manifest records it; equal specs mean the same word set."""
+    if word_list is None:
+        return {"frequent": vocab_size}
+    data = Path(word_list).read_bytes() if Path(word_list).is_file() else b""
+    return {"word_list": str(Path(word_list).resolve()), "sha": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def known_words(words: list[str], kv) -> tuple[list[str], list[str]]:
+    """``words`` split into those the vectors know and those they don't."""
+    return [w for w in words if w in kv.key_to_index], [w for w in words if w not in kv.key_to_index]
+
+
+def build_word_index(
+    out: str | os.PathLike = DEFAULT_WORDS_INDEX,
+    vectors: str | None = None,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    word_list: str | os.PathLike | None = None,
+    n_trees: int = DEFAULT_N_TREES,
+    search_k: int | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> Bundle:
+    """Build the word index into ``out``, or reuse it when it already matches these vectors and vocabulary."""
+    from indexing.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
+
+    wv = load_word_vectors(vectors or DEFAULT_VECTORS)
+    spec = vocabulary_spec(vocab_size, word_list)
+    if not force:
+        try:
+            bundle = open_bundle(out, expect={"kind": "words", "vectors_sha": wv.sha, "vocabulary": spec})
+            log(f"{out} is up to date ({len(bundle)} words from {wv.source}); --force rebuilds it")
+            return bundle
+        except BundleError:
+            pass
+    if word_list is None:
+        words, missing = frequent_words(wv.kv.index_to_key, vocab_size), []
+    else:
+        words, missing = known_words(read_word_list(word_list), wv.kv)
+        if missing:
+            log(
+                f"{len(missing)} words of {word_list} are not in {wv.source}: {', '.join(missing[:10])}"
+                + (" ..." if len(missing) > 10 else "")
+            )
+    if not words:
+        raise BundleError(f"no known words to index (vectors {wv.source})")
+    log(f"building the word index {out}: {len(words)} words from {wv.source}")
+    with BundleBuilder(out) as builder:
+        builder.rows(len(words), wv.dim).append(wv.kv[words])
+        meta = {
+            "vectors_source": wv.source,
+            "vectors_sha": wv.sha,
+            "vocabulary": spec,
+            "missing_words": missing,
+        }
+        return builder.commit("words", words, meta, n_trees=n_trees, search_k=search_k, log=log)
+
+
+def open_word_index(
+    path: str | os.PathLike,
+    vectors_source: str,
+    vectors_sha: str,
+    dim: int,
+    build_if_missing: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> Bundle:
+    """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed."""
+    expect = {"kind": "words", "vectors_sha": vectors_sha, "dim": dim}
+    try:
+        return open_bundle(path, expect=expect)
+    except BundleMissing:
+        if not build_if_missing:
+            raise
+    log(f"no word index at {path} yet: building it once (about a minute)")
+    build_word_index(path, vectors=vectors_source, log=log)
+    return open_bundle(path, expect=expect)
+
+
+def vocabulary_table(
+    word_list: str | os.PathLike, vectors_source: str, vectors_sha: str
+) -> tuple[VectorTable, list[str]]:
+    """An exact-search table over a user's word list, and the listed words the vectors lack."""
+    from indexing.vectors import load_word_vectors  # gensim: only for --vocabulary
+
+    wv = load_word_vectors(vectors_source)
+    if wv.sha != vectors_sha:
+        raise BundleError(
+            f"word vectors {vectors_source} changed since the checkpoint was trained "
+            f"(sha {wv.sha}, checkpoint expects {vectors_sha})"
+        )
+    words, missing = known_words(read_word_list(word_list), wv.kv)
+    if not words:
+        raise BundleError(f"none of the words in {word_list} are in {wv.source}")
+    return VectorTable(words, normalise(wv.kv[words])), missing
+
+
+def query_vector(words: VectorTable, query: str) -> np.ndarray:
+    """The vector of a word, or the mean of the normalised vectors of several (``"summer dress"``)."""
+    rows = []
+    for word in query.lower().split():
+        row = words.row(word)
+        if row is None:
+            close = close_spellings(word, words.items)
+            hint = f"close spellings: {', '.join(close)}" if close else "no close spellings"
+            raise UnknownWord(f"unknown word {word!r} ({hint})")
+        rows.append(row)
+    if not rows:
+        raise UnknownWord("empty query")
+    return np.asarray(words.vectors[rows]).mean(axis=0)
+
+
+def close_spellings(word: str, vocabulary: list[str], n: int = 3) -> list[str]:
+    """Known words spelled like ``word``; only words with its first letter are compared, to stay fast."""
+    candidates = [w for w in vocabulary if w[:1] == word[:1]]
+    return difflib.get_close_matches(word, candidates, n=n)

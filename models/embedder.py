@@ -1,0 +1,163 @@
+"""Turn images into word-space vectors with a trained checkpoint or with ConSE, without Lightning.
+
+``load_embedder`` accepts a checkpoint path, ``conse:<backbone>`` (no training at all), or nothing
+(the newest checkpoint under ``checkpoints/``). tag.py, search.py and index building only need this
+module, so they never import pytorch_lightning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from datamodules.images import BadImage, open_image
+from models.backbones import BackboneError, build_backbone, image_transform
+from models.network import network_from_hparams
+
+
+class EmbedderError(RuntimeError):
+    """A checkpoint that cannot be used: one line that names the fix."""
+
+
+@dataclass
+class EmbedResult:
+    paths: list[str]
+    vectors: np.ndarray  # (n, dim) float32, not normalised
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class _PathImages(Dataset):
+    def __init__(self, paths, transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return self.transform(open_image(self.paths[i])), i, ""
+        except BadImage as error:
+            return torch.zeros(0), i, str(error)
+
+
+def _collate(batch):
+    good = [(x, i) for x, i, reason in batch if not reason]
+    bad = [(i, reason) for x, i, reason in batch if reason]
+    images = torch.stack([x for x, _ in good]) if good else None
+    return images, [i for _, i in good], bad
+
+
+class ImageEmbedder:
+    """Maps images to vectors in the word space; ``identity`` says exactly what made them."""
+
+    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict):
+        self.spec, self.model, self.transform, self.identity = spec, model.eval(), transform, identity
+        self.dim = identity["dim"]
+
+    @torch.inference_mode()
+    def embed_images(self, pil_images) -> np.ndarray:
+        batch = torch.stack([self.transform(image.convert("RGB")) for image in pil_images])
+        return self.model(batch).float().numpy()
+
+    @torch.inference_mode()
+    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> EmbedResult:
+        """Stream images through the model in batches; unreadable files are skipped with a reason."""
+        paths = [os.fsdecode(p) for p in paths]
+        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
+        ok = np.zeros(len(paths), dtype=bool)
+        skipped = []
+        loader = DataLoader(_PathImages(paths, self.transform), batch_size=batch_size,
+                            num_workers=num_workers, collate_fn=_collate)  # fmt: skip
+        for images, index, bad in tqdm(loader, desc="embedding images", unit="batch", file=sys.stderr,
+                                       disable=not progress):  # fmt: skip
+            if images is not None:
+                vectors[index] = self.model(images).float().numpy()
+                ok[index] = True
+            skipped += [(paths[i], reason) for i, reason in bad]
+        return EmbedResult([p for p, good in zip(paths, ok) if good], vectors[ok], skipped)
+
+
+def file_sha(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def newest_checkpoint(checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
+    found = sorted(Path(checkpoints_dir).rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise EmbedderError(
+            f"no checkpoint in {checkpoints_dir}/: train one with "
+            "`python train.py fit --config configs/fashion_mnist.yaml` or use --checkpoint conse:efficientnet_lite0"
+        )
+    return found[-1]
+
+
+def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = "checkpoints") -> ImageEmbedder:
+    """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint."""
+    try:
+        if spec and spec.startswith("conse:"):
+            return _conse_embedder(spec)
+        return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir))
+    except BackboneError as error:
+        raise EmbedderError(str(error)) from None
+
+
+def _checkpoint_embedder(path: Path) -> ImageEmbedder:
+    if not path.is_file():
+        raise EmbedderError(f"checkpoint {path} not found: pass a .ckpt file or conse:efficientnet_lite0")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        hparams = checkpoint["hyper_parameters"]
+        made_by = checkpoint["wordsight"]
+    except Exception as error:  # a truncated or foreign file: say so in one line
+        raise EmbedderError(f"{path} is not a wordsight checkpoint ({type(error).__name__})") from None
+    net = network_from_hparams(hparams)
+    if net.backbone.identity != made_by["backbone_identity"]:
+        raise EmbedderError(
+            f"{path} was trained on backbone weights {made_by['backbone_identity']}, "
+            f"but {net.backbone.identity} are installed"
+        )
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("backbone.") for k in missing):
+        raise EmbedderError(f"{path} does not match its own hyper-parameters (missing {missing[:3]})")
+    label_space = hparams["label_space"]
+    identity = {
+        "embedder": f"checkpoint:{path.name}",
+        "sha": file_sha(path),
+        "vectors_source": label_space["vectors_source"],
+        "vectors_sha": label_space["vectors_sha"],
+        "dim": len(label_space["vectors"][0]),
+    }
+    return ImageEmbedder(str(path), net, image_transform(hparams["backbone"], hparams["image_size"]), identity)
+
+
+def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
+    from indexing.vectors import load_word_vectors
+    from models.backbones import default_image_size
+    from models.conse import ConSE, imagenet_class_word_vectors
+
+    backbone_name = spec.split(":", 1)[1]
+    backbone = build_backbone(backbone_name)
+    word_vectors = load_word_vectors()
+    class_vectors, valid = imagenet_class_word_vectors(word_vectors)
+    identity = {
+        "embedder": spec,
+        "sha": hashlib.sha256(f"{backbone.identity}|{word_vectors.sha}|top{top_t}".encode()).hexdigest()[:16],
+        "vectors_source": word_vectors.source,
+        "vectors_sha": word_vectors.sha,
+        "dim": word_vectors.dim,
+    }
+    model = ConSE(backbone, class_vectors, valid, top_t=top_t)
+    return ImageEmbedder(spec, model, image_transform(backbone_name, default_image_size(backbone_name)), identity)

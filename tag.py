@@ -1,0 +1,88 @@
+"""Tag images with words: each image's nearest words in the shared image-word space.
+
+python tag.py photo.jpg holiday/ --top-k 5
+python tag.py shoes/ --checkpoint checkpoints/fashion_mnist/last.ckpt --json
+python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from indexing import cli
+from indexing.gallery import Hit, Row
+from indexing.image_index import ChunkedEmbedder, chunks, collect_images
+from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
+
+JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": COSINE}, ...]}'
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tag.py",
+        description="Print the nearest words for each image.",
+        epilog=cli.EXIT_CODES_HELP,
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)"
+    )
+    parser.add_argument(
+        "--checkpoint", help="a .ckpt file or conse:efficientnet_lite0 (default: newest in checkpoints/)"
+    )
+    parser.add_argument("--vocabulary", metavar="FILE",
+                        help="tag only with these words (one per line; exact search) instead of the word index")  # fmt: skip
+    parser.add_argument("--words-index", default=str(DEFAULT_WORDS_INDEX),
+                        help=f"word index bundle, built on first use if missing (default {DEFAULT_WORDS_INDEX})")  # fmt: skip
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64)
+    cli.add_result_options(parser, JSON_FORMAT)
+    return parser.parse_args(argv)
+
+
+def tag(args: argparse.Namespace) -> int:
+    collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
+    rows = []
+    with cli.results_stdout() as out:
+        embedder = cli.load_embedder(args.checkpoint)
+        words = _words(args, embedder.identity)
+        with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
+            for chunk in chunks(collected.files):
+                vectors = embed([f.path for f in chunk])
+                for f in chunk:
+                    if f.path in vectors:
+                        tags = words.nearest(vectors[f.path], args.top_k, exact=args.exact)
+                        _print(out, f.given, tags, args.json)
+                        rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
+    cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
+    return cli.finish(collected.skipped + embed.skipped)
+
+
+def _words(args: argparse.Namespace, identity: dict):
+    """The words to tag with: the user's --vocabulary (exact) or the word index for these vectors."""
+    if args.vocabulary:
+        table, missing = vocabulary_table(
+            args.vocabulary, identity["vectors_source"], identity["vectors_sha"]
+        )
+        if missing:
+            cli.log(
+                f"{len(missing)} words of {args.vocabulary} are not in the word vectors: {', '.join(missing)}"
+            )
+        return table
+    return open_word_index(args.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"],
+                           build_if_missing=True, log=cli.log)  # fmt: skip
+
+
+def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:
+    if as_json:
+        cli.emit_json(out, {"image": image, "tags": [{"word": w, "score": round(s, 4)} for w, s in tags]})
+    else:
+        out.write(f"{image}: {', '.join(f'{w} {s:.2f}' for w, s in tags)}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return cli.run("tag.py", lambda: tag(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
