@@ -1,8 +1,7 @@
 """Tag images with words: each image's nearest words in the shared image-word space.
 
-python tag.py photo.jpg holiday/ --top-k 5
-python tag.py shoes/ --checkpoint checkpoints/fashion_mnist/last.ckpt --json
-python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+The word index (``indexes/words``) is built on first use; ``--vocabulary`` tags with a word list of
+your own instead. Needs torch for the image model, never pytorch_lightning.
 """
 
 from __future__ import annotations
@@ -15,6 +14,12 @@ from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, chunks, collect_images
 from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
 
+EPILOG = f"""examples:
+  python tag.py photo.jpg holiday/ --top-k 5
+  python tag.py shoes/ --checkpoint conse:efficientnet_lite0 --json
+  python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+
+{cli.EXIT_CODES_HELP}"""
 JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": COSINE}, ...]}'
 
 
@@ -22,18 +27,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tag.py",
         description="Print the nearest words for each image.",
-        epilog=cli.EXIT_CODES_HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)"
     )
+    parser.add_argument("--checkpoint", help=cli.CHECKPOINT_HELP)
     parser.add_argument(
-        "--checkpoint", help="a .ckpt file or conse:efficientnet_lite0 (default: newest in checkpoints/)"
+        "--vocabulary",
+        metavar="FILE",
+        help="tag only with these words (one per line; exact search) instead of the word index",
     )
-    parser.add_argument("--vocabulary", metavar="FILE",
-                        help="tag only with these words (one per line; exact search) instead of the word index")  # fmt: skip
-    parser.add_argument("--words-index", default=str(DEFAULT_WORDS_INDEX),
-                        help=f"word index bundle, built on first use if missing (default {DEFAULT_WORDS_INDEX})")  # fmt: skip
+    parser.add_argument(
+        "--words-index",
+        default=str(DEFAULT_WORDS_INDEX),
+        help=f"word index bundle, built on first use if missing (default {DEFAULT_WORDS_INDEX})",
+    )
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
     cli.add_result_options(parser, JSON_FORMAT)
     return parser.parse_args(argv)
@@ -68,8 +78,14 @@ def _words(args: argparse.Namespace, identity: dict):
                 f"{len(missing)} words of {args.vocabulary} are not in the word vectors: {', '.join(missing)}"
             )
         return table
-    return open_word_index(args.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"],
-                           build_if_missing=True, log=cli.log)  # fmt: skip
+    return open_word_index(
+        args.words_index,
+        identity["vectors_source"],
+        identity["vectors_sha"],
+        identity["dim"],
+        build_if_missing=True,
+        log=cli.log,
+    )
 
 
 def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.images import BadImage
-from datamodules.sources import ImageSource
+from datamodules.sources import ImageSource, Subset
 
 CACHE_FORMAT = 1
 
@@ -65,16 +65,60 @@ def cached_features(
     batch_size: int = 64,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=lambda: None,
 ) -> tuple[CachedFeatures, bool]:
-    """Features for every item of ``source``; returns (features, whether they came from the cache)."""
+    """Features for every item of ``source``; returns (features, whether they came from the cache).
+
+    Under distributed training each of ``world_size`` ranks extracts every world_size-th item, writes
+    its part, and rank 0 merges the parts into one entry: the same entry a single process would write.
+    """
     key = cache_key(backbone.identity, transform, source)
     entry = Path(cache_dir) / key
     if (entry / "meta.json").is_file():
         return _read_entry(entry, key), True
-    features = extract_features(source, backbone, transform, image_size, batch_size, num_workers, device)
-    features.key = key
-    _write_entry(entry, features)
-    return features, False
+    shard = Subset(source, range(rank, len(source), world_size))
+    part = extract_features(shard, backbone, transform, image_size, batch_size, num_workers, device)
+    if world_size == 1:
+        part.key = key
+        _write_entry(entry, part)
+        return part, False
+    parts = Path(cache_dir) / f".{key}.parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    _save_atomically(parts / f"{rank}.npz", features=part.features, valid=part.valid,
+                     skipped=np.array(part.skipped, dtype=str).reshape(-1, 2))  # fmt: skip
+    barrier()
+    if rank == 0:
+        _write_entry(entry, _merge_parts(parts, len(source), world_size, key))
+        shutil.rmtree(parts, ignore_errors=True)
+    barrier()
+    return _read_entry(entry, key), False
+
+
+def _save_atomically(path: Path, **arrays) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _merge_parts(parts: Path, n: int, world_size: int, key: str) -> CachedFeatures:
+    """Interleave the ranks' parts back into source order (rank r holds items r, r + world_size, ...)."""
+    merged = None
+    skipped: list[tuple[str, str]] = []
+    for rank in range(world_size):
+        with np.load(parts / f"{rank}.npz") as part:
+            if merged is None:
+                merged = CachedFeatures(np.zeros((n, part["features"].shape[1]), np.float32),
+                                        np.zeros(n, bool), [], key)  # fmt: skip
+            merged.features[rank::world_size] = part["features"]
+            merged.valid[rank::world_size] = part["valid"]
+            skipped += [tuple(s) for s in part["skipped"].tolist()]
+    merged.skipped = sorted(skipped)
+    return merged
 
 
 def extract_features(source, backbone, transform, image_size, batch_size, num_workers, device) -> CachedFeatures:
@@ -111,7 +155,8 @@ def _write_entry(entry: Path, features: CachedFeatures) -> None:
         np.save(tmp / "features.npy", features.features)
         np.save(tmp / "valid.npy", features.valid)
         # meta.json is written last: an entry without it is incomplete and never read.
-        (tmp / "meta.json").write_text(json.dumps({"key": features.key, "skipped": features.skipped}))
+        meta = {"key": features.key, "skipped": sorted(features.skipped)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
         for name in ("features.npy", "valid.npy", "meta.json"):
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())

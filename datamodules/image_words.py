@@ -121,10 +121,11 @@ class ImageWordDataModule(pl.LightningDataModule):
             raise DataError("no readable training images left after the split")
 
     def _features(self, model):
-        device = self.trainer.strategy.root_device
+        trainer = self.trainer
         return cached_features(
             self.source, model.backbone, model.eval_transform, model.hparams.image_size,
-            self.hparams.cache_dir, self.hparams.extract_batch_size, self.hparams.num_workers, device,
+            self.hparams.cache_dir, self.hparams.extract_batch_size, self.hparams.num_workers,
+            trainer.strategy.root_device, trainer.global_rank, trainer.world_size, trainer.strategy.barrier,
         )  # fmt: skip
 
     def _dataset(self, name: str, train: bool) -> Dataset:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from indexing import cli
-from indexing.bundle import DEFAULT_N_TREES, open_bundle, read_manifest
+from indexing.bundle import DEFAULT_N_TREES, BundleMissing, open_bundle, read_manifest
 from indexing.image_index import build_image_index
 from indexing.word_index import DEFAULT_VOCAB_SIZE, DEFAULT_WORDS_INDEX, build_word_index
 
@@ -37,29 +37,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     words.add_argument("--vectors", help="word vectors: glove-6b-50d (default) or a GloVe/word2vec file")
     vocabulary = words.add_mutually_exclusive_group()
-    vocabulary.add_argument("--vocab-size", type=cli.positive_int, default=DEFAULT_VOCAB_SIZE,
-                            help=f"most frequent alphabetic non-stop-words (default {DEFAULT_VOCAB_SIZE})")  # fmt: skip
+    vocabulary.add_argument(
+        "--vocab-size",
+        type=cli.positive_int,
+        default=DEFAULT_VOCAB_SIZE,
+        help=f"most frequent alphabetic non-stop-words (default {DEFAULT_VOCAB_SIZE})",
+    )
     vocabulary.add_argument("--word-list", metavar="FILE", help="index these words instead (one per line)")
     words.add_argument("--force", action="store_true", help="rebuild even if the bundle is up to date")
 
     images = commands.add_parser("build-images", help="an image collection for search.py")
-    images.add_argument("inputs", nargs="*", metavar="FOLDER_OR_FILE",
-                        help="images or folders (recursive); with --update, default: the folders indexed before")  # fmt: skip
+    images.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="FOLDER_OR_FILE",
+        help="images or folders (recursive); with --update, default: the folders indexed before",
+    )
     images.add_argument("--out", required=True, help="bundle directory, e.g. indexes/photos")
     images.add_argument(
-        "--checkpoint", help="a .ckpt file or conse:efficientnet_lite0 (default: newest in checkpoints/)"
+        "--checkpoint", help=f"{cli.CHECKPOINT_HELP}; with --update, default: the index's own"
     )
-    images.add_argument("--update", action="store_true",
-                        help="reuse stored vectors of unchanged files (same path, size, mtime); drop deleted ones")  # fmt: skip
-    images.add_argument("--on-disk", action="store_true",
-                        help="build the Annoy forest in its file rather than in RAM (collections larger than memory)")  # fmt: skip
+    images.add_argument(
+        "--update",
+        action="store_true",
+        help="reuse stored vectors of unchanged files (same path, size, mtime); drop deleted ones",
+    )
+    images.add_argument(
+        "--on-disk",
+        action="store_true",
+        help="build the Annoy forest in its file rather than in RAM (collections larger than memory)",
+    )
     images.add_argument("--batch-size", type=cli.positive_int, default=64)
 
     for sub in (words, images):
-        sub.add_argument("--n-trees", type=cli.positive_int, default=DEFAULT_N_TREES,
-                         help=f"Annoy trees (default {DEFAULT_N_TREES})")  # fmt: skip
-        sub.add_argument("--search-k", type=cli.positive_int,
-                         help="Annoy search_k (default: smallest reaching recall@10 >= 0.95 vs exact)")  # fmt: skip
+        sub.add_argument(
+            "--n-trees",
+            type=cli.positive_int,
+            default=DEFAULT_N_TREES,
+            help=f"Annoy trees (default {DEFAULT_N_TREES})",
+        )
+        sub.add_argument(
+            "--search-k",
+            type=cli.positive_int,
+            help="Annoy search_k (default: smallest reaching recall@10 >= 0.95 vs exact)",
+        )
 
     info = commands.add_parser("info", help="print a bundle's manifest (without the skipped-file list)")
     info.add_argument("bundle")
@@ -67,26 +88,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_words(args: argparse.Namespace) -> int:
-    build_word_index(args.out, vectors=args.vectors, vocab_size=args.vocab_size, word_list=args.word_list,
-                     n_trees=args.n_trees, search_k=args.search_k, force=args.force, log=cli.log)  # fmt: skip
+    build_word_index(
+        args.out,
+        vectors=args.vectors,
+        vocab_size=args.vocab_size,
+        word_list=args.word_list,
+        n_trees=args.n_trees,
+        search_k=args.search_k,
+        force=args.force,
+        log=cli.log,
+    )
     return cli.EXIT_OK
 
 
 def build_images(args: argparse.Namespace) -> int:
-    inputs = args.inputs
+    recorded = _recorded(Path(args.out)) if args.update else {}
+    inputs = args.inputs or recorded.get("sources")
     if not inputs:
-        if not args.update:
-            raise cli.UsageError(
-                "give the images or folders to index (or --update to re-scan the indexed ones)"
-            )
-        inputs = read_manifest(Path(args.out), kind="images")["sources"]
-    embedder = cli.load_embedder(args.checkpoint)
-    report = build_image_index(inputs, args.out, embedder, update=args.update, on_disk=args.on_disk,
-                               n_trees=args.n_trees, search_k=args.search_k, batch_size=args.batch_size,
-                               log=cli.log)  # fmt: skip
-    cli.log(f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
-            f"reused, {report.removed} removed, {report.duplicates} duplicate paths)")  # fmt: skip
+        raise cli.UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
+    embedder = cli.load_embedder(args.checkpoint or recorded.get("embedder_spec"))
+    report = build_image_index(
+        inputs,
+        args.out,
+        embedder,
+        update=args.update,
+        on_disk=args.on_disk,
+        n_trees=args.n_trees,
+        search_k=args.search_k,
+        batch_size=args.batch_size,
+        log=cli.log,
+    )
+    cli.log(
+        f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
+        f"reused, {report.removed} removed, {report.duplicates} duplicate paths)"
+    )
     return cli.finish(report.skipped)
+
+
+def _recorded(out: Path) -> dict:
+    """The existing image bundle's manifest, whose folders and checkpoint --update reuses by default."""
+    try:
+        return read_manifest(out, kind="images")
+    except BundleMissing:
+        return {}
 
 
 def show_info(args: argparse.Namespace) -> int:

@@ -47,7 +47,8 @@ VECTORS_FILE = "vectors.npy"
 ITEMS_FILE = "items.txt"
 MANIFEST_FILE = "manifest.json"
 
-_EXACT_CHUNK = 1 << 16  # rows per matmul in exact search: bounded memory over a memory-mapped file
+_EXACT_BUDGET = 1 << 20  # query x row scores per matmul in exact search: bounded memory however large
+_ADD_CHUNK = 1 << 16  # rows converted to lists at a time while adding to Annoy: fast, yet bounded memory
 _SEED = 1234  # Annoy's tree construction is random: a fixed seed makes rebuilds reproducible
 
 
@@ -73,14 +74,16 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force cosine top-k of normalised ``queries`` (q, dim) -> (ids, scores), each (q, k), best first.
 
-    Walks ``vectors`` in chunks so a memory-mapped 400k x dim file is never copied into memory whole.
+    Walks ``vectors`` in chunks so a memory-mapped 400k x dim file is never copied into memory whole and
+    the score matrix stays small however many queries come at once.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     k = min(k, len(vectors))
+    chunk = max(_EXACT_BUDGET // len(queries), k)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     best_scores = np.zeros((len(queries), 0), dtype=np.float32)
-    for start in range(0, len(vectors), _EXACT_CHUNK):
-        scores = queries @ np.asarray(vectors[start : start + _EXACT_CHUNK]).T
+    for start in range(0, len(vectors), chunk):
+        scores = queries @ np.asarray(vectors[start : start + chunk]).T
         take = min(k, scores.shape[1])
         top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
         best_ids = np.concatenate([best_ids, top + start], axis=1)
@@ -117,7 +120,7 @@ class VectorTable:
         return self._rows.get(item)
 
     def nearest(self, query: np.ndarray, k: int, exact: bool = False) -> list[tuple[str, float]]:
-        """The ``k`` items closest to ``query`` (any length) as ``(item, cosine)``, best first."""
+        """The ``k`` items closest to ``query`` (any length) as ``(item, cosine)``, best first; always exact."""
         ids, scores = exact_top_k(self.vectors, normalise(query), k)
         return [(self.items[i], float(s)) for i, s in zip(ids[0], scores[0])]
 
@@ -154,20 +157,27 @@ class Bundle(VectorTable):
         return [(self.items[i], s) for i, s in ranked]
 
 
-def open_bundle(path: str | os.PathLike, expect: dict | None = None) -> Bundle:
+def open_bundle(path: str | os.PathLike, expect: dict | None = None, rebuild: dict | None = None) -> Bundle:
     """Open the bundle at ``path`` after checking its manifest against ``expect`` (manifest key -> value).
 
     Everything that could make Annoy crash or answer with the wrong space is checked first: format
     version, each expected key (kind, dim, vectors_sha, embedder_sha, ...) and the sizes of the files.
+    Errors name the command that (re)builds the bundle, from ``rebuild`` (manifest fields such as kind and
+    vectors_source) if given, else from what the bundle's own manifest records.
     """
     path = _recover(Path(path))
     expect = expect or {}
-    manifest = read_manifest(path, kind=expect.get("kind"))
+    try:
+        manifest = read_manifest(path, kind=expect.get("kind"))
+    except BundleMissing:
+        if rebuild is None:
+            raise
+        raise BundleMissing(f"no index at {path}: {rebuild_hint(path, rebuild, verb='build')}") from None
     for key, wanted in expect.items():
         if manifest.get(key) != wanted:
             raise BundleMismatch(
                 f"{path} was built with {key}={manifest.get(key)!r}, but {wanted!r} is in use; "
-                f"{rebuild_hint(path, manifest)}"
+                f"{rebuild_hint(path, rebuild or manifest)}"
             )
     count, dim = manifest["count"], manifest["dim"]
     index_file = path / INDEX_FILE
@@ -190,6 +200,10 @@ def open_bundle(path: str | os.PathLike, expect: dict | None = None) -> Bundle:
         )
     annoy = AnnoyIndex(dim, METRIC)
     annoy.load(str(index_file))
+    if annoy.get_n_items() != count:
+        raise BundleError(
+            f"{index_file} holds {annoy.get_n_items()} items, not {count}; {rebuild_hint(path, manifest)}"
+        )
     return Bundle(path, manifest, items, vectors, annoy)
 
 
@@ -364,8 +378,8 @@ def _build_forest(vectors: np.ndarray, index_file: Path, n_trees: int, on_disk: 
     annoy.set_seed(_SEED)
     if on_disk:
         annoy.on_disk_build(str(index_file))
-    for start in range(0, len(vectors), _EXACT_CHUNK):
-        for offset, row in enumerate(np.asarray(vectors[start : start + _EXACT_CHUNK]).tolist()):
+    for start in range(0, len(vectors), _ADD_CHUNK):
+        for offset, row in enumerate(np.asarray(vectors[start : start + _ADD_CHUNK]).tolist()):
             annoy.add_item(start + offset, row)
     annoy.build(n_trees, n_jobs=-1)
     if not on_disk:

@@ -23,10 +23,10 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 done; 2 bad input (unknown word, missing or mismatched index/checkpoint, no images); "
-    "3 done but some files were skipped (listed on stderr)"
-)
+EXIT_CODES_HELP = """exit codes: 0 done; 2 bad input (unknown word, missing or mismatched index or checkpoint,
+  no images); 3 done, but some files were skipped (listed on stderr)"""
+
+CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
 
 
 class UsageError(Exception):
@@ -49,8 +49,11 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
     parser.add_argument(
         "--top-k", type=positive_int, default=10, help="results per image or query (default 10)"
     )
-    parser.add_argument("--exact", action="store_true",
-                        help="brute-force cosine over all stored vectors instead of the Annoy index")  # fmt: skip
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="brute-force cosine over all stored vectors instead of the Annoy index",
+    )
     parser.add_argument("--json", action="store_true", help=f"one JSON object per line: {json_format}")
     parser.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML gallery")
     parser.add_argument("--grid", metavar="OUT.png", help="also write a contact sheet")
@@ -61,12 +64,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def error(prog: str, err: Exception | str) -> None:
+    print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+
+
 def run(prog: str, body: Callable[[], int], user_errors: tuple[type[Exception], ...] = ()) -> int:
     """Run a script body; the errors a user can fix become one line on stderr and exit code 2."""
     try:
         return body()
     except (UsageError, BundleError, *user_errors) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        error(prog, err)
         return EXIT_BAD_INPUT
 
 

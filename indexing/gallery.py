@@ -34,8 +34,8 @@ class Row:
 
 
 def thumbnail(path: str | os.PathLike):
-    """A THUMB-bounded RGB thumbnail, or a grey placeholder for a file that cannot be read any more."""
-    from PIL import Image
+    """The image scaled to fit THUMB x THUMB (tiny images grow too), or a grey placeholder if unreadable."""
+    from PIL import Image, ImageOps
 
     from datamodules.images import BadImage, open_image
 
@@ -43,8 +43,7 @@ def thumbnail(path: str | os.PathLike):
         image = open_image(path)
     except BadImage:
         return Image.new("RGB", (THUMB, THUMB), _PLACEHOLDER)
-    image.thumbnail((THUMB, THUMB))
-    return image
+    return ImageOps.contain(image, (THUMB, THUMB))
 
 
 def _data_uri(path: str) -> str:
@@ -70,8 +69,10 @@ def write_html(path: str | os.PathLike, rows: list[Row], heading: str) -> None:
     """Write the gallery to ``path`` (one file, no external references)."""
     from datamodules.images import printable
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(heading)}</h1>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(heading)}</h1>",
+    ]
     for row in rows:
         parts.append(f"<section><h2>{html.escape(printable(row.title))}</h2><div class='hits'>")
         if row.image is not None:

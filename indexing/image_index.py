@@ -54,7 +54,7 @@ class BuildReport:
 
 
 def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
-    """Image files in ``inputs`` (files, or folders searched recursively), each real file once, sorted.
+    """Image files in ``inputs`` (files, or folders searched recursively, sorted), each real file once.
 
     A missing input or an empty result raises BundleError: that is a mistake in the command, not a skip.
     """
@@ -88,7 +88,6 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
     if not found.files:
         detail = f" ({len(found.skipped)} skipped)" if found.skipped else ""
         raise BundleError(f"no images found in {', '.join(printable(s) for s in inputs)}{detail}")
-    found.files.sort(key=lambda f: f.path)
     return found
 
 
@@ -128,14 +127,6 @@ class ChunkedEmbedder:
         return dict(zip(result.paths, result.vectors))
 
 
-def open_image_index(path: str | os.PathLike, embedder_sha: str | None = None) -> Bundle:
-    """The image bundle at ``path``, refused if it was built by another checkpoint than ``embedder_sha``."""
-    expect = {"kind": "images"}
-    if embedder_sha is not None:
-        expect["embedder_sha"] = embedder_sha
-    return open_bundle(path, expect=expect)
-
-
 def build_image_index(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -154,6 +145,7 @@ def build_image_index(
     only new or changed files are embedded, and files no longer present drop out.
     """
     collected = collect_images(inputs)
+    collected.files.sort(key=lambda f: f.path)  # the same items in the same order, however they were named
     old_vectors, old_rows = _previous(out, embedder) if update else (None, {})
     to_embed = [f for f in collected.files if f not in old_rows]
     log(
@@ -182,10 +174,11 @@ def build_image_index(
                 f"none of the {len(collected.files)} images could be read: {describe_skips(failed)}"
             )
         skipped = collected.skipped + failed
+        spec = os.path.abspath(embedder.spec) if os.path.isfile(embedder.spec) else embedder.spec  # any cwd
         meta = {
             "vectors_source": embedder.identity["vectors_source"],
             "vectors_sha": embedder.identity["vectors_sha"],
-            "embedder_spec": embedder.spec,
+            "embedder_spec": spec,
             "embedder_sha": embedder.identity["sha"],
             "embedder": embedder.identity,
             "sources": [os.path.abspath(os.fsdecode(s)) for s in inputs],
@@ -210,7 +203,9 @@ def build_image_index(
 def _previous(out: str | os.PathLike, embedder) -> tuple[np.ndarray | None, dict[ImageFile, int]]:
     """The stored vectors of the bundle at ``out`` and each file's row, keyed by (path, size, mtime)."""
     try:
-        bundle = open_image_index(out, embedder_sha=embedder.identity["sha"])
+        bundle = open_bundle(
+            out, expect={"kind": "images", "embedder_sha": embedder.identity["sha"], "dim": embedder.dim}
+        )
     except BundleMissing:
         return None, {}
     except BundleError as err:

@@ -98,8 +98,11 @@ def build_word_index(
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
     spec = vocabulary_spec(vocab_size, word_list)
     if not force:
+        wanted = {"kind": "words", "vectors_sha": wv.sha, "vocabulary": spec, "n_trees": n_trees}
+        if search_k is not None:
+            wanted["search_k"] = search_k
         try:
-            bundle = open_bundle(out, expect={"kind": "words", "vectors_sha": wv.sha, "vocabulary": spec})
+            bundle = open_bundle(out, expect=wanted)
             log(f"{out} is up to date ({len(bundle)} words from {wv.source}); --force rebuilds it")
             return bundle
         except BundleError:
@@ -137,14 +140,15 @@ def open_word_index(
 ) -> Bundle:
     """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed."""
     expect = {"kind": "words", "vectors_sha": vectors_sha, "dim": dim}
+    rebuild = {"kind": "words", "vectors_source": vectors_source}
     try:
-        return open_bundle(path, expect=expect)
+        return open_bundle(path, expect=expect, rebuild=rebuild)
     except BundleMissing:
         if not build_if_missing:
             raise
-    log(f"no word index at {path} yet: building it once (about a minute)")
+    log(f"no word index at {path} yet: building it once")
     build_word_index(path, vectors=vectors_source, log=log)
-    return open_bundle(path, expect=expect)
+    return open_bundle(path, expect=expect, rebuild=rebuild)
 
 
 def vocabulary_table(

@@ -1,0 +1,62 @@
+"""ConSE (Norouzi et al. 2014): word vectors for images from an ImageNet classifier, with no training.
+
+An image's vector is the probability-weighted mean of the word vectors of its T most likely ImageNet
+classes, so it lands between the words of what the classifier sees, even for labels ImageNet lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from indexing.vectors import UnknownLabelError, WordVectors, label_vector
+from models.backbones import Backbone, imagenet_class_names
+
+
+class ConSE(nn.Module):
+    """images -> (B, dim) convex combination of the top-T valid classes' word vectors."""
+
+    def __init__(self, backbone: Backbone, class_word_vectors: Tensor, valid: Tensor, top_t: int = 10):
+        super().__init__()
+        if class_word_vectors.dim() != 2 or valid.shape != class_word_vectors.shape[:1]:
+            raise ValueError(
+                f"class_word_vectors {tuple(class_word_vectors.shape)} and valid {tuple(valid.shape)} "
+                "must be (classes, dim) and (classes,)"
+            )
+        if not 1 <= top_t <= int(valid.sum()):
+            raise ValueError(f"top_t={top_t} must be between 1 and the {int(valid.sum())} valid classes")
+        self.backbone = backbone
+        self.top_t = top_t
+        self.register_buffer("class_word_vectors", class_word_vectors.float())
+        self.register_buffer("valid", valid.bool())
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.backbone.classify(images).float().masked_fill(~self.valid, float("-inf"))
+        top = logits.topk(self.top_t, dim=-1)
+        # softmax of the top-T logits = their softmax probabilities renormalised to sum 1, without the
+        # underflow to 0/0 that renormalising tiny probabilities would risk.
+        weights = top.values.softmax(dim=-1)
+        return torch.einsum("bt,btd->bd", weights, self.class_word_vectors[top.indices])
+
+
+def imagenet_class_word_vectors(wv: WordVectors) -> tuple[Tensor, Tensor]:
+    """(1000, dim) word vectors of the ImageNet classes in logit order, and which of them are known."""
+    return class_word_vectors(imagenet_class_names(), wv)
+
+
+def class_word_vectors(names: Sequence[str], wv: WordVectors) -> tuple[Tensor, Tensor]:
+    """A class named by synonyms ("tabby, tabby cat") takes its first synonym with a known word (a
+    multi-word synonym averages its known words); a class with none is invalid and gets a zero vector."""
+    vectors = torch.zeros(len(names), wv.dim)
+    valid = torch.zeros(len(names), dtype=torch.bool)
+    for i, name in enumerate(names):
+        for synonym in name.split(", "):
+            try:
+                vectors[i] = torch.from_numpy(label_vector(synonym, wv))
+            except UnknownLabelError:
+                continue
+            valid[i] = True
+            break
+    return vectors, valid
