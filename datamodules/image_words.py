@@ -35,7 +35,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
-        extract_batch_size: int = 64,
+        extract_batch_size: int = 16,
         cache_dir: str = ".cache/features",
     ):
         """
@@ -92,8 +92,8 @@ class ImageWordDataModule(pl.LightningDataModule):
             if name in self.held_out:
                 parts["test"] += members.tolist()
                 continue
-            n_test = int(round(len(members) * self.hparams.test_fraction))
-            n_val = int(round(len(members) * self.hparams.val_fraction))
+            n_test = round(len(members) * self.hparams.test_fraction)
+            n_val = round(len(members) * self.hparams.val_fraction)
             parts["test"] += members[:n_test].tolist()
             parts["val"] += members[n_test : n_test + n_val].tolist()
             parts["train"] += members[n_test + n_val :].tolist()

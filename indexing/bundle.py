@@ -47,7 +47,7 @@ VECTORS_FILE = "vectors.npy"
 ITEMS_FILE = "items.txt"
 MANIFEST_FILE = "manifest.json"
 
-_EXACT_BUDGET = 1 << 20  # query x row scores per matmul in exact search: bounded memory however large
+_EXACT_BUDGET = 1 << 18  # query x row scores per matmul in exact search: bounded memory however large
 _ADD_CHUNK = 1 << 16  # rows converted to lists at a time while adding to Annoy: fast, yet bounded memory
 _SEED = 1234  # Annoy's tree construction is random: a fixed seed makes rebuilds reproducible
 

@@ -188,8 +188,8 @@ def build_backbone(name: str, weights: str = "pretrained", unfreeze_blocks: int 
         constructor, _ = _TORCHVISION[name]
         net = constructor(weights=None)
         cls = _VGG16 if name == "vgg16" else _ResNet
-    if weights_file is None:
-        identity = f"{name}:random"
+    if weights_file is None:  # random weights differ from seed to seed: hash them, or caches would mix
+        identity = f"{name}:random@{_state_sha12(net)}"
     else:
         _load_state_dict(net, weights_file, name)
         identity = f"{name}:{weights_file.name}@{file_sha12(weights_file)}"
@@ -256,6 +256,13 @@ def file_sha12(path: str | os.PathLike) -> str:
                 digest.update(chunk)
         _SHA_CACHE[key] = digest.hexdigest()[:12]
     return _SHA_CACHE[key]
+
+
+def _state_sha12(net: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for tensor in net.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def _check_name(name: str) -> None:

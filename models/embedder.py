@@ -120,7 +120,7 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         hparams = checkpoint["hyper_parameters"]
         made_by = checkpoint["wordsight"]
-    except Exception as error:  # a truncated or foreign file: say so in one line
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say so in one line
         raise EmbedderError(f"{path} is not a wordsight checkpoint ({type(error).__name__})") from None
     net = network_from_hparams(hparams)
     if net.backbone.identity != made_by["backbone_identity"]:

@@ -61,14 +61,8 @@ class ImageToWordVector(pl.LightningModule):
         self.register_buffer("class_vectors", torch.tensor(label_space["vectors"], dtype=torch.float32))
         self.register_buffer("seen", torch.tensor(label_space["seen"], dtype=torch.bool))
         self.eval_transform = image_transform(backbone, image_size)
-        self.train_transform = (
-            transforms.Compose(
-                [transforms.RandomResizedCrop(image_size, scale=(0.6, 1.0)), transforms.RandomHorizontalFlip(),
-                 self.eval_transform]  # fmt: skip
-            )
-            if augment
-            else self.eval_transform
-        )
+        augmentations = [transforms.RandomResizedCrop(image_size, scale=(0.6, 1.0)), transforms.RandomHorizontalFlip()]
+        self.train_transform = transforms.Compose([*augmentations, self.eval_transform]) if augment else self.eval_transform
         self.metrics = torch.nn.ModuleDict({
             "fit": self._metrics(["cosine"]),
             "val": self._metrics(["cosine", "hit@1", "hit@5"]),
