@@ -2,9 +2,8 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CKPT     = $(shell ls -t checkpoints/fashion_mnist/last*.ckpt 2>/dev/null | head -1)
 
-.PHONY: demo test install system-deps train-demo benchmark lint clean
+.PHONY: demo test install system-deps benchmark lint clean
 
 # torch/torchvision are pinned first: on this kind of machine pip takes them from local disk.
 $(STAMP): pyproject.toml
@@ -29,11 +28,20 @@ test: install system-deps
 lint: install
 	$(PY) -m ruff check .
 
-train-demo: install system-deps
+# The demo, end to end: train, test, index, tag, search, gallery. Each step is a command from README.
+DEMO_CKPT   := checkpoints/fashion_mnist/last.ckpt
+DEMO_IMAGES := demo_output/fashion_mnist_test
+demo: install system-deps
 	$(PY) train.py fit --config configs/fashion_mnist.yaml
-	$(PY) train.py test --config configs/fashion_mnist.yaml --ckpt_path last
-
-demo: train-demo
+	$(PY) train.py test --config configs/fashion_mnist.yaml --ckpt_path $(DEMO_CKPT)
+	$(PY) -m indexing build-words --out indexes/words
+	$(PY) -m datamodules export --out $(DEMO_IMAGES) --split test --per-class 50
+	$(PY) -m indexing build-images $(DEMO_IMAGES) --out indexes/demo --checkpoint $(DEMO_CKPT)
+	$(PY) tag.py $$(ls $(DEMO_IMAGES)/*/*.png | awk 'NR % 50 == 1') --checkpoint $(DEMO_CKPT) --top-k 5 \
+	    --html demo_output/tags.html
+	$(PY) search.py boot footwear bag "summer dress" $$(ls $(DEMO_IMAGES)/Sneaker/*.png | head -1) \
+	    --index indexes/demo --top-k 8 --html demo_output/search.html --grid demo_output/search.png
+	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
 
 benchmark: install
 	$(PY) benchmarks/bench_index.py

@@ -131,7 +131,7 @@ def extract_features(source, backbone, transform, image_size, batch_size, num_wo
     skipped: list[tuple[str, str]] = []
     threads = torch.get_num_threads()
     # Decoding workers and torch threads share the cores; oversubscribing them is ~3x slower.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - num_workers))
+    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - num_workers)))
     backbone = backbone.to(device).eval()
     start = 0
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs import (
+from tests.bad_inputs import (
     ANIMATED,
     EXIF_ROTATED,
     EXIF_ROTATED_SIZE,
