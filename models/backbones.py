@@ -69,7 +69,11 @@ class Backbone(nn.Module):
 
     def classify(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) normalised images -> (B, 1000) ImageNet logits."""
-        return self._logits(self(images))
+        return self.logits(self(images))
+
+    def logits(self, features: Tensor) -> Tensor:
+        """(B, feature_dim) features, e.g. cached ones -> (B, 1000) ImageNet logits."""
+        return self._logits(features)
 
     def freeze_all(self) -> None:
         self.set_trainable_blocks(0)

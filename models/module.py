@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -9,9 +11,17 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms
 
+from evaluation.metrics import flatten, stacking_offset
+from evaluation.report import full_report, write_report
+from indexing.vectors import load_word_vectors
 from models.backbones import image_transform
+from models.conse import ConSE, HeadWithConSE, imagenet_class_word_vectors
 from models.losses import LOSSES, cosine_loss, hinge_rank_loss
 from models.network import network_from_hparams
+
+# Test-time zero-shot levers, chosen in README "Results": calibrated stacking and mixing in ConSE.
+DEFAULT_STACKING_RATE = 0.1
+DEFAULT_CONSE_WEIGHT = 0.25
 
 
 class ImageToWordVector(pl.LightningModule):
@@ -31,6 +41,8 @@ class ImageToWordVector(pl.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = True,
         weight_decay: float = 0.0,
+        stacking_rate: float = DEFAULT_STACKING_RATE,
+        conse_weight: float = DEFAULT_CONSE_WEIGHT,
         label_space: dict | None = None,
     ):
         """
@@ -49,6 +61,11 @@ class ImageToWordVector(pl.LightningModule):
             momentum: SGD momentum.
             nesterov: SGD Nesterov momentum.
             weight_decay: L2 weight decay.
+            stacking_rate: calibrated stacking for held-out classes at test time: seen-class scores are
+                lowered by the offset that would move this share of seen validation images onto a held-out
+                class (0 = plain nearest class vector). See ``evaluation.metrics.stacking_offset``.
+            conse_weight: at test time, add this much of ConSE's vector (same backbone, no training) to
+                the head's, both unit length (0 = the head alone). See ``models.conse.HeadWithConSE``.
             label_space: class names and their word vectors; linked from the datamodule, not set by hand.
         """
         super().__init__()
@@ -66,20 +83,15 @@ class ImageToWordVector(pl.LightningModule):
         self.metrics = torch.nn.ModuleDict({
             "fit": self._metrics(["cosine"]),
             "val": self._metrics(["cosine", "hit@1", "hit@5"]),
-            "test": self._metrics(["cosine", "hit@1", "hit@5"]),
-            "test_zero_shot": self._metrics(["cosine", "hit@1", "hit@5", "held_out_hit@1", "held_out_hit@5"]),
         })  # fmt: skip
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _metrics(self, names: list[str]) -> MetricCollection:
-        n_classes, n_held_out = len(self.seen), int((~self.seen).sum())
+        n_classes = len(self.seen)
         make = {
             "cosine": lambda: MeanMetric(),
             "hit@1": lambda: MulticlassAccuracy(n_classes, top_k=1, average="micro"),
             "hit@5": lambda: MulticlassAccuracy(n_classes, top_k=min(5, n_classes), average="micro"),
-            "held_out_hit@1": lambda: MulticlassAccuracy(n_classes, top_k=1, average="micro"),
-            "held_out_hit@5": lambda: MulticlassAccuracy(
-                n_classes, top_k=max(1, min(5, n_held_out)), average="micro"
-            ),
         }
         return MetricCollection({name: make[name]() for name in names})
 
@@ -117,49 +129,75 @@ class ImageToWordVector(pl.LightningModule):
         self.log("train/cosine", self.metrics["fit"]["cosine"], on_epoch=True, on_step=False)
         return loss
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def validation_step(self, batch, batch_idx):
         if batch is None:
             return
         x, y = batch
         pred = self(x)
-        scores = self.class_scores(pred)
-        cosine = F.cosine_similarity(pred, self.class_vectors[y])
-        if stage == "val":  # validation holds only seen classes: held-out ones are no candidates
-            scores = scores.masked_fill(~self.seen, -2.0)
-        groups = {stage: self.seen[y]} if stage == "val" else {"test": self.seen[y], "test_zero_shot": ~self.seen[y]}
-        for group, mask in groups.items():
-            if not mask.any():
-                continue
-            metrics = self.metrics[group]
-            metrics["cosine"](cosine[mask])
-            metrics["hit@1"](scores[mask], y[mask])
-            metrics["hit@5"](scores[mask], y[mask])
-            if "held_out_hit@1" in metrics:
-                held_out_scores = scores[mask].masked_fill(self.seen, -2.0)
-                metrics["held_out_hit@1"](held_out_scores, y[mask])
-                metrics["held_out_hit@5"](held_out_scores, y[mask])
-        if stage == "val":
-            self.log("val/loss", self._loss(pred, y), prog_bar=True)
-
-    def _log_epoch(self, groups: list[str]) -> None:
-        for group in groups:
-            prefix = group.replace("_", "/", 1) if group.startswith("test_") else group
-            for name, metric in self.metrics[group].items():
-                if metric.update_count:
-                    self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "hit@1")
-                metric.reset()
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        # validation holds only seen classes: held-out ones are no candidates
+        scores = self.class_scores(pred).masked_fill(~self.seen, -2.0)
+        metrics = self.metrics["val"]
+        metrics["cosine"](F.cosine_similarity(pred, self.class_vectors[y]))
+        metrics["hit@1"](scores, y)
+        metrics["hit@5"](scores, y)
+        self.log("val/loss", self._loss(pred, y), prog_bar=True)
 
     def on_validation_epoch_end(self):
-        self._log_epoch(["val"])
+        for name, metric in self.metrics["val"].items():
+            if metric.update_count:
+                self.log(f"val/{name}", metric.compute(), prog_bar=name == "hit@1")
+            metric.reset()
+
+    def on_test_start(self):
+        wv = load_word_vectors(self.hparams.label_space["vectors_source"])
+        conse = ConSE(self.backbone, *imagenet_class_word_vectors(wv)).to(self.device)
+        self._test_model = HeadWithConSE(self.net.head, conse, self.hparams.conse_weight)
+        self._test_word_vectors = wv
+
+    def test_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """Images or cached features -> the vectors test metrics score (the head, plus ConSE if weighted)."""
+        return self._test_model(x if x.dim() == 2 else self.backbone(x))
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        """Collect predictions: the metrics (evaluation.metrics) need all of them at once."""
+        if batch is not None:
+            x, y = batch
+            self._test_outputs.append((self.test_vectors(x), y))
 
     def on_test_epoch_end(self):
-        self._log_epoch(["test", "test_zero_shot"])
+        """Score the whole test split, log it, and write metrics.json / metrics.md beside the checkpoints."""
+        if not self._test_outputs:
+            return
+        pred, y = (torch.cat(parts) for parts in zip(*self._test_outputs))
+        self._test_outputs.clear()
+        if self.trainer.world_size > 1:
+            pred, y = (self.all_gather(t).flatten(0, 1) for t in (pred, y))
+        report = full_report(pred, y, self.hparams.label_space, self._test_word_vectors, self._stacking_offset())
+        del self._test_model  # test-only: keep it out of any later checkpoint
+        for name, value in flatten(report).items():
+            if not name.endswith("/n"):  # counts go to metrics.json only
+                self.log(name, float(value), rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            run_dir = self._run_dir()
+            hp = self.hparams
+            about = {"model": run_dir.name, "stacking_rate": hp.stacking_rate, "conse_weight": hp.conse_weight}
+            write_report(run_dir, report, about)
+
+    def _stacking_offset(self) -> float:
+        """Calibrated stacking's offset, tuned on the validation split (seen classes only)."""
+        datamodule = self.trainer.datamodule
+        if self.hparams.stacking_rate <= 0 or self.seen.all() or datamodule is None:
+            return 0.0
+        with torch.inference_mode():
+            preds = [self.test_vectors(x.to(self.device)) for x, _ in filter(None, datamodule.val_dataloader())]
+        if not preds:
+            return 0.0
+        return stacking_offset(self.class_scores(torch.cat(preds)), self.seen, self.hparams.stacking_rate)
+
+    def _run_dir(self) -> Path:
+        """The checkpoint directory (checkpoints/<experiment>/), else the logger's directory."""
+        callback = self.trainer.checkpoint_callback
+        return Path(callback.dirpath if callback and callback.dirpath else self.trainer.log_dir or ".")
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

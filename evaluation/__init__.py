@@ -1,0 +1,1 @@
+"""Quality measurement: test metrics (``metrics``), reports (``report``), ``python -m evaluation``."""

@@ -1,0 +1,127 @@
+"""Score any checkpoint, or ConSE, on a config's test split without Lightning.
+
+    python -m evaluation --config configs/fashion_mnist_zeroshot.yaml \\
+        --checkpoint checkpoints/fashion_mnist_zeroshot/last.ckpt --checkpoint conse:efficientnet_lite0
+
+The split is the datamodule's own (same seed, same readable files), and predictions are made from the
+same cached backbone features training used, so a checkpoint scores exactly what ``train.py test``
+reports. ConSE sees the images at the config's ``model.image_size`` (``--image-size`` to change it), so
+it is compared with the trained heads on the very same backbone features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import Tensor
+
+from datamodules.feature_cache import cached_features
+from datamodules.image_words import ImageWordDataModule
+from evaluation.metrics import cosine_scores, stacking_offset
+from evaluation.report import full_report, markdown_table, model_name, write_report
+from indexing.vectors import load_word_vectors
+from models.backbones import Backbone, image_transform
+from models.conse import ConSE, HeadWithConSE, imagenet_class_word_vectors
+from models.embedder import load_embedder
+from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
+
+DEFAULT_OUT = Path("runs/evaluation")
+_PREDICT_BATCH = 4096
+
+
+@dataclass
+class FeatureModel:
+    """A model seen as backbone features -> word-space vectors, so cached features can be reused."""
+
+    name: str
+    backbone: Backbone
+    image_size: int
+    predict: Callable[[Tensor], Tensor]
+    label_space: dict | None = None  # a checkpoint's own; None: ConSE, which learnt no classes
+    stacking_rate: float = 0.0
+
+
+def load_feature_model(spec: str, image_size: int, conse_weight: float | None = None) -> FeatureModel:
+    """``conse:<backbone>``, or a checkpoint path at its own image size with its test-time levers
+    (``model.stacking_rate``, ``model.conse_weight``; ``conse_weight`` overrides the latter)."""
+    model = load_embedder(spec).model
+    if isinstance(model, ConSE):
+        return FeatureModel(model_name(spec), model.backbone, image_size,
+                            lambda f: model.from_logits(model.backbone.logits(f)))  # fmt: skip
+    hparams = torch.load(spec, map_location="cpu", weights_only=True)["hyper_parameters"]
+    weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT) if conse_weight is None else conse_weight
+    wv = load_word_vectors(hparams["label_space"]["vectors_source"])
+    conse = ConSE(model.backbone, *imagenet_class_word_vectors(wv))
+    return FeatureModel(model_name(spec), model.backbone, hparams["image_size"],
+                        HeadWithConSE(model.head, conse, weight).eval(), hparams["label_space"],
+                        hparams.get("stacking_rate", DEFAULT_STACKING_RATE))  # fmt: skip
+
+
+def predict(model: FeatureModel, features) -> Tensor:
+    with torch.inference_mode():
+        return torch.cat([model.predict(torch.from_numpy(f)) for f in _chunks(features)])
+
+
+def _chunks(array):
+    return [array[i : i + _PREDICT_BATCH] for i in range(0, len(array), _PREDICT_BATCH)] or [array[:0]]
+
+
+def evaluate(datamodule: ImageWordDataModule, model: FeatureModel, stacking_rate: float | None = None) -> dict:
+    """Every metric of ``evaluation.metrics`` for ``model`` on the datamodule's test split."""
+    label_space = model.label_space or datamodule.label_space
+    if label_space["classes"] != datamodule.classes:
+        raise SystemExit(f"error: {model.name} knows classes {label_space['classes']}, "
+                         f"the config's data has {datamodule.classes}")  # fmt: skip
+    hp = datamodule.hparams
+    features, _ = cached_features(
+        datamodule.source, model.backbone, image_transform(model.backbone.name, model.image_size),
+        model.image_size, hp.cache_dir, hp.extract_batch_size, hp.num_workers,
+    )  # fmt: skip
+    splits = datamodule.split(features.valid)
+    rate = model.stacking_rate if stacking_rate is None else stacking_rate
+    offset = 0.0
+    if model.label_space is not None and rate > 0:  # ConSE learnt no class, so it has no seen-class bias
+        val_scores = cosine_scores(predict(model, features.features[splits["val"]]), torch.tensor(label_space["vectors"]))
+        offset = stacking_offset(val_scores, torch.tensor(label_space["seen"]), rate)
+    pred = predict(model, features.features[splits["test"]])
+    target = torch.as_tensor(datamodule.item_class[splits["test"]])
+    return full_report(pred, target, label_space, datamodule.word_vectors, offset)
+
+
+def datamodule_from_config(path: str | Path) -> tuple[ImageWordDataModule, dict]:
+    """The config's datamodule and its ``model`` section (plain LightningCLI YAML)."""
+    config = yaml.safe_load(Path(path).read_text())
+    return ImageWordDataModule(**config.get("data", {})), config.get("model", {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="the training config whose data and split to use")
+    parser.add_argument("--checkpoint", action="append", required=True,
+                        help="a .ckpt file or conse:<backbone>; repeat to compare several")  # fmt: skip
+    parser.add_argument("--image-size", type=int, help="ConSE's image size (default: the config's)")
+    parser.add_argument("--stacking-rate", type=float, help="override the checkpoints' model.stacking_rate")
+    parser.add_argument("--conse-weight", type=float, help="override the checkpoints' model.conse_weight")
+    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<config name>)")
+    args = parser.parse_args(argv)
+    datamodule, model_config = datamodule_from_config(args.config)
+    out = args.out or DEFAULT_OUT / Path(args.config).stem
+    image_size = args.image_size or model_config.get("image_size", 224)
+    reports = {}
+    for spec in args.checkpoint:
+        model = load_feature_model(spec, image_size, args.conse_weight)
+        reports[model.name] = report = evaluate(datamodule, model, args.stacking_rate)
+        about = {"model": spec, "config": args.config, "classes": datamodule.classes,
+                 "held_out": datamodule.held_out, "image_size": model.image_size}  # fmt: skip
+        write_report(out / model.name, report, about)
+    table = markdown_table(reports)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"written: {out}/<model>/metrics.json, metrics.md and {out}/results.md", file=sys.stderr)
+    return 0

@@ -1,0 +1,115 @@
+"""Tagging real photos: a small labelled set assembled from what registry packages ship, never trained on.
+
+    python -m evaluation.photos --checkpoint conse:efficientnet_lite0 --checkpoint checkpoints/x/last.ckpt
+
+- scikit-image's sample photos (``skimage.data``), labelled here by hand;
+- foolbox's sample images: 20 ImageNet photos named by their ImageNet class (EfficientNet was trained on
+  ImageNet, so these favour ConSE, which is that classifier) and 20 CIFAR-10 photos (32 px).
+
+A photo's tags are its nearest words in the default tag vocabulary (exact search, as ``tag.py --exact``),
+and hit@k means any of its label words is among the top k. Multi-word ImageNet names count each word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from evaluation.metrics import open_vocabulary_hits
+from evaluation.report import markdown_table, model_name, tag_vocabulary, write_report
+from indexing.vectors import load_word_vectors, words_for_label
+from models.backbones import imagenet_class_names
+from models.embedder import load_embedder
+
+DEFAULT_OUT = Path("runs/evaluation/photos")
+TOP_K = (1, 5)
+# skimage.data name -> the words a person would accept as its tag
+SKIMAGE_PHOTOS = {
+    "astronaut": ["astronaut", "astronauts"],
+    "chelsea": ["cat", "cats"],
+    "coffee": ["coffee", "cup", "mug"],
+    "rocket": ["rocket", "rockets"],
+    "motorcycle_left": ["motorcycle", "motorcycles", "motorbike"],
+    "camera": ["camera", "cameraman", "photographer"],
+    "coins": ["coin", "coins"],
+    "hubble_deep_field": ["galaxy", "galaxies", "stars"],
+    "moon": ["moon", "lunar", "craters"],
+    "brick": ["brick", "bricks", "wall"],
+    "grass": ["grass", "lawn"],
+    "gravel": ["gravel", "pebbles", "stones"],
+}
+CIFAR10_WORDS = [
+    ["airplane", "plane", "aircraft"], ["automobile", "car"], ["bird", "birds"], ["cat", "cats"],
+    ["deer"], ["dog", "dogs"], ["frog", "frogs"], ["horse", "horses"], ["ship", "ships", "boat"],
+    ["truck", "trucks"],
+]  # fmt: skip
+
+
+@dataclass
+class Photo:
+    group: str  # skimage, imagenet or cifar10
+    name: str
+    image: Image.Image
+    words: list[str]
+
+
+def real_photos(wv) -> list[Photo]:
+    """Every photo of the set that the installed packages provide (foolbox is optional)."""
+    import skimage.data
+
+    photos = [Photo("skimage", name, Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), words)
+              for name, words in SKIMAGE_PHOTOS.items()]  # fmt: skip
+    spec = importlib.util.find_spec("foolbox")  # its data files only: importing foolbox is not needed
+    if spec is None:
+        print("foolbox is not installed: its ImageNet and CIFAR-10 samples are left out", file=sys.stderr)
+        return photos
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    imagenet = imagenet_class_names()
+    for path in sorted(data.glob("imagenet_*.jpg")) + sorted(data.glob("cifar10_*.png")):
+        group, _, label = path.stem.split("_")
+        words = words_for_label(imagenet[int(label)], wv) if group == "imagenet" else CIFAR10_WORDS[int(label)]
+        photos.append(Photo(group, path.name, Image.open(path).convert("RGB"), words))
+    return photos
+
+
+def tag_photos(spec: str, photos: list[Photo], wv) -> dict:
+    """hit@1/5 per group and overall, plus each photo's top-5 tags, for one checkpoint or ConSE."""
+    embedder = load_embedder(spec)
+    pred = torch.from_numpy(embedder.embed_images([p.image for p in photos]))
+    words, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
+    target = torch.arange(len(photos))  # each photo is its own "class" of label words
+    hits = {k: open_vocabulary_hits(pred, target, vocabulary, word_ids, k).numpy() for k in TOP_K}
+    groups = {"all": np.ones(len(photos), bool)} | {g: np.array([p.group == g for p in photos])
+                                                     for g in dict.fromkeys(p.group for p in photos)}  # fmt: skip
+    metrics = {g: {"n": int(rows.sum())} | {f"hit@{k}": float(hits[k][rows].mean()) for k in TOP_K}
+               for g, rows in groups.items()}  # fmt: skip
+    top = pred.float() @ torch.nn.functional.normalize(vocabulary, dim=-1).T
+    tags = {f"{p.group}/{p.name}": [words[i] for i in row.topk(5).indices] for p, row in zip(photos, top)}
+    return {"metrics": metrics, "tags": tags}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.photos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", action="append", required=True, help="a .ckpt or conse:<backbone>")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    wv = load_word_vectors()
+    photos = real_photos(wv)
+    results = {spec: tag_photos(spec, photos, wv) for spec in args.checkpoint}
+    for spec, result in results.items():
+        write_report(args.out / model_name(spec), result["metrics"], {"model": spec, "tags": result["tags"]})
+    table = markdown_table({spec: result["metrics"] for spec, result in results.items()})
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
