@@ -7,12 +7,13 @@ validation and are evaluated separately (the zero-shot split).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
 from datamodules.feature_cache import cached_features
@@ -71,6 +72,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         self.class_vectors = np.stack([label_vector(c, self.word_vectors, words) for c in self.classes])
         self.item_class = np.array([self.classes.index(label) for label in self.source.labels])
         self.splits: dict[str, np.ndarray] | None = None
+        self.skipped: list[tuple[str, str]] = []  # (item, reason) of unreadable images, known after setup
 
     @property
     def label_space(self) -> dict:
@@ -113,9 +115,9 @@ class ImageWordDataModule(pl.LightningDataModule):
                   "so every epoch runs the backbone", file=sys.stderr)
             self.features = None
             valid, skipped = np.ones(len(self.source), dtype=bool), []
-        skipped = list(getattr(self.source, "listing_skips", [])) + skipped
-        if skipped:
-            print(describe_skips(skipped), file=sys.stderr)
+        self.skipped = list(getattr(self.source, "listing_skips", [])) + skipped
+        if self.skipped and self.trainer.is_global_zero:
+            print(describe_skips(self.skipped), file=sys.stderr)
         self.splits = self.split(valid)
         if len(self.splits["train"]) == 0:
             raise DataError("no readable training images left after the split")
@@ -142,7 +144,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(dataset, int(os.environ.get("PL_GLOBAL_SEED", 0))) if train else None,
             drop_last=train and len(dataset) > self.hparams.batch_size,  # BatchNorm needs > 1 sample
             num_workers=0 if self.features is not None else self.hparams.num_workers,
             collate_fn=skip_bad_items,
@@ -156,6 +158,24 @@ class ImageWordDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader("test")
+
+
+class EpochShuffle(RandomSampler):
+    """A shuffle that is a function of (seed, epoch) alone, so a resumed run sees the same batches.
+
+    A plain ``shuffle=True`` draws each epoch's order from the global RNG, which Lightning does not save in
+    checkpoints. Lightning calls ``set_epoch`` before every epoch (also the first one after resuming); under
+    DDP it swaps this sampler for a DistributedSampler, which it seeds from (seed, epoch) the same way.
+    """
+
+    def __init__(self, data_source, seed: int):
+        super().__init__(data_source)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+        self.generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class SourceItems(Dataset):

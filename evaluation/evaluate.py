@@ -43,6 +43,7 @@ class FeatureModel:
     backbone: Backbone
     image_size: int
     predict: Callable[[Tensor], Tensor]
+    vectors_sha: str
     label_space: dict | None = None  # a checkpoint's own; None: ConSE, which learnt no classes
     stacking_rate: float = 0.0
 
@@ -50,16 +51,17 @@ class FeatureModel:
 def load_feature_model(spec: str, image_size: int, conse_weight: float | None = None) -> FeatureModel:
     """``conse:<backbone>``, or a checkpoint path at its own image size with its test-time levers
     (``model.stacking_rate``, ``model.conse_weight``; ``conse_weight`` overrides the latter)."""
-    model = load_embedder(spec).model
+    embedder = load_embedder(spec)
+    model, sha = embedder.model, embedder.identity["vectors_sha"]
     if isinstance(model, ConSE):
         return FeatureModel(model_name(spec), model.backbone, image_size,
-                            lambda f: model.from_logits(model.backbone.logits(f)))  # fmt: skip
+                            lambda f: model.from_logits(model.backbone.logits(f)), sha)  # fmt: skip
     hparams = torch.load(spec, map_location="cpu", weights_only=True)["hyper_parameters"]
     weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT) if conse_weight is None else conse_weight
     wv = load_word_vectors(hparams["label_space"]["vectors_source"])
     conse = ConSE(model.backbone, *imagenet_class_word_vectors(wv))
     return FeatureModel(model_name(spec), model.backbone, hparams["image_size"],
-                        HeadWithConSE(model.head, conse, weight).eval(), hparams["label_space"],
+                        HeadWithConSE(model.head, conse, weight).eval(), sha, hparams["label_space"],
                         hparams.get("stacking_rate", DEFAULT_STACKING_RATE))  # fmt: skip
 
 
@@ -74,6 +76,9 @@ def _chunks(array):
 
 def evaluate(datamodule: ImageWordDataModule, model: FeatureModel, stacking_rate: float | None = None) -> dict:
     """Every metric of ``evaluation.metrics`` for ``model`` on the datamodule's test split."""
+    if model.vectors_sha != datamodule.word_vectors.sha:
+        raise SystemExit(f"error: {model.name} works in other word vectors than the config's data.vectors "
+                         f"({datamodule.word_vectors.source})")  # fmt: skip
     label_space = model.label_space or datamodule.label_space
     if label_space["classes"] != datamodule.classes:
         raise SystemExit(f"error: {model.name} knows classes {label_space['classes']}, "

@@ -42,12 +42,13 @@ def stacking_offset(val_scores: Tensor, seen: Tensor, rate: float) -> float:
 
     Tuned on validation images of seen classes only, so no held-out test label is ever looked at: an
     image switches to a held-out class once the offset exceeds its margin (best seen score minus best
-    held-out score), so the offset is the ``rate`` quantile of those margins.
+    held-out score), so the offset is the ``rate`` quantile of those margins. It is negative when more
+    than ``rate`` of them already land on held-out classes (then the seen classes get a boost).
     """
     if rate <= 0 or bool(seen.all()) or not bool(seen.any()) or len(val_scores) == 0:
         return 0.0
     margins = val_scores[:, seen].max(dim=1).values - val_scores[:, ~seen].max(dim=1).values
-    return max(0.0, float(torch.quantile(margins.float(), min(rate, 1.0))))
+    return float(torch.quantile(margins.float(), min(rate, 1.0)))
 
 
 def hit_at_k(scores: Tensor, target: Tensor, k: int, candidates: Tensor | None = None) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datamodules.images import open_image
 from evaluation.metrics import open_vocabulary_hits
 from evaluation.report import markdown_table, model_name, tag_vocabulary, write_report
 from indexing.vectors import load_word_vectors, words_for_label
@@ -30,33 +31,34 @@ from models.embedder import load_embedder
 
 DEFAULT_OUT = Path("runs/evaluation/photos")
 TOP_K = (1, 5)
-# skimage.data name -> the words a person would accept as its tag
+# a photo file shipped in skimage/data -> the words a person would accept as its tag
 SKIMAGE_PHOTOS = {
-    "astronaut": ["astronaut", "astronauts"],
-    "chelsea": ["cat", "cats"],
-    "coffee": ["coffee", "cup", "mug"],
-    "rocket": ["rocket", "rockets"],
-    "motorcycle_left": ["motorcycle", "motorcycles", "motorbike"],
-    "camera": ["camera", "cameraman", "photographer"],
-    "coins": ["coin", "coins"],
-    "hubble_deep_field": ["galaxy", "galaxies", "stars"],
-    "moon": ["moon", "lunar", "craters"],
-    "brick": ["brick", "bricks", "wall"],
-    "grass": ["grass", "lawn"],
-    "gravel": ["gravel", "pebbles", "stones"],
+    "astronaut.png": ["astronaut", "astronauts"],
+    "chelsea.png": ["cat", "cats"],
+    "coffee.png": ["coffee", "cup", "mug"],
+    "rocket.jpg": ["rocket", "rockets"],
+    "motorcycle_left.png": ["motorcycle", "motorcycles", "motorbike"],
+    "camera.png": ["camera", "cameraman", "photographer"],
+    "coins.png": ["coin", "coins"],
+    "hubble_deep_field.jpg": ["galaxy", "galaxies", "stars"],
+    "moon.png": ["moon", "lunar", "craters"],
+    "brick.png": ["brick", "bricks", "wall"],
+    "grass.png": ["grass", "lawn"],
+    "gravel.png": ["gravel", "pebbles", "stones"],
 }
 CIFAR10_WORDS = [
     ["airplane", "plane", "aircraft"], ["automobile", "car"], ["bird", "birds"], ["cat", "cats"],
     ["deer"], ["dog", "dogs"], ["frog", "frogs"], ["horse", "horses"], ["ship", "ships", "boat"],
     ["truck", "trucks"],
 ]  # fmt: skip
+IMAGENET_WORDS = {"bottlecap": ["bottle", "cap"]}  # GloVe 6B lacks "bottlecap"
 
 
 @dataclass
 class Photo:
     group: str  # skimage, imagenet or cifar10
     name: str
-    image: Image.Image
+    image: Image.Image  # RGB
     words: list[str]
 
 
@@ -64,8 +66,8 @@ def real_photos(wv) -> list[Photo]:
     """Every photo of the set that the installed packages provide (foolbox is optional)."""
     import skimage.data
 
-    photos = [Photo("skimage", name, Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), words)
-              for name, words in SKIMAGE_PHOTOS.items()]  # fmt: skip
+    skimage_data = Path(skimage.data.__file__).parent
+    photos = [Photo("skimage", name, open_image(skimage_data / name), words) for name, words in SKIMAGE_PHOTOS.items()]
     spec = importlib.util.find_spec("foolbox")  # its data files only: importing foolbox is not needed
     if spec is None:
         print("foolbox is not installed: its ImageNet and CIFAR-10 samples are left out", file=sys.stderr)
@@ -74,8 +76,8 @@ def real_photos(wv) -> list[Photo]:
     imagenet = imagenet_class_names()
     for path in sorted(data.glob("imagenet_*.jpg")) + sorted(data.glob("cifar10_*.png")):
         group, _, label = path.stem.split("_")
-        words = words_for_label(imagenet[int(label)], wv) if group == "imagenet" else CIFAR10_WORDS[int(label)]
-        photos.append(Photo(group, path.name, Image.open(path).convert("RGB"), words))
+        words = words_for_label(imagenet[int(label)], wv, IMAGENET_WORDS) if group == "imagenet" else CIFAR10_WORDS[int(label)]
+        photos.append(Photo(group, path.name, open_image(path), words))
     return photos
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -117,6 +119,14 @@ class ImageToWordVector(pl.LightningModule):
             return cosine_loss(pred, self.class_vectors[y])
         seen_index = torch.cumsum(self.seen.long(), 0) - 1  # class index -> index among seen classes
         return hinge_rank_loss(pred, seen_index[y], self.class_vectors[self.seen], self.hparams.margin)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """Seed the step's randomness (dropout) from (seed, step, rank): Lightning does not save RNG states
+        in checkpoints, so without this a resumed run would drop other units than an uninterrupted one."""
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (train.py: the config's seed)
+        if seed is not None:
+            state = np.random.SeedSequence([int(seed), self.global_step, self.global_rank]).generate_state(2)
+            torch.manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def training_step(self, batch, batch_idx):
         if batch is None:

@@ -58,7 +58,7 @@ def test_every_backbone_builds_frozen_and_gives_features_and_logits(name):
     assert backbone.feature_dim == FEATURE_DIMS[name]
     assert features.shape == (2, FEATURE_DIMS[name])
     assert logits.shape == (2, 1000)
-    assert backbone.identity == f"{name}:random"
+    assert backbone.identity.startswith(f"{name}:random@")  # random weights are hashed: seeds differ
     assert trainable(backbone) == []
     backbone.train()
     assert training_modules(backbone) == []  # a parent's .train() must not wake the frozen BatchNorm
@@ -222,3 +222,13 @@ def test_tf_scaling_matches_the_stem_batchnorm_statistics_better_than_imagenet_m
         )
     print("stem mean log(batch var / BN running var), (x-127)/128 vs ImageNet mean/std:", log_ratio)
     assert abs(log_ratio["efficientnet_lite0"]) < 0.7 * abs(log_ratio["resnet18"])
+
+
+def test_random_weights_identity_follows_the_weights():
+    torch.manual_seed(0)
+    first = build_backbone("resnet18", weights="random").identity
+    torch.manual_seed(0)
+    same = build_backbone("resnet18", weights="random").identity
+    torch.manual_seed(1)
+    other = build_backbone("resnet18", weights="random").identity
+    assert first == same != other  # else feature caches of different random inits would collide

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ def tiny_run(folder, vectors, cache_dir, **data_kwargs):
         dataset="folder", root=str(folder), vectors=str(vectors), cache_dir=str(cache_dir),
         batch_size=4, extract_batch_size=8, **data_kwargs,
     )  # fmt: skip
+    pl.seed_everything(0)  # the same random backbone each run, so its features are the same cache entry
     model = ImageToWordVector(backbone="efficientnet_lite0", weights="random", image_size=32,
                               hidden_dim=16, label_space=dm.label_space)  # fmt: skip
     return dm, model
@@ -194,3 +196,30 @@ def test_one_line_errors(args, message, tiny_folder, tiny_vectors, tmp_path, mon
 def test_missing_data_root_is_data_error(tmp_path, tiny_vectors):
     with pytest.raises(DataError, match="not a folder"):
         ImageWordDataModule(dataset="folder", root=str(tmp_path / "none"), vectors=str(tiny_vectors))
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_manifest_of_captioned_images(kind, tiny_folder, tiny_vectors, tmp_path):
+    rows = [(f"photos/cat/cat{k}.png", ["red", "cat"]) for k in range(4)]
+    rows += [(str(tiny_folder / "car" / f"car{k}.png"), ["car"]) for k in range(4)]  # absolute paths work too
+    manifest = tmp_path / f"captions.{kind}"
+    if kind == "csv":
+        manifest.write_text("image,words\n" + "".join(f"{image},{' '.join(words)}\n" for image, words in rows))
+    else:
+        manifest.write_text("".join(json.dumps({"image": image, "words": words}) + "\n" for image, words in rows))
+    dm = ImageWordDataModule(dataset="manifest", root=str(manifest), vectors=str(tiny_vectors),
+                             cache_dir=str(tmp_path / "cache"), batch_size=2)  # fmt: skip
+    assert dm.classes == ["car", "red cat"]
+    words = {w: np.array(v, dtype=np.float32) for w, v in TINY_WORDS.items()}
+    np.testing.assert_allclose(dm.class_vectors[1], (words["red"] + words["cat"]) / 2, rtol=1e-6)
+    model = ImageToWordVector(backbone="efficientnet_lite0", weights="random", image_size=32, hidden_dim=16,
+                              label_space=dm.label_space)  # fmt: skip
+    trainer(max_epochs=1).fit(model, dm)
+    assert dm.features.valid.all()
+
+
+def test_manifest_errors_name_the_format(tmp_path, tiny_vectors):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nx.png,cat\n")
+    with pytest.raises(DataError, match="image,words"):
+        ImageWordDataModule(dataset="manifest", root=str(bad), vectors=str(tiny_vectors))

@@ -1,0 +1,37 @@
+"""``make benchmark``: the training and index benchmarks, merged into benchmarks/results/benchmark.json.
+
+    python benchmarks/run_all.py [--threads 1] [--skip-index]
+
+``--skip-index`` reuses benchmarks/results/index.json from an earlier bench_index.py run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the training benchmark")
+    parser.add_argument("--skip-index", action="store_true", help="reuse results/index.json")
+    args = parser.parse_args()
+    here = Path(__file__).resolve().parent
+    training, index = RESULTS / "training.json", RESULTS / "index.json"
+    subprocess.run([sys.executable, here / "bench_training.py", training, "--threads", str(args.threads)],
+                   check=True)  # fmt: skip
+    if not args.skip_index:
+        subprocess.run([sys.executable, here / "bench_index.py", index], check=True)
+    merged = {"training": json.loads(training.read_text())}
+    merged["index"] = json.loads(index.read_text()) if index.is_file() else {"skipped": "no index.json"}
+    (RESULTS / "benchmark.json").write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"written: {RESULTS / 'benchmark.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
