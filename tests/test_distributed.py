@@ -23,7 +23,8 @@ def fit(folder, vectors, cache_dir, ckpt_dir, *extra):
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
     result = subprocess.run(args, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 3, result.stderr[-3000:]  # done, but broken.jpg was skipped (train.py exit 3)
+    return result
 
 
 def only_entry(cache_dir: Path) -> Path:
@@ -33,10 +34,11 @@ def only_entry(cache_dir: Path) -> Path:
 
 
 def test_ddp_two_processes_fill_the_same_cache(tiny_folder, tiny_vectors, tmp_path):
-    (tiny_folder / "cat" / "broken.jpg").write_text("not an image")  # a skip must survive the merge
+    (tiny_folder / "cat" / "broken.jpg").write_text("not an image")  # a skip must survive the merge (exit 3)
     fit(tiny_folder, tiny_vectors, tmp_path / "one", tmp_path / "ckpt1")
-    fit(tiny_folder, tiny_vectors, tmp_path / "two", tmp_path / "ckpt2",
-        "--trainer.strategy", "ddp", "--trainer.devices", "2")  # fmt: skip
+    two_processes = fit(tiny_folder, tiny_vectors, tmp_path / "two", tmp_path / "ckpt2",
+                        "--trainer.strategy", "ddp", "--trainer.devices", "2")  # fmt: skip
+    assert two_processes.stderr.count("skipped 1 file") == 1  # one summary line, from rank 0
     one, two = only_entry(tmp_path / "one"), only_entry(tmp_path / "two")
     assert one.name == two.name
     np.testing.assert_array_equal(np.load(one / "features.npy"), np.load(two / "features.npy"))
