@@ -60,7 +60,7 @@ class QueryVectors:
 
     def __call__(self, query: str):
         """The query's vector, or None if it is an image file that could not be read (then in ``skipped``)."""
-        if os.path.isfile(query):
+        if is_file_query(query):
             return self._image_vector(query)
         try:
             return query_vector(self._word_index(), query)
@@ -92,6 +92,12 @@ class QueryVectors:
         return result.vectors[0] if len(result.vectors) else None
 
 
+def is_file_query(query: str) -> bool:
+    """Anything at that path but a folder is an image query: a FIFO or a broken link is then skipped with
+    its reason rather than looked up as a word."""
+    return os.path.lexists(query) and not os.path.isdir(query)
+
+
 def _looks_like_image_path(query: str) -> bool:
     from datamodules.images import IMAGE_EXTENSIONS  # PIL: only on this error path
 
@@ -114,7 +120,7 @@ def search(args: argparse.Namespace) -> int:
                 continue
             results = images.nearest(vector, args.top_k, exact=args.exact)
             _print(out, query, results, args.json)
-            is_image = os.path.isfile(query)
+            is_image = is_file_query(query)
             rows.append(Row(query, query if is_image else None, [Hit(_short(p), s, p) for p, s in results]))
     cli.write_galleries(rows, f"wordsight search: {images.path}", args.html, args.grid)
     return cli.finish(vector_of.skipped, bad_input=unknown)

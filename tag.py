@@ -97,7 +97,7 @@ def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return cli.run("tag.py", lambda: tag(args))
+    return cli.run("tag.py", lambda: tag(args), (FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Checkpoints are written atomically (``models.checkpoints.AtomicCheckpointIO``), 
 
 import os
 import sys
+from pathlib import Path
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.cli import LightningCLI
@@ -25,7 +26,13 @@ from datamodules.image_words import ImageWordDataModule
 from datamodules.sources import DataError
 from indexing.vectors import UnknownLabelError
 from models.backbones import BackboneError
-from models.checkpoints import AtomicCheckpointIO, CheckpointMismatch, check_checkpoint_fits, resolve_ckpt_path
+from models.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointMismatch,
+    check_checkpoint_fits,
+    read_checkpoint,
+    resolve_ckpt_path,
+)
 from models.module import ImageToWordVector
 from models.runtime import keep_freed_memory
 
@@ -54,6 +61,15 @@ class WordsightCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the model's hyper-parameters from --ckpt_path while parsing: a truncated or
+        foreign file must be a one-line error there, not a traceback from torch.load."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            read_checkpoint(Path(ckpt_path))
+        super()._parse_ckpt_path()
 
     def _check_ckpt_path(self) -> None:
         """A --ckpt_path that does not fit the config fails now, not after the feature extraction."""

@@ -42,15 +42,11 @@ BACKBONE, IMAGE_SIZE = "efficientnet_lite0", 96
 DEMO_TRAIN, DEMO_VAL, EPOCHS = 12_000, 1_500, 30  # configs/fashion_mnist.yaml: 1500/class, 80/10/10
 
 
-def images_per_second(step, batches: list, repeats: int = 2) -> float:
-    """Best of ``repeats`` passes over ``batches`` (the first pass also warms up)."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        best = min(best, time.perf_counter() - started)
-    return sum(len(b) for b in batches) / best
+def images_per_second(step, batches: list) -> float:
+    started = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
 def demo_subset(n: int):
@@ -64,28 +60,35 @@ def tensors(source, batch_size: int) -> list[torch.Tensor]:
     return list(images.split(batch_size))
 
 
-def raw_forward(backbone, batches) -> float:
+def forward_img_per_s(forward, batches: list, rounds: int) -> float:
+    """Best of ``rounds`` passes after a warm-up pass: other processes on a shared box only slow a pass."""
     with torch.inference_mode():
-        return images_per_second(backbone, batches)
+        images_per_second(forward, batches)
+        return max(images_per_second(forward, batches) for _ in range(rounds))
 
 
-def plain_forward(n: int, batch_size: int) -> float:
+def plain_forward(n: int, batch_size: int, rounds: int) -> float:
     """Default settings: contiguous (NCHW) memory format and glibc's own malloc thresholds."""
     backbone = build_backbone(BACKBONE).to(memory_format=torch.contiguous_format)
-    with torch.inference_mode():
-        return images_per_second(lambda x: backbone._features(x.contiguous()), tensors(demo_subset(n), batch_size))
+    batches = tensors(demo_subset(n), batch_size)
+    return forward_img_per_s(lambda x: backbone._features(x.contiguous()), batches, rounds)
 
 
-def extraction(n: int, batch_size: int = 16) -> dict:
+def extraction(n: int, batch_size: int = 16, rounds: int = 3) -> dict:
+    """Rounds alternate the measurements so that a busy spell on the box hits them alike; best of each."""
     source = demo_subset(n)
     backbone = build_backbone(BACKBONE)
     transform = image_transform(BACKBONE, IMAGE_SIZE)
     batches = {b: tensors(source, b) for b in (16, 64)}
-    raw = {b: raw_forward(backbone, batches[b]) for b in batches}
-    with tempfile.TemporaryDirectory() as cache:
-        started = time.perf_counter()
-        cached_features(source, backbone, transform, IMAGE_SIZE, cache, batch_size)
-        end_to_end = n / (time.perf_counter() - started)
+    best = {"raw16": 0.0, "raw64": 0.0, "end_to_end": 0.0}
+    for _ in range(rounds):
+        for size, sized in batches.items():
+            best[f"raw{size}"] = max(best[f"raw{size}"], forward_img_per_s(backbone, sized, 1))
+        with tempfile.TemporaryDirectory() as cache:
+            started = time.perf_counter()
+            cached_features(source, backbone, transform, IMAGE_SIZE, cache, batch_size)
+            best["end_to_end"] = max(best["end_to_end"], n / (time.perf_counter() - started))
+    raw, end_to_end = best[f"raw{batch_size}"], best["end_to_end"]
     plain = json.loads(subprocess.run(
         [sys.executable, __file__, "--plain-forward", str(n), "--threads", str(torch.get_num_threads())],
         check=True, capture_output=True, text=True,
@@ -94,13 +97,14 @@ def extraction(n: int, batch_size: int = 16) -> dict:
         "images": n,
         "image_size": IMAGE_SIZE,
         "batch_size": batch_size,
+        "rounds": rounds,
         "end_to_end_img_per_s": round(end_to_end, 1),
-        "raw_forward_tuned_img_per_s": round(raw[batch_size], 1),
+        "raw_forward_tuned_img_per_s": round(raw, 1),
         "plain_forward_img_per_s": round(plain, 1),
-        "end_to_end_vs_tuned_forward": round(end_to_end / raw[batch_size], 3),
-        "tuned_vs_plain_forward": round(raw[batch_size] / plain, 2),
-        "raw_forward_tuned_batch64_img_per_s": round(raw[64], 1),
-        "batch16_vs_batch64": round(raw[16] / raw[64], 2),
+        "end_to_end_vs_tuned_forward": round(end_to_end / raw, 3),
+        "tuned_vs_plain_forward": round(raw / plain, 2),
+        "raw_forward_tuned_batch64_img_per_s": round(best["raw64"], 1),
+        "batch16_vs_batch64": round(best["raw16"] / best["raw64"], 2),
     }
 
 
@@ -159,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.plain_forward:
-        print(json.dumps(plain_forward(args.plain_forward, 16)))
+        print(json.dumps(plain_forward(args.plain_forward, 16, rounds=3)))
         return
     keep_freed_memory()
     os.chdir(ROOT)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -77,7 +78,11 @@ def cached_features(
     key = cache_key(backbone.identity, transform, source)
     entry = Path(cache_dir) / key
     if (entry / "meta.json").is_file():
-        return _read_entry(entry, key), True
+        try:
+            return _read_entry(entry, key, len(source)), True
+        except (OSError, ValueError, KeyError) as error:  # damaged on disk (not by a kill: writes are atomic)
+            print(f"feature cache entry {entry} is damaged ({error}): extracting again", file=sys.stderr)
+            shutil.rmtree(entry, ignore_errors=True)
     shard = Subset(source, range(rank, len(source), world_size))
     part = extract_features(shard, backbone, transform, image_size, batch_size, num_workers, device)
     if world_size == 1:
@@ -93,7 +98,7 @@ def cached_features(
         _write_entry(entry, _merge_parts(parts, len(source), world_size, key))
         shutil.rmtree(parts, ignore_errors=True)
     barrier()
-    return _read_entry(entry, key), False
+    return _read_entry(entry, key, len(source)), False
 
 
 def _save_atomically(path: Path, **arrays) -> None:
@@ -150,7 +155,8 @@ def extract_features(source, backbone, transform, image_size, batch_size, num_wo
 
 def _write_entry(entry: Path, features: CachedFeatures) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    _remove_killed_writes(entry.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
     try:
         np.save(tmp / "features.npy", features.features)
         np.save(tmp / "valid.npy", features.valid)
@@ -171,11 +177,29 @@ def _write_entry(entry: Path, features: CachedFeatures) -> None:
         raise
 
 
-def _read_entry(entry: Path, key: str) -> CachedFeatures:
+def _remove_killed_writes(cache_dir: Path) -> None:
+    """Delete temp folders left by writers that were killed (this host, process gone): never read, only space."""
+    host = socket.gethostname()
+    for tmp in cache_dir.glob(f".*.tmp-{host}-*"):
+        pid = tmp.name.split(f".tmp-{host}-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_entry(entry: Path, key: str, n: int) -> CachedFeatures:
+    """Read an entry, checking it is whole: ValueError / OSError / KeyError if not."""
     meta = json.loads((entry / "meta.json").read_text())
-    return CachedFeatures(
-        features=np.load(entry / "features.npy"),
-        valid=np.load(entry / "valid.npy"),
-        skipped=[tuple(s) for s in meta["skipped"]],
-        key=key,
-    )
+    features, valid = np.load(entry / "features.npy"), np.load(entry / "valid.npy")
+    if meta["key"] != key or features.shape[0] != n or valid.shape != (n,):
+        raise ValueError(f"holds {features.shape[0]} rows for {n} items")
+    return CachedFeatures(features=features, valid=valid, skipped=[tuple(s) for s in meta["skipped"]], key=key)

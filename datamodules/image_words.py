@@ -19,7 +19,7 @@ from torch.utils.data.dataloader import default_collate
 from datamodules.feature_cache import cached_features
 from datamodules.images import BadImage, describe_skips
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
-from indexing.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors
+from indexing.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
 
 class ImageWordDataModule(pl.LightningDataModule):
@@ -70,6 +70,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         self.word_vectors = load_word_vectors(vectors)
         words = {**(self.source.label_words or {}), **(class_words or {})}
         self.class_vectors = np.stack([label_vector(c, self.word_vectors, words) for c in self.classes])
+        self.class_words = [words_for_label(c, self.word_vectors, words) for c in self.classes]
         self.item_class = np.array([self.classes.index(label) for label in self.source.labels])
         self.splits: dict[str, np.ndarray] | None = None
         self.skipped: list[tuple[str, str]] = []  # (item, reason) of unreadable images, known after setup
@@ -80,6 +81,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         return {
             "classes": self.classes,
             "vectors": self.class_vectors.round(6).tolist(),
+            "words": self.class_words,  # what each vector is the mean of; open-vocabulary metrics use them
             "seen": [c not in self.held_out for c in self.classes],
             "vectors_source": self.word_vectors.source,
             "vectors_sha": self.word_vectors.sha,
@@ -144,7 +146,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            sampler=EpochShuffle(dataset, int(os.environ.get("PL_GLOBAL_SEED", 0))) if train else None,
+            sampler=EpochShuffle(dataset, int(os.environ.get("PL_GLOBAL_SEED", "0"))) if train else None,
             drop_last=train and len(dataset) > self.hparams.batch_size,  # BatchNorm needs > 1 sample
             num_workers=0 if self.features is not None else self.hparams.num_workers,
             collate_fn=skip_bad_items,

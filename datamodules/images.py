@@ -53,7 +53,8 @@ def printable(text: str | os.PathLike) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
+    """A short reason for an OSError met while reading a file: "permission denied", "symlink loop", ..."""
     if isinstance(exc, PermissionError):
         return "unreadable: permission denied"
     if isinstance(exc, FileNotFoundError):
@@ -68,7 +69,7 @@ def _decode_reason(exc: Exception) -> str:
     if isinstance(exc, EOFError):
         return "truncated"
     if isinstance(exc, OSError) and exc.errno is not None:
-        return _os_reason(exc)
+        return os_reason(exc)
     if isinstance(exc, MemoryError):
         return "too large (out of memory)"
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -132,7 +133,7 @@ def open_image(path: str | bytes | os.PathLike) -> Image.Image:
     try:
         st = path.stat()
     except OSError as exc:
-        raise BadImage(_os_reason(exc)) from None
+        raise BadImage(os_reason(exc)) from None
     if not stat.S_ISREG(st.st_mode):  # a FIFO named .jpg would block open() forever
         raise BadImage("is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
     if st.st_size == 0:
@@ -188,7 +189,7 @@ def list_images(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            skipped.append((str(folder), _os_reason(exc)))
+            skipped.append((str(folder), os_reason(exc)))
             continue
         subfolders = []
         for entry in entries:
@@ -213,7 +214,7 @@ def list_images(
                     else:
                         skipped.append((entry.path, "not a regular file"))
             except OSError as exc:
-                skipped.append((entry.path, _os_reason(exc)))
+                skipped.append((entry.path, os_reason(exc)))
         stack.extend(reversed(subfolders))
     return sorted(images), skipped
 

@@ -23,16 +23,21 @@ from torch import Tensor
 
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
+from datamodules.sources import DataError
 from evaluation.metrics import cosine_scores, stacking_offset
 from evaluation.report import full_report, markdown_table, model_name, write_report
-from indexing.vectors import load_word_vectors
+from indexing.vectors import UnknownLabelError, load_word_vectors
 from models.backbones import Backbone, image_transform
 from models.conse import ConSE, HeadWithConSE, imagenet_class_word_vectors
-from models.embedder import load_embedder
+from models.embedder import EmbedderError, load_embedder
 from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
 
 DEFAULT_OUT = Path("runs/evaluation")
 _PREDICT_BATCH = 4096
+
+
+class EvaluationError(ValueError):
+    """A model that cannot be scored on a config's data; one line naming why."""
 
 
 @dataclass
@@ -46,23 +51,28 @@ class FeatureModel:
     vectors_sha: str
     label_space: dict | None = None  # a checkpoint's own; None: ConSE, which learnt no classes
     stacking_rate: float = 0.0
+    conse_weight: float = 0.0
 
 
-def load_feature_model(spec: str, image_size: int, conse_weight: float | None = None) -> FeatureModel:
-    """``conse:<backbone>``, or a checkpoint path at its own image size with its test-time levers
-    (``model.stacking_rate``, ``model.conse_weight``; ``conse_weight`` overrides the latter)."""
+def load_feature_model(
+    spec: str, image_size: int, stacking_rate: float | None = None, conse_weight: float | None = None
+) -> FeatureModel:
+    """``conse:<backbone>`` at ``image_size``, or a checkpoint at its own image size with its test-time
+    levers (``model.stacking_rate``, ``model.conse_weight``) unless overridden here."""
     embedder = load_embedder(spec)
     model, sha = embedder.model, embedder.identity["vectors_sha"]
     if isinstance(model, ConSE):
         return FeatureModel(model_name(spec), model.backbone, image_size,
                             lambda f: model.from_logits(model.backbone.logits(f)), sha)  # fmt: skip
     hparams = torch.load(spec, map_location="cpu", weights_only=True)["hyper_parameters"]
-    weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT) if conse_weight is None else conse_weight
+    if stacking_rate is None:
+        stacking_rate = hparams.get("stacking_rate", DEFAULT_STACKING_RATE)
+    if conse_weight is None:
+        conse_weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT)
     wv = load_word_vectors(hparams["label_space"]["vectors_source"])
-    conse = ConSE(model.backbone, *imagenet_class_word_vectors(wv))
-    return FeatureModel(model_name(spec), model.backbone, hparams["image_size"],
-                        HeadWithConSE(model.head, conse, weight).eval(), sha, hparams["label_space"],
-                        hparams.get("stacking_rate", DEFAULT_STACKING_RATE))  # fmt: skip
+    head = HeadWithConSE(model.head, ConSE(model.backbone, *imagenet_class_word_vectors(wv)), conse_weight)
+    return FeatureModel(model_name(spec), model.backbone, hparams["image_size"], head.eval(), sha,
+                        hparams["label_space"], stacking_rate, conse_weight)  # fmt: skip
 
 
 def predict(model: FeatureModel, features) -> Tensor:
@@ -74,26 +84,26 @@ def _chunks(array):
     return [array[i : i + _PREDICT_BATCH] for i in range(0, len(array), _PREDICT_BATCH)] or [array[:0]]
 
 
-def evaluate(datamodule: ImageWordDataModule, model: FeatureModel, stacking_rate: float | None = None) -> dict:
+def evaluate(datamodule: ImageWordDataModule, model: FeatureModel) -> dict:
     """Every metric of ``evaluation.metrics`` for ``model`` on the datamodule's test split."""
     if model.vectors_sha != datamodule.word_vectors.sha:
-        raise SystemExit(f"error: {model.name} works in other word vectors than the config's data.vectors "
-                         f"({datamodule.word_vectors.source})")  # fmt: skip
+        raise EvaluationError(f"{model.name} works in other word vectors than the config's data.vectors "
+                              f"({datamodule.word_vectors.source})")  # fmt: skip
     label_space = model.label_space or datamodule.label_space
     if label_space["classes"] != datamodule.classes:
-        raise SystemExit(f"error: {model.name} knows classes {label_space['classes']}, "
-                         f"the config's data has {datamodule.classes}")  # fmt: skip
+        raise EvaluationError(f"{model.name} knows classes {label_space['classes']}, "
+                              f"the config's data has {datamodule.classes}")  # fmt: skip
     hp = datamodule.hparams
     features, _ = cached_features(
         datamodule.source, model.backbone, image_transform(model.backbone.name, model.image_size),
         model.image_size, hp.cache_dir, hp.extract_batch_size, hp.num_workers,
     )  # fmt: skip
     splits = datamodule.split(features.valid)
-    rate = model.stacking_rate if stacking_rate is None else stacking_rate
     offset = 0.0
-    if model.label_space is not None and rate > 0:  # ConSE learnt no class, so it has no seen-class bias
-        val_scores = cosine_scores(predict(model, features.features[splits["val"]]), torch.tensor(label_space["vectors"]))
-        offset = stacking_offset(val_scores, torch.tensor(label_space["seen"]), rate)
+    if model.label_space is not None and model.stacking_rate > 0:  # ConSE learnt no class: no seen bias
+        val_pred = predict(model, features.features[splits["val"]])
+        val_scores = cosine_scores(val_pred, torch.tensor(label_space["vectors"]))
+        offset = stacking_offset(val_scores, torch.tensor(label_space["seen"]), model.stacking_rate)
     pred = predict(model, features.features[splits["test"]])
     target = torch.as_tensor(datamodule.item_class[splits["test"]])
     return full_report(pred, target, label_space, datamodule.word_vectors, offset)
@@ -106,6 +116,14 @@ def datamodule_from_config(path: str | Path) -> tuple[ImageWordDataModule, dict]
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except (EvaluationError, EmbedderError, DataError, UnknownLabelError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the training config whose data and split to use")
     parser.add_argument("--checkpoint", action="append", required=True,
@@ -120,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     image_size = args.image_size or model_config.get("image_size", 224)
     reports = {}
     for spec in args.checkpoint:
-        model = load_feature_model(spec, image_size, args.conse_weight)
-        reports[model.name] = report = evaluate(datamodule, model, args.stacking_rate)
+        model = load_feature_model(spec, image_size, args.stacking_rate, args.conse_weight)
+        reports[model.name] = report = evaluate(datamodule, model)
         about = {"model": spec, "config": args.config, "classes": datamodule.classes,
-                 "held_out": datamodule.held_out, "image_size": model.image_size}  # fmt: skip
+                 "held_out": datamodule.held_out, "image_size": model.image_size,
+                 "stacking_rate": model.stacking_rate, "conse_weight": model.conse_weight}  # fmt: skip
         write_report(out / model.name, report, about)
     table = markdown_table(reports)
     (out / "results.md").write_text(table + "\n")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from indexing import cli
+from indexing import cli, shards
 from indexing.bundle import DEFAULT_N_TREES, BundleMissing, open_bundle, read_manifest
 from indexing.image_index import build_image_index
 from indexing.word_index import DEFAULT_VOCAB_SIZE, DEFAULT_WORDS_INDEX, build_word_index
@@ -18,6 +18,7 @@ EPILOG = f"""examples:
   python -m indexing build-images ~/Photos --out indexes/photos --checkpoint checkpoints/last.ckpt
   python -m indexing build-images --out indexes/photos --update   # re-scan, embed only new/changed files
   python -m indexing info indexes/photos
+  torchrun --nproc_per_node 4 -m indexing build-images ~/Photos --out indexes/photos --checkpoint CKPT   # sharded
 
 {cli.EXIT_CODES_HELP}"""
 
@@ -107,22 +108,36 @@ def build_images(args: argparse.Namespace) -> int:
     if not inputs:
         raise cli.UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
     embedder = cli.load_embedder(args.checkpoint or recorded.get("embedder_spec"))
-    report = build_image_index(
-        inputs,
-        args.out,
-        embedder,
-        update=args.update,
-        on_disk=args.on_disk,
-        n_trees=args.n_trees,
-        search_k=args.search_k,
-        batch_size=args.batch_size,
-        log=cli.log,
-    )
+    shard = shards.from_environment()  # launched by torchrun: embed a share, rank 0 writes the bundle
+    try:
+        if shard is not None:
+            embedder.to(shards.local_device())
+        report = build_image_index(
+            inputs,
+            args.out,
+            embedder,
+            update=args.update,
+            on_disk=args.on_disk,
+            n_trees=args.n_trees,
+            search_k=args.search_k,
+            batch_size=args.batch_size,
+            log=cli.log if shard is None or shard.rank == 0 else lambda message: None,
+            shard=shard,
+        )
+    finally:
+        if shard is not None:
+            shards.close()
+    if report is None:  # a rank other than 0: its share is in the bundle rank 0 wrote
+        return cli.EXIT_OK
     cli.log(
         f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
         f"reused, {report.removed} removed, {report.duplicates} duplicate paths)"
     )
-    return cli.finish(report.skipped)
+    code = cli.finish(report.skipped)
+    if shard is not None and code == cli.EXIT_SKIPPED:
+        cli.log("exit code 0, not 3: torchrun takes any other exit code for a crash")
+        return cli.EXIT_OK
+    return code
 
 
 def _recorded(out: Path) -> dict:

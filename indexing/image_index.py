@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.images import describe_skips, list_images, printable
+from datamodules.images import describe_skips, list_images, os_reason, printable
 from indexing.bundle import DEFAULT_N_TREES, Bundle, BundleBuilder, BundleError, BundleMissing, open_bundle
+from indexing.shards import Shard, ShardParts, parts_folder, remove_stale_parts, write_part
 
 CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
 STATS = "stats"  # per-item (size, mtime_ns) array name
@@ -56,7 +57,7 @@ class BuildReport:
 def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
     """Image files in ``inputs`` (files, or folders searched recursively, sorted), each real file once.
 
-    A missing input or an empty result raises BundleError: that is a mistake in the command, not a skip.
+    A missing input, or nothing found and nothing skipped, raises BundleError: a mistake in the command.
     """
     found = Collected()
     seen: set[tuple[int, int]] = set()
@@ -72,9 +73,8 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
             try:
                 st = os.stat(path)
             except OSError as err:
-                found.skipped.append(
-                    (str(path), f"unreadable: {(err.strerror or type(err).__name__).lower()}")
-                )
+                broken = os.path.islink(path) and isinstance(err, FileNotFoundError)
+                found.skipped.append((str(path), "broken symlink" if broken else os_reason(err)))
                 continue
             if (st.st_dev, st.st_ino) in seen:
                 found.duplicates += 1
@@ -85,9 +85,8 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
                 found.skipped.append((str(path), "file name contains a newline"))
                 continue
             found.files.append(ImageFile(real, st.st_size, st.st_mtime_ns, given=str(path)))
-    if not found.files:
-        detail = f" ({len(found.skipped)} skipped)" if found.skipped else ""
-        raise BundleError(f"no images found in {', '.join(printable(s) for s in inputs)}{detail}")
+    if not found.files and not found.skipped:  # skipped files are reported by the caller, with reasons
+        raise BundleError(f"no images found in {', '.join(printable(s) for s in inputs)}")
     return found
 
 
@@ -138,12 +137,35 @@ def build_image_index(
     batch_size: int = 64,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
-) -> BuildReport:
+    shard: Shard | None = None,
+) -> BuildReport | None:
     """Embed the images in ``inputs`` and index them into ``out``, atomically.
 
     With ``update``, files already in ``out`` with the same size and mtime keep their stored vectors;
     only new or changed files are embedded, and files no longer present drop out.
+
+    With a ``shard`` of world size > 1 (``indexing.shards``), each rank embeds its share of the files and
+    rank 0 writes the bundle, the same one a single process writes; other ranks return None.
     """
+    if shard is not None and shard.world_size > 1:
+        options = {"n_trees": n_trees, "search_k": search_k, "on_disk": on_disk}
+        return _build_sharded(inputs, out, embedder, update, shard, batch_size, progress, log, options)
+    plan = _plan(inputs, out, embedder, update, log)
+    with ChunkedEmbedder(embedder, len(plan.to_embed), batch_size, progress) as embed:
+        return _write_bundle(plan, out, embedder, embed, log, n_trees=n_trees, search_k=search_k, on_disk=on_disk)
+
+
+@dataclass
+class _Plan:
+    inputs: Sequence[str | os.PathLike]
+    collected: Collected
+    old_vectors: np.ndarray | None
+    old_rows: dict[ImageFile, int]
+    to_embed: list[ImageFile]
+
+
+def _plan(inputs, out, embedder, update: bool, log) -> _Plan:
+    """What the bundle will hold, in sorted path order, and which of those files need embedding."""
     collected = collect_images(inputs)
     collected.files.sort(key=lambda f: f.path)  # the same items in the same order, however they were named
     old_vectors, old_rows = _previous(out, embedder) if update else (None, {})
@@ -152,12 +174,15 @@ def build_image_index(
         f"{len(collected.files)} images: {len(collected.files) - len(to_embed)} unchanged, "
         f"{len(to_embed)} to embed"
     )
+    return _Plan(inputs, collected, old_vectors, old_rows, to_embed)
+
+
+def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> BuildReport:
+    """Stream stored and ``embed``-ed vectors into the bundle in path order; ``embed(paths) -> {path: vector}``."""
+    collected, old_vectors, old_rows = plan.collected, plan.old_vectors, plan.old_rows
     items: list[str] = []
     stats: list[tuple[int, int]] = []
-    with (
-        BundleBuilder(out) as builder,
-        ChunkedEmbedder(embedder, len(to_embed), batch_size, progress) as embed,
-    ):
+    with BundleBuilder(out) as builder:
         rows = builder.rows(len(collected.files), embedder.dim)
         for chunk in chunks(collected.files):
             fresh = embed([f.path for f in chunk if f not in old_rows])
@@ -170,9 +195,8 @@ def build_image_index(
                 stats += [(f.size, f.mtime_ns) for f in kept]
         failed = embed.skipped
         if not items:
-            raise BundleError(
-                f"none of the {len(collected.files)} images could be read: {describe_skips(failed)}"
-            )
+            unusable = collected.skipped + failed
+            raise BundleError(f"none of the {len(unusable)} images could be read: {describe_skips(unusable)}")
         skipped = collected.skipped + failed
         spec = os.path.abspath(embedder.spec) if os.path.isfile(embedder.spec) else embedder.spec  # any cwd
         meta = {
@@ -181,23 +205,48 @@ def build_image_index(
             "embedder_spec": spec,
             "embedder_sha": embedder.identity["sha"],
             "embedder": embedder.identity,
-            "sources": [os.path.abspath(os.fsdecode(s)) for s in inputs],
+            "sources": [os.path.abspath(os.fsdecode(s)) for s in plan.inputs],
             "skipped": [[path, reason] for path, reason in skipped],
             "duplicates": collected.duplicates,
         }
         arrays = {STATS: np.asarray(stats, dtype=np.int64)}
-        bundle = builder.commit(
-            "images", items, meta, arrays, n_trees=n_trees, search_k=search_k, on_disk=on_disk, log=log
-        )
+        bundle = builder.commit("images", items, meta, arrays, log=log, **commit_options)
     current = {f.path for f in collected.files}
     return BuildReport(
         bundle,
-        embedded=len(to_embed) - len(failed),
-        reused=len(collected.files) - len(to_embed),
+        embedded=len(plan.to_embed) - len(failed),
+        reused=len(collected.files) - len(plan.to_embed),
         removed=sum(1 for f in old_rows if f.path not in current),
         duplicates=collected.duplicates,
         skipped=skipped,
     )
+
+
+def _build_sharded(inputs, out, embedder, update, shard: Shard, batch_size, progress, log, commit_options):
+    """Rank 0 plans and broadcasts the paths to embed; every rank embeds its share; rank 0 writes the bundle.
+
+    A mistake found while planning (no images, a mismatched bundle for --update) is broadcast too, so every
+    rank stops with the same one-line error instead of waiting for rank 0 forever.
+    """
+    plan, message = None, None
+    if shard.rank == 0:
+        remove_stale_parts(out)
+        try:
+            plan = _plan(inputs, out, embedder, update, log)
+            message = {"paths": [f.path for f in plan.to_embed], "folder": str(parts_folder(out))}
+        except BundleError as err:
+            message = {"error": str(err), "type": type(err).__name__}
+    message = shard.broadcast(message)
+    if "error" in message:
+        raise BundleError(message["error"])
+    folder, mine = Path(message["folder"]), message["paths"][shard.rank :: shard.world_size]
+    with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0) as embed:
+        write_part(folder, shard.rank, mine, embed, embedder.dim)
+    shard.barrier()
+    if shard.rank != 0:
+        return None
+    with ShardParts(folder, shard.world_size) as parts:
+        return _write_bundle(plan, out, embedder, parts, log, **commit_options)
 
 
 def _previous(out: str | os.PathLike, embedder) -> tuple[np.ndarray | None, dict[ImageFile, int]]:

@@ -146,23 +146,37 @@ def open_word_index(
     except BundleMissing:
         if not build_if_missing:
             raise
+    _check_vectors_unchanged(vectors_source, vectors_sha, f"no word index at {path}, and ")
     log(f"no word index at {path} yet: building it once")
     build_word_index(path, vectors=vectors_source, log=log)
     return open_bundle(path, expect=expect, rebuild=rebuild)
+
+
+def _check_vectors_unchanged(vectors_source: str, vectors_sha: str, context: str = ""):
+    """The checkpoint's word vectors, loaded; BundleError naming the fix if they are gone or changed."""
+    from indexing.vectors import load_word_vectors  # gensim: only when the vectors are needed
+
+    try:
+        wv = load_word_vectors(vectors_source)
+    except FileNotFoundError:
+        raise BundleMissing(
+            f"{context}the word vectors the checkpoint was trained with ({vectors_source}) are missing: "
+            "put that file back (or pass --words-index with an index built from it)"
+        ) from None
+    if wv.sha != vectors_sha:
+        raise BundleError(
+            f"{context}word vectors {vectors_source} changed since the checkpoint was trained "
+            f"(sha {wv.sha}, checkpoint expects {vectors_sha}): restore the training vectors or retrain"
+        )
+    return wv
 
 
 def vocabulary_table(
     word_list: str | os.PathLike, vectors_source: str, vectors_sha: str
 ) -> tuple[VectorTable, list[str]]:
     """An exact-search table over a user's word list, and the listed words the vectors lack."""
-    from indexing.vectors import load_word_vectors  # gensim: only for --vocabulary
 
-    wv = load_word_vectors(vectors_source)
-    if wv.sha != vectors_sha:
-        raise BundleError(
-            f"word vectors {vectors_source} changed since the checkpoint was trained "
-            f"(sha {wv.sha}, checkpoint expects {vectors_sha})"
-        )
+    wv = _check_vectors_unchanged(vectors_source, vectors_sha)
     words, missing = known_words(read_word_list(word_list), wv.kv)
     if not words:
         raise BundleError(f"none of the words in {word_list} are in {wv.source}")

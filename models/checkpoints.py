@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
-from fsspec.implementations.local import LocalFileSystem
 
 _PARTIAL = ".partial-"  # never ends in .ckpt nor starts with "last": invisible to "last" and newest-ckpt lookups
 
@@ -127,23 +127,30 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> Path | None
     return Path(ckpt_path)
 
 
-def check_checkpoint_fits(path: Path, model: pl.LightningModule) -> None:
-    """Raise CheckpointMismatch (one line, naming the fix) unless the checkpoint at ``path`` fits ``model``.
-
-    Reads the checkpoint memory-mapped: only the small metadata is touched, however large the file.
-    """
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint at ``path``, memory-mapped (only what is touched is read); CheckpointMismatch if it is
+    missing, truncated or not a wordsight checkpoint."""
     if not path.is_file():
         raise CheckpointMismatch(f"checkpoint {path} not found: pass an existing .ckpt to --ckpt_path (or 'last')")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        hparams, made_by = checkpoint["hyper_parameters"], checkpoint["wordsight"]
-        saved = hparams["label_space"]
+        checkpoint["hyper_parameters"]["label_space"]["vectors"], checkpoint["wordsight"]  # noqa: B018
     except Exception as error:  # noqa: BLE001 - truncated, foreign or not a checkpoint at all
         raise CheckpointMismatch(
             f"{path} is not a readable wordsight checkpoint ({type(error).__name__}): "
             "resume from another checkpoint of its folder, or drop --ckpt_path to start afresh"
         ) from None
-    current = model.hparams["label_space"]
+    return checkpoint
+
+
+def check_checkpoint_fits(path: Path, model: pl.LightningModule) -> None:
+    """Raise CheckpointMismatch (one line, naming the fix) unless the checkpoint at ``path`` fits ``model``.
+
+    Reads the checkpoint memory-mapped: only the small metadata is touched, however large the file.
+    """
+    checkpoint = read_checkpoint(path)
+    hparams, made_by = checkpoint["hyper_parameters"], checkpoint["wordsight"]
+    saved, current = hparams["label_space"], model.hparams["label_space"]
     start_over = "or drop --ckpt_path to train a new model"
     saved_dim, current_dim = len(saved["vectors"][0]), len(current["vectors"][0])
     if saved_dim != current_dim:
@@ -169,7 +176,8 @@ def check_checkpoint_fits(path: Path, model: pl.LightningModule) -> None:
                 f"set --model.{key} {hparams.get(key)}, {start_over}"
             )
     identity = model.backbone.identity
-    if made_by.get("backbone_identity") not in (None, identity):
+    stored = hparams.get("weights") == "random" and any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])
+    if not stored and made_by.get("backbone_identity") not in (None, identity):
         raise CheckpointMismatch(
             f"{path} was trained on backbone weights {made_by['backbone_identity']}, but {identity} are "
             f"loaded: set --model.weights as in training ({hparams.get('weights')}), {start_over}"

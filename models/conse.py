@@ -72,7 +72,7 @@ class HeadWithConSE(nn.Module):
 
     The head knows the classes it was trained on and pulls every image towards them; ConSE knows the
     1000 ImageNet classes and pulls an image of an unseen class towards its own words. Mixing the two
-    made held-out classes easier to tell apart at almost no cost on seen ones (README, Results).
+    made held-out classes easier to tell apart from each other (README, Results).
     """
 
     def __init__(self, head: nn.Module, conse: ConSE, weight: float):

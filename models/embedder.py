@@ -61,11 +61,18 @@ class ImageEmbedder:
     def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict):
         self.spec, self.model, self.transform, self.identity = spec, model.eval(), transform, identity
         self.dim = identity["dim"]
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> ImageEmbedder:
+        """Run the model on ``device`` (e.g. ``cuda:1`` for one rank of a sharded index build)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     @torch.inference_mode()
     def embed_images(self, pil_images) -> np.ndarray:
         batch = torch.stack([self.transform(image.convert("RGB")) for image in pil_images])
-        return self.model(batch).float().numpy()
+        return self.model(batch.to(self.device)).float().cpu().numpy()
 
     @torch.inference_mode()
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> EmbedResult:
@@ -79,7 +86,7 @@ class ImageEmbedder:
         for images, index, bad in tqdm(loader, desc="embedding images", unit="batch", file=sys.stderr,
                                        disable=not progress):  # fmt: skip
             if images is not None:
-                vectors[index] = self.model(images).float().numpy()
+                vectors[index] = self.model(images.to(self.device)).float().cpu().numpy()
                 ok[index] = True
             skipped += [(paths[i], reason) for i, reason in bad]
         return EmbedResult([p for p, good in zip(paths, ok) if good], vectors[ok], skipped)
@@ -123,6 +130,9 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say so in one line
         raise EmbedderError(f"{path} is not a wordsight checkpoint ({type(error).__name__})") from None
     net = network_from_hparams(hparams)
+    stored = hparams["weights"] == "random" and any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])
+    if stored:  # random weights cannot be rebuilt: the checkpoint carries them, loaded below
+        net.backbone.identity = made_by["backbone_identity"]
     if net.backbone.identity != made_by["backbone_identity"]:
         raise EmbedderError(
             f"{path} was trained on backbone weights {made_by['backbone_identity']}, "

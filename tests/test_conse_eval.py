@@ -63,3 +63,16 @@ def test_evaluate_entry_reports_what_train_test_reports(tiny_folder, tiny_vector
             assert from_entry[group][name] == pytest.approx(value, abs=1e-5, nan_ok=True), (group, name)
     assert from_test["zero_shot"]["held_out_hit@1"] == 1.0  # one held-out class: trivially right
     assert (out / "results.md").read_text().startswith("| group | metric | ckpt-last |")
+
+
+@pytest.mark.slow
+def test_real_photos_are_tagged_by_conse():
+    from evaluation.photos import real_photos, tag_photos
+    from indexing.vectors import load_word_vectors
+
+    wv = load_word_vectors()
+    photos = real_photos(wv)
+    assert {p.group for p in photos} >= {"skimage"}
+    result = tag_photos("conse:efficientnet_lite0", photos, wv)
+    assert "cat" in result["tags"]["skimage/chelsea.png"][:2]
+    assert result["metrics"]["all"]["hit@5"] >= 0.3

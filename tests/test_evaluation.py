@@ -53,6 +53,7 @@ def test_zero_shot_groups_use_all_classes_and_held_out_only():
     assert zero_shot["hit@1"] == 0.0  # the seen class 0 wins among all classes
     assert zero_shot["hit@5"] == 1.0
     assert zero_shot["held_out_hit@1"] == 1.0
+    assert zero_shot["harmonic_mean_hit@1"] == 0.0  # flat 1.0, zero-shot 0.0
 
 
 def test_calibrated_stacking_offset_is_tuned_on_seen_validation_images():
@@ -66,7 +67,9 @@ def test_calibrated_stacking_offset_is_tuned_on_seen_validation_images():
     assert stacking_offset(val, torch.ones(4, dtype=torch.bool), 0.5) == 0.0  # nothing held out
     # the offset turns the zero-shot image of the test above into a hit among all classes
     pred = torch.tensor([[1.0, 0, 0.6, 0.2]])
-    assert evaluate_predictions(pred, torch.tensor([2]), VECTORS, SEEN, offset=0.5)["zero_shot"]["hit@1"] == 1.0
+    calibrated_report = evaluate_predictions(pred, torch.tensor([2]), VECTORS, SEEN, offset=0.5)
+    assert calibrated_report["zero_shot"]["hit@1"] == 1.0
+    assert "harmonic_mean_hit@1" not in calibrated_report["zero_shot"]  # no seen test image
 
 
 def test_open_vocabulary_hit_when_any_label_word_is_in_the_top_k():
