@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--threads 1] [--skip-index]
 
-``--skip-index`` reuses benchmarks/results/index.json from an earlier bench_index.py run.
+Every other ``benchmarks/results/*.json`` (e.g. from bench_memory.py) is merged in too, under its file
+name; ``--skip-index`` reuses index.json from an earlier bench_index.py run.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def main() -> None:
                    check=True)  # fmt: skip
     if not args.skip_index:
         subprocess.run([sys.executable, here / "bench_index.py", index], check=True)
-    merged = {"training": json.loads(training.read_text())}
-    merged["index"] = json.loads(index.read_text()) if index.is_file() else {"skipped": "no index.json"}
-    (RESULTS / "benchmark.json").write_text(json.dumps(merged, indent=1) + "\n")
-    print(f"written: {RESULTS / 'benchmark.json'}", file=sys.stderr)
+    out = RESULTS / "benchmark.json"
+    merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
+    out.write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"written: {out} ({', '.join(merged)})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def load_feature_model(
     spec: str, image_size: int, stacking_rate: float | None = None, conse_weight: float | None = None
 ) -> FeatureModel:
     """``conse:<backbone>`` at ``image_size``, or a checkpoint at its own image size with its test-time
-    levers (``model.stacking_rate``, ``model.conse_weight``) unless overridden here."""
+    levers (``model.stacking_rate``, ``model.conse_weight``, as ``train.py test`` takes them from the
+    checkpoint) unless given here."""
     embedder = load_embedder(spec)
     model, sha = embedder.model, embedder.identity["vectors_sha"]
     if isinstance(model, ConSE):
@@ -70,7 +71,8 @@ def load_feature_model(
     if conse_weight is None:
         conse_weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT)
     wv = load_word_vectors(hparams["label_space"]["vectors_source"])
-    head = HeadWithConSE(model.head, ConSE(model.backbone, *imagenet_class_word_vectors(wv)), conse_weight)
+    conse = ConSE(model.backbone, *imagenet_class_word_vectors(wv)) if conse_weight else None
+    head = HeadWithConSE(model.head, conse, conse_weight)
     return FeatureModel(model_name(spec), model.backbone, hparams["image_size"], head.eval(), sha,
                         hparams["label_space"], stacking_rate, conse_weight)  # fmt: skip
 

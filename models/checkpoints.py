@@ -134,7 +134,8 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointMismatch(f"checkpoint {path} not found: pass an existing .ckpt to --ckpt_path (or 'last')")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        checkpoint["hyper_parameters"]["label_space"]["vectors"], checkpoint["wordsight"]  # noqa: B018
+        if "wordsight" not in checkpoint or not checkpoint["hyper_parameters"]["label_space"]["vectors"]:
+            raise KeyError("wordsight")
     except Exception as error:  # noqa: BLE001 - truncated, foreign or not a checkpoint at all
         raise CheckpointMismatch(
             f"{path} is not a readable wordsight checkpoint ({type(error).__name__}): "

@@ -49,9 +49,8 @@ def train_args(data_root, vectors, workdir, cache_dir, *extra) -> list[str]:
 
 
 def run_python(args: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout, **kwargs
-    )
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=timeout, **kwargs)  # fmt: skip
 
 
 def kill_at_marker(script: str, args: list, marker: Path, timeout: float = 90, extra_env=None) -> str:
@@ -90,15 +89,21 @@ class Trained:
     result: subprocess.CompletedProcess  # the train.py run on the messy folder
 
 
+_TRAINED: list[Trained] = []  # one run per session: each test module importing the fixture gets its own copy
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
+    if _TRAINED:
+        return _TRAINED[0]
     root = tmp_path_factory.mktemp("trained")
     messy = root / "messy"
     expected = make_bad_input_folder(messy)
     vectors = write_vectors(root / "tiny_glove.txt")
     result = run_python(["train.py", *train_args(messy, vectors, root / "run", root / "cache",
                                                  "--trainer.max_epochs", "1")])  # fmt: skip
-    return Trained(messy, expected, vectors, root / "cache", root / "run" / "ckpt" / "last.ckpt", result)
+    _TRAINED.append(Trained(messy, expected, vectors, root / "cache", root / "run" / "ckpt" / "last.ckpt", result))
+    return _TRAINED[0]
 
 
 @pytest.fixture

@@ -99,14 +99,10 @@ def test_resuming_with_the_training_config_still_works(trained, cats_and_dogs, t
 
 @pytest.fixture
 def moved_checkpoint(trained, tmp_path):  # noqa: F811
-    """A copy of the trained checkpoint whose training vectors file can be removed or changed."""
-    from indexing.vectors import load_word_vectors
-    from tests.reliability_helpers import run_python
-
+    """A checkpoint trained with a vectors file of its own, which the test then removes or edits."""
     vectors = shutil.copy(trained.vectors, tmp_path / "tiny_glove.txt")
     folder = write_class_folders(tmp_path / "photos", classes=("cat", "dog"), per_class=2)
     assert main(train_args(folder, vectors, tmp_path / "run", tmp_path / "cache", "--trainer.max_epochs", "1")) == 0
-    del load_word_vectors, run_python
     return tmp_path / "run" / "ckpt" / "last.ckpt", tmp_path / "tiny_glove.txt", folder
 
 

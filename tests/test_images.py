@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from datamodules import images
+from datamodules.images import IMAGE_EXTENSIONS, BadImage, describe_skips, list_images, open_image
 from tests.bad_inputs import (
     ANIMATED,
     EXIF_ROTATED,
@@ -19,10 +23,6 @@ from tests.bad_inputs import (
     make_bad_input_folder,
     png_declaring,
 )
-from PIL import Image
-
-from datamodules import images
-from datamodules.images import IMAGE_EXTENSIONS, BadImage, describe_skips, list_images, open_image
 
 # The reason users will read for each deliberately broken file.
 REASONS = {

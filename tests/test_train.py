@@ -157,7 +157,7 @@ def test_checkpoint_resume_and_test_metrics(tiny_folder, tiny_vectors, tmp_path)
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file()
     checkpoint = torch.load(last, weights_only=True)
-    assert not any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])  # frozen: rebuilt, not stored
+    assert any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])  # random: no source to rebuild from
     assert checkpoint["wordsight"]["classes"] == ["car", "cat", "dog", "truck"]
     cli = cli_main(["fit", *base, "--trainer.max_epochs", "3", "--ckpt_path", "last"])
     assert cli.trainer.current_epoch == 3
@@ -166,6 +166,15 @@ def test_checkpoint_resume_and_test_metrics(tiny_folder, tiny_vectors, tmp_path)
     assert {"test/hit@1", "test/hit@5", "test/cosine", "test/zero_shot/hit@1",
             "test/zero_shot/held_out_hit@1"} <= set(metrics)  # fmt: skip
     assert float(metrics["test/zero_shot/held_out_hit@1"]) == 1.0  # one held-out class: trivially right
+
+
+def test_frozen_pretrained_backbone_is_rebuilt_not_stored(tiny_vectors):
+    label_space = {"classes": ["cat", "dog"], "vectors": [TINY_WORDS["cat"], TINY_WORDS["dog"]],
+                   "seen": [True, True], "vectors_source": str(tiny_vectors), "vectors_sha": "x"}  # fmt: skip
+    model = ImageToWordVector(backbone="efficientnet_lite0", image_size=32, hidden_dim=16, label_space=label_space)
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])
 
 
 def run_train(*args):
