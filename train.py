@@ -19,8 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see indexing/__init__.py
+
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from datamodules.image_words import ImageWordDataModule
 from datamodules.sources import DataError
