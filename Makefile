@@ -46,8 +46,8 @@ demo: install system-deps
 	    --index indexes/demo --top-k 8 --html demo_output/search.html --grid demo_output/search.png
 	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
 
-benchmark: install
-	$(PY) benchmarks/bench_index.py
+benchmark: install system-deps
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf checkpoints indexes runs .cache demo_output

@@ -20,6 +20,7 @@ EPILOG = f"""examples:
   python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
 
 {cli.EXIT_CODES_HELP}"""
+DEFAULT_TAGGER = "conse:efficientnet_lite0"
 JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": COSINE}, ...]}'
 
 
@@ -33,7 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)"
     )
-    parser.add_argument("--checkpoint", help=cli.CHECKPOINT_HELP)
+    parser.add_argument(
+        "--checkpoint",
+        default=DEFAULT_TAGGER,
+        help=f"a .ckpt file, or conse:<backbone> for no training at all (default {DEFAULT_TAGGER}: on real "
+        "photos it tags best; a Fashion-MNIST model knows only clothes, see README Results)",
+    )
     parser.add_argument(
         "--vocabulary",
         metavar="FILE",

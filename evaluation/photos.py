@@ -67,7 +67,8 @@ def real_photos(wv) -> list[Photo]:
     import skimage.data
 
     skimage_data = Path(skimage.data.__file__).parent
-    photos = [Photo("skimage", name, open_image(skimage_data / name), words) for name, words in SKIMAGE_PHOTOS.items()]
+    photos = [Photo("skimage", name, open_image(skimage_data / name), words)
+              for name, words in SKIMAGE_PHOTOS.items()]  # fmt: skip
     spec = importlib.util.find_spec("foolbox")  # its data files only: importing foolbox is not needed
     if spec is None:
         print("foolbox is not installed: its ImageNet and CIFAR-10 samples are left out", file=sys.stderr)
@@ -76,7 +77,10 @@ def real_photos(wv) -> list[Photo]:
     imagenet = imagenet_class_names()
     for path in sorted(data.glob("imagenet_*.jpg")) + sorted(data.glob("cifar10_*.png")):
         group, _, label = path.stem.split("_")
-        words = words_for_label(imagenet[int(label)], wv, IMAGENET_WORDS) if group == "imagenet" else CIFAR10_WORDS[int(label)]
+        if group == "imagenet":
+            words = words_for_label(imagenet[int(label)], wv, IMAGENET_WORDS)
+        else:
+            words = CIFAR10_WORDS[int(label)]
         photos.append(Photo(group, path.name, open_image(path), words))
     return photos
 
@@ -84,6 +88,8 @@ def real_photos(wv) -> list[Photo]:
 def tag_photos(spec: str, photos: list[Photo], wv) -> dict:
     """hit@1/5 per group and overall, plus each photo's top-5 tags, for one checkpoint or ConSE."""
     embedder = load_embedder(spec)
+    if embedder.identity["vectors_sha"] != wv.sha:
+        raise SystemExit(f"error: {spec} works in other word vectors than the default {wv.source}")
     pred = torch.from_numpy(embedder.embed_images([p.image for p in photos]))
     words, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
     target = torch.arange(len(photos))  # each photo is its own "class" of label words

@@ -86,3 +86,9 @@ class HeadWithConSE(nn.Module):
             return pred
         conse = self.conse.from_logits(self.conse.backbone.logits(features))
         return F.normalize(pred, dim=-1) + self.weight * F.normalize(conse, dim=-1)
+
+
+def head_with_conse(head: nn.Module, backbone: Backbone, weight: float, wv) -> HeadWithConSE:
+    """The trained head mixed with ``weight`` x ConSE on the same backbone: what tests score and tags use."""
+    conse = ConSE(backbone, *imagenet_class_word_vectors(wv)) if weight else None
+    return HeadWithConSE(head, conse, weight)

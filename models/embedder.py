@@ -143,6 +143,13 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
     if unexpected or any(not k.startswith("backbone.") for k in missing):
         raise EmbedderError(f"{path} does not match its own hyper-parameters (missing {missing[:3]})")
     label_space = hparams["label_space"]
+    model = net
+    if hparams.get("conse_weight"):  # embed exactly as the test metrics scored it: head + weight x ConSE
+        from indexing.vectors import load_word_vectors
+        from models.conse import head_with_conse
+
+        wv = load_word_vectors(label_space["vectors_source"])
+        model = torch.nn.Sequential(net.backbone, head_with_conse(net.head, net.backbone, hparams["conse_weight"], wv))
     identity = {
         "embedder": f"checkpoint:{path.name}",
         "sha": file_sha(path),
@@ -150,7 +157,7 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
         "vectors_sha": label_space["vectors_sha"],
         "dim": len(label_space["vectors"][0]),
     }
-    return ImageEmbedder(str(path), net, image_transform(hparams["backbone"], hparams["image_size"]), identity)
+    return ImageEmbedder(str(path), model, image_transform(hparams["backbone"], hparams["image_size"]), identity)
 
 
 def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:

@@ -17,7 +17,7 @@ from evaluation.metrics import flatten, stacking_offset
 from evaluation.report import full_report, write_report
 from indexing.vectors import load_word_vectors
 from models.backbones import image_transform
-from models.conse import ConSE, HeadWithConSE, imagenet_class_word_vectors
+from models.conse import head_with_conse
 from models.losses import LOSSES, cosine_loss, hinge_rank_loss
 from models.network import network_from_hparams
 
@@ -67,8 +67,8 @@ class ImageToWordVector(pl.LightningModule):
             stacking_rate: calibrated stacking for held-out classes at test time: seen-class scores are
                 lowered by the offset that would move this share of seen validation images onto a held-out
                 class (0 = plain nearest class vector). See ``evaluation.metrics.stacking_offset``.
-            conse_weight: at test time, add this much of ConSE's vector (same backbone, no training) to
-                the head's, both unit length (0 = the head alone). See ``models.conse.HeadWithConSE``.
+            conse_weight: at test time and when embedding for tag/search, add this much of ConSE's vector
+                (same backbone, no training) to the head's, both unit length (0 = the head alone).
             label_space: class names and their word vectors; linked from the datamodule, not set by hand.
         """
         super().__init__()
@@ -162,9 +162,7 @@ class ImageToWordVector(pl.LightningModule):
     def on_test_start(self):
         """The word vectors for open-vocabulary metrics, and ConSE when it is mixed in."""
         wv = load_word_vectors(self.hparams.label_space["vectors_source"])
-        weight = self.hparams.conse_weight
-        conse = ConSE(self.backbone, *imagenet_class_word_vectors(wv)).to(self.device) if weight else None
-        self._test_model = HeadWithConSE(self.net.head, conse, weight)
+        self._test_model = head_with_conse(self.net.head, self.backbone, self.hparams.conse_weight, wv).to(self.device)
         self._test_word_vectors = wv
 
     def test_vectors(self, x: torch.Tensor) -> torch.Tensor:
