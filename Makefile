@@ -2,8 +2,9 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# OpenMP threads that sleep instead of spinning when idle: with another busy process on the machine,
-# spinning threads made EfficientNet-Lite0 ~10x slower (5 vs 59 img/s measured on 2 cores).
+# OpenMP threads that sleep instead of spinning when idle (the scripts set the same default): on 2 busy
+# cores, spinning made EfficientNet-Lite0 ~10x slower (5 vs 59 img/s); on an idle machine it costs ~1/3
+# (178 vs 269 img/s). `OMP_WAIT_POLICY=ACTIVE make demo` when the machine is yours alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install system-deps benchmark lint clean
