@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from datamodules.images import BadImage
 from datamodules.sources import ImageSource, Subset
+from indexing.atomic import process_alive
 
 CACHE_FORMAT = 1
 
@@ -182,18 +183,9 @@ def _remove_killed_writes(cache_dir: Path) -> None:
     host = socket.gethostname()
     for tmp in cache_dir.glob(f".*.tmp-{host}-*"):
         pid = tmp.name.split(f".tmp-{host}-", 1)[1].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_entry(entry: Path, key: str, n: int) -> CachedFeatures:

@@ -28,8 +28,8 @@ from evaluation.metrics import cosine_scores, stacking_offset
 from evaluation.report import full_report, markdown_table, model_name, write_report
 from indexing.vectors import UnknownLabelError, load_word_vectors
 from models.backbones import Backbone, image_transform
-from models.conse import ConSE, HeadWithConSE, imagenet_class_word_vectors
-from models.embedder import EmbedderError, load_embedder
+from models.conse import head_with_conse
+from models.embedder import EmbedderError, load_checkpoint_network, load_embedder
 from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
 
 DEFAULT_OUT = Path("runs/evaluation")
@@ -60,19 +60,19 @@ def load_feature_model(
     """``conse:<backbone>`` at ``image_size``, or a checkpoint at its own image size with its test-time
     levers (``model.stacking_rate``, ``model.conse_weight``, as ``train.py test`` takes them from the
     checkpoint) unless given here."""
-    embedder = load_embedder(spec)
-    model, sha = embedder.model, embedder.identity["vectors_sha"]
-    if isinstance(model, ConSE):
+    if spec.startswith("conse:"):
+        embedder = load_embedder(spec)
+        model, sha = embedder.model, embedder.identity["vectors_sha"]
         return FeatureModel(model_name(spec), model.backbone, image_size,
                             lambda f: model.from_logits(model.backbone.logits(f)), sha)  # fmt: skip
-    hparams = torch.load(spec, map_location="cpu", weights_only=True)["hyper_parameters"]
+    model, hparams = load_checkpoint_network(Path(spec))
+    sha = hparams["label_space"]["vectors_sha"]
     if stacking_rate is None:
         stacking_rate = hparams.get("stacking_rate", DEFAULT_STACKING_RATE)
     if conse_weight is None:
         conse_weight = hparams.get("conse_weight", DEFAULT_CONSE_WEIGHT)
     wv = load_word_vectors(hparams["label_space"]["vectors_source"])
-    conse = ConSE(model.backbone, *imagenet_class_word_vectors(wv)) if conse_weight else None
-    head = HeadWithConSE(model.head, conse, conse_weight)
+    head = head_with_conse(model.head, model.backbone, conse_weight, wv)
     return FeatureModel(model_name(spec), model.backbone, hparams["image_size"], head.eval(), sha,
                         hparams["label_space"], stacking_rate, conse_weight)  # fmt: skip
 

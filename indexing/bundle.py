@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
+from indexing.atomic import fsync_dir, process_alive
+
 FORMAT_VERSION = 1
 METRIC = "angular"
 DEFAULT_N_TREES = 50
@@ -427,15 +429,8 @@ def _fsync_tree(directory: Path) -> None:
     for child in directory.iterdir():
         with open(child, "rb") as f:
             os.fsync(f.fileno())
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _aside(target: Path) -> Path:
@@ -447,9 +442,9 @@ def _swap_in(new: Path, target: Path) -> None:
     aside = _aside(target)
     if target.exists():
         os.replace(target, aside)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     os.replace(new, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -469,15 +464,6 @@ def _remove_leftovers(target: Path) -> None:
     shutil.rmtree(_aside(target), ignore_errors=True)
     for tmp in target.parent.glob(f".{target.name}.tmp-*"):
         pid = tmp.name[len(f".{target.name}.tmp-") :].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

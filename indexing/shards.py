@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexing.atomic import process_alive
+
 PARTS_INFIX = ".shards-"
 
 
@@ -87,18 +89,9 @@ def remove_stale_parts(out: str | os.PathLike) -> None:
     host = socket.gethostname()
     for folder in out.parent.glob(f".{out.name}{PARTS_INFIX}{host}-*"):
         pid = folder.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_part(folder: Path, rank: int, paths: list[str], embed, dim: int) -> None:

@@ -146,14 +146,14 @@ def open_word_index(
     except BundleMissing:
         if not build_if_missing:
             raise
-    _check_vectors_unchanged(vectors_source, vectors_sha, f"no word index at {path}, and ")
+    training_vectors(vectors_source, vectors_sha, f"no word index at {path}, and ")
     log(f"no word index at {path} yet: building it once")
     build_word_index(path, vectors=vectors_source, log=log)
     return open_bundle(path, expect=expect, rebuild=rebuild)
 
 
-def _check_vectors_unchanged(vectors_source: str, vectors_sha: str, context: str = ""):
-    """The checkpoint's word vectors, loaded; BundleError naming the fix if they are gone or changed."""
+def training_vectors(vectors_source: str, vectors_sha: str, context: str = ""):
+    """The word vectors a checkpoint was trained with, loaded; BundleError naming the fix if gone or changed."""
     from indexing.vectors import load_word_vectors  # gensim: only when the vectors are needed
 
     try:
@@ -176,7 +176,7 @@ def vocabulary_table(
 ) -> tuple[VectorTable, list[str]]:
     """An exact-search table over a user's word list, and the listed words the vectors lack."""
 
-    wv = _check_vectors_unchanged(vectors_source, vectors_sha)
+    wv = training_vectors(vectors_source, vectors_sha)
     words, missing = known_words(read_word_list(word_list), wv.kv)
     if not words:
         raise BundleError(f"none of the words in {word_list} are in {wv.source}")

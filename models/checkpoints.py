@@ -25,6 +25,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 
+from indexing.atomic import fsync_dir, process_alive
+
 _PARTIAL = ".partial-"  # never ends in .ckpt nor starts with "last": invisible to "last" and newest-ckpt lookups
 
 
@@ -56,15 +58,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_stale_partials(folder: Path) -> None:
@@ -73,18 +68,9 @@ def _remove_stale_partials(folder: Path) -> None:
         rest = leftover.name[len(_PARTIAL) :]
         owner, _, _ = rest.rpartition("-")
         owner_host, _, pid = owner.rpartition("-")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ModelCheckpoint(pl.callbacks.ModelCheckpoint):

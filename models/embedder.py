@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from datamodules.images import BadImage, open_image
 from models.backbones import BackboneError, build_backbone, image_transform
-from models.network import network_from_hparams
+from models.network import ImageToVectorNet, network_from_hparams
 
 
 class EmbedderError(RuntimeError):
@@ -120,7 +120,8 @@ def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = 
         raise EmbedderError(str(error)) from None
 
 
-def _checkpoint_embedder(path: Path) -> ImageEmbedder:
+def load_checkpoint_network(path: Path) -> tuple[ImageToVectorNet, dict]:
+    """A checkpoint's network (frozen backbone rebuilt from its source and checked) and hyper-parameters."""
     if not path.is_file():
         raise EmbedderError(f"checkpoint {path} not found: pass a .ckpt file or conse:efficientnet_lite0")
     try:
@@ -129,7 +130,10 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
         made_by = checkpoint["wordsight"]
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say so in one line
         raise EmbedderError(f"{path} is not a wordsight checkpoint ({type(error).__name__})") from None
-    net = network_from_hparams(hparams)
+    try:
+        net = network_from_hparams(hparams)
+    except BackboneError as error:
+        raise EmbedderError(str(error)) from None
     stored = hparams["weights"] == "random" and any(k.startswith("net.backbone.") for k in checkpoint["state_dict"])
     if stored:  # random weights cannot be rebuilt: the checkpoint carries them, loaded below
         net.backbone.identity = made_by["backbone_identity"]
@@ -142,13 +146,22 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("backbone.") for k in missing):
         raise EmbedderError(f"{path} does not match its own hyper-parameters (missing {missing[:3]})")
+    return net.eval(), hparams
+
+
+def _checkpoint_embedder(path: Path) -> ImageEmbedder:
+    net, hparams = load_checkpoint_network(path)
     label_space = hparams["label_space"]
     model = net
     if hparams.get("conse_weight"):  # embed exactly as the test metrics scored it: head + weight x ConSE
-        from indexing.vectors import load_word_vectors
+        from indexing.bundle import BundleError
+        from indexing.word_index import training_vectors
         from models.conse import head_with_conse
 
-        wv = load_word_vectors(label_space["vectors_source"])
+        try:
+            wv = training_vectors(label_space["vectors_source"], label_space["vectors_sha"])
+        except BundleError as error:
+            raise EmbedderError(str(error)) from None
         model = torch.nn.Sequential(net.backbone, head_with_conse(net.head, net.backbone, hparams["conse_weight"], wv))
     identity = {
         "embedder": f"checkpoint:{path.name}",

@@ -21,7 +21,7 @@ def fit(folder, vectors, cache_dir, ckpt_dir, *extra):
         "--trainer.enable_progress_bar", "false", "--trainer.callbacks.dirpath", str(ckpt_dir),
         "--trainer.default_root_dir", str(ckpt_dir), *extra,
     ]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}  # same threads as each DDP rank
     result = subprocess.run(args, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 3, result.stderr[-3000:]  # done, but broken.jpg was skipped (train.py exit 3)
     return result
