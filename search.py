@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
 from indexing import cli
 from indexing.bundle import Bundle, BundleMismatch, open_bundle
 from indexing.gallery import Hit, Row
@@ -21,7 +22,7 @@ EPILOG = f"""examples:
   python search.py boot "summer dress" --index indexes/photos
   python search.py photos/beach.jpg --index indexes/photos --top-k 5 --html similar.html
 
-{cli.EXIT_CODES_HELP}"""
+{EXIT_CODES_HELP}"""
 JSON_FORMAT = '{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}'
 
 
@@ -80,7 +81,8 @@ class QueryVectors:
     def _image_vector(self, path: str):
         if self._embedder is None:
             manifest = self.images.manifest
-            self._embedder = cli.load_embedder(self.args.checkpoint or manifest["embedder_spec"])
+            from models.embedder import load_embedder  # torch: only once images are embedded
+            self._embedder = load_embedder(self.args.checkpoint or manifest["embedder_spec"])
             if self._embedder.identity["sha"] != manifest["embedder_sha"]:
                 raise BundleMismatch(
                     f"{self.images.path} was built with checkpoint sha {manifest['embedder_sha']} "
@@ -99,7 +101,7 @@ def is_file_query(query: str) -> bool:
 
 
 def _looks_like_image_path(query: str) -> bool:
-    from datamodules.images import IMAGE_EXTENSIONS  # PIL: only on this error path
+    from foundation.images import IMAGE_EXTENSIONS  # PIL: only on this error path
 
     return os.sep in query or os.path.splitext(query)[1].lower() in IMAGE_EXTENSIONS
 
@@ -113,7 +115,7 @@ def search(args: argparse.Namespace) -> int:
             try:
                 vector = vector_of(query)
             except UnknownWord as err:  # tell, and go on with the other queries
-                cli.error("search.py", err)
+                report_error("search.py", err)
                 unknown = True
                 continue
             if vector is None:
@@ -142,7 +144,7 @@ def _print(out, query: str, results: list[tuple[str, float]], as_json: bool) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return cli.run("search.py", lambda: search(args))
+    return run_entry("search.py", lambda: search(args))
 
 
 if __name__ == "__main__":

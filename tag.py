@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing import cli
 from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, chunks, collect_images
@@ -19,7 +20,7 @@ EPILOG = f"""examples:
   python tag.py shoes/ --checkpoint conse:efficientnet_lite0 --json
   python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
 
-{cli.EXIT_CODES_HELP}"""
+{EXIT_CODES_HELP}"""
 DEFAULT_TAGGER = "conse:efficientnet_lite0"
 JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": COSINE}, ...]}'
 
@@ -59,7 +60,8 @@ def tag(args: argparse.Namespace) -> int:
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     with cli.results_stdout() as out:
-        embedder = cli.load_embedder(args.checkpoint)
+        from models.embedder import load_embedder  # torch: only once images are embedded
+        embedder = load_embedder(args.checkpoint)
         words = _words(args, embedder.identity)
         with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
             for chunk in chunks(collected.files):
@@ -103,7 +105,7 @@ def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return cli.run("tag.py", lambda: tag(args), (FileNotFoundError,))
+    return run_entry("tag.py", lambda: tag(args), (FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -25,12 +25,9 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from datamodules.image_words import ImageWordDataModule
-from datamodules.sources import DataError
-from indexing.vectors import UnknownLabelError
-from models.backbones import BackboneError
+from foundation.errors import EXIT_OK, EXIT_SKIPPED, run_entry
 from models.checkpoints import (
     AtomicCheckpointIO,
-    CheckpointMismatch,
     check_checkpoint_fits,
     read_checkpoint,
     resolve_ckpt_path,
@@ -38,8 +35,6 @@ from models.checkpoints import (
 from models.module import ImageToWordVector
 from models.runtime import keep_freed_memory
 
-USER_ERRORS = (DataError, UnknownLabelError, BackboneError, CheckpointMismatch, FileNotFoundError)
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SKIPPED = 0, 2, 3
 _LIGHTNING_CHECKPOINT = {
     "pytorch_lightning.callbacks.ModelCheckpoint",
     "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
@@ -102,12 +97,7 @@ def exit_code(cli: LightningCLI) -> int:
 
 
 def main(args=None) -> int:
-    try:
-        cli = cli_main(args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return exit_code(cli)
+    return run_entry(None, lambda: exit_code(cli_main(args)), (FileNotFoundError,))
 
 
 if __name__ == "__main__":

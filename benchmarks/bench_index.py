@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from foundation.vectors import load_word_vectors
 from indexing.bundle import DEFAULT_N_TREES, BundleBuilder, exact_top_k, normalise
-from indexing.vectors import load_word_vectors
 from indexing.word_index import build_word_index
 
 QUERIES = 1000

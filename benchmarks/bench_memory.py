@@ -39,7 +39,7 @@ print(json.dumps({"seconds": round(time.perf_counter() - started, 2), "code": do
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                   "stderr": done.stderr[-400:]}))
 """
-_LOAD_ONLY = "import sys; from indexing import cli; cli.load_embedder(sys.argv[1])"
+_LOAD_ONLY = "import sys; from models.embedder import load_embedder; load_embedder(sys.argv[1])"
 
 
 def measure(command: list[str], env: dict) -> dict:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from datamodules.sources import DataError, Subset, at_most_per_class, build_source
+from datamodules.sources import Subset, at_most_per_class, build_source
+from foundation.errors import run_entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--per-class", type=int, default=20, help="images per class (default 20)")
     export.add_argument("--seed", type=int, default=0, help="which images are sampled (default 0)")
     args = parser.parse_args(argv)
-    try:
-        source = build_source(args.dataset, args.root, args.split)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_entry(None, lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> int:
+    source = build_source(args.dataset, args.root, args.split)
     sample = Subset(source, at_most_per_class(source.labels, args.per_class, args.seed))
     out = Path(args.out)
     for i in tqdm(range(len(sample)), desc="exporting", unit="image", file=sys.stderr):

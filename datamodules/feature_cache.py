@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from datamodules.images import BadImage
 from datamodules.sources import ImageSource, Subset
-from indexing.atomic import process_alive
+from foundation.atomic import process_alive
+from foundation.images import BadImage
 
 CACHE_FORMAT = 1
 

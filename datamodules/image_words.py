@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
 from datamodules.feature_cache import cached_features
-from datamodules.images import BadImage, describe_skips
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
-from indexing.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
+from foundation.images import BadImage, describe_skips
+from foundation.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
 
 class ImageWordDataModule(pl.LightningDataModule):

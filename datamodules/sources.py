@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datamodules.images import list_images, open_image
+from foundation.errors import WordsightError
+from foundation.images import list_images, open_image
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -26,7 +27,7 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 
-class DataError(ValueError):
+class DataError(WordsightError):
     """A problem with the user's data that stops a run before any long work: one line, names the fix."""
 
 

@@ -23,20 +23,20 @@ from torch import Tensor
 
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
-from datamodules.sources import DataError
 from evaluation.metrics import cosine_scores, stacking_offset
 from evaluation.report import full_report, markdown_table, model_name, write_report
-from indexing.vectors import UnknownLabelError, load_word_vectors
+from foundation.errors import WordsightError, run_entry
+from foundation.vectors import load_word_vectors
 from models.backbones import Backbone, image_transform
 from models.conse import head_with_conse
-from models.embedder import EmbedderError, load_checkpoint_network, load_embedder
+from models.embedder import load_checkpoint_network, load_embedder
 from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
 
 DEFAULT_OUT = Path("runs/evaluation")
 _PREDICT_BATCH = 4096
 
 
-class EvaluationError(ValueError):
+class EvaluationError(WordsightError):
     """A model that cannot be scored on a config's data; one line naming why."""
 
 
@@ -118,11 +118,7 @@ def datamodule_from_config(path: str | Path) -> tuple[ImageWordDataModule, dict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except (EvaluationError, EmbedderError, DataError, UnknownLabelError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_entry(None, lambda: run(argv), (FileNotFoundError,))
 
 
 def run(argv: list[str] | None) -> int:

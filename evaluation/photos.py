@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.images import open_image
 from evaluation.metrics import open_vocabulary_hits
 from evaluation.report import markdown_table, model_name, tag_vocabulary, write_report
-from indexing.vectors import load_word_vectors, words_for_label
+from foundation.errors import UsageError, run_entry
+from foundation.images import open_image
+from foundation.vectors import load_word_vectors, words_for_label
 from models.backbones import imagenet_class_names
 from models.embedder import load_embedder
 
@@ -89,7 +90,7 @@ def tag_photos(spec: str, photos: list[Photo], wv) -> dict:
     """hit@1/5 per group and overall, plus each photo's top-5 tags, for one checkpoint or ConSE."""
     embedder = load_embedder(spec)
     if embedder.identity["vectors_sha"] != wv.sha:
-        raise SystemExit(f"error: {spec} works in other word vectors than the default {wv.source}")
+        raise UsageError(f"{spec} works in other word vectors than the default {wv.source}")
     pred = torch.from_numpy(embedder.embed_images([p.image for p in photos]))
     words, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
     target = torch.arange(len(photos))  # each photo is its own "class" of label words
@@ -104,6 +105,10 @@ def tag_photos(spec: str, photos: list[Photo], wv) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_entry(None, lambda: run(argv), (FileNotFoundError,))
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", action="append", required=True, help="a .ckpt or conse:<backbone>")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from evaluation.metrics import evaluate_predictions
-from indexing.vectors import UnknownLabelError, WordVectors, words_for_label
+from foundation.vectors import UnknownLabelError, WordVectors, words_for_label
 from indexing.word_index import DEFAULT_VOCAB_SIZE, frequent_words
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
 from indexing import cli, shards
 from indexing.bundle import DEFAULT_N_TREES, BundleMissing, open_bundle, read_manifest
 from indexing.image_index import build_image_index
@@ -20,7 +21,7 @@ EPILOG = f"""examples:
   python -m indexing info indexes/photos
   torchrun --nproc_per_node 4 -m indexing build-images ~/Photos --out indexes/photos --checkpoint CKPT   # sharded
 
-{cli.EXIT_CODES_HELP}"""
+{EXIT_CODES_HELP}"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -99,15 +100,16 @@ def build_words(args: argparse.Namespace) -> int:
         force=args.force,
         log=cli.log,
     )
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 def build_images(args: argparse.Namespace) -> int:
     recorded = _recorded(Path(args.out)) if args.update else {}
     inputs = args.inputs or recorded.get("sources")
     if not inputs:
-        raise cli.UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
-    embedder = cli.load_embedder(args.checkpoint or recorded.get("embedder_spec"))
+        raise UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
+    from models.embedder import load_embedder  # torch: only once images are embedded
+    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec"))
     shard = shards.from_environment()  # launched by torchrun: embed a share, rank 0 writes the bundle
     try:
         if shard is not None:
@@ -128,15 +130,15 @@ def build_images(args: argparse.Namespace) -> int:
         if shard is not None:
             shards.close()
     if report is None:  # a rank other than 0: its share is in the bundle rank 0 wrote
-        return cli.EXIT_OK
+        return EXIT_OK
     cli.log(
         f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
         f"reused, {report.removed} removed, {report.duplicates} duplicate paths)"
     )
     code = cli.finish(report.skipped)
-    if shard is not None and code == cli.EXIT_SKIPPED:
+    if shard is not None and code == EXIT_SKIPPED:
         cli.log("exit code 0, not 3: torchrun takes any other exit code for a crash")
-        return cli.EXIT_OK
+        return EXIT_OK
     return code
 
 
@@ -153,13 +155,13 @@ def show_info(args: argparse.Namespace) -> int:
     skipped = manifest.pop("skipped", [])
     manifest["skipped"] = len(skipped)
     print(json.dumps(manifest, indent=1))
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = {"build-words": build_words, "build-images": build_images, "info": show_info}[args.command]
-    return cli.run(f"python -m indexing {args.command}", lambda: command(args), (FileNotFoundError,))
+    return run_entry(f"python -m indexing {args.command}", lambda: command(args), (FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
-from indexing.atomic import fsync_dir, process_alive
+from foundation.atomic import fsync_dir, process_alive
+from foundation.errors import WordsightError
 
 FORMAT_VERSION = 1
 METRIC = "angular"
@@ -54,7 +55,7 @@ _ADD_CHUNK = 1 << 16  # rows converted to lists at a time while adding to Annoy:
 _SEED = 1234  # Annoy's tree construction is random: a fixed seed makes rebuilds reproducible
 
 
-class BundleError(Exception):
+class BundleError(WordsightError):
     """A bundle that cannot be used; ``str(e)`` is one line naming the fix."""
 
 

@@ -1,10 +1,8 @@
 """What ``tag.py``, ``search.py`` and ``python -m indexing`` share: options, exit codes, a clean stdout.
 
-Exit codes: 0 all done; 2 bad input (unknown word, missing or mismatched index or checkpoint, no images);
-3 done, but some input files were skipped (listed on stderr, and in the manifest for index builds);
-1 is left to unexpected crashes. With ``--json`` stdout carries the JSON lines only.
+Exit codes live in ``foundation.errors``. With ``--json`` stdout carries the JSON lines only.
 
-Kept light (stdlib + the bundle module) because ``search.py`` imports it for word queries.
+Kept light (stdlib only) because ``search.py`` imports it for word queries.
 """
 
 from __future__ import annotations
@@ -14,23 +12,12 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TextIO
 
-from indexing.bundle import BundleError
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_SKIPPED = 3
-
-EXIT_CODES_HELP = """exit codes: 0 done; 2 bad input (unknown word, missing or mismatched index or checkpoint,
-  no images); 3 done, but some files were skipped (listed on stderr)"""
+from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED
 
 CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
-
-
-class UsageError(Exception):
-    """Bad input discovered after argument parsing; ``str(e)`` is the one line shown to the user."""
 
 
 def positive_int(text: str) -> int:
@@ -64,19 +51,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def error(prog: str, err: Exception | str) -> None:
-    print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
-
-
-def run(prog: str, body: Callable[[], int], user_errors: tuple[type[Exception], ...] = ()) -> int:
-    """Run a script body; the errors a user can fix become one line on stderr and exit code 2."""
-    try:
-        return body()
-    except (UsageError, BundleError, *user_errors) as err:
-        error(prog, err)
-        return EXIT_BAD_INPUT
-
-
 @contextlib.contextmanager
 def results_stdout() -> Iterator[TextIO]:
     """Yield a stream onto the real stdout while everything else that prints goes to stderr.
@@ -99,19 +73,6 @@ def results_stdout() -> Iterator[TextIO]:
         results.close()
 
 
-def load_embedder(spec: str | None):
-    """``models.embedder.load_embedder`` (imports torch) with its errors as UsageError and its prints on stderr."""
-    from models.embedder import EmbedderError, load_embedder
-    from models.runtime import keep_freed_memory
-
-    keep_freed_memory()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            return load_embedder(spec)
-    except EmbedderError as err:
-        raise UsageError(str(err)) from None
-
-
 def emit_json(out: TextIO, record: dict) -> None:
     """One contract line; flushed so a consumer piping the output sees results as they come."""
     out.write(json.dumps(record) + "\n")
@@ -121,7 +82,7 @@ def emit_json(out: TextIO, record: dict) -> None:
 def finish(skipped: list[tuple[str, str]], bad_input: bool = False) -> int:
     """Report skipped files on stderr (one summary line) and choose the exit code."""
     if skipped:
-        from datamodules.images import describe_skips  # PIL: only when there is something to describe
+        from foundation.images import describe_skips  # PIL: only when there is something to describe
 
         log(describe_skips(skipped))
     if bad_input:

@@ -37,7 +37,7 @@ def thumbnail(path: str | os.PathLike):
     """The image scaled to fit THUMB x THUMB (tiny images grow too), or a grey placeholder if unreadable."""
     from PIL import Image, ImageOps
 
-    from datamodules.images import BadImage, open_image
+    from foundation.images import BadImage, open_image
 
     try:
         image = open_image(path)
@@ -67,7 +67,7 @@ ol { margin: 0; font-size: 14px; }
 
 def write_html(path: str | os.PathLike, rows: list[Row], heading: str) -> None:
     """Write the gallery to ``path`` (one file, no external references)."""
-    from datamodules.images import printable
+    from foundation.images import printable
 
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
@@ -100,7 +100,7 @@ def write_grid(path: str | os.PathLike, rows: list[Row]) -> None:
     """Write a contact sheet to ``path``: one line per row, the tagged or query image first, then its hits."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from datamodules.images import printable
+    from foundation.images import printable
 
     font = ImageFont.load_default(size=13)
     cell_w, cell_h = THUMB + _PAD, THUMB + _CAPTION + _PAD

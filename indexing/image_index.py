@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.images import describe_skips, list_images, os_reason, printable
+from foundation.images import describe_skips, list_images, os_reason, printable
 from indexing.bundle import DEFAULT_N_TREES, Bundle, BundleBuilder, BundleError, BundleMissing, open_bundle
 from indexing.shards import Shard, ShardParts, parts_folder, remove_stale_parts, write_part
 

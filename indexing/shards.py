@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.atomic import process_alive
+from foundation.atomic import process_alive
 
 PARTS_INFIX = ".shards-"
 

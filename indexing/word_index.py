@@ -1,6 +1,6 @@
 """The word index: the vocabulary images are tagged with, and where word queries find their vectors.
 
-Building needs the word vectors (gensim, via ``indexing.vectors``) and is done once into ``indexes/words``;
+Building needs the word vectors (gensim, via ``foundation.vectors``) and is done once into ``indexes/words``;
 looking words up afterwards reads the bundle alone, which is what keeps ``search.py dog`` free of gensim.
 """
 
@@ -93,7 +93,7 @@ def build_word_index(
     log: Callable[[str], None] = lambda message: None,
 ) -> Bundle:
     """Build the word index into ``out``, or reuse it when it already matches these vectors and vocabulary."""
-    from indexing.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
+    from foundation.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
 
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
     spec = vocabulary_spec(vocab_size, word_list)
@@ -146,35 +146,19 @@ def open_word_index(
     except BundleMissing:
         if not build_if_missing:
             raise
+    from foundation.vectors import training_vectors  # gensim: only when the index must be built
+
     training_vectors(vectors_source, vectors_sha, f"no word index at {path}, and ")
     log(f"no word index at {path} yet: building it once")
     build_word_index(path, vectors=vectors_source, log=log)
     return open_bundle(path, expect=expect, rebuild=rebuild)
 
 
-def training_vectors(vectors_source: str, vectors_sha: str, context: str = ""):
-    """The word vectors a checkpoint was trained with, loaded; BundleError naming the fix if gone or changed."""
-    from indexing.vectors import load_word_vectors  # gensim: only when the vectors are needed
-
-    try:
-        wv = load_word_vectors(vectors_source)
-    except FileNotFoundError:
-        raise BundleMissing(
-            f"{context}the word vectors the checkpoint was trained with ({vectors_source}) are missing: "
-            "put that file back (or pass --words-index with an index built from it)"
-        ) from None
-    if wv.sha != vectors_sha:
-        raise BundleError(
-            f"{context}word vectors {vectors_source} changed since the checkpoint was trained "
-            f"(sha {wv.sha}, checkpoint expects {vectors_sha}): restore the training vectors or retrain"
-        )
-    return wv
-
-
 def vocabulary_table(
     word_list: str | os.PathLike, vectors_source: str, vectors_sha: str
 ) -> tuple[VectorTable, list[str]]:
     """An exact-search table over a user's word list, and the listed words the vectors lack."""
+    from foundation.vectors import training_vectors  # gensim: only when the vectors are needed
 
     wv = training_vectors(vectors_source, vectors_sha)
     words, missing = known_words(read_word_list(word_list), wv.kv)

@@ -19,6 +19,8 @@ from torchvision import models as tvm
 from torchvision import transforms as T
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
+from foundation.errors import WordsightError
+
 BACKBONES: tuple[str, ...] = (
     "efficientnet_lite0",
     "efficientnet_lite1",
@@ -41,7 +43,7 @@ _LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 _VGG_FC2_END = 5
 
 
-class BackboneError(RuntimeError):
+class BackboneError(WordsightError):
     """A backbone cannot be built or used; the message is one line that names the fix."""
 
 

@@ -25,12 +25,13 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 
-from indexing.atomic import fsync_dir, process_alive
+from foundation.atomic import fsync_dir, process_alive
+from foundation.errors import WordsightError
 
 _PARTIAL = ".partial-"  # never ends in .ckpt nor starts with "last": invisible to "last" and newest-ckpt lookups
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(WordsightError):
     """A checkpoint that does not fit the model or data in use: one line that names the fix."""
 
 

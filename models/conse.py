@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from indexing.vectors import UnknownLabelError, WordVectors, label_vector
+from foundation.vectors import UnknownLabelError, WordVectors, label_vector
 from models.backbones import Backbone, imagenet_class_names
 
 

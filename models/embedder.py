@@ -7,6 +7,7 @@ module, so they never import pytorch_lightning.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -18,12 +19,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from datamodules.images import BadImage, open_image
+from foundation.errors import WordsightError
+from foundation.images import BadImage, open_image
 from models.backbones import BackboneError, build_backbone, image_transform
 from models.network import ImageToVectorNet, network_from_hparams
+from models.runtime import keep_freed_memory
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(WordsightError):
     """A checkpoint that cannot be used: one line that names the fix."""
 
 
@@ -111,11 +114,17 @@ def newest_checkpoint(checkpoints_dir: str | os.PathLike = "checkpoints") -> Pat
 
 
 def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = "checkpoints") -> ImageEmbedder:
-    """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint."""
+    """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint.
+
+    What loading prints (the EfficientNet loader's "Loaded pretrained weights") goes to stderr, so a
+    script's stdout stays results only.
+    """
+    keep_freed_memory()
     try:
-        if spec and spec.startswith("conse:"):
-            return _conse_embedder(spec)
-        return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir))
+        with contextlib.redirect_stdout(sys.stderr):
+            if spec and spec.startswith("conse:"):
+                return _conse_embedder(spec)
+            return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir))
     except BackboneError as error:
         raise EmbedderError(str(error)) from None
 
@@ -154,14 +163,10 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
     label_space = hparams["label_space"]
     model = net
     if hparams.get("conse_weight"):  # embed exactly as the test metrics scored it: head + weight x ConSE
-        from indexing.bundle import BundleError
-        from indexing.word_index import training_vectors
+        from foundation.vectors import training_vectors
         from models.conse import head_with_conse
 
-        try:
-            wv = training_vectors(label_space["vectors_source"], label_space["vectors_sha"])
-        except BundleError as error:
-            raise EmbedderError(str(error)) from None
+        wv = training_vectors(label_space["vectors_source"], label_space["vectors_sha"])
         model = torch.nn.Sequential(net.backbone, head_with_conse(net.head, net.backbone, hparams["conse_weight"], wv))
     identity = {
         "embedder": f"checkpoint:{path.name}",
@@ -174,7 +179,7 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
 
 
 def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
-    from indexing.vectors import load_word_vectors
+    from foundation.vectors import load_word_vectors
     from models.backbones import default_image_size
     from models.conse import ConSE, imagenet_class_word_vectors
 

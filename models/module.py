@@ -15,7 +15,7 @@ from torchvision import transforms
 
 from evaluation.metrics import flatten, stacking_offset
 from evaluation.report import full_report, write_report
-from indexing.vectors import load_word_vectors
+from foundation.vectors import load_word_vectors
 from models.backbones import image_transform
 from models.conse import head_with_conse
 from models.losses import LOSSES, cosine_loss, hinge_rank_loss

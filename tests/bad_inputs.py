@@ -1,7 +1,7 @@
 """A messy photo folder for reliability tests: the bad files users really have, next to good ones.
 
 ``make_bad_input_folder(root)`` writes class sub-folders ``root/cat`` and ``root/dog`` and returns
-``{relative_path: "ok" | "skip"}``: whether ``datamodules.images.open_image`` should return an image or
+``{relative_path: "ok" | "skip"}``: whether ``foundation.images.open_image`` should return an image or
 raise ``BadImage`` for that file (a few skips are already reported by ``list_images``: broken link, FIFO).
 Each class also has a few plain valid images (cat reddish, dog bluish) so training has something to learn.
 

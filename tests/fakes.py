@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datamodules.images import BadImage, open_image
+from foundation.images import BadImage, open_image
 
 DIM = 8
 COLOURS = {
@@ -131,7 +131,7 @@ class ColourSpace:
 
 def colour_space(root: Path) -> ColourSpace:
     """Colour word vectors, their word index, and a fake embedder into the same space."""
-    from indexing.vectors import load_word_vectors
+    from foundation.vectors import load_word_vectors
     from indexing.word_index import build_word_index
 
     glove = write_glove(root / "colours.txt")

@@ -7,7 +7,7 @@ from gensim.models import KeyedVectors
 from PIL import Image
 from torch import nn
 
-from indexing.vectors import WordVectors, load_word_vectors
+from foundation.vectors import WordVectors, load_word_vectors
 from models.backbones import build_backbone, image_transform
 from models.conse import ConSE, class_word_vectors, imagenet_class_word_vectors
 

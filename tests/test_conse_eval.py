@@ -68,7 +68,7 @@ def test_evaluate_entry_reports_what_train_test_reports(tiny_folder, tiny_vector
 @pytest.mark.slow
 def test_real_photos_are_tagged_by_conse():
     from evaluation.photos import real_photos, tag_photos
-    from indexing.vectors import load_word_vectors
+    from foundation.vectors import load_word_vectors
 
     wv = load_word_vectors()
     photos = real_photos(wv)

@@ -1,4 +1,4 @@
-"""datamodules.images: every bad file in a messy folder is a skip with a reason, never a crash."""
+"""foundation.images: every bad file in a messy folder is a skip with a reason, never a crash."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules import images
-from datamodules.images import IMAGE_EXTENSIONS, BadImage, describe_skips, list_images, open_image
+from foundation import images
+from foundation.images import IMAGE_EXTENSIONS, BadImage, describe_skips, list_images, open_image
 from tests.bad_inputs import (
     ANIMATED,
     EXIF_ROTATED,

@@ -16,11 +16,11 @@ import pytest
 
 import search
 import tag
-from datamodules.images import printable
-from indexing import cli
+from foundation.images import printable
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import open_bundle
 from indexing.image_index import build_image_index
+from models import embedder as embedder_module
 from tests.bad_inputs import SYMLINK_LOOP
 from tests.reliability_helpers import trained  # noqa: F401 - the session fixture
 from tests.test_images import REASONS
@@ -51,7 +51,7 @@ def one_skip_line(err: str) -> str:
 @pytest.fixture(scope="module")
 def cached_embedders():
     """The real checkpoint loader, run once per spec: each tag/search call below would otherwise reload it."""
-    real, loaded = cli.load_embedder, {}
+    real, loaded = embedder_module.load_embedder, {}
 
     def load(spec):
         if spec not in loaded:
@@ -63,7 +63,7 @@ def cached_embedders():
 
 @pytest.fixture
 def quick(cached_embedders, monkeypatch):
-    monkeypatch.setattr(cli, "load_embedder", cached_embedders)
+    monkeypatch.setattr(embedder_module, "load_embedder", cached_embedders)
 
 
 @pytest.fixture(scope="module")

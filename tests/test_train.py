@@ -14,7 +14,7 @@ import torch
 
 from datamodules.image_words import ImageWordDataModule
 from datamodules.sources import DataError
-from indexing.vectors import UnknownLabelError
+from foundation.vectors import UnknownLabelError
 from models.module import ImageToWordVector
 from tests.bad_inputs import make_bad_input_folder
 from tests.conftest import TINY_WORDS, write_class_folders

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from indexing import vectors
-from indexing.vectors import (
+from foundation import vectors
+from foundation.vectors import (
     DEFAULT_VECTORS,
     UnknownLabelError,
     close_spellings,

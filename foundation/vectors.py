@@ -24,6 +24,8 @@ import gensim.utils
 import numpy as np
 from gensim.models import KeyedVectors
 
+from foundation.errors import WordsightError
+
 DEFAULT_VECTORS = "glove-6b-50d"
 
 _KV_FILE = "vectors.kv"
@@ -33,7 +35,11 @@ _SEPARATORS = re.compile(r"[_/\s]+")
 _ALL_SEPARATORS = re.compile(r"[_/\s-]+")
 
 
-class UnknownLabelError(ValueError):
+class VectorsError(WordsightError):
+    """Word vectors that are missing, unreadable or not the ones a model was made with."""
+
+
+class UnknownLabelError(WordsightError):
     """A class label (or a word chosen for it) that the word vectors do not know."""
 
 
@@ -225,3 +231,21 @@ def _content_sha(files: Sequence[Path], sha_dir: Path) -> str:
     except OSError:
         pass  # only a speed-up: the next run hashes again
     return sha
+
+
+def training_vectors(vectors_source: str, vectors_sha: str, context: str = ""):
+    """The word vectors a checkpoint was trained with, loaded; VectorsError naming the fix if gone or changed."""
+
+    try:
+        wv = load_word_vectors(vectors_source)
+    except FileNotFoundError:
+        raise VectorsError(
+            f"{context}the word vectors the checkpoint was trained with ({vectors_source}) are missing: "
+            "put that file back (or pass --words-index with an index built from it)"
+        ) from None
+    if wv.sha != vectors_sha:
+        raise VectorsError(
+            f"{context}word vectors {vectors_source} changed since the checkpoint was trained "
+            f"(sha {wv.sha}, checkpoint expects {vectors_sha}): restore the training vectors or retrain"
+        )
+    return wv
