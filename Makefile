@@ -9,11 +9,10 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install system-deps benchmark lint clean
 
-# torch/torchvision are pinned first: on this kind of machine pip takes them from local disk.
+# torch/torchvision are pinned in pyproject.toml only: on this kind of machine pip takes them from local disk.
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	.venv/bin/pip install -q -e '.[test]'
 	touch $@
 

@@ -12,7 +12,8 @@ import sys
 from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing import cli
 from indexing.gallery import Hit, Row
-from indexing.image_index import ChunkedEmbedder, chunks, collect_images
+from indexing.image_index import ChunkedEmbedder, collect_images
+from indexing.shards import chunks
 from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
 
 EPILOG = f"""examples:

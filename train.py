@@ -9,22 +9,27 @@ a label with no known word, a ``--ckpt_path`` that does not fit the config); 3 d
 were skipped (one ``skipped N files: ...`` line on stderr). Under torchrun, which takes any non-zero exit
 for a crash, a run with skipped files exits 0.
 
-Checkpoints are written atomically (``models.checkpoints.AtomicCheckpointIO``), and a config's
-``pytorch_lightning.callbacks.ModelCheckpoint`` with ``save_last: true`` becomes
+Checkpoints are written atomically (``models.checkpoints.AtomicCheckpointIO``); the configs name
 ``models.checkpoints.ModelCheckpoint``, which refreshes ``last.ckpt`` after every epoch, so
 ``--ckpt_path last`` resumes where a killed run stopped.
 """
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see indexing/__init__.py
 
+import torch
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from datamodules.image_words import ImageWordDataModule
+from evaluation.report import write_report
+from foundation.atomic import check_writable_folder
+from foundation.config_files import DEFAULT_CONFIG, ConfigError, check_config_files
 from foundation.errors import EXIT_OK, EXIT_SKIPPED, run_entry
 from models.checkpoints import (
     AtomicCheckpointIO,
@@ -35,11 +40,8 @@ from models.checkpoints import (
 from models.module import ImageToWordVector
 from models.runtime import keep_freed_memory
 
-_LIGHTNING_CHECKPOINT = {
-    "pytorch_lightning.callbacks.ModelCheckpoint",
-    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
-    "lightning.pytorch.callbacks.ModelCheckpoint",
-}
+# Every run starts from the base configs (configs/defaults.yaml), so experiment files hold only their deltas.
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class WordsightCLI(LightningCLI):
@@ -47,11 +49,14 @@ class WordsightCLI(LightningCLI):
         parser.link_arguments("data.label_space", "model.label_space", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        config = self.config.get(str(self.subcommand), self.config)
-        callbacks = config.get("trainer", {}).get("callbacks") or []
-        for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
-            if getattr(callback, "class_path", None) in _LIGHTNING_CHECKPOINT:
-                callback.class_path = "models.checkpoints.ModelCheckpoint"
+        """More CPU processes than cores makes DDP set-up crawl for ever: refuse it before it starts."""
+        trainer = self.config.get(str(self.subcommand), self.config).get("trainer", {})
+        devices, accelerator = trainer.get("devices"), trainer.get("accelerator")
+        devices = int(devices) if isinstance(devices, str) and devices.isdigit() else devices
+        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        cores = os.cpu_count() or 1
+        if on_cpu and isinstance(devices, int) and devices > cores:
+            raise ConfigError(f"--trainer.devices {devices} on the CPU, which has {cores} cores: use at most {cores}")
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -59,14 +64,14 @@ class WordsightCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the model's hyper-parameters from --ckpt_path while parsing: a truncated or
-        foreign file must be a one-line error there, not a traceback from torch.load."""
+    def parse_arguments(self, parser, args) -> None:
+        """Right after parsing, LightningCLI reads the model's hyper-parameters from --ckpt_path with
+        torch.load: a truncated or foreign file must be a one-line error here, not its traceback."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = subcommand and self.config[subcommand].get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file():
             read_checkpoint(Path(ckpt_path))
-        super()._parse_ckpt_path()
 
     def _check_ckpt_path(self) -> None:
         """A --ckpt_path that does not fit the config fails now, not after the feature extraction."""
@@ -74,7 +79,25 @@ class WordsightCLI(LightningCLI):
         if path is not None:
             check_checkpoint_fits(path, self.model)
 
-    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+    before_validate = before_test = before_predict = _check_ckpt_path
+
+    def before_fit(self) -> None:
+        """Checkpoint folders must be writable now, not after the first epoch's work."""
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None):
+                check_writable_folder(Path(callback.dirpath), "checkpoint folder")
+        self._check_ckpt_path()
+
+    def after_test(self) -> None:
+        """Write the test report (metrics.json, metrics.md) beside the checkpoints, from global rank 0."""
+        report = getattr(self.model, "test_report", None)
+        if report is None or not self.trainer.is_global_zero:
+            return
+        callback = self.trainer.checkpoint_callback
+        run_dir = Path(callback.dirpath if callback and callback.dirpath else self.trainer.log_dir or ".")
+        hp = self.model.hparams
+        write_report(run_dir, report, {"model": run_dir.name, "stacking_rate": hp.stacking_rate,
+                                       "conse_weight": hp.conse_weight})  # fmt: skip
 
 
 def cli_main(args=None) -> LightningCLI:
@@ -84,6 +107,8 @@ def cli_main(args=None) -> LightningCLI:
         ImageWordDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False}  # a bad option or value: one line (main), not the usage page
+        | {subcommand: {"default_config_files": [str(DEFAULT_CONFIG)]} for subcommand in SUBCOMMANDS},
         args=args,
     )
 
@@ -97,7 +122,13 @@ def exit_code(cli: LightningCLI) -> int:
 
 
 def main(args=None) -> int:
-    return run_entry(None, lambda: exit_code(cli_main(args)), (FileNotFoundError,))
+    def run() -> int:
+        check_config_files(sys.argv[1:] if args is None else args)
+        return exit_code(cli_main(args))
+
+    # argparse.ArgumentError: jsonargparse's unknown key or bad value; MisconfigurationException: Lightning's
+    # own word on trainer options (e.g. more GPUs than there are)
+    return run_entry(None, run, (FileNotFoundError, argparse.ArgumentError, MisconfigurationException))
 
 
 if __name__ == "__main__":

@@ -132,17 +132,19 @@ class ImageWordDataModule(pl.LightningDataModule):
             trainer.strategy.root_device, trainer.global_rank, trainer.world_size, trainer.strategy.barrier,
         )  # fmt: skip
 
-    def _dataset(self, name: str, train: bool) -> Dataset:
+    def _dataset(self, name: str, train: bool, with_index: bool) -> Dataset:
+        """(input, class) items, plus the item's index when ``with_index`` (test: DDP padding is dropped by it)."""
         idx = self.splits[name]
         labels = torch.as_tensor(self.item_class[idx])
         if self.features is not None:
-            return TensorDataset(torch.from_numpy(self.features.features[idx]), labels)
+            index = (torch.from_numpy(idx),) if with_index else ()
+            return TensorDataset(torch.from_numpy(self.features.features[idx]), labels, *index)
         model = self.trainer.lightning_module
         transform = model.train_transform if train else model.eval_transform
-        return SourceItems(self.source, idx, self.item_class, transform)
+        return SourceItems(self.source, idx, self.item_class, transform, with_index)
 
     def _loader(self, name: str, train: bool = False) -> DataLoader:
-        dataset = self._dataset(name, train)
+        dataset = self._dataset(name, train, with_index=name == "test")
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -183,8 +185,10 @@ class EpochShuffle(RandomSampler):
 class SourceItems(Dataset):
     """Decoded images for runs that train the backbone; a bad image becomes None and is dropped."""
 
-    def __init__(self, source: ImageSource, indices: np.ndarray, item_class: np.ndarray, transform):
+    def __init__(self, source: ImageSource, indices: np.ndarray, item_class: np.ndarray, transform,
+                 with_index: bool = False):  # fmt: skip
         self.source, self.indices, self.item_class, self.transform = source, indices, item_class, transform
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -192,9 +196,10 @@ class SourceItems(Dataset):
     def __getitem__(self, i: int):
         item = int(self.indices[i])
         try:
-            return self.transform(self.source.load(item)), int(self.item_class[item])
+            image = self.transform(self.source.load(item))
         except BadImage:
             return None
+        return (image, int(self.item_class[item])) + ((item,) if self.with_index else ())
 
 
 def skip_bad_items(batch):

@@ -27,7 +27,7 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 
-class DataError(WordsightError):
+class DataError(WordsightError, ValueError):
     """A problem with the user's data that stops a run before any long work: one line, names the fix."""
 
 

@@ -18,25 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
+from pytorch_lightning import Trainer
 from torch import Tensor
 
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
-from evaluation.metrics import cosine_scores, stacking_offset
-from evaluation.report import full_report, markdown_table, model_name, write_report
+from evaluation.report import markdown_table, model_name, write_report
+from foundation.config_files import DEFAULT_CONFIG, check_config_files
 from foundation.errors import WordsightError, run_entry
 from foundation.vectors import load_word_vectors
 from models.backbones import Backbone, image_transform
 from models.conse import head_with_conse
 from models.embedder import load_checkpoint_network, load_embedder
-from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
+from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE, ImageToWordVector
+from scoring.test_time import score_test_split
 
 DEFAULT_OUT = Path("runs/evaluation")
 _PREDICT_BATCH = 4096
 
 
-class EvaluationError(WordsightError):
+class EvaluationError(WordsightError, ValueError):
     """A model that cannot be scored on a config's data; one line naming why."""
 
 
@@ -87,7 +89,7 @@ def _chunks(array):
 
 
 def evaluate(datamodule: ImageWordDataModule, model: FeatureModel) -> dict:
-    """Every metric of ``evaluation.metrics`` for ``model`` on the datamodule's test split."""
+    """Every metric of ``scoring.metrics`` for ``model`` on the datamodule's test split."""
     if model.vectors_sha != datamodule.word_vectors.sha:
         raise EvaluationError(f"{model.name} works in other word vectors than the config's data.vectors "
                               f"({datamodule.word_vectors.source})")  # fmt: skip
@@ -101,20 +103,31 @@ def evaluate(datamodule: ImageWordDataModule, model: FeatureModel) -> dict:
         model.image_size, hp.cache_dir, hp.extract_batch_size, hp.num_workers,
     )  # fmt: skip
     splits = datamodule.split(features.valid)
-    offset = 0.0
-    if model.label_space is not None and model.stacking_rate > 0:  # ConSE learnt no class: no seen bias
+    val_pred = None
+    if model.label_space is not None:  # ConSE learnt no class: no seen-class bias to calibrate
         val_pred = predict(model, features.features[splits["val"]])
-        val_scores = cosine_scores(val_pred, torch.tensor(label_space["vectors"]))
-        offset = stacking_offset(val_scores, torch.tensor(label_space["seen"]), model.stacking_rate)
     pred = predict(model, features.features[splits["test"]])
     target = torch.as_tensor(datamodule.item_class[splits["test"]])
-    return full_report(pred, target, label_space, datamodule.word_vectors, offset)
+    return score_test_split(pred, target, label_space, datamodule.word_vectors, model.stacking_rate, val_pred)
 
 
-def datamodule_from_config(path: str | Path) -> tuple[ImageWordDataModule, dict]:
-    """The config's datamodule and its ``model`` section (plain LightningCLI YAML)."""
-    config = yaml.safe_load(Path(path).read_text())
-    return ImageWordDataModule(**config.get("data", {})), config.get("model", {})
+def training_config(config_args: list[str]):
+    """The ``data`` and ``model`` sections as ``train.py`` resolves them: several ``--config`` files, dotted
+    overrides (``--data.root X``) and the classes' own defaults (``model.image_size`` included)."""
+    check_config_files(config_args)
+    parser = ArgumentParser(prog="python -m evaluation", exit_on_error=False, default_config_files=[DEFAULT_CONFIG])
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(ImageWordDataModule, "data")
+    parser.add_class_arguments(ImageToWordVector, "model", skip={"label_space"})
+    parser.add_class_arguments(Trainer, "trainer")  # training-only: read (as train.py would) and ignored
+    parser.add_argument("--seed_everything", type=int | bool | None, default=None)
+    # The rest of what the config.yaml that LightningCLI saves beside each run may hold: read and ignored.
+    for key in ("ckpt_path", "optimizer", "lr_scheduler", "verbose", "weights_only", "return_predictions"):
+        parser.add_argument(f"--{key}", type=str | bool | dict | None, default=None)
+    try:
+        return parser.parse_args(config_args)
+    except Exception as error:  # noqa: BLE001 - jsonargparse reports unknown keys and bad values its own way
+        raise EvaluationError(f"the config does not parse: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,22 +136,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="the training config whose data and split to use")
+    parser.add_argument("--config", action="append", required=True,
+                        help="the training config(s) whose data and split to use; repeat to layer them, as "
+                        "train.py does; dotted overrides such as --data.root DIR follow them")  # fmt: skip
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a .ckpt file or conse:<backbone>; repeat to compare several")  # fmt: skip
     parser.add_argument("--image-size", type=int, help="ConSE's image size (default: the config's)")
     parser.add_argument("--stacking-rate", type=float, help="override the checkpoints' model.stacking_rate")
     parser.add_argument("--conse-weight", type=float, help="override the checkpoints' model.conse_weight")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<config name>)")
-    args = parser.parse_args(argv)
-    datamodule, model_config = datamodule_from_config(args.config)
-    out = args.out or DEFAULT_OUT / Path(args.config).stem
-    image_size = args.image_size or model_config.get("image_size", 224)
+    args, overrides = parser.parse_known_args(argv)
+    config = training_config([arg for path in args.config for arg in ("--config", path)] + overrides)
+    datamodule = ImageWordDataModule(**{k: v for k, v in config.data.as_dict().items() if k != "__path__"})
+    out = args.out or DEFAULT_OUT / Path(args.config[-1]).stem
+    image_size = args.image_size or config.model.image_size
     reports = {}
     for spec in args.checkpoint:
         model = load_feature_model(spec, image_size, args.stacking_rate, args.conse_weight)
         reports[model.name] = report = evaluate(datamodule, model)
-        about = {"model": spec, "config": args.config, "classes": datamodule.classes,
+        about = {"model": spec, "config": args.config[-1] if len(args.config) == 1 else args.config, "classes": datamodule.classes,
                  "held_out": datamodule.held_out, "image_size": model.image_size,
                  "stacking_rate": model.stacking_rate, "conse_weight": model.conse_weight}  # fmt: skip
         write_report(out / model.name, report, about)

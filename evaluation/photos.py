@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evaluation.metrics import open_vocabulary_hits
-from evaluation.report import markdown_table, model_name, tag_vocabulary, write_report
+from evaluation.report import markdown_table, model_name, write_report
 from foundation.errors import UsageError, run_entry
 from foundation.images import open_image
 from foundation.vectors import load_word_vectors, words_for_label
 from models.backbones import imagenet_class_names
 from models.embedder import load_embedder
+from scoring.metrics import open_vocabulary_hits
+from scoring.test_time import tag_vocabulary
 
 DEFAULT_OUT = Path("runs/evaluation/photos")
 TOP_K = (1, 5)

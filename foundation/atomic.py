@@ -26,3 +26,17 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_writable_folder(folder: Path, what: str = "output folder") -> None:
+    """Create ``folder`` if needed and prove a file can be written in it; WordsightError naming why not."""
+    from foundation.errors import WordsightError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise WordsightError(f"{what} {folder} is not writable ({reason}): choose another or fix its permissions") from None

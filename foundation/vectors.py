@@ -39,7 +39,7 @@ class VectorsError(WordsightError):
     """Word vectors that are missing, unreadable or not the ones a model was made with."""
 
 
-class UnknownLabelError(WordsightError):
+class UnknownLabelError(WordsightError, ValueError):
     """A class label (or a word chosen for it) that the word vectors do not know."""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +21,8 @@ import numpy as np
 
 from foundation.images import describe_skips, list_images, os_reason, printable
 from indexing.bundle import DEFAULT_N_TREES, Bundle, BundleBuilder, BundleError, BundleMissing, open_bundle
-from indexing.shards import Shard, ShardParts, parts_folder, remove_stale_parts, write_part
+from indexing.shards import Shard, ShardParts, chunks, parts_folder, remove_stale_parts, write_part
 
-CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
 STATS = "stats"  # per-item (size, mtime_ns) array name
 
 
@@ -88,11 +87,6 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
     if not found.files and not found.skipped:  # skipped files are reported by the caller, with reasons
         raise BundleError(f"no images found in {', '.join(printable(s) for s in inputs)}")
     return found
-
-
-def chunks(files: list[ImageFile], size: int = CHUNK) -> Iterator[list[ImageFile]]:
-    for start in range(0, len(files), size):
-        yield files[start : start + size]
 
 
 class ChunkedEmbedder:

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 from foundation.atomic import process_alive
 
 PARTS_INFIX = ".shards-"
+CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
 
 
 @dataclass
@@ -94,10 +95,13 @@ def remove_stale_parts(out: str | os.PathLike) -> None:
 
 
 
+def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def write_part(folder: Path, rank: int, paths: list[str], embed, dim: int) -> None:
     """Embed ``paths`` with ``embed`` (a ChunkedEmbedder) into ``folder/rank<r>``, streaming, atomically."""
-    from indexing.image_index import chunks
-
     folder.mkdir(parents=True, exist_ok=True)
     tmp, done = folder / f".rank{rank}.tmp", folder / f"rank{rank}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,7 @@ _LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 _VGG_FC2_END = 5
 
 
-class BackboneError(WordsightError):
+class BackboneError(WordsightError, RuntimeError):
     """A backbone cannot be built or used; the message is one line that names the fix."""
 
 

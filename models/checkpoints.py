@@ -31,7 +31,7 @@ from foundation.errors import WordsightError
 _PARTIAL = ".partial-"  # never ends in .ckpt nor starts with "last": invisible to "last" and newest-ckpt lookups
 
 
-class CheckpointMismatch(WordsightError):
+class CheckpointMismatch(WordsightError, ValueError):
     """A checkpoint that does not fit the model or data in use: one line that names the fix."""
 
 
@@ -77,9 +77,25 @@ def _remove_stale_partials(folder: Path) -> None:
 class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint, with ``save_last=True`` meaning what resuming needs: the latest epoch.
 
-    Top-k checkpoints (``monitor``, ``save_top_k``) behave exactly as in Lightning.
+    Its defaults are the project's (best by ``val/loss`` as ``epochNN.ckpt``, plus ``last.ckpt``), so a
+    config names only the folder. Top-k checkpoints (``monitor``, ``save_top_k``) behave as in Lightning.
     """
 
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "epoch{epoch:02d}",
+        monitor: str | None = "val/loss",
+        save_last: bool | None = True,
+        auto_insert_metric_name: bool = False,
+        **kwargs,
+    ):
+        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, save_last=save_last,
+                         auto_insert_metric_name=auto_insert_metric_name, **kwargs)  # fmt: skip
+
+    # The private calls below are Lightning's own decisions (save at train-epoch end or after validation;
+    # skip a step already saved; the "last" file name and its metrics). Re-deriving them would drift from
+    # Lightning, so they are used as they are, and pyproject pins pytorch-lightning <2.7 to keep them.
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
@@ -107,7 +123,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> Path | None
     if ckpt_path == "last":
         found = set()
         for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, pl.callbacks.ModelCheckpoint):
+            if isinstance(callback, pl.callbacks.ModelCheckpoint):  # private: Lightning's own "last" lookup
                 found |= callback._find_last_checkpoints(trainer)
         existing = [Path(p) for p in found if os.path.isfile(p)]
         return max(existing, key=lambda p: p.stat().st_mtime) if existing else None

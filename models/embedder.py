@@ -26,7 +26,7 @@ from models.network import ImageToVectorNet, network_from_hparams
 from models.runtime import keep_freed_memory
 
 
-class EmbedderError(WordsightError):
+class EmbedderError(WordsightError, RuntimeError):
     """A checkpoint that cannot be used: one line that names the fix."""
 
 

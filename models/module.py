@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,13 +12,14 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms
 
-from evaluation.metrics import flatten, stacking_offset
-from evaluation.report import full_report, write_report
+from foundation.config_files import ConfigError
 from foundation.vectors import load_word_vectors
 from models.backbones import image_transform
 from models.conse import head_with_conse
 from models.losses import LOSSES, cosine_loss, hinge_rank_loss
 from models.network import network_from_hparams
+from scoring.metrics import flatten
+from scoring.test_time import score_test_split
 
 # Test-time zero-shot levers, both on by default (README "Results" measures them): calibrated stacking,
 # and a quarter of ConSE's vector mixed into the head's.
@@ -66,16 +66,16 @@ class ImageToWordVector(pl.LightningModule):
             weight_decay: L2 weight decay.
             stacking_rate: calibrated stacking for held-out classes at test time: seen-class scores are
                 lowered by the offset that would move this share of seen validation images onto a held-out
-                class (0 = plain nearest class vector). See ``evaluation.metrics.stacking_offset``.
+                class (0 = plain nearest class vector). See ``scoring.metrics.stacking_offset``.
             conse_weight: at test time and when embedding for tag/search, add this much of ConSE's vector
                 (same backbone, no training) to the head's, both unit length (0 = the head alone).
             label_space: class names and their word vectors; linked from the datamodule, not set by hand.
         """
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"unknown model.loss '{loss}': use one of {', '.join(LOSSES)}")
+            raise ConfigError(f"unknown model.loss '{loss}': use one of {', '.join(LOSSES)}")
         if label_space is None:
-            raise ValueError("the model needs label_space from the datamodule (train.py links it)")
+            raise ConfigError("the model needs label_space from the datamodule (train.py links it)")
         self.save_hyperparameters()
         self.net = network_from_hparams(self.hparams)
         self.register_buffer("class_vectors", torch.tensor(label_space["vectors"], dtype=torch.float32))
@@ -170,45 +170,52 @@ class ImageToWordVector(pl.LightningModule):
         return self._test_model(x if x.dim() == 2 else self.backbone(x))
 
     def test_step(self, batch, batch_idx):
-        """Collect predictions: the metrics (evaluation.metrics) need all of them at once."""
+        """Collect predictions with their item indices: the metrics need all of them at once."""
         if batch is not None:
-            x, y = batch
-            self._test_outputs.append((self.test_vectors(x), y))
+            x, y, index = batch
+            self._test_outputs.append((self.test_vectors(x), y, index))
 
     def on_test_epoch_end(self):
-        """Score the whole test split, log it, and write metrics.json / metrics.md beside the checkpoints."""
-        if not self._test_outputs:
-            return
-        pred, y = (torch.cat(parts) for parts in zip(*self._test_outputs))
+        """Score the whole test split and log it; ``test_report`` keeps it for train.py to write."""
+        pred, y = self._gathered_test_outputs()
         self._test_outputs.clear()
-        if self.trainer.world_size > 1:
-            pred, y = (self.all_gather(t).flatten(0, 1) for t in (pred, y))
-        report = full_report(pred, y, self.hparams.label_space, self._test_word_vectors, self._stacking_offset())
+        if pred is None:
+            return
+        hp = self.hparams
+        self.test_report = score_test_split(pred, y, hp.label_space, self._test_word_vectors, hp.stacking_rate,
+                                            self._validation_vectors())  # fmt: skip
         del self._test_model  # test-only: keep it out of any later checkpoint
-        for name, value in flatten(report).items():
+        for name, value in flatten(self.test_report).items():
             if not name.endswith("/n"):  # counts go to metrics.json only
                 self.log(name, float(value), rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            run_dir = self._run_dir()
-            hp = self.hparams
-            about = {"model": run_dir.name, "stacking_rate": hp.stacking_rate, "conse_weight": hp.conse_weight}
-            write_report(run_dir, report, about)
 
-    def _stacking_offset(self) -> float:
-        """Calibrated stacking's offset, tuned on the validation split (seen classes only)."""
+    def _gathered_test_outputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Every process's test predictions, each test item once, in item order.
+
+        Under DDP the test sampler pads the last shard by repeating items, and a bad image can make the
+        shards unequal: gathering Python objects allows unequal parts, and the item index drops repeats.
+        """
+        parts = [tuple(t.cpu() for t in part) for part in self._test_outputs]
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, parts)
+            parts = [part for rank_parts in gathered for part in rank_parts]
+        if not parts:
+            return None, None
+        pred, y, index = (torch.cat(column) for column in zip(*parts))
+        index, order = index.sort(stable=True)
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        return pred[order][first], y[order][first]
+
+    def _validation_vectors(self) -> torch.Tensor | None:
+        """Validation predictions (seen classes only), from which calibrated stacking tunes its offset."""
         datamodule = self.trainer.datamodule
         if self.hparams.stacking_rate <= 0 or self.seen.all() or datamodule is None:
-            return 0.0
+            return None
         with torch.inference_mode():
             preds = [self.test_vectors(x.to(self.device)) for x, _ in filter(None, datamodule.val_dataloader())]
-        if not preds:
-            return 0.0
-        return stacking_offset(self.class_scores(torch.cat(preds)), self.seen, self.hparams.stacking_rate)
-
-    def _run_dir(self) -> Path:
-        """The checkpoint directory (checkpoints/<experiment>/), else the logger's directory."""
-        callback = self.trainer.checkpoint_callback
-        return Path(callback.dirpath if callback and callback.dirpath else self.trainer.log_dir or ".")
+        return torch.cat(preds).cpu() if preds else None
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -219,7 +226,7 @@ class ImageToWordVector(pl.LightningModule):
             return torch.optim.SGD(
                 params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
             )
-        raise ValueError(f"unknown model.optimizer '{hp.optimizer}': use sgd or adamw")
+        raise ConfigError(f"unknown model.optimizer '{hp.optimizer}': use sgd or adamw")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record what made the model; leave out a frozen backbone's weights (rebuilt from their source).

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from foundation.errors import WordsightError
 from foundation.images import BadImage, open_image
 
 DIM = 8
@@ -100,7 +101,7 @@ class FakeEmbedder:
         return EmbedResult(good, np.array(vectors, dtype=np.float32).reshape(-1, DIM), skipped)
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(WordsightError):
     pass
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from foundation.vocabulary import frequent_words
 from indexing import bundle as bundle_module
 from indexing.bundle import (
     BundleBuilder,
@@ -23,7 +24,7 @@ from indexing.bundle import (
     normalise,
     open_bundle,
 )
-from indexing.word_index import UnknownWord, frequent_words, query_vector, read_word_list
+from indexing.word_index import UnknownWord, query_vector, read_word_list
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from evaluation.metrics import (
+from evaluation.report import markdown_table, write_report
+from scoring.metrics import (
     calibrated,
     evaluate_predictions,
     flatten,
@@ -15,7 +16,6 @@ from evaluation.metrics import (
     retrieval,
     stacking_offset,
 )
-from evaluation.report import markdown_table, write_report
 
 # Four classes on the axes of a 4-d space; classes 2 and 3 are held out (never trained on).
 VECTORS = torch.eye(4)

@@ -1,0 +1,35 @@
+"""The default tag vocabulary's rules: which GloVe entries count as words worth tagging with.
+
+Plain stdlib, so word queries (which never load gensim) and the metrics share one definition.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_VOCAB_SIZE = 50_000
+
+_ALPHABETIC = re.compile(r"[a-z]+")
+# Function words carry no visual meaning but sit near everything in GloVe space, so they would crowd
+# out real tags. A short list on purpose: gensim's longer one also drops "computer", "fire", "bill".
+_STOP_WORDS_TEXT = """
+a about above after again against all am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just me more most
+my myself no nor not now of off on once only or other our ours ourselves out over own same she
+should so some such than that the their theirs them themselves then there these they this those
+through to too under until up very was we were what when where which while who whom why will with
+would you your yours yourself yourselves also may might must shall us
+"""
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+
+
+def frequent_words(index_to_key: list[str], size: int) -> list[str]:
+    """The ``size`` most frequent purely alphabetic, non-stop-word entries (GloVe is frequency-ordered)."""
+    words = []
+    for word in index_to_key:
+        if _ALPHABETIC.fullmatch(word) and word not in STOP_WORDS:
+            words.append(word)
+            if len(words) == size:
+                break
+    return words
