@@ -188,7 +188,7 @@ def main() -> None:
         line = server.stderr.readline()
         port = int(re.search(r":(\d+)/ \(Ctrl-C", line).group(1))
         rng = np.random.default_rng(2)
-        words_of = lambda n: [QUERY_WORDS[i] for i in rng.integers(0, len(QUERY_WORDS), n)]  # noqa: E731
+        words_of = lambda n: [QUERY_WORDS[i] for i in rng.integers(0, len(QUERY_WORDS), n)]
         http_loop(port, [f"/api/search?q={w}&k=10" for w in words_of(30)])  # warm-up
         api = http_loop(port, [f"/api/search?q={w}&k=10" for w in words_of(args.queries)])
         pair = http_loop(port, [f"/api/search?q={a}+{b}&k=10" for a, b in zip(words_of(100), words_of(100))])
@@ -211,7 +211,7 @@ def main() -> None:
             "thumbnail": thumbnail_lever(root / "originals" / "camera00.jpg"),
             "browser": browser_page(f"http://127.0.0.1:{port}/?q=word7&k=40", args.browser_runs),
             "machine": {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-                        "python": platform.python_version()},  # fmt: skip
+                        "python": platform.python_version()},
         }
     finally:
         if server is not None:

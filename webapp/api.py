@@ -6,6 +6,8 @@ across rebuilds) for the other calls and for ``/thumb/{id}``. Documented at ``/d
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
@@ -128,7 +130,7 @@ def similar(
 )
 def tag_upload(
     request: Request,
-    file: UploadFile = File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF photo"),
+    file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF photo")],
     index: str | None = Form(None, description="which served index; default: the first"),
     k: int = Query(10, ge=1, le=MAX_K, description="how many tags and similar photos"),
 ):

@@ -67,7 +67,7 @@ def guard(app):
 
         try:
             await app(scope, receive, send_with_headers)
-        except Exception as err:  # noqa: BLE001 - whatever it was, the client gets one clean line
+        except Exception as err:  # whatever it was, the client gets one clean line
             log.error("unexpected error on %s: %s: %s", scope.get("path"), type(err).__name__, err)
             if started:
                 raise

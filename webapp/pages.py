@@ -7,6 +7,8 @@ minimum-score slider, the index picker's auto-submit and drag-and-drop.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
@@ -33,7 +35,7 @@ def search_page(
     q: str = Query("", max_length=500),
     index: str | None = None,
     k: int = Query(PAGE_K, ge=1, le=MAX_K),
-    min: float = Query(-1.0, ge=-1.0, le=1.0),  # noqa: A002 - the URL's name for it
+    min: float = Query(-1.0, ge=-1.0, le=1.0),  # the URL's name for it
 ):
     """All k results are sent; those under ``min`` are hidden, so the slider can bring them back live."""
     result, error, suggestions, status = None, None, [], 200
@@ -65,7 +67,7 @@ def upload_form(request: Request):
 @router.post("/upload")
 def upload_page(
     request: Request,
-    file: UploadFile = File(),
+    file: Annotated[UploadFile, File()],
     index: str | None = Form(None),
     k: int = Form(TAGS_K, ge=1, le=MAX_K),
 ):

@@ -48,8 +48,8 @@ def decode_reduced(path: str | os.PathLike, size: int) -> Image.Image:
                     im.load()
                     return ImageOps.exif_transpose(im).convert("RGB")
     except Exception:  # noqa: BLE001 - not a JPEG, or a damaged one: open_image tells which
-        pass
-    return open_image(path)
+        return open_image(path)
+    return open_image(path)  # over MAX_PIXELS: open_image says so
 
 
 def render(path: str | os.PathLike, size: int) -> bytes:
@@ -104,4 +104,4 @@ class ThumbnailCache:
         return Thumbnail(file, key)
 
 
-__all__ = ["BadImage", "GRID", "LARGE", "SIZES", "Thumbnail", "ThumbnailCache", "decode_reduced", "render"]
+__all__ = ["GRID", "LARGE", "SIZES", "BadImage", "Thumbnail", "ThumbnailCache", "decode_reduced", "render"]
