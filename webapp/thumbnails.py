@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,11 @@ class Thumbnail:
 
 
 class ThumbnailCache:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, parallel: int | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # a grid asks for 40 thumbnails at once: decode a few at a time (a camera PNG decodes in full, 36 MB)
+        self._rendering = threading.BoundedSemaphore(parallel or max(2, os.cpu_count() or 2))
 
     def key(self, path: str, size: int) -> str:
         """Changes when the photo's size or mtime changes, so an edited photo gets a fresh thumbnail."""
@@ -91,7 +94,8 @@ class ThumbnailCache:
         key = self.key(path, size)
         file = self.root / key[:2] / f"{key}.jpg"
         if not file.is_file():
-            data = render(path, size)
+            with self._rendering:
+                data = render(path, size)
             file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{key}.", suffix=".tmp")
             try:
