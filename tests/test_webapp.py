@@ -232,6 +232,27 @@ def test_tag_upload_gives_tags_and_similar_photos_and_keeps_nothing(client, phot
     assert set(Path(tempfile.gettempdir()).glob("wordsight-upload-*")) == temp_before  # nor left in /tmp
 
 
+def test_upload_file_name_is_only_shown(client, photos):
+    response = client.post("/api/tag", files={"file": ("../../../etc/x.png", png_bytes((20, 200, 40)))})
+    assert response.status_code == 200 and response.json()["image"] == "x.png"
+    assert not (photos.parent / "etc").exists() and not Path("/etc/x.png").exists()
+
+
+def test_undecodable_file_names(tmp_path, space):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.new("RGB", (24, 24), COLOURS["green"]).save(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    build_image_index([folder], tmp_path / "odd-idx", space.embedder, progress=False)
+    client = make_client([tmp_path / "odd-idx"], space, tmp_path)
+    response = client.get("/api/search", params={"q": "green"})
+    assert response.status_code == 200 and response.json()["results"][0]["image"].endswith("caf\udce9.png")
+    page = client.get("/", params={"q": "green"})
+    assert page.status_code == 200 and "odd/caf\\xe9.png" in page.text  # shown with a backslash escape
+    identifier = response.json()["results"][0]["id"]
+    assert client.get(f"/thumb/{identifier}").headers["content-type"] == "image/jpeg"
+    assert client.get(f"/photo/{identifier}").status_code == 200
+
+
 def test_upload_page_and_model_loaded_once(index, space, tmp_path):
     loader = Loader(space.embedder)
     client = make_client([index], space, tmp_path, loader=loader)
