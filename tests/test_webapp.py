@@ -415,6 +415,8 @@ def test_indexes_picker_summary_and_docs(index, space, tmp_path):
         assert endpoint in docs.text
     spec = client.get("/openapi.json").json()
     assert {"/api/search", "/api/tag", "/api/items/{item}/tags", "/api/items/{item}/similar"} <= set(spec["paths"])
+    answers = {code for methods in spec["paths"].values() for op in methods.values() for code in op["responses"]}
+    assert "422" not in answers and {"200", "400", "404", "413"} <= answers  # bad parameters are 400s here
 
 
 # ---- thumbnails

@@ -99,6 +99,7 @@ def create_app(
         redoc_url=None,
         default_response_class=SafeJSON,
     )
+    app.openapi = lambda: _openapi(app)
     app.state.library = library
     app.state.thumbnails = thumbnails
     app.state.max_upload_bytes = max_upload_bytes
@@ -112,6 +113,22 @@ def create_app(
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOCAL_HOSTS)
     app.add_middleware(guard)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema without its 422 answers: invalid parameters are a 400 ``{error}`` here."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                           description=app.description, routes=app.routes)  # fmt: skip
+        for methods in spec["paths"].values():
+            for operation in methods.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def _error_handlers(app: FastAPI) -> None:

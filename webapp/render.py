@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup, escape
 
 from datamodules.images import printable
 from webapp.library import Library
@@ -26,6 +28,7 @@ class SafeJSON(JSONResponse):
 def templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
     env.filters["printable"] = printable
+    env.filters["code"] = lambda text: Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text or ""))))
     env.filters["short"] = lambda path: printable("/".join(str(path).rsplit("/", 2)[-2:]))
     return Jinja2Templates(env=env)
 
