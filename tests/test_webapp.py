@@ -490,6 +490,19 @@ def test_rebuilt_index_is_picked_up_and_in_flight_queries_finish(client, index, 
     assert client.get(f"/api/items/{old_id}/tags").status_code == 200  # ids survive a rebuild
 
 
+def test_a_rebuild_that_cannot_be_used_keeps_the_previous_index(client, index, space, tmp_path, caplog):
+    from indexing.word_index import build_word_index
+    from tests.fakes import write_glove
+
+    before = client.get("/api/search", params={"q": "red"}).json()
+    other = write_glove(tmp_path / "other.txt", extra_words=5)  # other vectors: another sha
+    build_word_index(space.words_index, vectors=str(other), force=True)
+    for _ in range(3):
+        assert client.get("/api/search", params={"q": "red"}).json() == before
+    warnings = [r for r in caplog.records if "still serving the previous one" in r.getMessage()]
+    assert len(warnings) == 1  # tried once per new generation, not on every request
+
+
 # ---- serve.py itself
 
 

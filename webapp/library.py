@@ -84,6 +84,7 @@ class LiveIndex:
         self.name, self.path, self.words_index = name, Path(path).absolute(), Path(words_index).absolute()
         self._lock = threading.Lock()
         self._key: tuple | None = None
+        self._failed: tuple | None = None
         self._snapshot: Snapshot | None = None
         self.snapshot()  # a missing or mismatched index stops the server before it starts
 
@@ -94,19 +95,21 @@ class LiveIndex:
     def snapshot(self) -> Snapshot:
         """The current generation; re-opened when a manifest changed, else the one already open (2 stats)."""
         key = self._current_key()
-        if self._snapshot is not None and (key == self._key or key is None):
-            # key None: a rebuild is swapping directories right now; keep the open one until it is done
-            # (opening would "recover" the aside copy under the builder's feet)
+        if self._snapshot is not None and key in (self._key, self._failed, None):
+            # None: a rebuild is swapping directories right now; keep the open one until it is done
+            # (opening would "recover" the aside copy under the builder's feet). _failed: that generation
+            # could not be opened; it is tried again once it changes, not on every request.
             return self._snapshot
         with self._lock:
-            if self._snapshot is None or key != self._key:
+            if self._snapshot is None or key not in (self._key, self._failed):
                 try:
                     self._snapshot = self._open()
                     self._key = key
                 except BundleError as err:
                     if self._snapshot is None:
                         raise
-                    log.warning("%s changed but cannot be opened yet (%s); still serving the previous one",
+                    self._failed = key
+                    log.warning("%s changed but cannot be opened (%s); still serving the previous one",
                                 self.path, err)  # fmt: skip
         return self._snapshot
 
