@@ -105,7 +105,7 @@ class LiveIndex:
                 try:
                     self._snapshot = self._open()
                     self._key = key
-                except BundleError as err:
+                except (BundleError, OSError) as err:
                     if self._snapshot is None:
                         raise
                     self._failed = key
