@@ -45,6 +45,8 @@ demo: install system-deps
 	$(PY) search.py boot footwear bag "summer dress" $$(ls $(DEMO_IMAGES)/Sneaker/*.png | head -1) \
 	    --index indexes/demo --top-k 8 --html demo_output/search.html --grid demo_output/search.png
 	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
+	@echo "browse the demo collection at http://127.0.0.1:8765/ with:"
+	@echo "$(PY) serve.py --index indexes/demo"
 
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py

@@ -13,9 +13,10 @@ import sys
 
 from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
 from indexing import cli
-from indexing.bundle import Bundle, BundleMismatch, open_bundle
+from indexing.bundle import Bundle, open_bundle
 from indexing.gallery import Hit, Row
-from indexing.word_index import DEFAULT_WORDS_INDEX, UnknownWord, open_word_index, query_vector
+from indexing.queries import check_embedder, search_record, word_index_for
+from indexing.word_index import DEFAULT_WORDS_INDEX, UnknownWord, query_vector
 
 EPILOG = f"""examples:
   python -m indexing build-images photos/ --out indexes/photos --checkpoint CKPT   # once
@@ -72,23 +73,15 @@ class QueryVectors:
 
     def _word_index(self) -> Bundle:
         if self._words is None:
-            manifest = self.images.manifest
-            self._words = open_word_index(
-                self.args.words_index, manifest["vectors_source"], manifest["vectors_sha"], manifest["dim"]
-            )
+            self._words = word_index_for(self.images, self.args.words_index)
         return self._words
 
     def _image_vector(self, path: str):
         if self._embedder is None:
-            manifest = self.images.manifest
             from models.embedder import load_embedder  # torch: only once images are embedded
-            self._embedder = load_embedder(self.args.checkpoint or manifest["embedder_spec"])
-            if self._embedder.identity["sha"] != manifest["embedder_sha"]:
-                raise BundleMismatch(
-                    f"{self.images.path} was built with checkpoint sha {manifest['embedder_sha']} "
-                    f"({manifest['embedder_spec']}), not {self._embedder.identity['sha']} ({self._embedder.spec}); "
-                    "pass that checkpoint with --checkpoint or rebuild the index"
-                )
+
+            self._embedder = load_embedder(self.args.checkpoint or self.images.manifest["embedder_spec"])
+            check_embedder(self.images, self._embedder)
         result = self._embedder.embed_paths([path], progress=False)
         self.skipped += result.skipped
         return result.vectors[0] if len(result.vectors) else None
@@ -135,9 +128,7 @@ def _short(path: str) -> str:
 
 def _print(out, query: str, results: list[tuple[str, float]], as_json: bool) -> None:
     if as_json:
-        cli.emit_json(
-            out, {"query": query, "results": [{"image": p, "score": round(s, 4)} for p, s in results]}
-        )
+        cli.emit_json(out, search_record(query, results))
     else:
         out.write(query + "\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in results))
 

@@ -13,6 +13,7 @@ from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing import cli
 from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, collect_images
+from indexing.queries import tag_record
 from indexing.shards import chunks
 from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
 
@@ -99,7 +100,7 @@ def _words(args: argparse.Namespace, identity: dict):
 
 def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:
     if as_json:
-        cli.emit_json(out, {"image": image, "tags": [{"word": w, "score": round(s, 4)} for w, s in tags]})
+        cli.emit_json(out, tag_record(image, tags))
     else:
         out.write(f"{image}: {', '.join(f'{w} {s:.2f}' for w, s in tags)}\n")
 

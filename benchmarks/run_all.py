@@ -1,4 +1,4 @@
-"""``make benchmark``: the training and index benchmarks, merged into benchmarks/results/benchmark.json.
+"""``make benchmark``: the training, index, memory and web app benchmarks, merged into benchmarks/results/benchmark.json.
 
     python benchmarks/run_all.py [--threads 1] [--skip-index]
 
@@ -29,6 +29,7 @@ def main() -> None:
     if not args.skip_index:
         subprocess.run([sys.executable, here / "bench_index.py", index], check=True)
     subprocess.run([sys.executable, here / "bench_memory.py", RESULTS / "memory.json"], check=True)
+    subprocess.run([sys.executable, here / "bench_webapp.py", RESULTS / "webapp.json"], check=True)
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")

@@ -30,7 +30,11 @@ DEFAULT_WORDS_INDEX = Path("indexes/words")
 
 
 class UnknownWord(BundleError):
-    """A query word the word index does not know; the message names close spellings."""
+    """A query word the word index does not know; the message names close spellings (also in ``close``)."""
+
+    def __init__(self, message: str, word: str | None = None, close: list[str] | None = None):
+        super().__init__(message)
+        self.word, self.close = word, list(close or [])
 
 
 def read_word_list(path: str | os.PathLike) -> list[str]:
@@ -149,7 +153,7 @@ def query_vector(words: VectorTable, query: str) -> np.ndarray:
         if row is None:
             close = close_spellings(word, words.items)
             hint = f"close spellings: {', '.join(close)}" if close else "no close spellings"
-            raise UnknownWord(f"unknown word {word!r} ({hint})")
+            raise UnknownWord(f"unknown word {word!r} ({hint})", word, close)
         rows.append(row)
     if not rows:
         raise UnknownWord("empty query")

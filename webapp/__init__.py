@@ -1,0 +1,1 @@
+"""The local web app behind ``serve.py``: pages, JSON API, thumbnails (see webapp/app.py)."""

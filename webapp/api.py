@@ -1,0 +1,141 @@
+"""The JSON API, for scripts: search, tags of a photo, similar photos, tag an uploaded photo.
+
+Shapes follow ``search.py --json`` and ``tag.py --json``; every photo also carries its ``id`` (stable
+across rebuilds) for the other calls and for ``/thumb/{id}``. Documented at ``/docs`` (``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from pydantic import BaseModel, Field
+
+from webapp.library import Library
+
+MAX_K = 500
+ID_PATTERN = "^[0-9a-f]{16}$"
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class Error(BaseModel):
+    error: str = Field(description="one line saying what went wrong and, where it can, how to fix it")
+
+
+class UnknownWordError(Error):
+    word: str | None = Field(None, description="the word that is not in the word index")
+    close_spellings: list[str] = Field([], description="known words spelled like it")
+
+
+class Photo(BaseModel):
+    image: str = Field(description="the photo's file (absolute path, as indexed)")
+    score: float = Field(description="cosine similarity, -1..1, rounded to 4 decimals")
+    id: str = Field(description="the photo's id: /api/items/{id}/tags, /thumb/{id}")
+
+
+class Tag(BaseModel):
+    word: str
+    score: float = Field(description="cosine similarity, -1..1, rounded to 4 decimals")
+
+
+class SearchResult(BaseModel):
+    query: str = Field(description="the words searched for, or for similar photos the photo's file")
+    results: list[Photo] = Field(description="best first")
+
+
+class SimilarResult(SearchResult):
+    id: str = Field(description="the id of the photo the others are similar to")
+
+
+class TagResult(BaseModel):
+    image: str = Field(description="the photo's file")
+    tags: list[Tag] = Field(description="nearest words, best first")
+    id: str
+
+
+class UploadResult(BaseModel):
+    image: str = Field(description="the uploaded file's name, as the client sent it")
+    tags: list[Tag] = Field(description="nearest words, best first")
+    similar: list[Photo] = Field(description="the index's photos nearest to the upload, best first")
+
+
+class IndexSummary(BaseModel):
+    name: str = Field(description="what ?index= takes")
+    path: str
+    count: int = Field(description="photos in the index")
+    model: str | None = Field(description="what embedded the photos")
+    checkpoint: str | None
+    created: str | None = Field(description="when the index was built")
+    sources: list[str]
+    skipped: int = Field(description="files left out at build time (unreadable)")
+    recall_at_10: float | None = Field(description="Annoy recall@10 vs exact search, measured at build time")
+
+
+ERRORS = {400: {"model": Error}, 404: {"model": Error}, 503: {"model": Error}}
+INDEX = Query(None, description="which served index (GET /api/indexes); default: the first")
+K = Query(10, ge=1, le=MAX_K, description="how many results")
+MIN_SCORE = Query(-1.0, ge=-1.0, le=1.0, description="leave out results scoring below this")
+ITEM = Path(pattern=ID_PATTERN, description="a photo id from a search result")
+
+
+def _library(request: Request) -> Library:
+    return request.app.state.library
+
+
+@router.get("/indexes", response_model=list[IndexSummary], summary="The served indexes")
+def indexes(request: Request):
+    """Each served index with its manifest summary: photo count, model, when it was built."""
+    return [index.summary() for index in _library(request).indexes.values()]
+
+
+@router.get(
+    "/search",
+    response_model=SearchResult,
+    summary="Photos nearest to words",
+    responses={**ERRORS, 400: {"model": UnknownWordError, "description": "unknown word (close spellings)"}},
+)
+def search(
+    request: Request,
+    q: str = Query(min_length=1, max_length=500, description='one word, or several ("summer dress") averaged'),
+    index: str | None = INDEX,
+    k: int = K,
+    min_score: float = MIN_SCORE,
+):
+    """Like `search.py WORDS --json`. An unknown word is a 400 naming close spellings."""
+    return _library(request).search(index, q, k, min_score)
+
+
+@router.get("/items/{item}/tags", response_model=TagResult, summary="Tags of a photo", responses=ERRORS)
+def tags(request: Request, item: str = ITEM, index: str | None = INDEX, k: int = K):
+    """Like `tag.py PHOTO --json` with the index's own model (from the photo's stored vector)."""
+    return _library(request).tags(index, item, k)
+
+
+@router.get(
+    "/items/{item}/similar", response_model=SimilarResult, summary="Photos similar to a photo", responses=ERRORS
+)
+def similar(
+    request: Request, item: str = ITEM, index: str | None = INDEX, k: int = K, min_score: float = MIN_SCORE
+):
+    """Like `search.py PHOTO --json`; the photo itself is left out."""
+    return _library(request).similar(index, item, k, min_score)
+
+
+@router.post(
+    "/tag",
+    response_model=UploadResult,
+    summary="Tag an uploaded photo",
+    responses={**ERRORS, 413: {"model": Error, "description": "over the upload size cap"}},
+)
+def tag_upload(
+    request: Request,
+    file: Annotated[UploadFile, File(description="a JPEG, PNG, GIF, WebP, BMP or TIFF photo")],
+    index: str | None = Form(None, description="which served index; default: the first"),
+    k: int = Query(10, ge=1, le=MAX_K, description="how many tags and similar photos"),
+):
+    """Tags and the most similar photos of a photo that is not in the index. The photo is not kept:
+    it is held in memory (or the server's private temp folder) for the request only. The first upload
+    loads the index's image model (seconds); later ones take milliseconds plus the model's run."""
+    data = file.file.read()
+    return _library(request).tag_upload(index, data, file.filename or "upload", k)

@@ -1,0 +1,246 @@
+"""The indexes a server serves, each re-opened when it is rebuilt underneath, and the questions they answer.
+
+A rebuild (or ``--update``) swaps a new bundle directory in by renames, so the bundle's ``manifest.json``
+gets a new inode: one ``stat`` per request tells whether to re-open. A request works on the snapshot it
+took at its start: the old bundle's memory maps stay valid after its files are removed, so in-flight
+queries finish on the old bundle and the next one sees the new.
+
+Items are named by ids derived from their path (``item_id``), so photo links and bookmarks survive a
+rebuild; the server only ever maps ids to paths through the bundle, never takes a path from a request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexing.bundle import MANIFEST_FILE, Bundle, BundleError, open_bundle
+from indexing.queries import check_embedder, search_record, tag_record, word_index_for
+from indexing.word_index import query_vector
+from webapp.thumbnails import render
+
+log = logging.getLogger("wordsight.webapp")
+
+
+class NotFound(LookupError):
+    """An index name or item id the server does not serve; ``str(e)`` is the message shown."""
+
+
+class BadUpload(ValueError):
+    """An upload that is not a usable image; ``str(e)`` is the reason (e.g. "corrupt JPEG header")."""
+
+
+def item_id(path: str) -> str:
+    """A short stable id for an indexed file: the same path gets the same id in every rebuild."""
+    return hashlib.sha1(os.fsencode(path)).hexdigest()[:16]
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@dataclass
+class Snapshot:
+    """One opened generation of an image index with its word index: what a request works on throughout."""
+
+    images: Bundle
+    words: Bundle
+    ids: list[str]
+    rows: dict[str, int]
+
+    def row(self, identifier: str) -> int:
+        row = self.rows.get(identifier)
+        if row is None:
+            raise NotFound(f"no photo {identifier!r} in this index (it may have been removed by a rebuild)")
+        return row
+
+    def path(self, identifier: str) -> str:
+        return self.images.items[self.row(identifier)]
+
+    def hits(self, results: list[tuple[str, float]], min_score: float = -1.0) -> list[dict]:
+        """search.py's result entries plus each photo's id, keeping scores >= ``min_score``."""
+        entries = search_record("", results)["results"]
+        return [dict(e, id=item_id(e["image"])) for e in entries if e["score"] >= min_score]
+
+
+class LiveIndex:
+    """An image index served under ``name``: re-opened (with its word index) when either is rebuilt."""
+
+    def __init__(self, name: str, path: str | os.PathLike, words_index: str | os.PathLike):
+        self.name, self.path, self.words_index = name, Path(path).absolute(), Path(words_index).absolute()
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._failed: tuple | None = None
+        self._snapshot: Snapshot | None = None
+        self.snapshot()  # a missing or mismatched index stops the server before it starts
+
+    def _current_key(self) -> tuple | None:
+        images, words = _stat_key(self.path / MANIFEST_FILE), _stat_key(self.words_index / MANIFEST_FILE)
+        return None if images is None or words is None else (images, words)
+
+    def snapshot(self) -> Snapshot:
+        """The current generation; re-opened when a manifest changed, else the one already open (2 stats)."""
+        key = self._current_key()
+        if self._snapshot is not None and key in (self._key, self._failed, None):
+            # None: a rebuild is swapping directories right now; keep the open one until it is done
+            # (opening would "recover" the aside copy under the builder's feet). _failed: that generation
+            # could not be opened; it is tried again once it changes, not on every request.
+            return self._snapshot
+        with self._lock:
+            if self._snapshot is None or key not in (self._key, self._failed):
+                try:
+                    self._snapshot = self._open()
+                    self._key = key
+                except (BundleError, OSError) as err:
+                    if self._snapshot is None:
+                        raise
+                    self._failed = key
+                    log.warning("%s changed but cannot be opened (%s); still serving the previous one",
+                                self.path, err)  # fmt: skip
+        return self._snapshot
+
+    def _open(self) -> Snapshot:
+        images = open_bundle(self.path, expect={"kind": "images"})
+        words = word_index_for(images, self.words_index)
+        ids = [item_id(path) for path in images.items]
+        if self._snapshot is not None:
+            log.warning("%s: re-opened (%d photos)", self.path, len(images))
+        return Snapshot(images, words, ids, {identifier: row for row, identifier in enumerate(ids)})
+
+    def summary(self) -> dict:
+        """What the index picker shows: count, model, when it was built (from the manifest)."""
+        manifest = self.snapshot().images.manifest
+        embedder = manifest.get("embedder") or {}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "count": manifest["count"],
+            "model": embedder.get("embedder") or manifest.get("embedder_spec"),
+            "checkpoint": manifest.get("embedder_spec"),
+            "created": manifest.get("created"),
+            "sources": manifest.get("sources", []),
+            "skipped": len(manifest.get("skipped", [])),
+            "recall_at_10": manifest.get("recall_at_10"),
+        }
+
+
+@dataclass
+class Library:
+    """Every served index, by name (first one is the default), and the embedders uploads need."""
+
+    indexes: dict[str, LiveIndex]
+    load_embedder: Callable[[str], object]  # spec -> embedder (models.embedder contract)
+    checkpoint: str | None = None  # overrides the manifests' embedder_spec (a checkpoint that moved)
+    _embedders: dict = field(default_factory=dict)
+    _embed_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, paths, words_index, load_embedder, checkpoint=None) -> Library:
+        indexes: dict[str, LiveIndex] = {}
+        for path in paths:
+            name = base = Path(path).absolute().name or "index"
+            n = 1
+            while name in indexes:
+                n += 1
+                name = f"{base}-{n}"
+            indexes[name] = LiveIndex(name, path, words_index)
+        return cls(indexes, load_embedder, checkpoint)
+
+    @property
+    def default(self) -> str:
+        return next(iter(self.indexes))
+
+    def get(self, name: str | None) -> LiveIndex:
+        index = self.indexes.get(name or self.default)
+        if index is None:
+            raise NotFound(f"no index named {name!r}; served: {', '.join(self.indexes)}")
+        return index
+
+    # ---- the questions, in the --json shapes of search.py and tag.py
+
+    def search(self, name: str | None, query: str, k: int, min_score: float = -1.0) -> dict:
+        """Photos nearest to a word or several words (averaged); UnknownWord names close spellings."""
+        snap = self.get(name).snapshot()
+        results = snap.images.nearest(query_vector(snap.words, query), k)
+        return {"query": query, "results": snap.hits(results, min_score)}
+
+    def tags(self, name: str | None, identifier: str, k: int) -> dict:
+        """An indexed photo's nearest words, from its stored vector (no model needed)."""
+        snap = self.get(name).snapshot()
+        row = snap.row(identifier)
+        record = tag_record(snap.images.items[row], snap.words.nearest(snap.images.vectors[row], k))
+        return dict(record, id=identifier)
+
+    def similar(self, name: str | None, identifier: str, k: int, min_score: float = -1.0) -> dict:
+        """The photos nearest to an indexed photo, itself left out."""
+        snap = self.get(name).snapshot()
+        row = snap.row(identifier)
+        results = snap.images.nearest(snap.images.vectors[row], k + 1)
+        kept = [(path, score) for path, score in results if path != snap.images.items[row]][:k]
+        return {"query": snap.images.items[row], "results": snap.hits(kept, min_score), "id": identifier}
+
+    def tag_upload(self, name: str | None, data: bytes, filename: str, k: int, preview: int = 0) -> dict:
+        """Tags and most similar photos of an image that is not in the index; nothing is kept afterwards.
+
+        The bytes go to a private temp folder (mode 0700) only for the time of decoding, so the shared
+        safe loader (format allow-list, decompression-bomb guard, truncation) judges them like any file.
+        With ``preview`` (px) the result also holds a small JPEG of the upload as a data URI.
+        """
+        snap = self.get(name).snapshot()
+        embedder = self._embedder_for(snap.images)
+        folder = tempfile.mkdtemp(prefix="wordsight-upload-")
+        try:
+            path = os.path.join(folder, "upload" + _safe_suffix(filename))
+            with open(path, "wb") as f:
+                f.write(data)
+            with self._embed_lock:  # one model call at a time: bounded memory, no oversubscribed cores
+                result = embedder.embed_paths([path], progress=False)
+            shown = _data_uri(render(path, preview)) if preview and not result.skipped else None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if result.skipped:
+            raise BadUpload(f"{_shown(filename)} cannot be used: {result.skipped[0][1]}")
+        vector = np.asarray(result.vectors[0])
+        record = tag_record(_shown(filename), snap.words.nearest(vector, k))
+        record = dict(record, similar=snap.hits(snap.images.nearest(vector, k)))
+        return dict(record, preview=shown) if preview else record
+
+    def _embedder_for(self, images: Bundle):
+        """The index's own embedder, loaded on first use and kept (one per checkpoint)."""
+        spec = self.checkpoint or images.manifest["embedder_spec"]
+        with self._embed_lock:
+            if spec not in self._embedders:
+                log.warning("loading the image model %s (first upload)", spec)
+                self._embedders[spec] = self.load_embedder(spec)
+        embedder = self._embedders[spec]
+        check_embedder(images, embedder)
+        return embedder
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def _safe_suffix(filename: str) -> str:
+    """The upload's extension if it is a plain one (``.jpg``), else none: the name never reaches a path."""
+    suffix = os.path.splitext(filename or "")[1].lower()
+    return suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
+
+
+def _shown(filename: str) -> str:
+    """The uploaded file's base name as the browser sent it (only ever shown, escaped)."""
+    return os.path.basename((filename or "upload").replace("\\", "/"))[:200] or "upload"

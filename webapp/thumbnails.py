@@ -1,0 +1,111 @@
+"""Thumbnails made on demand and cached on disk, keyed by file + size + mtime + thumbnail size.
+
+A cache file is written to a temp name in its folder and renamed into place, so a crash or two requests
+making the same thumbnail at once never leave a half-written JPEG. The key doubles as the HTTP ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from foundation.images import MAX_PIXELS, BadImage, open_image
+
+GRID = 160  # px: the search grid and similar photos
+LARGE = 1024  # px: the photo page
+SIZES = (GRID, LARGE)
+QUALITY = 85
+_VERSION = "1"  # bump when the rendering changes: old cache files are then simply never asked for
+_PLACEHOLDER = (200, 200, 200)
+
+
+def default_cache_dir() -> Path:
+    """``$WORDSIGHT_CACHE/thumbnails`` (default ``~/.cache/wordsight/thumbnails``)."""
+    return Path(os.environ.get("WORDSIGHT_CACHE") or "~/.cache/wordsight").expanduser() / "thumbnails"
+
+
+def decode_reduced(path: str | os.PathLike, size: int) -> Image.Image:
+    """The image at ``path`` as RGB, decoded at no less than ``size`` px where the format allows it.
+
+    JPEGs are scaled by 1/2, 1/4 or 1/8 inside the DCT decoder (``Image.draft``): a 4000x3000 photo is
+    decoded at 500x375 for a grid thumbnail, a fraction of a full decode. Anything else (other formats,
+    or any doubt about the file) goes to the shared safe loader ``open_image``, which also says why a file
+    is unusable. One small function on purpose: the shared loader is getting a draft mode of its own.
+    """
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f, formats=("JPEG",)) as im:
+                if im.width * im.height <= MAX_PIXELS:
+                    im.draft("RGB", (size, size))
+                    im.load()
+                    return ImageOps.exif_transpose(im).convert("RGB")
+    except Exception:  # noqa: BLE001 - not a JPEG, or a damaged one: open_image tells which
+        return open_image(path)
+    return open_image(path)  # over MAX_PIXELS: open_image says so
+
+
+def render(path: str | os.PathLike, size: int) -> bytes:
+    """JPEG bytes of the image scaled to fit ``size`` x ``size`` (never enlarged); BadImage if unusable."""
+    image = decode_reduced(path, size)
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=QUALITY)
+    return buffer.getvalue()
+
+
+def placeholder(size: int) -> bytes:
+    """A grey square JPEG, shown for a photo that is gone or unreadable."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), _PLACEHOLDER).save(buffer, format="JPEG", quality=QUALITY)
+    return buffer.getvalue()
+
+
+@dataclass
+class Thumbnail:
+    file: Path  # the cached JPEG
+    etag: str
+
+
+class ThumbnailCache:
+    def __init__(self, root: str | os.PathLike, parallel: int | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # a grid asks for 40 thumbnails at once: decode a few at a time (a camera PNG decodes in full, 36 MB)
+        self._rendering = threading.BoundedSemaphore(parallel or max(2, os.cpu_count() or 2))
+
+    def key(self, path: str, size: int) -> str:
+        """Changes when the photo's size or mtime changes, so an edited photo gets a fresh thumbnail."""
+        st = os.stat(path)
+        raw = b"|".join([os.fsencode(path), str(st.st_size).encode(), str(st.st_mtime_ns).encode(),
+                         str(size).encode(), _VERSION.encode()])  # fmt: skip
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+    def get(self, path: str, size: int) -> Thumbnail:
+        """The cached thumbnail, made first if needed. OSError if the photo is gone, BadImage if unusable."""
+        key = self.key(path, size)
+        file = self.root / key[:2] / f"{key}.jpg"
+        if not file.is_file():
+            with self._rendering:
+                data = render(path, size)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{key}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, file)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return Thumbnail(file, key)
+
+
+__all__ = ["GRID", "LARGE", "SIZES", "BadImage", "Thumbnail", "ThumbnailCache", "decode_reduced", "render"]

@@ -1,0 +1,49 @@
+"""The upload size cap, enforced on the request body as it streams in, before anything is parsed or spooled.
+
+A declared ``Content-Length`` over the cap is refused at once; a body without one (chunked) is counted
+and stopped at the cap. Either way the client gets 413 with one line, and at most the cap (plus a little
+for the form's own fields) is ever read. The decompression-bomb guard is the shared image loader's.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and the small form fields around the file
+
+
+class UploadTooLarge(HTTPException):
+    """413. An HTTPException so that FastAPI's form parsing passes it on instead of calling it a bad body."""
+
+    def __init__(self, max_bytes: int):
+        shown = f"{max_bytes / 2**20:g} MB" if max_bytes >= 2**20 else f"{max_bytes / 1024:g} KB"
+        super().__init__(413, f"upload too large: at most {shown} per photo (serve.py --max-upload-mb)")
+
+
+def limit_upload_body(app, max_bytes: int, paths: tuple[str, ...]):
+    """ASGI middleware: POST bodies to ``paths`` may hold ``max_bytes`` of file (plus FORM_OVERHEAD)."""
+    limit = max_bytes + FORM_OVERHEAD
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in paths:
+            return await app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        refuse_now = declared is not None and (not declared.isdigit() or int(declared) > limit)
+        received = 0
+
+        async def counted():
+            # raised inside the form parser's read: the app's handler renders the 413 (page or JSON)
+            nonlocal received
+            if refuse_now:
+                raise UploadTooLarge(max_bytes)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise UploadTooLarge(max_bytes)
+            return message
+
+        return await app(scope, counted, send)
+
+    return middleware
+
