@@ -111,7 +111,7 @@ class QueryVectors:
     def _word_vector(self, term):
         try:
             return query_vector(self._word_index(), term.text)
-        except UnknownWord as err:
+        except UnknownWord:
             if term.prefix != "word" and _looks_like_image_path(term.text):
                 raise UnknownWord(f"no such image file: {term.text}") from None
             raise

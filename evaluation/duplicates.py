@@ -176,8 +176,8 @@ def evaluate(spec: str, folder: Path) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| threshold | photos P / R (hard negatives passing) | 32 px thumbnails P / R | all P / R | "
-             "word space, photos P / R |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [("| threshold | photos P / R (hard negatives passing) | 32 px thumbnails P / R | all P / R | "
+             "word space, photos P / R |"), "|---:|---:|---:|---:|---:|"]  # fmt: skip
     f, w = report["features"], report["word_space"]
     for k, row in enumerate(f["photos"]["pairs"]):
         thumb, every, word = f["thumbnails_32px"]["pairs"][k], f["all"]["pairs"][k], w["photos"]["pairs"][k]

@@ -105,8 +105,7 @@ class Columns:
         """Write meta.jsonl (and the features and their forest if every row has features); manifest entry."""
         count = len(self.meta)
         with open(self.folder / META_FILE, "w", encoding="utf-8") as handle:
-            for facts in self.meta:
-                handle.write(json.dumps(facts, sort_keys=True) + "\n")
+            handle.writelines(json.dumps(facts, sort_keys=True) + "\n" for facts in self.meta)
         entry: dict = {"meta": META_FILE, "features": None}
         if self._features is None or self.features_missing:
             if self._features is not None or self.features_missing < count:

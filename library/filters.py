@@ -48,9 +48,7 @@ class Filter:
             return False
         if self.after and facts["date"] < self.after.isoformat():
             return False
-        if self.before and facts["date"] >= (self.before + dt.timedelta(days=1)).isoformat():
-            return False
-        return True
+        return not (self.before and facts["date"] >= (self.before + dt.timedelta(days=1)).isoformat())
 
     def mask(self, meta: list[dict]) -> np.ndarray:
         return np.fromiter((self.accepts(facts) for facts in meta), dtype=bool, count=len(meta))

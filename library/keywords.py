@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from library.xmp import SidecarError, SidecarKeywords, existing_sidecars, keywords_from_xml, parse_packet, read_sidecar
+from library.xmp import (
+    SidecarError,
+    SidecarKeywords,
+    existing_sidecars,
+    keywords_from_xml,
+    parse_packet,
+    read_sidecar,
+)
 
 IPTC_KEYWORDS = (2, 25)
 

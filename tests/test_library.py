@@ -5,6 +5,7 @@ XMP sidecars are read back with the real reader, exiftool (Debian libimage-exift
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -141,7 +142,7 @@ def test_min_score_is_honoured_by_tag_and_sidecars(tmp_path, library, space, emb
     cut = float(np.median(scores))
     argv = [photo, "--words-index", space.words_index, "--top-k", 6, "--json", "--min-score", cut, "--write-xmp",
             "--lightroom-sidecars"]  # fmt: skip
-    code, lines, err = run(tag.main, argv, capfd)
+    code, lines, _err = run(tag.main, argv, capfd)
     kept = json.loads(lines[0])["tags"]
     assert code == 0 and 0 < len(kept) < len(scores) and all(t["score"] >= cut for t in kept)
     assert read_sidecar(photo.with_suffix(".xmp")).subject == [t["word"] for t in kept]  # IMG_1234.xmp naming
@@ -207,7 +208,7 @@ def test_duplicates_lists_groups_largest_first(index, space, library, capfd):
     assert code == 0, err
     groups = [[Path(r["image"]).name for r in json.loads(line)["duplicates"]] for line in lines]
     assert sorted(groups[0]) == ["chelsea.jpg", "chelsea_q30.jpg", "chelsea_small.jpg"]
-    assert all(len(a) >= len(b) for a, b in zip(groups, groups[1:]))
+    assert all(len(a) >= len(b) for a, b in itertools.pairwise(groups))
     assert not any("chelsea" in name for group in groups[1:] for name in group)
     code, lines, _ = run(search.main, ["--duplicates", "--index", index, "--threshold", 0.97], capfd)
     assert lines[0] == "3 photos" and lines[1].strip().startswith("1.000")
@@ -298,7 +299,7 @@ def test_keywords_source_reads_sidecars_and_embedded_keywords(tmp_path, space, c
     source = build_source("keywords", str(root), vectors=str(space.glove))
     err = capsys.readouterr().err
     assert "'zzqx' (2 photos)" in err and "2 of 4 photos have usable keywords" in err
-    assert sorted(zip(map(lambda p: Path(p).name, source.paths), source.labels)) == [("a.jpg", "orange"),
+    assert sorted(zip((Path(p).name for p in source.paths), source.labels)) == [("a.jpg", "orange"),
                                                                                      ("b.jpg", "cyan pink")]
     assert source.label_words["cyan pink"] == ["cyan", "pink"]
 
