@@ -334,3 +334,37 @@ def test_normalised_features_are_unit_length(index):
     features = open_features(open_bundle(index))
     assert np.allclose(np.linalg.norm(np.asarray(features.vectors, np.float32), axis=1), 1, atol=2e-3)
     assert np.allclose(normalise(features.vectors), features.vectors, atol=2e-3)
+
+
+# ---- the same library with the real shipped model (EfficientNet-Lite0 ConSE + GloVe 6B 50d)
+
+
+@pytest.mark.slow
+@needs_exiftool
+def test_real_model_library_end_to_end(tmp_path, library, capfd):
+    from library.duplicates import DEFAULT_THRESHOLD
+
+    words, idx = tmp_path / "words", tmp_path / "idx"
+    code, _, err = run(indexing_main, ["build-images", library, "--out", idx, "--checkpoint", "conse:efficientnet_lite0"],
+                       capfd)  # fmt: skip
+    assert code == 0, err
+    assert open_bundle(idx).manifest["library"]["features"]["dim"] == 1280
+    photo = library / "2023/summer/chelsea.jpg"
+    code, lines, err = run(tag.main, [photo, "--words-index", words, "--write-xmp", "--top-k", 5, "--json"], capfd)
+    assert code == 0, err
+    top = [t["word"] for t in json.loads(lines[0])["tags"]]
+    assert "cat" in top
+    assert listed(exiftool("-XMP:Subject", sidecar_path(photo))["Subject"]) == top
+
+    def query(*args):
+        code, lines, err = run(search.main, [*args, "--index", idx, "--words-index", words, "--json"], capfd)
+        assert code == 0, err
+        return [Path(r["image"]).name for r in json.loads(lines[0])["results"]]
+
+    assert set(query(photo, "--top-k", 3)) == {"chelsea.jpg", "chelsea_small.jpg", "chelsea_q30.jpg"}
+    assert query("cat", "--top-k", 1, "--in", library / "2023")[0] == "chelsea.jpg"
+    assert query("rocket + launch - cat", "--top-k", 1, "--after", "2024-01-01")[0] == "rocket.jpg"
+    code, lines, _ = run(search.main, ["--duplicates", "--index", idx, "--json"], capfd)
+    groups = [sorted(Path(r["image"]).name for r in json.loads(line)["duplicates"]) for line in lines]
+    assert ["chelsea.jpg", "chelsea_q30.jpg", "chelsea_small.jpg"] in groups, (DEFAULT_THRESHOLD, groups)
+    assert all(len(g) <= 3 for g in groups)
