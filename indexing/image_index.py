@@ -231,7 +231,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
         bundle,
         embedded=len(plan.to_embed) - len(failed),
         reused=len(collected.files) - len(plan.to_embed),
-        removed=sum(1 for f in old_rows if f.path not in current),
+        removed=sum(1 for f in old_rows if f.path not in current) - plan.renamed,  # a moved file is not gone
         duplicates=collected.duplicates,
         skipped=skipped,
         renamed=plan.renamed,

@@ -234,7 +234,7 @@ def test_update_reuses_renamed_and_moved_photos(tmp_path, index, library, embedd
     code, _, err = run(indexing_main, ["build-images", "--out", index, "--update"], capfd)
     assert code == 0, err
     assert [Path(p).name for p in embedder.embedded] == ["hubble-copy.jpg"]
-    assert "1 embedded" in err and "2 reused as renames or moves" in err
+    assert "1 embedded" in err and "0 removed" in err and "2 reused as renames or moves" in err
     bundle = open_bundle(index)
     row = bundle.row(str((library / "archive/coins-renamed.jpg").resolve()))
     assert np.allclose(bundle.vectors[row], old_vector)
