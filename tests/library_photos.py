@@ -4,15 +4,14 @@ with EXIF DateTimeOriginal set, plus near-duplicate copies; and a fake embedder 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from foundation.images import BadImage, open_image
-from tests.fakes import DIM, FakeEmbedder
+from foundation.images import open_image
+from tests.fakes import FakeEmbedder
 
 # where each photo goes and when it was taken
 LAYOUT = {
@@ -80,16 +79,7 @@ class FeatureFakeEmbedder(FakeEmbedder):
     feature_dim = 108
 
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True) -> EmbedResult:
-        good, vectors, features, skipped = [], [], [], []
-        for path in map(os.fsdecode, paths):
-            self.embedded.append(path)
-            try:
-                image = open_image(path)
-            except BadImage as err:
-                skipped.append((path, str(err)))
-                continue
-            good.append(path)
-            vectors.append(self.embed_images([image])[0])
-            features.append(thumbnail_features(image))
-        return EmbedResult(good, np.array(vectors, np.float32).reshape(-1, DIM), skipped,
+        plain = super().embed_paths(paths, batch_size, progress)
+        features = [thumbnail_features(open_image(path)) for path in plain.paths]
+        return EmbedResult(plain.paths, plain.vectors, plain.skipped,
                            np.array(features, np.float32).reshape(-1, self.feature_dim))  # fmt: skip
