@@ -368,3 +368,19 @@ def test_real_model_library_end_to_end(tmp_path, library, capfd):
     groups = [sorted(Path(r["image"]).name for r in json.loads(line)["duplicates"]) for line in lines]
     assert ["chelsea.jpg", "chelsea_q30.jpg", "chelsea_small.jpg"] in groups, (DEFAULT_THRESHOLD, groups)
     assert all(len(g) <= 3 for g in groups)
+
+
+def test_query_syntax_parses_and_is_documented(capsys):
+    from library.query import IMAGE, WORDS, parse_query
+
+    query = parse_query("photo.jpg + 2:sunset - word:people", lambda path: path == "photo.jpg")
+    assert [(t.weight, t.text, t.kind) for t in query.terms] == [(1.0, "photo.jpg", IMAGE), (2.0, "sunset", WORDS),
+                                                                 (-1.0, "people", WORDS)]  # fmt: skip
+    assert parse_query("a b.jpg", lambda path: path == "a b.jpg").single_image  # a path with a space, as before
+    for bad in ("beach +", "beach + - sun"):
+        with pytest.raises(Exception, match="operator"):
+            parse_query(bad, lambda path: False)
+    with pytest.raises(SystemExit):
+        search.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(s in help_text for s in ("beach + sunset - people", "2:sunset", "word:boot", "--duplicates", "--in"))
