@@ -316,7 +316,7 @@ def test_train_on_keywords_then_tag_the_rest(tmp_path, space, capfd):
         words = ["red", "blue"] if k % 2 else ["green"]
         subprocess.run([EXIFTOOL, "-q", "-o", sidecar_path(photo), *(f"-XMP-dc:Subject={w}" for w in words)], check=True)
     untagged = save_with_date(sample("moon.png"), tmp_path / "rest/moon.jpg", None)
-    cli_main(["fit", "--config", "configs/image_folder.yaml", "--data.dataset", "keywords", "--data.root", str(root),
+    cli_main(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs/keywords.yaml"), "--data.root", str(root),
               "--data.vectors", str(space.glove), "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "2",
               "--data.num_workers", "0", "--data.val_fraction", "0", "--data.test_fraction", "0",
               "--model.weights", "random", "--model.image_size", "32", "--model.hidden_dim", "8",
