@@ -10,6 +10,8 @@ Writes JSON (default benchmarks/results/library.json) with:
   an image bundle (features.f16.npy: 1280-d EfficientNet-Lite0 pooled features as float16; features.ann:
   their 10-tree Annoy forest; meta.jsonl) next to the word-space part (vectors.npy + 50-tree index.ann).
   Random unit vectors stand in for features: file sizes depend on N and dim only, build times roughly.
+- ``embedding_ms``: for scale, what embedding one of those camera-size JPEGs costs with the default model
+  (decode, resize, forward; pooled features included), one thread.
 """
 
 from __future__ import annotations
@@ -67,11 +69,24 @@ def full_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def hashing(count: int) -> dict:
+def hashing(count: int, embed: bool) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         paths = camera_jpegs(Path(folder), count)
         sizes = [p.stat().st_size for p in paths]
-        return {
+        embedding = {}
+        if embed:
+            import torch
+
+            from models.embedder import load_embedder
+
+            torch.set_num_threads(1)
+            embedder = load_embedder("conse:efficientnet_lite0")
+            embedder.embed_paths(paths[:1], progress=False)  # warm-up
+            started = time.perf_counter()
+            result = embedder.embed_paths(paths, batch_size=8, progress=False)
+            embedding = {"embedding_ms": round((time.perf_counter() - started) / len(paths) * 1000, 1),
+                         "feature_dim": int(result.features.shape[1])}  # fmt: skip
+        return embedding | {
             "photos": count,
             "mean_file_mb": round(float(np.mean(sizes)) / 2**20, 2),
             "rename_hash_ms": per_photo_ms(content_hash, paths),
@@ -123,8 +138,9 @@ def main() -> None:
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks/results/library.json")
     parser.add_argument("--photos", type=int, default=12, help="camera-size JPEGs to hash (default 12)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="index sizes (images)")
+    parser.add_argument("--no-embed", action="store_true", help="skip timing the embedder (no torch)")
     args = parser.parse_args()
-    result = {"hashing": hashing(args.photos), "feature_index": [feature_index(n) for n in args.sizes]}
+    result = {"hashing": hashing(args.photos, not args.no_embed), "feature_index": [feature_index(n) for n in args.sizes]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
