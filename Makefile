@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages: the Fashion-MNIST data (demo) and Chromium (the gallery screenshot test).
+# Debian packages: the Fashion-MNIST data (demo), Chromium (the gallery screenshot test) and exiftool
+# (libimage-exiftool-perl: the real XMP reader the sidecar tests read back with).
+SYSTEM_DEPS := dataset-fashion-mnist chromium libimage-exiftool-perl
 system-deps:
-	@if dpkg -s dataset-fashion-mnist chromium >/dev/null 2>&1; then exit 0; \
+	@if dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
-	else echo "run as root: apt-get install dataset-fashion-mnist chromium" >&2; exit 1; fi
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(SYSTEM_DEPS) >/dev/null; \
+	else echo "run as root: apt-get install $(SYSTEM_DEPS)" >&2; exit 1; fi
 
 test: install system-deps
 	WANDB_MODE=disabled $(PY) -m pytest -q

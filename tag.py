@@ -16,11 +16,14 @@ from indexing.image_index import ChunkedEmbedder, collect_images
 from indexing.queries import tag_record
 from indexing.shards import chunks
 from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
+from library.scores import above_min_score, add_min_score_option
+from library.xmp import SidecarWriter
 
 EPILOG = f"""examples:
   python tag.py photo.jpg holiday/ --top-k 5
   python tag.py shoes/ --checkpoint conse:efficientnet_lite0 --json
   python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+  python tag.py ~/Photos --write-xmp --top-k 5 --min-score 0.6   # keywords into IMG_1234.JPG.xmp sidecars
 
 {EXIT_CODES_HELP}"""
 DEFAULT_TAGGER = "conse:efficientnet_lite0"
@@ -55,12 +58,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
     cli.add_result_options(parser, JSON_FORMAT)
+    add_min_score_option(parser, "tags")
+    parser.add_argument(
+        "--write-xmp",
+        action="store_true",
+        help="also write the tags into an XMP sidecar beside each photo (IMG_1234.JPG.xmp: dc:subject and "
+        "lr:hierarchicalSubject wordsight|<tag>), merged with what is there: keywords of the user or other "
+        "tools are kept as they are, only wordsight's own earlier tags are replaced; photos are never modified",
+    )
+    parser.add_argument(
+        "--lightroom-sidecars",
+        action="store_true",
+        help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
+    )
     return parser.parse_args(argv)
 
 
 def tag(args: argparse.Namespace) -> int:
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
+    sidecars = SidecarWriter(args.lightroom_sidecars) if args.write_xmp else None
     with cli.results_stdout() as out:
         from models.embedder import load_embedder  # torch: only once images are embedded
         embedder = load_embedder(args.checkpoint)
@@ -70,11 +87,15 @@ def tag(args: argparse.Namespace) -> int:
                 vectors = embed([f.path for f in chunk])
                 for f in chunk:
                     if f.path in vectors:
-                        tags = words.nearest(vectors[f.path], args.top_k, exact=args.exact)
+                        tags = above_min_score(words.nearest(vectors[f.path], args.top_k, args.exact), args.min_score)
+                        if sidecars is not None:
+                            sidecars(f.given, tags)
                         _print(out, f.given, tags, args.json)
                         rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
     cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
-    return cli.finish(collected.skipped + embed.skipped)
+    if sidecars is not None:
+        cli.log(sidecars.summary())
+    return cli.finish(collected.skipped + embed.skipped + (sidecars.failed if sidecars else []))
 
 
 def _words(args: argparse.Namespace, identity: dict):

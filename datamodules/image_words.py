@@ -41,8 +41,9 @@ class ImageWordDataModule(pl.LightningDataModule):
     ):
         """
         Args:
-            dataset: ``fashion_mnist`` (Debian IDX files), ``folder`` (class sub-folders) or ``manifest``
-                (CSV/JSONL of image paths and words).
+            dataset: ``fashion_mnist`` (Debian IDX files), ``folder`` (class sub-folders), ``manifest``
+                (CSV/JSONL of image paths and words) or ``keywords`` (a photo library's own keywords: XMP
+                sidecars and embedded XMP/IPTC).
             root: the data folder or manifest file; for fashion_mnist defaults to the Debian package's folder.
             vectors: ``glove-6b-50d`` (shipped) or a path to any GloVe / word2vec file.
             class_words: map a class to chosen words, e.g. ``{"Sandal": ["sandals"]}``.
@@ -58,7 +59,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        source = build_source(dataset, root)
+        source = build_source(dataset, root, vectors=vectors)
         self.source: ImageSource = Subset(source, at_most_per_class(source.labels, max_per_class, split_seed))
         self.classes = sorted(set(self.source.labels))
         self.held_out = sorted(set(held_out_classes or []))

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,8 +195,64 @@ class Subset(ImageSource):
         return f"{self.source.fingerprint()}-{selection}"
 
 
-def build_source(dataset: str, root: str | None, split: str = "train") -> ImageSource:
-    """The source named in a config: ``fashion_mnist``, ``folder`` or ``manifest``."""
+class KeywordPhotos(FileListSource):
+    """A photo library labelled by the keywords it already has (XMP sidecars, embedded XMP and IPTC).
+
+    A photo's label is its keywords (a multi-word label, as in manifests); keywords with no word in the
+    vectors are reported once and skipped; photos left with no keyword are left out; keywords wordsight
+    wrote itself are never read back as labels.
+    """
+
+    def __init__(self, root: str | os.PathLike, vectors: str):
+        from foundation.vectors import UnknownLabelError, load_word_vectors, words_for_label
+        from library.keywords import photo_keywords
+
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"data root {root} is not a folder: set data.root to your photo library")
+        wv = load_word_vectors(vectors)
+        listed, self.listing_skips = list_images(root)
+        known: dict[str, list[str]] = {}
+        unknown: dict[str, int] = {}
+        self.label_words, paths, labels, self.problems = {}, [], [], []
+        for path in listed:
+            found = photo_keywords(path)
+            self.problems += found.problems
+            words = []
+            for keyword in found.keywords:
+                if keyword not in known:
+                    try:
+                        known[keyword] = words_for_label(keyword, wv)
+                    except UnknownLabelError:
+                        known[keyword] = []
+                if not known[keyword]:
+                    unknown[keyword] = unknown.get(keyword, 0) + 1
+                words += known[keyword]
+            words = list(dict.fromkeys(words))
+            if words:
+                label = " ".join(words)
+                self.label_words[label] = words
+                paths.append(path)
+                labels.append(label)
+        if unknown:
+            print(f"keywords with no word in {wv.source}, skipped: "
+                  + ", ".join(f"{k!r} ({n} photos)" for k, n in sorted(unknown.items())), file=sys.stderr)
+        for problem in self.problems[:5]:
+            print(f"keywords not read: {problem}", file=sys.stderr)
+        print(f"keywords: {len(paths)} of {len(listed)} photos have usable keywords "
+              f"({len(listed) - len(paths)} left out)", file=sys.stderr)
+        if not paths:
+            raise DataError(f"no photo under {root} has a keyword with a known word: tag some photos in "
+                            "your photo manager first (XMP sidecar or embedded XMP/IPTC keywords)")
+        super().__init__(paths, labels)
+
+    def fingerprint(self) -> str:
+        keywords = hashlib.sha256("|".join(self.labels).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return f"{super().fingerprint()}-{keywords}"
+
+
+def build_source(dataset: str, root: str | None, split: str = "train", vectors: str | None = None) -> ImageSource:
+    """The source named in a config: ``fashion_mnist``, ``folder``, ``manifest`` or ``keywords``."""
     if dataset == "fashion_mnist":
         return FashionMNIST(root or FASHION_MNIST_ROOT, split)
     if root is None:
@@ -204,7 +261,11 @@ def build_source(dataset: str, root: str | None, split: str = "train") -> ImageS
         return ImageFolder(root)
     if dataset == "manifest":
         return Manifest(root)
-    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder or manifest")
+    if dataset == "keywords":
+        from foundation.vectors import DEFAULT_VECTORS
+
+        return KeywordPhotos(root, vectors or DEFAULT_VECTORS)
+    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder, manifest or keywords")
 
 
 def at_most_per_class(labels: list[str], limit: int | None, seed: int) -> list[int]:

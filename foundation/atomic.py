@@ -4,6 +4,7 @@ Each of those writes into a temp file or folder named after its process and rena
 helpers flush directories and tell which temp leftovers belong to killed processes.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,3 +41,24 @@ def check_writable_folder(folder: Path, what: str = "output folder") -> None:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise WordsightError(f"{what} {folder} is not writable ({reason}): choose another or fix its permissions") from None
+def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temp file beside it, fsync and rename: readers see the old
+    file or the new one, never half of either. ``mode`` defaults to the replaced file's permissions."""
+    import tempfile
+
+    path = Path(path)
+    if mode is None:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)

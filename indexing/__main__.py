@@ -133,7 +133,8 @@ def build_images(args: argparse.Namespace) -> int:
         return EXIT_OK
     cli.log(
         f"{report.bundle.path}: {len(report.bundle)} images ({report.embedded} embedded, {report.reused} "
-        f"reused, {report.removed} removed, {report.duplicates} duplicate paths)"
+        f"reused, {report.removed} removed, {report.duplicates} duplicate paths; "
+        f"{report.renamed} reused as renames or moves)"
     )
     code = cli.finish(report.skipped)
     if shard is not None and code == EXIT_SKIPPED:

@@ -21,6 +21,7 @@ import numpy as np
 
 from foundation.images import describe_skips, list_images, os_reason, printable
 from indexing.bundle import DEFAULT_N_TREES, Bundle, BundleBuilder, BundleError, BundleMissing, open_bundle
+from indexing.library_columns import Columns, Previous, previous_columns, rename_matches
 from indexing.shards import Shard, ShardParts, chunks, parts_folder, remove_stale_parts, write_part
 
 STATS = "stats"  # per-item (size, mtime_ns) array name
@@ -51,6 +52,7 @@ class BuildReport:
     removed: int
     duplicates: int
     skipped: list[tuple[str, str]]
+    renamed: int = 0  # reused by content hash under a new path
 
 
 def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
@@ -100,6 +102,7 @@ class ChunkedEmbedder:
 
         self.embedder, self.batch_size = embedder, batch_size
         self.skipped: list[tuple[str, str]] = []
+        self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
         self.bar = tqdm(
             total=total, desc="embedding images", unit="img", file=sys.stderr, disable=not progress
         )
@@ -117,6 +120,8 @@ class ChunkedEmbedder:
         result = self.embedder.embed_paths(paths, batch_size=self.batch_size, progress=False)
         self.skipped += result.skipped
         self.bar.update(len(paths))
+        features = getattr(result, "features", None)
+        self.features = dict(zip(result.paths, features)) if features is not None else {}
         return dict(zip(result.paths, result.vectors))
 
 
@@ -156,6 +161,9 @@ class _Plan:
     old_vectors: np.ndarray | None
     old_rows: dict[ImageFile, int]
     to_embed: list[ImageFile]
+    previous: Previous = field(default_factory=Previous)
+    hashes: dict[str, str] = field(default_factory=dict)
+    renamed: int = 0
 
 
 def _plan(inputs, out, embedder, update: bool, log) -> _Plan:
@@ -163,12 +171,15 @@ def _plan(inputs, out, embedder, update: bool, log) -> _Plan:
     collected = collect_images(inputs)
     collected.files.sort(key=lambda f: f.path)  # the same items in the same order, however they were named
     old_vectors, old_rows = _previous(out, embedder) if update else (None, {})
+    previous = previous_columns(out) if update else Previous()
+    renamed, hashes = rename_matches(collected.files, old_rows, previous)
+    old_rows = {**old_rows, **renamed}
     to_embed = [f for f in collected.files if f not in old_rows]
     log(
-        f"{len(collected.files)} images: {len(collected.files) - len(to_embed)} unchanged, "
-        f"{len(to_embed)} to embed"
+        f"{len(collected.files)} images: {len(collected.files) - len(to_embed) - len(renamed)} unchanged, "
+        f"{len(renamed)} renamed or moved, {len(to_embed)} to embed"
     )
-    return _Plan(inputs, collected, old_vectors, old_rows, to_embed)
+    return _Plan(inputs, collected, old_vectors, old_rows, to_embed, previous, hashes, len(renamed))
 
 
 def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> BuildReport:
@@ -178,6 +189,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
     stats: list[tuple[int, int]] = []
     with BundleBuilder(out) as builder:
         rows = builder.rows(len(collected.files), embedder.dim)
+        columns = Columns(builder.tmp, len(collected.files), plan.previous, plan.hashes)
         for chunk in chunks(collected.files):
             fresh = embed([f.path for f in chunk if f not in old_rows])
             kept = [f for f in chunk if f in old_rows or f.path in fresh]
@@ -187,6 +199,8 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
                 )
                 items += [f.path for f in kept]
                 stats += [(f.size, f.mtime_ns) for f in kept]
+                for f in kept:
+                    columns.add(f, old_rows.get(f), getattr(embed, "features", {}).get(f.path))
         failed = embed.skipped
         if not items:
             unusable = collected.skipped + failed
@@ -202,6 +216,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
             "sources": [os.path.abspath(os.fsdecode(s)) for s in plan.inputs],
             "skipped": [[path, reason] for path, reason in skipped],
             "duplicates": collected.duplicates,
+            **columns.write(embedder.identity["sha"], log),
         }
         arrays = {STATS: np.asarray(stats, dtype=np.int64)}
         bundle = builder.commit("images", items, meta, arrays, log=log, **commit_options)
@@ -210,9 +225,10 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
         bundle,
         embedded=len(plan.to_embed) - len(failed),
         reused=len(collected.files) - len(plan.to_embed),
-        removed=sum(1 for f in old_rows if f.path not in current),
+        removed=sum(1 for f in old_rows if f.path not in current) - plan.renamed,  # a moved file is not gone
         duplicates=collected.duplicates,
         skipped=skipped,
+        renamed=plan.renamed,
     )
 
 

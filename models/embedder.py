@@ -35,6 +35,7 @@ class EmbedResult:
     paths: list[str]
     vectors: np.ndarray  # (n, dim) float32, not normalised
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    features: np.ndarray | None = None  # (n, feature_dim) float32: the backbone's pooled features, if known
 
 
 class _PathImages(Dataset):
@@ -61,10 +62,12 @@ def _collate(batch):
 class ImageEmbedder:
     """Maps images to vectors in the word space; ``identity`` says exactly what made them."""
 
-    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict):
+    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict, backbone=None):
         self.spec, self.model, self.transform, self.identity = spec, model.eval(), transform, identity
         self.dim = identity["dim"]
         self.device = torch.device("cpu")
+        self.backbone = backbone  # whose output embed_paths also returns as pooled features
+        self.feature_dim = backbone.feature_dim if backbone is not None else None
 
     def to(self, device: torch.device | str) -> ImageEmbedder:
         """Run the model on ``device`` (e.g. ``cuda:1`` for one rank of a sharded index build)."""
@@ -82,8 +85,11 @@ class ImageEmbedder:
         """Stream images through the model in batches; unreadable files are skipped with a reason."""
         paths = [os.fsdecode(p) for p in paths]
         vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
+        features = np.zeros((len(paths), self.feature_dim or 0), dtype=np.float32)
         ok = np.zeros(len(paths), dtype=bool)
         skipped = []
+        pooled = []
+        hook = self.backbone.register_forward_hook(lambda m, i, out: pooled.append(out)) if self.backbone else None
         loader = DataLoader(_PathImages(paths, self.transform), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)  # fmt: skip
         for images, index, bad in tqdm(loader, desc="embedding images", unit="batch", file=sys.stderr,
@@ -91,8 +97,13 @@ class ImageEmbedder:
             if images is not None:
                 vectors[index] = self.model(images.to(self.device)).float().cpu().numpy()
                 ok[index] = True
+                if pooled:
+                    features[index] = pooled.pop().float().cpu().numpy()
             skipped += [(paths[i], reason) for i, reason in bad]
-        return EmbedResult([p for p, good in zip(paths, ok) if good], vectors[ok], skipped)
+        if hook is not None:
+            hook.remove()
+        kept = [p for p, good in zip(paths, ok) if good]
+        return EmbedResult(kept, vectors[ok], skipped, features[ok] if self.backbone else None)
 
 
 def file_sha(path: str | os.PathLike) -> str:
@@ -175,7 +186,8 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
         "vectors_sha": label_space["vectors_sha"],
         "dim": len(label_space["vectors"][0]),
     }
-    return ImageEmbedder(str(path), model, image_transform(hparams["backbone"], hparams["image_size"]), identity)
+    transform = image_transform(hparams["backbone"], hparams["image_size"])
+    return ImageEmbedder(str(path), model, transform, identity, backbone=net.backbone)
 
 
 def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
@@ -195,4 +207,5 @@ def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
         "dim": word_vectors.dim,
     }
     model = ConSE(backbone, class_vectors, valid, top_t=top_t)
-    return ImageEmbedder(spec, model, image_transform(backbone_name, default_image_size(backbone_name)), identity)
+    transform = image_transform(backbone_name, default_image_size(backbone_name))
+    return ImageEmbedder(spec, model, transform, identity, backbone=backbone)

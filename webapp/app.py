@@ -19,8 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from indexing.bundle import BundleError
 from foundation.errors import UsageError
+from indexing.bundle import BundleError
 from indexing.word_index import UnknownWord
 from webapp import api, pages
 from webapp.library import BadUpload, Library, NotFound

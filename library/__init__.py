@@ -1,0 +1,1 @@
+"""Working with a real photo library: XMP sidecars, query syntax, filters, duplicates, renames, keywords."""
