@@ -562,8 +562,8 @@ class RowWriter:
     into a mapped page kills the process with SIGBUS.
     """
 
-    def __init__(self, path: Path, capacity: int, dim: int):
-        self.path, self.dim, self.count = path, dim, 0
+    def __init__(self, path: Path, capacity: int, dim: int, normalised: bool = True):
+        self.path, self.dim, self.count, self.normalised = path, dim, 0, normalised
         with write_errors(path):
             self._file = open(path, "wb")  # noqa: SIM115 - written across append() calls
             np.lib.format.write_array_header_1_0(
@@ -572,7 +572,7 @@ class RowWriter:
         self._header_bytes = self._file.tell()
 
     def append(self, rows: np.ndarray) -> None:
-        rows = normalise(rows)
+        rows = normalise(rows) if self.normalised else np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"rows of shape {rows.shape} for a {self.dim}-d bundle")
         with write_errors(self.path):
