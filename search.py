@@ -1,7 +1,8 @@
 """Search an image index with words or with an image.
 
 A query naming an existing file is an image query (image -> image, embedded with the index's own
-checkpoint); anything else is one or more words, averaged. Word queries read their vectors from the word
+checkpoint), and a note says so when it could have been meant as a word; ``word:QUERY`` is always words;
+anything else is one or more words, averaged. Word queries read their vectors from the word
 index bundle: no torch, no gensim, no Pillow, so they answer in a fraction of a second.
 """
 
@@ -15,12 +16,21 @@ from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
 from indexing import cli
 from indexing.bundle import Bundle, BundleMismatch, open_bundle
 from indexing.gallery import Hit, Row
-from indexing.word_index import DEFAULT_WORDS_INDEX, UnknownWord, open_word_index, query_vector
+from indexing.word_index import (
+    WORDS_INDEX_HELP,
+    UnknownWord,
+    default_words_index,
+    open_word_index,
+    query_vector,
+)
+
+WORD_PREFIX = "word:"
 
 EPILOG = f"""examples:
   python -m indexing build-images photos/ --out indexes/photos --checkpoint CKPT   # once
   python search.py boot "summer dress" --index indexes/photos
   python search.py photos/beach.jpg --index indexes/photos --top-k 5 --html similar.html
+  python search.py word:boot --index indexes/photos      # the word, even with a file named boot here
 
 {EXIT_CODES_HELP}"""
 JSON_FORMAT = '{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}'
@@ -35,13 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "queries", nargs="+", metavar="QUERY", help='a word, "several words", or an image path'
+        "queries",
+        nargs="+",
+        metavar="QUERY",
+        help=f'a word, "several words", or an image path; {WORD_PREFIX}QUERY is always words',
     )
     parser.add_argument("--index", required=True, help="image index bundle (python -m indexing build-images)")
     parser.add_argument(
         "--words-index",
-        default=str(DEFAULT_WORDS_INDEX),
-        help=f"word index bundle for word queries (default {DEFAULT_WORDS_INDEX})",
+        help=f"word index bundle for word queries (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
@@ -61,7 +73,11 @@ class QueryVectors:
 
     def __call__(self, query: str):
         """The query's vector, or None if it is an image file that could not be read (then in ``skipped``)."""
+        if query.startswith(WORD_PREFIX):
+            return query_vector(self._word_index(), query[len(WORD_PREFIX) :])
         if is_file_query(query):
+            if not _looks_like_image_path(query):
+                cli.log(f"note: {query!r} is a file here, searched as an image; {WORD_PREFIX}{query} searches the word")
             return self._image_vector(query)
         try:
             return query_vector(self._word_index(), query)
@@ -74,7 +90,10 @@ class QueryVectors:
         if self._words is None:
             manifest = self.images.manifest
             self._words = open_word_index(
-                self.args.words_index, manifest["vectors_source"], manifest["vectors_sha"], manifest["dim"]
+                self.args.words_index or default_words_index(),
+                manifest["vectors_source"],
+                manifest["vectors_sha"],
+                manifest["dim"],
             )
         return self._words
 
@@ -107,7 +126,9 @@ def _looks_like_image_path(query: str) -> bool:
 
 
 def search(args: argparse.Namespace) -> int:
+    cli.check_outputs(args.html, args.grid)
     images = open_bundle(args.index, expect={"kind": "images"})
+    cli.note_top_k(args.top_k, len(images), "images")
     vector_of = QueryVectors(images, args)
     rows, unknown = [], False
     with cli.results_stdout() as out:
@@ -122,7 +143,7 @@ def search(args: argparse.Namespace) -> int:
                 continue
             results = images.nearest(vector, args.top_k, exact=args.exact)
             _print(out, query, results, args.json)
-            is_image = is_file_query(query)
+            is_image = is_file_query(query) and not query.startswith(WORD_PREFIX)
             rows.append(Row(query, query if is_image else None, [Hit(_short(p), s, p) for p, s in results]))
     cli.write_galleries(rows, f"wordsight search: {images.path}", args.html, args.grid)
     return cli.finish(vector_of.skipped, bad_input=unknown)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation import sharding
-from foundation.images import describe_skips, list_images, os_reason, printable
+from foundation.images import SKIP_LIST, describe_skips, list_images, os_reason, printable, skip_summary
 from indexing.bundle import (
     DEFAULT_N_TREES,
     Bundle,
@@ -209,7 +209,10 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
         failed = embed.skipped
         if not items:
             unusable = collected.skipped + failed
-            raise BundleError(f"none of the {len(unusable)} images could be read: {describe_skips(unusable)}")
+            listed = skip_summary(unusable).rpartition(SKIP_LIST)[2]  # first: the error line may be cut
+            raise BundleError(
+                f"none of the {len(unusable)} images could be read (all listed in {listed}): {describe_skips(unusable)}"
+            )
         skipped = collected.skipped + failed
         spec = os.path.abspath(embedder.spec) if os.path.isfile(embedder.spec) else embedder.spec  # any cwd
         meta = {
