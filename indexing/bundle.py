@@ -248,11 +248,11 @@ def generation(path: Path) -> Path:
     A bundle caught by a crash of an older version between its two renames is read where it was put aside.
     Never renames anything: only a builder holding the lock repairs.
     """
+    if not os.path.lexists(path) and (_aside(path) / MANIFEST_FILE).is_file():
+        path = _aside(path)
     try:
         name = os.readlink(path / CURRENT)
     except FileNotFoundError:
-        if not path.exists() and (_aside(path) / MANIFEST_FILE).is_file():
-            return _aside(path)
         return path
     except OSError as err:
         if err.errno == errno.EINVAL:  # "current" is not a link: not ours

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.atomic import user_cache_dir
+from foundation.atomic import check_writable, user_cache_dir
 from foundation.hashing import bytes_sha, file_sha
 from foundation.spelling import close_spellings, piece_words, spellings_hint, text_pieces
 from indexing.bundle import (
@@ -105,6 +105,8 @@ def build_word_index(
     """Build the word index into ``out`` (default: ``default_words_index()``), or reuse it when it already
     matches these vectors and vocabulary. A folder that is not a bundle is refused before any work."""
     out = check_target(out if out is not None else default_words_index())
+    if force or not (out / "manifest.json").exists():
+        check_writable(out.parent)  # before loading the vectors: a read-only place is one line, now
     from foundation.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
 
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
