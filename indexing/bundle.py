@@ -575,6 +575,9 @@ class RowWriter:
         rows = normalise(rows) if self.normalised else np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"rows of shape {rows.shape} for a {self.dim}-d bundle")
+        if self.normalised and not np.isfinite(rows).all():  # NaN scores, and NaN in --json, later
+            raise BundleError(f"the model gave {int((~np.isfinite(rows)).any(axis=1).sum())} vectors that are not "
+                              "finite (NaN or infinite): check the checkpoint, or retrain it")  # fmt: skip
         with write_errors(self.path):
             self._file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
         self.count += len(rows)

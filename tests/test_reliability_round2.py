@@ -65,7 +65,7 @@ def env() -> dict[str, str]:
 
 def run_cli(args: list, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+                          text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess | tuple, code: int = 2) -> str:
@@ -282,7 +282,8 @@ def test_verification_is_remembered(index, monkeypatch):
 @contextlib.contextmanager
 def mounted_tmpfs(folder: Path, options: str):
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                          check=False)
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
@@ -370,6 +371,13 @@ with BundleBuilder(sys.argv[1]):
 """
 
 
+SECOND_BUILD = """
+import sys, pathlib
+from tests.test_bundle import build, random_vectors
+build(pathlib.Path(sys.argv[1]), random_vectors(40), n_trees=2)
+"""
+
+
 def test_second_builder_waits_and_says_who_holds_the_lock(tmp_path):
     target, marker = tmp_path / "idx", tmp_path / "locked"
     build(target, random_vectors(30), n_trees=2)
@@ -380,8 +388,7 @@ def test_second_builder_waits_and_says_who_holds_the_lock(tmp_path):
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         second = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from tests.test_bundle import build, random_vectors; "
-             "build(__import__('pathlib').Path(sys.argv[1]), random_vectors(40), n_trees=2)", str(target)],
+            [sys.executable, "-c", SECOND_BUILD, str(target)],
             cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(3)

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dead_pid() -> int:
     """The pid of a process that has just ended."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     return int(proc.stdout)
 
 
@@ -95,7 +96,7 @@ def test_callers_use_the_one_hasher(tmp_path):
 def test_share_and_interleave_round_trip():
     items = list(range(11))
     parts = [sharding.share(items, r, 3) for r in range(3)]
-    assert parts[1] == [1, 4, 7, 10] and sorted(sum(parts, [])) == items
+    assert parts[1] == [1, 4, 7, 10] and sorted(x for part in parts for x in part) == items
     arrays = [np.asarray(p, dtype=np.float32)[:, None] * [1, 2] for p in parts]
     np.testing.assert_array_equal(sharding.interleave(arrays, 11)[:, 0], items)
     with pytest.raises(ValueError):
@@ -130,3 +131,14 @@ def test_skip_summary_names_a_file_listing_every_skip(tmp_path, monkeypatch):
     assert rows[-1] == ["/photos/tab\\there.jpg", "not an image"] and len(rows) == 9
     few = skip_summary(skipped[:1])  # also when there are few
     assert Path(few.rpartition(SKIP_LIST)[2]).read_text() == "/photos/0.jpg\ttruncated\n"
+
+
+def test_non_finite_vectors_are_refused_at_build(tmp_path):
+    from indexing.bundle import BundleError
+    from tests.test_bundle import build, random_vectors
+
+    vectors = random_vectors(20)
+    vectors[3, 0] = np.nan
+    with pytest.raises(BundleError, match="not finite"):
+        build(tmp_path / "idx", vectors, n_trees=2)
+    assert not (tmp_path / "idx").exists()  # nothing left, not even the lock's folder
