@@ -350,7 +350,7 @@ def read_manifest(path: Path, kind: str | None = None, shown: Path | None = None
         if key not in manifest or not isinstance(value, wanted) or isinstance(value, bool):
             got = "missing" if key not in manifest else f"a {type(value).__name__}"
             raise BundleDamaged(
-                f"{file}: {key!r} is {got}, not a {wanted.__name__}; {rebuild_hint(shown, _safe(manifest))}"
+                f"{file}: {key!r} is {got}, not of type {wanted.__name__}; {rebuild_hint(shown, _safe(manifest))}"
             )
     if manifest["dim"] < 1 or manifest["count"] < 1 or manifest["search_k"] < 1 or manifest["n_trees"] < 1:
         raise BundleDamaged(f"{file} records an empty or impossible index; {rebuild_hint(shown, _safe(manifest))}")

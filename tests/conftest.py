@@ -56,8 +56,9 @@ def tiny_folder(tmp_path) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _repo_left_as_it_was():
-    """make test must not write into the clone (a 619 MB checkpoint was once left behind): compare the
-    working tree, ignored files included, before and after the whole session."""
+    """make test must not write into the clone (a 619 MB checkpoint was once left behind): no new file or
+    folder, ignored ones included, between the start and the end of the session (edits to tracked files
+    made meanwhile by a developer are not counted)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
@@ -71,5 +72,5 @@ def _repo_left_as_it_was():
     yield
     after = status()
     if before is not None and after is not None:
-        new = sorted(set(after.splitlines()) - set(before.splitlines()))
+        new = sorted(line for line in set(after.splitlines()) - set(before.splitlines()) if line[:2] in ("??", "!!"))
         assert not new, f"the tests wrote into the repo: {new[:10]}"

@@ -494,3 +494,16 @@ def test_tag_default_words_index_is_in_the_user_cache(tmp_path, space, photos, f
     assert list(elsewhere.iterdir()) == []
     assert open_bundle(Path(os.environ["WORDSIGHT_CACHE"]) / "indexes" / "words").kind == "words"
     assert capfd.readouterr().out.startswith(f"{photos / 'red.png'}: red ")
+
+
+def test_a_bundle_of_the_older_flat_layout_is_rebuilt_in_place(tmp_path):
+    target = tmp_path / "idx"
+    build(tmp_path / "new", random_vectors(20), n_trees=2)
+    target.mkdir()
+    for file in generation(tmp_path / "new").iterdir():  # what earlier versions wrote: files, no "current"
+        shutil.copy(file, target / file.name)
+    (target / "notes.txt").write_text("a user's file inside the index folder\n")
+    assert len(open_bundle(target)) == 20
+    build(target, random_vectors(30), n_trees=2)
+    assert len(open_bundle(target)) == 30 and (target / "index.ann").is_symlink()
+    assert (target / "notes.txt").read_text() == "a user's file inside the index folder\n"
