@@ -87,3 +87,11 @@ def _write_memo(memo: Path, full_sha: str) -> None:
     """Remember a hash; a read-only or full cache only costs hashing again next time."""
     with contextlib.suppress(Exception):
         write_atomic(memo, full_sha)
+
+
+def prune(memo_dir: str | os.PathLike, keep: int = 2000) -> None:
+    """Forget all but the ``keep`` newest remembered hashes in ``memo_dir`` (a forgotten one is hashed again)."""
+    with contextlib.suppress(OSError):
+        memos = sorted(Path(memo_dir).iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        for old in memos[:-keep] if len(memos) > keep else []:
+            old.unlink(missing_ok=True)

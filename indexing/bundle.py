@@ -705,6 +705,7 @@ class BundleBuilder:
         root = _publish(self.tmp, self.target, [*files, MANIFEST_FILE])
         for name, recorded in files.items():  # hashed as written: the first open need not read them again
             hashing.remember(root / name, recorded["sha256"], verified_dir())
+        hashing.prune(verified_dir())
         return open_bundle(self.target)
 
 

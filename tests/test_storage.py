@@ -81,6 +81,15 @@ def test_one_hasher_matches_sha256_and_remembers(tmp_path):
     assert hashing.file_sha(file, 64, memo_dir=memo) == hashlib.sha256(file.read_bytes()).hexdigest()
 
 
+def test_remembered_hashes_are_pruned(tmp_path):
+    for i in range(5):
+        (tmp_path / f"f{i}").write_text(str(i))
+        hashing.file_sha(tmp_path / f"f{i}", memo_dir=tmp_path / "memo")
+    assert len(list((tmp_path / "memo").iterdir())) == 5
+    hashing.prune(tmp_path / "memo", keep=2)
+    assert len(list((tmp_path / "memo").iterdir())) == 2
+
+
 def test_callers_use_the_one_hasher(tmp_path):
     from indexing.word_index import vocabulary_spec
     from models.backbones import file_sha12
