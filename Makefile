@@ -28,7 +28,7 @@ system-deps:
 	else echo "run as root: apt-get install $(SYSTEM_DEPS)" >&2; exit 1; fi
 
 test: install system-deps
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest -q
 
 lint: install
 	$(PY) -m ruff check .
@@ -39,7 +39,7 @@ DEMO_IMAGES := demo_output/fashion_mnist_test
 demo: install system-deps
 	$(PY) train.py fit --config configs/fashion_mnist.yaml
 	$(PY) train.py test --config configs/fashion_mnist.yaml --ckpt_path $(DEMO_CKPT)
-	$(PY) -m indexing build-words --out indexes/words
+	$(PY) -m indexing build-words
 	$(PY) -m datamodules export --out $(DEMO_IMAGES) --split test --per-class 50
 	$(PY) -m indexing build-images $(DEMO_IMAGES) --out indexes/demo --checkpoint $(DEMO_CKPT)
 	$(PY) tag.py $$(ls $(DEMO_IMAGES)/*/*.png | awk 'NR % 50 == 1') --checkpoint $(DEMO_CKPT) --top-k 5 \

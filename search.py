@@ -17,7 +17,7 @@ from indexing import cli
 from indexing.bundle import Bundle, BundleMismatch, open_bundle
 from indexing.gallery import Hit, Row
 from indexing.queries import check_embedder, search_record, word_index_for
-from indexing.word_index import DEFAULT_WORDS_INDEX, UnknownWord, query_vector
+from indexing.word_index import WORDS_INDEX_HELP, UnknownWord, default_words_index, query_vector
 from library.filters import Filter, day, filtered_nearest, make_filter
 from library.query import IMAGE, SYNTAX_HELP, Query, combine, parse_query
 from library.scores import above_min_score, add_min_score_option
@@ -50,8 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--index", required=True, help="image index bundle (python -m indexing build-images)")
     parser.add_argument(
         "--words-index",
-        default=str(DEFAULT_WORDS_INDEX),
-        help=f"word index bundle for word queries (default {DEFAULT_WORDS_INDEX})",
+        help=f"word index bundle for word queries (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
@@ -103,6 +102,8 @@ class QueryVectors:
             cli.log("the embedder gives no pooled features: searching the word space (as --semantic)")
         parts = []
         for term in query.terms:
+            if term.kind == IMAGE and term.prefix is None and not _looks_like_image_path(term.text):
+                cli.log(f"note: {term.text!r} is a file here, searched as an image; word:{term.text} searches the word")
             vector = self._image_vector(term.text) if term.kind == IMAGE else self._word_vector(term)
             if vector is None:
                 return "words", None
@@ -119,7 +120,7 @@ class QueryVectors:
 
     def _word_index(self) -> Bundle:
         if self._words is None:
-            self._words = word_index_for(self.images, self.args.words_index)
+            self._words = word_index_for(self.images, self.args.words_index or default_words_index())
         return self._words
 
     def _image_vector(self, path: str, features: bool = False):
@@ -151,7 +152,9 @@ def _looks_like_image_path(query: str) -> bool:
 
 
 def search(args: argparse.Namespace) -> int:
+    cli.check_outputs(args.html, args.grid)
     images = open_bundle(args.index, expect={"kind": "images"})
+    cli.note_top_k(args.top_k, len(images), "images")
     spaces = Spaces(images, make_filter(args.folder, args.after, args.before))
     if args.duplicates:
         return duplicates(args, spaces)

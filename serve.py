@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from foundation.errors import EXIT_CODES_HELP, run_entry
-from indexing.word_index import DEFAULT_WORDS_INDEX
+from indexing.word_index import WORDS_INDEX_HELP, default_words_index
 
 EPILOG = f"""examples:
   python serve.py --index indexes/photos                 # then open http://127.0.0.1:8765/
@@ -33,8 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--words-index",
-        default=str(DEFAULT_WORDS_INDEX),
-        help=f"word index bundle for word queries and tags (default {DEFAULT_WORDS_INDEX})",
+        help=f"word index bundle for word queries and tags (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument(
         "--checkpoint", help="for uploads: the indexes' checkpoint if it moved (default: as recorded)"
@@ -51,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-upload-mb", type=float, default=25.0, help="largest photo a browser may upload (default 25)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.words_index = args.words_index or str(default_words_index())
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

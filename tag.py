@@ -1,6 +1,6 @@
 """Tag images with words: each image's nearest words in the shared image-word space.
 
-The word index (``indexes/words``) is built on first use; ``--vocabulary`` tags with a word list of
+The word index (in the per-user cache unless ``--words-index`` says where) is built on first use; ``--vocabulary`` tags with a word list of
 your own instead. Needs torch for the image model, never pytorch_lightning.
 """
 
@@ -11,11 +11,11 @@ import sys
 
 from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing import cli
+from indexing.bundle import check_target
 from indexing.gallery import Hit, Row
-from indexing.image_index import ChunkedEmbedder, collect_images
+from indexing.image_index import ChunkedEmbedder, chunks, collect_images
 from indexing.queries import tag_record
-from indexing.shards import chunks
-from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
+from indexing.word_index import WORDS_INDEX_HELP, default_words_index, open_word_index, vocabulary_table
 from library.scores import above_min_score, add_min_score_option
 from library.xmp import SidecarWriter
 
@@ -53,8 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--words-index",
-        default=str(DEFAULT_WORDS_INDEX),
-        help=f"word index bundle, built on first use if missing (default {DEFAULT_WORDS_INDEX})",
+        help=f"word index bundle, built on first use if missing (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
     cli.add_result_options(parser, JSON_FORMAT)
@@ -75,13 +74,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def tag(args: argparse.Namespace) -> int:
+    cli.check_outputs(args.html, args.grid)
+    if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
+        args.words_index = check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     sidecars = SidecarWriter(args.lightroom_sidecars) if args.write_xmp else None
     with cli.results_stdout() as out:
         from models.embedder import load_embedder  # torch: only once images are embedded
+
         embedder = load_embedder(args.checkpoint)
         words = _words(args, embedder.identity)
+        cli.note_top_k(args.top_k, len(words), "words")
         with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
             for chunk in chunks(collected.files):
                 vectors = embed([f.path for f in chunk])

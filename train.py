@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from datamodules.image_words import ImageWordDataModule
 from evaluation.report import write_report
-from foundation.atomic import check_writable_folder
+from foundation.atomic import check_writable
 from foundation.config_files import DEFAULT_CONFIG, ConfigError, check_config_files
 from foundation.errors import EXIT_OK, EXIT_SKIPPED, run_entry
 from models.checkpoints import (
@@ -85,7 +85,7 @@ class WordsightCLI(LightningCLI):
         """Checkpoint folders must be writable now, not after the first epoch's work."""
         for callback in self.trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None):
-                check_writable_folder(Path(callback.dirpath), "checkpoint folder")
+                check_writable(callback.dirpath)
         self._check_ckpt_path()
 
     def after_test(self) -> None:

@@ -11,9 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.sources import ImageSource, Subset
-from foundation.atomic import process_alive
+from foundation.atomic import atomic_file, new_temp_folder, publish_folder, remove_stale_any
 from foundation.images import BadImage
+from foundation.sharding import interleave, share
 
 CACHE_FORMAT = 1
 
@@ -84,7 +83,7 @@ def cached_features(
         except (OSError, ValueError, KeyError) as error:  # damaged on disk (not by a kill: writes are atomic)
             print(f"feature cache entry {entry} is damaged ({error}): extracting again", file=sys.stderr)
             shutil.rmtree(entry, ignore_errors=True)
-    shard = Subset(source, range(rank, len(source), world_size))
+    shard = Subset(source, share(range(len(source)), rank, world_size))
     part = extract_features(shard, backbone, transform, image_size, batch_size, num_workers, device)
     if world_size == 1:
         part.key = key
@@ -103,28 +102,20 @@ def cached_features(
 
 
 def _save_atomically(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path) as handle:
         np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _merge_parts(parts: Path, n: int, world_size: int, key: str) -> CachedFeatures:
-    """Interleave the ranks' parts back into source order (rank r holds items r, r + world_size, ...)."""
-    merged = None
-    skipped: list[tuple[str, str]] = []
+    """The ranks' parts back into source order (``foundation.sharding.interleave``), skips sorted."""
+    features, valid, skipped = [], [], []
     for rank in range(world_size):
         with np.load(parts / f"{rank}.npz") as part:
-            if merged is None:
-                merged = CachedFeatures(np.zeros((n, part["features"].shape[1]), np.float32),
-                                        np.zeros(n, bool), [], key)  # fmt: skip
-            merged.features[rank::world_size] = part["features"]
-            merged.valid[rank::world_size] = part["valid"]
+            features.append(part["features"])
+            valid.append(part["valid"])
             skipped += [tuple(s) for s in part["skipped"].tolist()]
-    merged.skipped = sorted(skipped)
-    return merged
+    return CachedFeatures(interleave(features, n).astype(np.float32), interleave(valid, n).astype(bool),
+                          sorted(skipped), key)  # fmt: skip
 
 
 def extract_features(source, backbone, transform, image_size, batch_size, num_workers, device) -> CachedFeatures:
@@ -156,36 +147,19 @@ def extract_features(source, backbone, transform, image_size, batch_size, num_wo
 
 def _write_entry(entry: Path, features: CachedFeatures) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    _remove_killed_writes(entry.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-{socket.gethostname()}-{os.getpid()}-", dir=entry.parent))
+    remove_stale_any(entry.parent)  # temp folders of killed writers (this host, process gone)
+    tmp = new_temp_folder(entry)
     try:
         np.save(tmp / "features.npy", features.features)
         np.save(tmp / "valid.npy", features.valid)
         # meta.json is written last: an entry without it is incomplete and never read.
         meta = {"key": features.key, "skipped": sorted(features.skipped)}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        for name in ("features.npy", "valid.npy", "meta.json"):
-            with open(tmp / name, "rb") as handle:
-                os.fsync(handle.fileno())
         if entry.exists() and not (entry / "meta.json").is_file():
             shutil.rmtree(entry)  # a leftover without meta.json is not an entry
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first; theirs is just as good
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+        publish_folder(tmp, entry)  # False: another process wrote the same entry first; theirs is as good
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_killed_writes(cache_dir: Path) -> None:
-    """Delete temp folders left by writers that were killed (this host, process gone): never read, only space."""
-    host = socket.gethostname()
-    for tmp in cache_dir.glob(f".*.tmp-{host}-*"):
-        pid = tmp.name.split(f".tmp-{host}-", 1)[1].split("-")[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
 
 
 def _read_entry(entry: Path, key: str, n: int) -> CachedFeatures:

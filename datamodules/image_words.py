@@ -18,7 +18,7 @@ from torch.utils.data.dataloader import default_collate
 
 from datamodules.feature_cache import cached_features
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
-from foundation.images import BadImage, describe_skips
+from foundation.images import BadImage, skip_summary
 from foundation.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
 
@@ -120,7 +120,7 @@ class ImageWordDataModule(pl.LightningDataModule):
             valid, skipped = np.ones(len(self.source), dtype=bool), []
         self.skipped = list(getattr(self.source, "listing_skips", [])) + skipped
         if self.skipped and self.trainer.is_global_zero:
-            print(describe_skips(self.skipped), file=sys.stderr)
+            print(skip_summary(self.skipped), file=sys.stderr)
         self.splits = self.split(valid)
         if len(self.splits["train"]) == 0:
             raise DataError("no readable training images left after the split")

@@ -1,12 +1,38 @@
-"""Helpers for atomic writes shared by the feature cache, index bundles, index shards and checkpoints.
+"""The one atomic writer: files and folders are written under a temp name beside their target and renamed.
 
-Each of those writes into a temp file or folder named after its process and renames it into place; these
-helpers flush directories and tell which temp leftovers belong to killed processes.
+Every temp name is ``.<target>.<tag>-<host>-<pid>-<random>``: on a folder shared by several machines (the
+feature cache and index parts of multi-node runs) a leftover is removed only by a process of the host that
+made it, and only once that process is gone (``remove_stale``). Users of this module: the word-vectors
+cache, the feature cache, index bundles and their shard parts, checkpoints and skip reports.
+
+Also here: turning the OS errors of a write (full disk, read-only folder) into one line naming the fix.
 """
 
+from __future__ import annotations
+
 import contextlib
+import errno
 import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from foundation.errors import WordsightError
+
+HOST = socket.gethostname()
+
+
+class WriteError(WordsightError):
+    """A write the user can make possible: free space, a writable folder."""
+
+
+def user_cache_dir() -> Path:
+    """Where derived files live: ``$WORDSIGHT_CACHE`` or ``~/.cache/wordsight``."""
+    return Path(os.environ.get("WORDSIGHT_CACHE") or "~/.cache/wordsight").expanduser()
 
 
 def fsync_dir(directory: Path) -> None:
@@ -29,36 +55,178 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def check_writable_folder(folder: Path, what: str = "output folder") -> None:
-    """Create ``folder`` if needed and prove a file can be written in it; WordsightError naming why not."""
-    from foundation.errors import WordsightError
+def temp_prefix(target: Path, tag: str = "tmp") -> str:
+    """The name prefix of every temp of ``target`` made by any process: ``.<name>.<tag>-``."""
+    return f".{target.name}.{tag}-"
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise WordsightError(f"{what} {folder} is not writable ({reason}): choose another or fix its permissions") from None
-def write_bytes_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temp file beside it, fsync and rename: readers see the old
-    file or the new one, never half of either. ``mode`` defaults to the replaced file's permissions."""
-    import tempfile
 
-    path = Path(path)
-    if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+def temp_path(target: str | os.PathLike, tag: str = "tmp") -> Path:
+    """A fresh temp name beside ``target`` carrying this host and process id."""
+    target = Path(target)
+    return target.with_name(f"{temp_prefix(target, tag)}{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def temp_owner(name: str, prefix: str) -> tuple[str, int] | None:
+    """(host, pid) of a temp named ``<prefix><host>-<pid>-<random>``; None for a name not of that form."""
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix) :].rsplit("-", 2)
+    if len(parts) == 2 and parts[0].isdigit():  # written before host names were part of temp names
+        return HOST, int(parts[0])
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def remove_stale(folder: str | os.PathLike, prefix: str) -> None:
+    """Delete temps ``<prefix>*`` in ``folder`` whose writer (this host, that pid) is gone: never read, only space."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f"{glob_escape(prefix)}*"):
+        owner = temp_owner(leftover.name, prefix)
+        if owner and owner[0] == HOST and not process_alive(owner[1]):
+            remove(leftover)
+
+
+def remove_stale_any(folder: str | os.PathLike, tag: str = "tmp") -> None:
+    """Like ``remove_stale`` for the temps of every target in ``folder`` (``.<any name>.<tag>-...``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    marker = f".{tag}-"
+    for leftover in folder.glob(f".*{marker}*"):
+        cut = leftover.name.rfind(marker)
+        owner = temp_owner(leftover.name, leftover.name[: cut + len(marker)])
+        if owner and owner[0] == HOST and not process_alive(owner[1]):
+            remove(leftover)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder tree; missing is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+            path.unlink()
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every regular file in ``directory`` and the directory itself (before a rename publishes it)."""
+    for child in directory.iterdir():
+        if child.is_file() and not child.is_symlink():
+            fsync_file(child)
+    fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, tag: str = "tmp", keep_mode: bool = False) -> Iterator[BinaryIO]:
+    """Write ``target`` through a binary handle: temp beside it, fsync, rename over it, fsync the folder.
+
+    Leaving the block by an exception removes the temp; a kill leaves it for the next writer to clean.
+    OS errors (full disk, read-only folder) become ``WriteError`` with one line. ``keep_mode``: the new
+    file gets the permissions of the one it replaces (a user's sidecar stays as they set it).
+    """
+    target = Path(target).absolute()
+    with write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(target.parent, temp_prefix(target, tag))
+        tmp = temp_path(target, tag)
+        try:
+            with open(tmp, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            if keep_mode and target.exists():
+                os.chmod(tmp, target.stat().st_mode & 0o7777)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_dir(target.parent)
+
+
+def write_atomic(target: str | os.PathLike, data: bytes | str, keep_mode: bool = False) -> None:
+    """``target`` holds ``data`` (str as UTF-8) or, after a crash, what it held before."""
+    with atomic_file(target, keep_mode=keep_mode) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def new_temp_folder(target: str | os.PathLike, tag: str = "tmp") -> Path:
+    """A fresh, empty temp folder beside ``target`` (readable by others once published); stale ones removed."""
+    target = Path(target).absolute()
+    with write_errors(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(target.parent, temp_prefix(target, tag))
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{temp_prefix(target, tag)}{HOST}-{os.getpid()}-"))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the published folder from other users
+    return tmp
+
+
+def publish_folder(tmp: Path, target: Path) -> bool:
+    """Rename the complete folder ``tmp`` to ``target`` if nothing is there yet; False if another writer won.
+
+    Callers whose target may already exist with other content move it aside themselves (index bundles).
+    """
+    fsync_tree(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    fsync_dir(target.parent)
+    return True
+
+
+_FIXES = {
+    errno.ENOSPC: "no space left on the device: free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EFBIG: "file too large for this file system or limit: write elsewhere",
+    errno.EROFS: "read-only file system: choose a writable folder",
+    errno.EACCES: "permission denied: choose a folder you can write to",
+    errno.EPERM: "operation not permitted: choose a folder you can write to",
+}
+
+
+def write_error(err: OSError, where: str | os.PathLike) -> WriteError | None:
+    """The one-line WriteError for an OS error that a user fixes (space, permissions), else None."""
+    fix = _FIXES.get(err.errno)
+    if fix is None:
+        return None
+    return WriteError(f"cannot write {os.fsdecode(err.filename or where)}: {fix}")
+
+
+@contextlib.contextmanager
+def write_errors(where: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk or a read-only folder met inside the block into one line (WriteError)."""
+    try:
+        yield
+    except OSError as err:
+        friendly = write_error(err, where)
+        if friendly is None:
+            raise
+        raise friendly from None
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """WriteError now, before any work, if files cannot be created in ``folder`` (or its nearest ancestor)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    probe = temp_path(folder / "write-check")
+    with write_errors(folder):
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)

@@ -8,8 +8,10 @@ become a skip with a short reason, never a traceback halfway through a long run.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
+import time
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Pictures people keep next to their photos that no decoder here reads: listed as skipped, with why.
+UNSUPPORTED_EXTENSIONS = {
+    ".heic": "HEIC is not supported: convert it to JPEG",
+    ".heif": "HEIF is not supported: convert it to JPEG",
+    ".avif": "AVIF is not supported: convert it to JPEG",
+    ".svg": "SVG is a vector drawing, not supported: export it as PNG",
+    ".svgz": "SVG is a vector drawing, not supported: export it as PNG",
+}
 
 # Pillow's own default; we reject above it ourselves so the reason can name the size.
 MAX_PIXELS = 89_478_485
@@ -130,6 +140,9 @@ def open_image(path: str | bytes | os.PathLike) -> Image.Image:
     than as an exception inside a DataLoader worker later. Animated files give their first frame.
     """
     path = Path(os.fsdecode(path))
+    unsupported = UNSUPPORTED_EXTENSIONS.get(path.suffix.lower())
+    if unsupported and path.is_file():
+        raise BadImage(unsupported)
     try:
         st = path.stat()
     except OSError as exc:
@@ -213,10 +226,41 @@ def list_images(
                         skipped.append((entry.path, "broken symlink"))
                     else:
                         skipped.append((entry.path, "not a regular file"))
+                elif os.path.splitext(entry.name)[1].lower() in UNSUPPORTED_EXTENSIONS:
+                    skipped.append((entry.path, UNSUPPORTED_EXTENSIONS[os.path.splitext(entry.name)[1].lower()]))
             except OSError as exc:
                 skipped.append((entry.path, os_reason(exc)))
         stack.extend(reversed(subfolders))
     return sorted(images), skipped
+
+
+SKIP_LIST = "; full list: "  # what joins the summary line and the path of the file listing every skip
+_KEEP_REPORTS = 20
+
+
+def skip_summary(skipped: list[tuple[str, str]], report_dir: str | os.PathLike | None = None) -> str:
+    """``describe_skips``' line plus where the full list went: ``...; full list: <file>``; "" if none.
+
+    The file has one ``path<TAB>reason`` per line (both made printable, so a tab or newline in a name
+    cannot break a line), written atomically under the user cache (``reports/``) unless ``report_dir`` is
+    given; only the newest few reports are kept. If it cannot be written the line says so.
+    """
+    if not skipped:
+        return ""
+    from foundation.atomic import WriteError, user_cache_dir, write_atomic
+
+    folder = Path(report_dir) if report_dir is not None else user_cache_dir() / "reports"
+    report = folder / f"skipped-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_REPORTS)}.tsv"
+    try:
+        write_atomic(report, "".join(f"{printable(path)}\t{printable(reason)}\n" for path, reason in skipped))
+        for old in sorted(folder.glob("skipped-*.tsv"), key=lambda p: p.stat().st_mtime)[:-_KEEP_REPORTS]:
+            old.unlink(missing_ok=True)
+    except (OSError, WriteError) as err:
+        return f"{describe_skips(skipped)}{SKIP_LIST}not written ({printable(str(err))})"
+    return f"{describe_skips(skipped)}{SKIP_LIST}{printable(report)}"
+
+
+_REPORTS = itertools.count()
 
 
 def describe_skips(skipped: list[tuple[str, str]], limit: int = 5) -> str:

@@ -8,12 +8,9 @@ that loads in a fraction of a second where parsing takes seconds (the package) t
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +21,10 @@ import gensim.utils
 import numpy as np
 from gensim.models import KeyedVectors
 
+from foundation import spelling
+from foundation.atomic import WriteError, new_temp_folder, publish_folder, user_cache_dir
 from foundation.errors import WordsightError
+from foundation.hashing import files_sha
 
 DEFAULT_VECTORS = "glove-6b-50d"
 
@@ -58,7 +58,7 @@ class WordVectors:
 
 def default_cache_dir() -> Path:
     """Where derived files live: ``$WORDSIGHT_CACHE`` or ``~/.cache/wordsight``."""
-    return Path(os.environ.get("WORDSIGHT_CACHE") or "~/.cache/wordsight").expanduser()
+    return user_cache_dir()
 
 
 def load_word_vectors(
@@ -118,15 +118,8 @@ def label_vector(label: str, wv: WordVectors, class_words: dict[str, list[str]] 
 
 
 def close_spellings(word: str, wv: WordVectors, n: int = 3) -> list[str]:
-    """Known words spelled like ``word``, to suggest a fix for a typo or an unknown label.
-
-    Only frequent words with the same first letter are compared, which keeps this well under a second.
-    """
-    first = word[:1].lower()
-    if not first:
-        return []
-    candidates = [w for w in wv.kv.index_to_key[:_SPELLING_VOCAB] if w[:1].lower() == first and w != word]
-    return difflib.get_close_matches(word, candidates, n=n)
+    """Known words spelled like ``word`` among the frequent ones (``foundation.spelling``), never itself."""
+    return spelling.close_spellings(word, wv.kv.index_to_key[:_SPELLING_VOCAB], n)
 
 
 def _mapped_words(label: str, words: list[str] | str, wv: WordVectors) -> list[str]:
@@ -142,8 +135,7 @@ def _mapped_words(label: str, words: list[str] | str, wv: WordVectors) -> list[s
     return found
 
 
-def _spellings(words: list[str]) -> str:
-    return f"close spellings: {', '.join(words)}" if words else "no close spellings"
+_spellings = spelling.spellings_hint
 
 
 def _shipped_files() -> tuple[Path, Path]:
@@ -190,7 +182,7 @@ def _cached(directory: Path, read: Callable[[], KeyedVectors]) -> KeyedVectors:
         kv = read()
         try:
             _save_atomically(kv, directory)
-        except OSError as err:
+        except (OSError, WriteError) as err:
             warnings.warn(f"word vectors not cached in {directory} ({err}); the next load parses them again")
             return kv
     return KeyedVectors.load(str(cached), mmap="r")
@@ -198,39 +190,18 @@ def _cached(directory: Path, read: Callable[[], KeyedVectors]) -> KeyedVectors:
 
 def _save_atomically(kv: KeyedVectors, directory: Path) -> None:
     """Save into a temp dir beside ``directory`` and rename it, so no reader sees half a cache."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    tmp = new_temp_folder(directory)
     try:
         kv.save(str(tmp / _KV_FILE))
-        try:
-            os.replace(tmp, directory)
-        except OSError:
-            if not (directory / _KV_FILE).is_file():  # else another process cached it first: fine
-                raise
+        if not publish_folder(tmp, directory) and not (directory / _KV_FILE).is_file():
+            raise OSError(f"{directory} exists without {_KV_FILE}")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
 
 
 def _content_sha(files: Sequence[Path], sha_dir: Path) -> str:
-    """A short sha256 of the files' bytes, remembered per path+size+mtime so it is hashed only once."""
-    stats = "\0".join(f"{f}\0{f.stat().st_size}\0{f.stat().st_mtime_ns}" for f in files)
-    remembered = sha_dir / hashlib.sha256(stats.encode()).hexdigest()[:_SHA_CHARS]
-    if remembered.is_file():
-        return remembered.read_text().strip()
-    digest = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    sha = digest.hexdigest()[:_SHA_CHARS]
-    try:
-        sha_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=sha_dir, delete=False) as out:
-            out.write(sha)
-        os.replace(out.name, remembered)
-    except OSError:
-        pass  # only a speed-up: the next run hashes again
-    return sha
+    """A short sha256 of the files' bytes, remembered (``foundation.hashing``) so it is hashed only once."""
+    return files_sha(files, _SHA_CHARS, memo_dir=sha_dir)
 
 
 def training_vectors(vectors_source: str, vectors_sha: str, context: str = ""):

@@ -7,14 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from foundation.atomic import check_writable
 from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
 from indexing import cli, shards
-from indexing.bundle import DEFAULT_N_TREES, BundleMissing, open_bundle, read_manifest
+from indexing.bundle import DEFAULT_N_TREES, BundleMissing, check_target, open_bundle, read_manifest
 from indexing.image_index import build_image_index
-from indexing.word_index import DEFAULT_VOCAB_SIZE, DEFAULT_WORDS_INDEX, build_word_index
+from indexing.word_index import DEFAULT_VOCAB_SIZE, WORDS_INDEX_HELP, build_word_index
 
 EPILOG = f"""examples:
-  python -m indexing build-words                       # indexes/words: {DEFAULT_VOCAB_SIZE} frequent GloVe words
+  python -m indexing build-words                       # {DEFAULT_VOCAB_SIZE} frequent GloVe words, in the user cache
   python -m indexing build-words --word-list my_tags.txt --out indexes/my_tags
   python -m indexing build-images ~/Photos --out indexes/photos --checkpoint checkpoints/last.ckpt
   python -m indexing build-images --out indexes/photos --update   # re-scan, embed only new/changed files
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     words = commands.add_parser("build-words", help="the word index used by tag.py and word queries")
     words.add_argument(
-        "--out", default=str(DEFAULT_WORDS_INDEX), help=f"bundle directory (default {DEFAULT_WORDS_INDEX})"
+        "--out", help=f"bundle directory (default {WORDS_INDEX_HELP}, where tag.py and search.py look)"
     )
     words.add_argument("--vectors", help="word vectors: glove-6b-50d (default) or a GloVe/word2vec file")
     vocabulary = words.add_mutually_exclusive_group()
@@ -55,7 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FOLDER_OR_FILE",
         help="images or folders (recursive); with --update, default: the folders indexed before",
     )
-    images.add_argument("--out", required=True, help="bundle directory, e.g. indexes/photos")
+    images.add_argument(
+        "--out",
+        required=True,
+        help="bundle directory, e.g. indexes/photos: new, empty or an index (never a folder of yours)",
+    )
     images.add_argument(
         "--checkpoint", help=f"{cli.CHECKPOINT_HELP}; with --update, default: the index's own"
     )
@@ -108,6 +113,8 @@ def build_images(args: argparse.Namespace) -> int:
     inputs = args.inputs or recorded.get("sources")
     if not inputs:
         raise UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
+    check_target(args.out, inputs)  # before loading any model: never a folder of the user's, nor the photos
+    check_writable(Path(args.out).absolute().parent)
     from models.embedder import load_embedder  # torch: only once images are embedded
     embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec"))
     shard = shards.from_environment()  # launched by torchrun: embed a share, rank 0 writes the bundle

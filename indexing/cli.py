@@ -15,8 +15,9 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED
+from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, UsageError
 
+DEFAULT_TOP_K = 10
 CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
 
 
@@ -34,7 +35,10 @@ def positive_int(text: str) -> int:
 def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
     """The options tag.py and search.py both offer for how results are found and shown."""
     parser.add_argument(
-        "--top-k", type=positive_int, default=10, help="results per image or query (default 10)"
+        "--top-k",
+        type=positive_int,
+        default=DEFAULT_TOP_K,
+        help=f"results per image or query (default {DEFAULT_TOP_K}; more than the index holds: all of it)",
     )
     parser.add_argument(
         "--exact",
@@ -42,8 +46,12 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
         help="brute-force cosine over all stored vectors instead of the Annoy index",
     )
     parser.add_argument("--json", action="store_true", help=f"one JSON object per line: {json_format}")
-    parser.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML gallery")
-    parser.add_argument("--grid", metavar="OUT.png", help="also write a contact sheet")
+    parser.add_argument(
+        "--html", metavar="OUT.html", help="also write a self-contained HTML gallery (never over a file of yours)"
+    )
+    parser.add_argument(
+        "--grid", metavar="OUT.png", help="also write a contact sheet (never over a file of yours)"
+    )
 
 
 def log(message: str) -> None:
@@ -82,16 +90,42 @@ def emit_json(out: TextIO, record: dict) -> None:
 def finish(skipped: list[tuple[str, str]], bad_input: bool = False) -> int:
     """Report skipped files on stderr (one summary line) and choose the exit code."""
     if skipped:
-        from foundation.images import describe_skips  # PIL: only when there is something to describe
+        from foundation.images import skip_summary  # PIL: only when there is something to describe
 
-        log(describe_skips(skipped))
+        log(skip_summary(skipped))
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def check_outputs(html: str | None, grid: str | None) -> None:
+    """Before any work: refuse --html / --grid paths that are a folder, a file not written by wordsight
+    (``--grid photo.jpg`` would overwrite the photo), or in a folder that cannot be written."""
+    from foundation.atomic import check_writable
+
+    if html and grid and os.path.realpath(html) == os.path.realpath(grid):
+        raise UsageError(f"--html and --grid are the same file {html}: give two paths")
+    for option, path in (("--html", html), ("--grid", grid)):
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise UsageError(f"{option} {path} is a folder: give a file name, e.g. {os.path.join(path, 'out' + ('.html' if option == '--html' else '.png'))}")
+        if os.path.lexists(path):
+            from indexing.gallery import written_by_us  # only when there is a file to look at
+
+            if not written_by_us(path):
+                raise UsageError(f"{option} {path} exists and was not written by wordsight: refusing to overwrite it; choose a new file name")
+        check_writable(os.path.dirname(os.path.abspath(path)))
+
+
+def note_top_k(top_k: int, available: int, what: str) -> None:
+    """Say why a result list is shorter than an asked-for --top-k (not for the default on a small index)."""
+    if top_k > max(available, DEFAULT_TOP_K):
+        log(f"note: --top-k {top_k} is more than the {available} {what} in the index: showing all {available}")
+
+
 def write_galleries(rows: list, heading: str, html: str | None, grid: str | None) -> None:
-    """Write the --html / --grid outputs requested, if any."""
+    """Write the --html / --grid outputs requested, if any (atomically; a full disk is one line)."""
     if not (html or grid):
         return
     from indexing.gallery import write_grid, write_html  # PIL: only when asked for

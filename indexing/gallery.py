@@ -11,7 +11,8 @@ import html
 import io
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from foundation.atomic import atomic_file, write_atomic
 
 THUMB = 160  # px, longest side of a thumbnail
 _CAPTION = 34  # px under each thumbnail in the contact sheet
@@ -70,7 +71,7 @@ def write_html(path: str | os.PathLike, rows: list[Row], heading: str) -> None:
     from foundation.images import printable
 
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
+        f"<!doctype html><html><head><meta charset='utf-8'>{_HTML_MARK}<title>{html.escape(heading)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(heading)}</h1>",
     ]
     for row in rows:
@@ -92,8 +93,7 @@ def write_html(path: str | os.PathLike, rows: list[Row], heading: str) -> None:
                 )
         parts.append("</div></section>")
     parts.append("</body></html>\n")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(parts), encoding="utf-8")
+    write_atomic(path, "".join(parts))
 
 
 def write_grid(path: str | os.PathLike, rows: list[Row]) -> None:
@@ -127,8 +127,36 @@ def write_grid(path: str | os.PathLike, rows: list[Row]) -> None:
                 draw.multiline_text((x, y + THUMB + 2), caption, fill="black", font=font, spacing=2)
                 x += cell_w
         y += cell_h
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    kind = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower(), "PNG")
+    mark = {"comment": GENERATOR} if kind == "JPEG" else {"pnginfo": _png_mark()} if kind == "PNG" else {}
+    with atomic_file(path) as handle:
+        sheet.save(handle, format=kind, **mark)
+
+
+GENERATOR = "wordsight"
+_HTML_MARK = f"<meta name='generator' content='{GENERATOR}'>"
+
+
+def _png_mark():
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", GENERATOR)
+    return info
+
+
+def written_by_us(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` is a gallery or contact sheet this module wrote (so it may be replaced)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return (
+        _HTML_MARK.encode() in head
+        or b"tEXtSoftware\x00" + GENERATOR.encode() in head  # PNG text chunk, right after the header
+        or (head.startswith(b"\xff\xd8") and b"\xff\xfe" in head and GENERATOR.encode() in head)  # JPEG comment
+    )
 
 
 def _cells(row: Row) -> int:

@@ -11,19 +11,31 @@ The embedder is any object with ``identity``, ``dim``, ``spec`` and ``embed_path
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from foundation.images import describe_skips, list_images, os_reason, printable
-from indexing.bundle import DEFAULT_N_TREES, Bundle, BundleBuilder, BundleError, BundleMissing, open_bundle
+from foundation import sharding
+from foundation.images import SKIP_LIST, describe_skips, list_images, os_reason, printable, skip_summary
+from indexing.bundle import (
+    DEFAULT_N_TREES,
+    Bundle,
+    BundleBuilder,
+    BundleError,
+    BundleMissing,
+    build_lock,
+    check_target,
+    open_bundle,
+)
 from indexing.library_columns import Columns, Previous, previous_columns, rename_matches
-from indexing.shards import Shard, ShardParts, chunks, parts_folder, remove_stale_parts, write_part
+from indexing.shards import Shard, ShardParts, my_share, parts_folder, remove_stale_parts, write_part
 
+CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
 STATS = "stats"  # per-item (size, mtime_ns) array name
 
 
@@ -91,6 +103,10 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> Collected:
     return found
 
 
+def chunks(files: list[ImageFile], size: int = CHUNK) -> Iterator[list[ImageFile]]:
+    return sharding.chunks(files, size)
+
+
 class ChunkedEmbedder:
     """Calls ``embed_paths`` chunk by chunk under one progress bar, collecting the skipped files.
 
@@ -149,9 +165,11 @@ def build_image_index(
     if shard is not None and shard.world_size > 1:
         options = {"n_trees": n_trees, "search_k": search_k, "on_disk": on_disk}
         return _build_sharded(inputs, out, embedder, update, shard, batch_size, progress, log, options)
-    plan = _plan(inputs, out, embedder, update, log)
-    with ChunkedEmbedder(embedder, len(plan.to_embed), batch_size, progress) as embed:
-        return _write_bundle(plan, out, embedder, embed, log, n_trees=n_trees, search_k=search_k, on_disk=on_disk)
+    with build_lock(check_target(out, inputs), log):  # a second build of ``out`` waits, then plans afresh
+        plan = _plan(inputs, out, embedder, update, log)
+        with ChunkedEmbedder(embedder, len(plan.to_embed), batch_size, progress) as embed:
+            return _write_bundle(plan, out, embedder, embed, log, n_trees=n_trees, search_k=search_k,
+                                 on_disk=on_disk)  # fmt: skip
 
 
 @dataclass
@@ -168,6 +186,7 @@ class _Plan:
 
 def _plan(inputs, out, embedder, update: bool, log) -> _Plan:
     """What the bundle will hold, in sorted path order, and which of those files need embedding."""
+    check_target(out, inputs)  # never replace a user's folder, nor index into the photos themselves
     collected = collect_images(inputs)
     collected.files.sort(key=lambda f: f.path)  # the same items in the same order, however they were named
     old_vectors, old_rows = _previous(out, embedder) if update else (None, {})
@@ -187,7 +206,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
     collected, old_vectors, old_rows = plan.collected, plan.old_vectors, plan.old_rows
     items: list[str] = []
     stats: list[tuple[int, int]] = []
-    with BundleBuilder(out) as builder:
+    with BundleBuilder(out, plan.inputs) as builder:
         rows = builder.rows(len(collected.files), embedder.dim)
         columns = Columns(builder.tmp, len(collected.files), plan.previous, plan.hashes)
         for chunk in chunks(collected.files):
@@ -204,7 +223,10 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
         failed = embed.skipped
         if not items:
             unusable = collected.skipped + failed
-            raise BundleError(f"none of the {len(unusable)} images could be read: {describe_skips(unusable)}")
+            listed = skip_summary(unusable).rpartition(SKIP_LIST)[2]  # first: the error line may be cut
+            raise BundleError(
+                f"none of the {len(unusable)} images could be read (all listed in {listed}): {describe_skips(unusable)}"
+            )
         skipped = collected.skipped + failed
         spec = os.path.abspath(embedder.spec) if os.path.isfile(embedder.spec) else embedder.spec  # any cwd
         meta = {
@@ -239,24 +261,30 @@ def _build_sharded(inputs, out, embedder, update, shard: Shard, batch_size, prog
     rank stops with the same one-line error instead of waiting for rank 0 forever.
     """
     plan, message = None, None
+    lock = contextlib.nullcontext()
     if shard.rank == 0:
-        remove_stale_parts(out)
         try:
+            lock = build_lock(check_target(out, inputs), log)
+            lock.__enter__()  # held by rank 0 from planning to the commit
+            remove_stale_parts(out)
             plan = _plan(inputs, out, embedder, update, log)
             message = {"paths": [f.path for f in plan.to_embed], "folder": str(parts_folder(out))}
         except BundleError as err:
             message = {"error": str(err), "type": type(err).__name__}
-    message = shard.broadcast(message)
-    if "error" in message:
-        raise BundleError(message["error"])
-    folder, mine = Path(message["folder"]), message["paths"][shard.rank :: shard.world_size]
-    with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0) as embed:
-        write_part(folder, shard.rank, mine, embed, embedder.dim)
-    shard.barrier()
-    if shard.rank != 0:
-        return None
-    with ShardParts(folder, shard.world_size) as parts:
-        return _write_bundle(plan, out, embedder, parts, log, **commit_options)
+    try:
+        message = shard.broadcast(message)
+        if "error" in message:
+            raise BundleError(message["error"])
+        folder, mine = Path(message["folder"]), my_share(message["paths"], shard)
+        with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0) as embed:
+            write_part(folder, shard.rank, mine, embed, embedder.dim, CHUNK)
+        shard.barrier()
+        if shard.rank != 0:
+            return None
+        with ShardParts(folder, shard.world_size) as parts:
+            return _write_bundle(plan, out, embedder, parts, log, **commit_options)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _previous(out: str | os.PathLike, embedder) -> tuple[np.ndarray | None, dict[ImageFile, int]]:

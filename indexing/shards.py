@@ -19,17 +19,17 @@ import datetime
 import json
 import os
 import shutil
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from foundation.atomic import process_alive
+from foundation.atomic import remove_stale, temp_path, temp_prefix, write_atomic
+from foundation.sharding import chunks, share
+from indexing.bundle import RowWriter
 
-PARTS_INFIX = ".shards-"
-CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
+PARTS_TAG = "shards"
 
 
 @dataclass
@@ -80,44 +80,39 @@ def local_device() -> str:
 
 def parts_folder(out: str | os.PathLike) -> Path:
     """A fresh scratch folder name beside the bundle (chosen by rank 0, broadcast to the others)."""
-    out = Path(out).absolute()
-    return out.parent / f".{out.name}{PARTS_INFIX}{socket.gethostname()}-{os.getpid()}"
+    return temp_path(Path(out).absolute(), PARTS_TAG)
 
 
 def remove_stale_parts(out: str | os.PathLike) -> None:
     """Delete part folders of killed sharded builds of ``out`` (rank 0 on this host, process gone)."""
     out = Path(out).absolute()
-    host = socket.gethostname()
-    for folder in out.parent.glob(f".{out.name}{PARTS_INFIX}{host}-*"):
-        pid = folder.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    remove_stale(out.parent, temp_prefix(out, PARTS_TAG))
 
 
+def my_share(paths: list[str], shard: Shard) -> list[str]:
+    """The paths this rank embeds: every world_size-th (``foundation.sharding.share``)."""
+    return share(paths, shard.rank, shard.world_size)
 
-def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
+def write_part(folder: Path, rank: int, paths: list[str], embed, dim: int, chunk: int = 1024) -> None:
+    """Embed ``paths`` with ``embed`` (a ChunkedEmbedder) into ``folder/rank<r>``, streaming, atomically.
 
-def write_part(folder: Path, rank: int, paths: list[str], embed, dim: int) -> None:
-    """Embed ``paths`` with ``embed`` (a ChunkedEmbedder) into ``folder/rank<r>``, streaming, atomically."""
+    Vectors go out as they are (the bundle normalises them), with ordinary writes (no SIGBUS on a full disk).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tmp, done = folder / f".rank{rank}.tmp", folder / f"rank{rank}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    shape = (max(len(paths), 1), dim)
-    rows = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=shape)
+    rows = RowWriter(tmp / "vectors.npy", len(paths), dim, normalised=False)
     kept: list[str] = []
-    for chunk in chunks(paths):
-        fresh = embed(chunk)
-        good = [p for p in chunk if p in fresh]
+    for part in chunks(paths, chunk):
+        fresh = embed(part)
+        good = [p for p in part if p in fresh]
         if good:
-            rows[len(kept) : len(kept) + len(good)] = np.stack([fresh[p] for p in good])
+            rows.append(np.stack([fresh[p] for p in good]))
             kept += good
-    rows.flush()
-    del rows
-    (tmp / "paths.json").write_text(json.dumps({"paths": kept, "skipped": embed.skipped}))
+    rows.close()
+    write_atomic(tmp / "paths.json", json.dumps({"paths": kept, "skipped": embed.skipped}))
     os.replace(tmp, done)
 
 

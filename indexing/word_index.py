@@ -1,19 +1,23 @@
 """The word index: the vocabulary images are tagged with, and where word queries find their vectors.
 
-Building needs the word vectors (gensim, via ``foundation.vectors``) and is done once into ``indexes/words``;
-looking words up afterwards reads the bundle alone, which is what keeps ``search.py dog`` free of gensim.
+Building needs the word vectors (gensim, via ``foundation.vectors``) and is done once, by default into the
+per-user cache (``$WORDSIGHT_CACHE/indexes/words``, else ``~/.cache/wordsight/indexes/words``), so tag.py
+run from any folder finds it and leaves nothing behind there; looking words up afterwards reads the bundle
+alone, which is what keeps ``search.py dog`` free of gensim.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import os
+import string
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from foundation.atomic import check_writable, user_cache_dir
+from foundation.hashing import bytes_sha, file_sha
+from foundation.spelling import close_spellings, piece_words, spellings_hint, text_pieces
 from foundation.vocabulary import DEFAULT_VOCAB_SIZE, frequent_words
 from indexing.bundle import (
     DEFAULT_N_TREES,
@@ -22,11 +26,17 @@ from indexing.bundle import (
     BundleError,
     BundleMissing,
     VectorTable,
+    check_target,
     normalise,
     open_bundle,
 )
 
-DEFAULT_WORDS_INDEX = Path("indexes/words")
+WORDS_INDEX_HELP = "$WORDSIGHT_CACHE/indexes/words, else ~/.cache/wordsight/indexes/words"
+
+
+def default_words_index() -> Path:
+    """The word index tag.py and search.py use unless told otherwise: in the per-user cache."""
+    return user_cache_dir() / "indexes" / "words"
 
 
 class UnknownWord(BundleError):
@@ -51,8 +61,8 @@ def vocabulary_spec(vocab_size: int, word_list: str | os.PathLike | None) -> dic
     """How the vocabulary was chosen, as the manifest records it; equal specs mean the same word set."""
     if word_list is None:
         return {"frequent": vocab_size}
-    data = Path(word_list).read_bytes() if Path(word_list).is_file() else b""
-    return {"word_list": str(Path(word_list).resolve()), "sha": hashlib.sha256(data).hexdigest()[:16]}
+    sha = file_sha(word_list, 16) if Path(word_list).is_file() else bytes_sha(b"")
+    return {"word_list": str(Path(word_list).resolve()), "sha": sha}
 
 
 def known_words(words: list[str], kv) -> tuple[list[str], list[str]]:
@@ -61,7 +71,7 @@ def known_words(words: list[str], kv) -> tuple[list[str], list[str]]:
 
 
 def build_word_index(
-    out: str | os.PathLike = DEFAULT_WORDS_INDEX,
+    out: str | os.PathLike | None = None,
     vectors: str | None = None,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     word_list: str | os.PathLike | None = None,
@@ -70,7 +80,11 @@ def build_word_index(
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> Bundle:
-    """Build the word index into ``out``, or reuse it when it already matches these vectors and vocabulary."""
+    """Build the word index into ``out`` (default: ``default_words_index()``), or reuse it when it already
+    matches these vectors and vocabulary. A folder that is not a bundle is refused before any work."""
+    out = check_target(out if out is not None else default_words_index())
+    if force or not (out / "manifest.json").exists():
+        check_writable(out.parent)  # before loading the vectors: a read-only place is one line, now
     from foundation.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
 
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
@@ -126,6 +140,7 @@ def open_word_index(
             raise
     from foundation.vectors import training_vectors  # gensim: only when the index must be built
 
+    check_target(path)  # a folder of the user's is refused, not replaced by the index
     training_vectors(vectors_source, vectors_sha, f"no word index at {path}, and ")
     log(f"no word index at {path} yet: building it once")
     build_word_index(path, vectors=vectors_source, log=log)
@@ -146,21 +161,19 @@ def vocabulary_table(
 
 
 def query_vector(words: VectorTable, query: str) -> np.ndarray:
-    """The vector of a word, or the mean of the normalised vectors of several (``"summer dress"``)."""
+    """The vector of a word, or the mean of the normalised vectors of several (``"summer dress"``).
+
+    Query text is read as labels are (``foundation.spelling``): case, ``_`` and ``/`` as spaces, surrounding
+    punctuation (``Dog!``), hyphenated words split when unknown as a whole (``T-shirt``).
+    """
     rows = []
-    for word in query.lower().split():
-        row = words.row(word)
-        if row is None:
-            close = close_spellings(word, words.items)
-            hint = f"close spellings: {', '.join(close)}" if close else "no close spellings"
-            raise UnknownWord(f"unknown word {word!r} ({hint})", word, close)
-        rows.append(row)
+    for piece in text_pieces(query):
+        found = piece_words(piece, lambda word: words.row(word) is not None)
+        if not found:
+            bare = piece.strip(string.punctuation) or piece
+            close = close_spellings(bare, words.items)
+            raise UnknownWord(f"unknown word {piece!r} ({spellings_hint(close)})", bare, close)
+        rows += [words.row(word) for word in found]
     if not rows:
         raise UnknownWord("empty query")
     return np.asarray(words.vectors[rows]).mean(axis=0)
-
-
-def close_spellings(word: str, vocabulary: list[str], n: int = 3) -> list[str]:
-    """Known words spelled like ``word``; only words with its first letter are compared, to stay fast."""
-    candidates = [w for w in vocabulary if w[:1] == word[:1]]
-    return difflib.get_close_matches(word, candidates, n=n)

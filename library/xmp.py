@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foundation.atomic import write_bytes_atomically
+from foundation.atomic import write_atomic
 from foundation.errors import WordsightError
 
 X = "adobe:ns:meta/"
@@ -254,7 +254,7 @@ def write_tags(photo: str | os.PathLike, tags: Sequence[Tag], lightroom: bool = 
     _set_bag(root, WORDSIGHT, "keywords", merged.ours)
     _set_bag(root, WORDSIGHT, "hierarchical", merged.ours_hierarchical)
     _set_bag(root, WORDSIGHT, "rejected", merged.rejected)
-    write_bytes_atomically(sidecar, _serialise(root, namespaces))
+    write_atomic(sidecar, _serialise(root, namespaces), keep_mode=True)
     return WriteResult(sidecar, True, merged)
 
 

@@ -19,6 +19,7 @@ from torchvision import models as tvm
 from torchvision import transforms as T
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
+from foundation import hashing
 from foundation.errors import WordsightError
 
 BACKBONES: tuple[str, ...] = (
@@ -248,20 +249,9 @@ def imagenet_class_names() -> list[str]:
     return list(_IMAGENET_CATEGORIES)
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha12(path: str | os.PathLike) -> str:
-    """First 12 hex of the file's sha256, cached per (path, size, mtime): hashing VGG16 takes seconds."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()[:12]
-    return _SHA_CACHE[key]
+    """First 12 hex of the file's sha256, remembered per file version: hashing VGG16 takes seconds."""
+    return hashing.file_sha(path, 12)
 
 
 def _state_sha12(net: nn.Module) -> str:

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -25,10 +23,12 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 
-from foundation.atomic import fsync_dir, process_alive
+from foundation.atomic import atomic_file, remove_stale, remove_stale_any
 from foundation.errors import WordsightError
 
-_PARTIAL = ".partial-"  # never ends in .ckpt nor starts with "last": invisible to "last" and newest-ckpt lookups
+# Temps are ``.<name>.ckpt.tmp-<host>-<pid>-<random>`` (foundation.atomic): they never end in .ckpt nor
+# start with "last", so the "last" and newest-checkpoint lookups never see them.
+_LEGACY_PARTIAL = ".partial-"  # the temp prefix of earlier versions, still cleaned
 
 
 class CheckpointMismatch(WordsightError, ValueError):
@@ -47,31 +47,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(os.fspath(path).removeprefix("file://")).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(path.parent)
-        tmp = path.parent / f"{_PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
-
-
-
-def _remove_stale_partials(folder: Path) -> None:
-    host = socket.gethostname()
-    for leftover in folder.glob(f"{_PARTIAL}*"):
-        rest = leftover.name[len(_PARTIAL) :]
-        owner, _, _ = rest.rpartition("-")
-        owner_host, _, pid = owner.rpartition("-")
-        if owner_host == host and pid.isdigit() and not process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-
+        remove_stale_any(path.parent)  # temps of killed saves, whichever checkpoint they were writing
+        remove_stale(path.parent, _LEGACY_PARTIAL)
+        with atomic_file(path) as handle:
+            torch.save(checkpoint, handle)
 
 
 class ModelCheckpoint(pl.callbacks.ModelCheckpoint):

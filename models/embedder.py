@@ -8,7 +8,6 @@ module, so they never import pytorch_lightning.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from foundation import hashing
 from foundation.errors import WordsightError
 from foundation.images import BadImage, open_image
 from models.backbones import BackboneError, build_backbone, image_transform
@@ -107,11 +107,7 @@ class ImageEmbedder:
 
 
 def file_sha(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return hashing.file_sha(path, 16)
 
 
 def newest_checkpoint(checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
@@ -201,7 +197,7 @@ def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
     class_vectors, valid = imagenet_class_word_vectors(word_vectors)
     identity = {
         "embedder": spec,
-        "sha": hashlib.sha256(f"{backbone.identity}|{word_vectors.sha}|top{top_t}".encode()).hexdigest()[:16],
+        "sha": hashing.text_sha(f"{backbone.identity}|{word_vectors.sha}|top{top_t}"),
         "vectors_source": word_vectors.source,
         "vectors_sha": word_vectors.sha,
         "dim": word_vectors.dim,

@@ -52,3 +52,25 @@ def write_class_folders(root: Path, classes=("cat", "dog", "car", "truck"), per_
 @pytest.fixture
 def tiny_folder(tmp_path) -> Path:
     return write_class_folders(tmp_path / "photos")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_left_as_it_was():
+    """make test must not write into the clone (a 619 MB checkpoint was once left behind): no new file or
+    folder, ignored ones included, between the start and the end of the session (edits to tracked files
+    made meanwhile by a developer are not counted)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def status():
+        done = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=root,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        return done.stdout if done.returncode == 0 else None
+
+    before = status()
+    yield
+    after = status()
+    if before is not None and after is not None:
+        new = sorted(line for line in set(after.splitlines()) - set(before.splitlines()) if line[:2] in ("??", "!!"))
+        assert not new, f"the tests wrote into the repo: {new[:10]}"

@@ -168,11 +168,11 @@ if point == "building":  # the Annoy forest is half written in the temp director
         pause()
         return annoy
     bundle._build_forest = slow_build
-else:  # "swapping": the old bundle is moved aside, the new one not yet in
+else:  # "swapping": the new generation is in the bundle folder, "current" still names the old one
     real_replace = os.replace
     def slow_replace(src, dst):
         real_replace(src, dst)
-        if str(dst).endswith(".old"):
+        if os.path.basename(str(dst)).startswith("gen-"):
             pause()
     bundle.os.replace = slow_replace
 build(target, random_vectors(50, seed=2), items=[f"new{i}" for i in range(50)], n_trees=2)
@@ -194,8 +194,8 @@ def test_build_killed_midway_leaves_previous_bundle(tmp_path, point):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    if point == "swapping":
-        assert not target.exists()  # the crash window: only the aside copy and the temp build remain
+    if point == "swapping":  # the crash window: two generations, "current" names the old one
+        assert len(list(target.glob("gen-*"))) == 2
 
     survivor = open_bundle(target)
     assert survivor.items == [f"old{i}" for i in range(30)]

@@ -16,7 +16,7 @@ import pytest
 
 import search
 import tag
-from foundation.images import printable
+from foundation.images import SKIP_LIST, printable
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import open_bundle
 from indexing.image_index import build_image_index
@@ -42,10 +42,16 @@ def ok_files(expected: dict[str, str]) -> list[str]:
 
 
 def one_skip_line(err: str) -> str:
+    """The one summary line without its "; full list: FILE" tail, after checking that FILE lists every skip."""
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert len(lines) == 1, err
-    return lines[0]
+    summary, _, listed = lines[0].rpartition(SKIP_LIST)
+    assert summary, lines[0]
+    count = int(summary.split()[1])
+    rows = Path(listed).read_text().splitlines()
+    assert len(rows) == count and all(len(row.split("\t")) == 2 for row in rows)
+    return summary
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,11 @@ def test_tutorial_vgg16_config_fast_dev_run(tiny_folder, tiny_vectors, tmp_path)
         "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "4",
         "--model.weights", "random", "--model.image_size", "32",
         "--trainer.fast_dev_run", "1", "--trainer.logger", "false", "--trainer.accelerator", "cpu",
-        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks.dirpath", str(tmp_path / "ckpt"),
     ])  # fmt: skip
+    assert not (ROOT / "checkpoints" / "tutorial_vgg16").exists() or not any(
+        p.stat().st_mtime > time.time() - 600 for p in (ROOT / "checkpoints" / "tutorial_vgg16").iterdir()
+    )  # nothing written into the repo (make test must leave the clone as it was)
 
 
 def test_checkpoint_resume_and_test_metrics(tiny_folder, tiny_vectors, tmp_path):

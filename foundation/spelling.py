@@ -1,0 +1,48 @@
+"""Words as users type them: close spellings of an unknown word, and splitting text into known words.
+
+Kept free of gensim and numpy: ``search.py dog`` uses it with the word index alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections.abc import Callable, Sequence
+
+SEPARATORS = re.compile(r"[_/\s]+")
+MAX_SPELLING_LENGTH = 60  # longer "words" are not typos of a word: no suggestions, and no slow comparisons
+
+
+def close_spellings(word: str, vocabulary: Sequence[str], n: int = 3) -> list[str]:
+    """Known words of ``vocabulary`` spelled like ``word``, best first, never ``word`` itself.
+
+    Only words with the same first letter (ignoring case) are compared, which keeps this fast on 100k words.
+    """
+    first = word[:1].lower()
+    if not first or len(word) > MAX_SPELLING_LENGTH:
+        return []
+    candidates = [w for w in vocabulary if w[:1].lower() == first and w != word]
+    return difflib.get_close_matches(word, candidates, n=n)
+
+
+def spellings_hint(words: list[str]) -> str:
+    return f"close spellings: {', '.join(words)}" if words else "no close spellings"
+
+
+def piece_words(piece: str, known: Callable[[str], bool]) -> list[str]:
+    """The known words of one lowercased piece of text, as labels are read.
+
+    The piece as it is; else without surrounding punctuation (``dog!``); else its hyphen-separated parts
+    that are known (``t-shirt`` -> t, shirt when ``t-shirt`` itself is unknown). [] if none is known.
+    """
+    for candidate in dict.fromkeys((piece, piece.strip(string.punctuation))):
+        if candidate and known(candidate):
+            return [candidate]
+    stripped = piece.strip(string.punctuation)
+    return [part for part in stripped.split("-") if part and known(part)] if "-" in stripped else []
+
+
+def text_pieces(text: str) -> list[str]:
+    """Lowercased pieces of ``text`` split on whitespace, ``_`` and ``/``, as labels are split."""
+    return [piece for piece in SEPARATORS.split(text.strip().lower()) if piece]
