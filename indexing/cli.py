@@ -99,7 +99,7 @@ def results_stdout() -> Iterator[TextIO]:
         results.close()
 
 
-def load_embedder(spec: str | None):
+def load_embedder(spec: str | None, **options):
     """``models.embedder.load_embedder`` (imports torch) with its errors as UsageError and its prints on stderr."""
     from models.embedder import EmbedderError, load_embedder
     from models.runtime import keep_freed_memory
@@ -107,7 +107,7 @@ def load_embedder(spec: str | None):
     keep_freed_memory()
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            return load_embedder(spec)
+            return load_embedder(spec, **options)
     except EmbedderError as err:
         raise UsageError(str(err)) from None
 

@@ -27,7 +27,12 @@ from indexing.bundle import (
 )
 
 DEFAULT_WORDS_INDEX = Path("indexes/words")
-DEFAULT_VOCAB_SIZE = 50_000
+DEFAULT_VOCAB_SIZE = 50_000  # the "frequent" vocabulary: the most frequent GloVe tokens
+# The default tag vocabulary is "visual": GloVe words whose most frequent WordNet noun sense is a
+# physical entity (things a photo can show), the VISUAL_VOCAB_SIZE most frequent, plus colour words.
+VOCABULARY_KINDS = ("visual", "frequent")
+VISUAL_VOCAB_SIZE = 20_000
+VISUAL_COLOURS = True
 
 _ALPHABETIC = re.compile(r"[a-z]+")
 # Function words carry no visual meaning but sit near everything in GloVe space, so they would crowd
@@ -59,6 +64,16 @@ def frequent_words(index_to_key: list[str], size: int) -> list[str]:
     return words
 
 
+def visual_words(index_to_key: list[str], size: int | None = VISUAL_VOCAB_SIZE, colours: bool = VISUAL_COLOURS) -> list[str]:
+    """The ``size`` most frequent GloVe words that WordNet knows as concrete nouns (or colour words)."""
+    from taxonomy import load_taxonomy  # stdlib only
+
+    taxonomy = load_taxonomy()
+    wanted = set(taxonomy.physical_nouns) | (set(taxonomy.colour_words) if colours else set())
+    words = [w for w in index_to_key if w in wanted and w not in STOP_WORDS]
+    return words[:size] if size else words
+
+
 def read_word_list(path: str | os.PathLike) -> list[str]:
     """Words from a file, one per line (blank lines and ``#`` comments ignored), lowercased, deduplicated."""
     try:
@@ -69,10 +84,15 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
     return list(dict.fromkeys(word for word in words if word))
 
 
-def vocabulary_spec(vocab_size: int, word_list: str | os.PathLike | None) -> dict:
+def vocabulary_spec(vocab_size: int | None, word_list: str | os.PathLike | None, kind: str = "visual") -> dict:
     """How the vocabulary was chosen, as the manifest records it; equal specs mean the same word set."""
+    if word_list is None and kind == "frequent":
+        return {"frequent": vocab_size or DEFAULT_VOCAB_SIZE}
     if word_list is None:
-        return {"frequent": vocab_size}
+        from taxonomy import DATA_FILE
+
+        taxonomy_sha = hashlib.sha256(DATA_FILE.read_bytes()).hexdigest()[:16]
+        return {"visual": vocab_size or VISUAL_VOCAB_SIZE, "colours": VISUAL_COLOURS, "taxonomy": taxonomy_sha}
     data = Path(word_list).read_bytes() if Path(word_list).is_file() else b""
     return {"word_list": str(Path(word_list).resolve()), "sha": hashlib.sha256(data).hexdigest()[:16]}
 
@@ -85,18 +105,24 @@ def known_words(words: list[str], kv) -> tuple[list[str], list[str]]:
 def build_word_index(
     out: str | os.PathLike = DEFAULT_WORDS_INDEX,
     vectors: str | None = None,
-    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    vocab_size: int | None = None,
     word_list: str | os.PathLike | None = None,
+    kind: str = "visual",
     n_trees: int = DEFAULT_N_TREES,
     search_k: int | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> Bundle:
-    """Build the word index into ``out``, or reuse it when it already matches these vectors and vocabulary."""
+    """Build the word index into ``out``, or reuse it when it already matches these vectors and vocabulary.
+
+    ``kind`` ``visual`` (default: ``visual_words``) or ``frequent`` (``frequent_words``), ``vocab_size``
+    words of it (default per kind); or the words of ``word_list``."""
     from indexing.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
 
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
-    spec = vocabulary_spec(vocab_size, word_list)
+    if kind not in VOCABULARY_KINDS:
+        raise BundleError(f"unknown vocabulary kind {kind!r}: choose {' or '.join(VOCABULARY_KINDS)}")
+    spec = vocabulary_spec(vocab_size, word_list, kind)
     if not force:
         wanted = {"kind": "words", "vectors_sha": wv.sha, "vocabulary": spec, "n_trees": n_trees}
         if search_k is not None:
@@ -107,8 +133,10 @@ def build_word_index(
             return bundle
         except BundleError:
             pass
-    if word_list is None:
-        words, missing = frequent_words(wv.kv.index_to_key, vocab_size), []
+    if word_list is None and kind == "frequent":
+        words, missing = frequent_words(wv.kv.index_to_key, vocab_size or DEFAULT_VOCAB_SIZE), []
+    elif word_list is None:
+        words, missing = visual_words(wv.kv.index_to_key, vocab_size or VISUAL_VOCAB_SIZE), []
     else:
         words, missing = known_words(read_word_list(word_list), wv.kv)
         if missing:
