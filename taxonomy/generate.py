@@ -29,7 +29,7 @@ from pathlib import Path
 WORDNET_DIR = Path("/usr/share/wordnet")
 OUT = Path(__file__).with_name("imagenet_wordnet.json.gz")
 PHYSICAL_ENTITY = "n00001930"
-COLOUR_ROOTS = ("n04959672", "n04960277")  # chromatic_color, achromatic_color
+COLOUR_ROOTS = ("n04959672", "n04960079")  # chromatic_color, achromatic_color
 _HYPERNYM = {"@", "@i"}
 _ALPHABETIC = re.compile(r"[a-z]+")
 

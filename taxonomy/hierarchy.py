@@ -46,14 +46,15 @@ TOO_GENERAL = frozenset({
 class HierarchyOptions:
     """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
 
-    lemmas: str = "all"  # "plain": torchvision's first known synonym; "first": first lemma; "all": every lemma
+    lemmas: str = "first"  # "plain": torchvision's first known synonym; "first": first lemma; "all": every lemma
     levels: int = 3  # ancestor steps mixed into a class's label vector (0: the class's own words only)
     depth_weight: float = 0.5  # weight of the ancestor k steps up: depth_weight ** k
     top_t: int = 10  # classes ConSE averages, and whose probabilities flow up as hierarchy tags
     tag_weight: float = 1.0  # hierarchy mass added to a tag's cosine (0: no hierarchy tags)
     tag_levels: int = 6  # how many hypernym steps the probabilities flow up
-    tag_decay: float = 1.0  # the mass reaching k steps up is multiplied by tag_decay ** k
-    stacking: float = 0.1  # subtracted from the 1000 classes' own words' scores
+    tag_decay: float = 0.8  # the mass reaching k steps up is multiplied by tag_decay ** k
+    tag_synonyms: float = 0.5  # an ancestor's other lemmas get this share of its first's (beast < animal)
+    stacking: float = 0.05  # subtracted from the 1000 classes' own words' scores
 
     @property
     def plain_vectors(self) -> bool:
@@ -153,9 +154,11 @@ class HierarchyTagger:
             for s, k in steps.items():
                 if k and is_general(taxonomy, s):
                     continue
+                lemmas = [lemma.lower() for lemma in taxonomy.synsets[s].lemmas]
                 for w in taxonomy.synsets[s].words:
                     if w in row:
-                        reach[row[w]] = max(reach.get(row[w], 0.0), options.tag_decay**k)
+                        weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
+                        reach[row[w]] = max(reach.get(row[w], 0.0), weight)
             self.flows.append((np.fromiter(reach, np.int64, len(reach)), np.fromiter(reach.values(), np.float32, len(reach))))
 
     def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
