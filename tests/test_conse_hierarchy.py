@@ -14,7 +14,19 @@ from taxonomy import load_taxonomy
 from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger, hierse_label_vectors, is_general
 
 TABBY, DAISY, ESPRESSO = 281, 985, 967
-WORDS = ["tabby", "cat", "feline", "animal", "daisy", "flower", "plant", "espresso", "coffee", "car", "object"]
+WORDS = [
+    "tabby",
+    "cat",
+    "feline",
+    "animal",
+    "daisy",
+    "flower",
+    "plant",
+    "espresso",
+    "coffee",
+    "car",
+    "object",
+]
 
 
 def fake_kv(words=WORDS, dim=6, seed=0) -> KeyedVectors:
@@ -37,7 +49,9 @@ def test_a_class_vector_mixes_its_ancestors_by_depth():
     # only known word of each is "plant")
     deeper, _ = hierse_label_vectors(kv, opts.with_(levels=5))
     plant = sum(0.5**k for k in range(2, 6)) * unit(kv["plant"])
-    np.testing.assert_allclose(deeper[DAISY], unit(unit(kv["daisy"]) + 0.5 * unit(kv["flower"]) + plant), rtol=1e-5)
+    np.testing.assert_allclose(
+        deeper[DAISY], unit(unit(kv["daisy"]) + 0.5 * unit(kv["flower"]) + plant), rtol=1e-5
+    )
     alone, _ = hierse_label_vectors(kv, opts.with_(levels=0))
     np.testing.assert_allclose(alone[TABBY], unit(kv["tabby"]), rtol=1e-5)
 
@@ -72,7 +86,9 @@ def test_a_daisy_propagates_to_flower():
     assert tagger.tags(query, None, 1)[0][0] == "car"
     assert "flower" in {w for w, _ in tagger.tags(query, probs, 3)}
     scores = tagger.scores(query, probs)
-    assert scores[WORDS.index("flower")] == pytest.approx(vectors[WORDS.index("flower")] @ query + 0.72, rel=1e-5)
+    assert scores[WORDS.index("flower")] == pytest.approx(
+        vectors[WORDS.index("flower")] @ query + 0.72, rel=1e-5
+    )
 
 
 def test_stacking_lowers_only_the_class_words():

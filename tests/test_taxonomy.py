@@ -1,14 +1,14 @@
 """The committed ImageNet -> WordNet file: what it holds, and that the generator makes exactly it."""
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from models.backbones import imagenet_class_names
-from taxonomy import DATA_FILE, load_taxonomy
-from taxonomy import generate
+from taxonomy import DATA_FILE, generate, load_taxonomy
 
 TABBY, DAISY, GRANNY_SMITH = 281, 985, 948
 
@@ -42,7 +42,9 @@ def test_hypernym_chains_carry_lemmas_and_depths():
     assert {"cat", "feline", "animal"} <= lemmas_of(taxonomy, {w for c in chains for w in c})
     for chain in chains:  # depth is the shortest distance from entity: at most one more than a parent's
         assert taxonomy.synsets[chain[-1]].depth == 0
-        assert all(taxonomy.synsets[b].depth <= taxonomy.synsets[a].depth + 1 for b, a in zip(chain, chain[1:]))
+        assert all(
+            taxonomy.synsets[b].depth <= taxonomy.synsets[a].depth + 1 for b, a in itertools.pairwise(chain)
+        )
 
 
 def test_a_daisy_is_a_flower_and_a_granny_smith_a_fruit():
@@ -75,7 +77,11 @@ def test_the_committed_file_is_what_the_generator_makes(regenerated):
 def test_the_generator_writes_the_same_bytes_twice(regenerated, tmp_path: Path):
     generate.write(regenerated, tmp_path / "a.json.gz")
     generate.write(regenerated, tmp_path / "b.json.gz")
-    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes() == DATA_FILE.read_bytes()
+    assert (
+        (tmp_path / "a.json.gz").read_bytes()
+        == (tmp_path / "b.json.gz").read_bytes()
+        == DATA_FILE.read_bytes()
+    )
 
 
 def test_a_sample_of_classes_regenerates_to_the_same_rows():
