@@ -29,6 +29,7 @@ def main() -> None:
     if not args.skip_index:
         subprocess.run([sys.executable, here / "bench_index.py", index], check=True)
     subprocess.run([sys.executable, here / "bench_memory.py", RESULTS / "memory.json"], check=True)
+    subprocess.run([sys.executable, here / "bench_backbones.py", RESULTS / "backbones.json"], check=True)
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")
