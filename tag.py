@@ -109,6 +109,7 @@ def _words(args: argparse.Namespace, identity: dict):
         identity["dim"],
         build_if_missing=True,
         log=cli.log,
+        default_vocabulary=args.words_index == str(DEFAULT_WORDS_INDEX),
     )
 
 

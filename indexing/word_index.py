@@ -165,11 +165,22 @@ def open_word_index(
     dim: int,
     build_if_missing: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    default_vocabulary: bool = False,
 ) -> Bundle:
-    """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed."""
+    """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed.
+
+    ``default_vocabulary`` (with ``build_if_missing``): an index built with another vocabulary than
+    today's default (e.g. the 50k frequent words of earlier versions) is rebuilt with the default."""
     expect = {"kind": "words", "vectors_sha": vectors_sha, "dim": dim}
     rebuild = {"kind": "words", "vectors_source": vectors_source}
     try:
+        bundle = open_bundle(path, expect=expect, rebuild=rebuild)
+        if not (default_vocabulary and build_if_missing):
+            return bundle
+        if bundle.manifest.get("vocabulary") == vocabulary_spec(None, None):
+            return bundle
+        log(f"{path} holds another vocabulary than the default ({bundle.manifest.get('vocabulary')}): rebuilding it")
+        build_word_index(path, vectors=vectors_source, force=True, log=log)
         return open_bundle(path, expect=expect, rebuild=rebuild)
     except BundleMissing:
         if not build_if_missing:
