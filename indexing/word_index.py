@@ -65,11 +65,13 @@ def frequent_words(index_to_key: list[str], size: int) -> list[str]:
 
 
 def visual_words(index_to_key: list[str], size: int | None = VISUAL_VOCAB_SIZE, colours: bool = VISUAL_COLOURS) -> list[str]:
-    """The ``size`` most frequent GloVe words that WordNet knows as concrete nouns (or colour words)."""
+    """The ``size`` most frequent GloVe words that WordNet knows as concrete nouns (or colour words),
+    and the words of the ImageNet classes and their hypernyms (``fig``, whose first sense is a figure)."""
     from taxonomy import load_taxonomy  # stdlib only
+    from taxonomy.hierarchy import tag_words
 
     taxonomy = load_taxonomy()
-    wanted = set(taxonomy.physical_nouns) | (set(taxonomy.colour_words) if colours else set())
+    wanted = set(taxonomy.physical_nouns) | tag_words(taxonomy) | (set(taxonomy.colour_words) if colours else set())
     words = [w for w in index_to_key if w in wanted and w not in STOP_WORDS]
     return words[:size] if size else words
 

@@ -78,6 +78,11 @@ def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
     return taxonomy.synsets[wnid].depth < MIN_DEPTH or wnid in TOO_GENERAL
 
 
+def tag_words(taxonomy: Taxonomy) -> set[str]:
+    """The single words of the classes and of their hypernyms that may be tags (not the too general ones)."""
+    return {w for s in taxonomy.synsets.values() if not is_general(taxonomy, s.wnid) for w in s.words}
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v)
     return v / n if n > 0 else v
