@@ -83,6 +83,23 @@ def tag_words(taxonomy: Taxonomy) -> set[str]:
     return {w for s in taxonomy.synsets.values() if not is_general(taxonomy, s.wnid) for w in s.words}
 
 
+def noun_forms(words: list[str]) -> dict[str, list[int]]:
+    """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats; berry <- berries;
+    box <- boxes. Over-generated lemmas (``glas`` from ``glass``) name no synset, so they do no harm."""
+    forms: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        bases = {w}
+        if w.endswith("s") and len(w) > 3:
+            bases.add(w[:-1])
+            if w.endswith("es"):
+                bases.add(w[:-2])
+            if w.endswith("ies"):
+                bases.add(w[:-3] + "y")
+        for base in bases:
+            forms.setdefault(base, []).append(i)
+    return forms
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v)
     return v / n if n > 0 else v
@@ -151,9 +168,9 @@ class HierarchyTagger:
                  taxonomy: Taxonomy | None = None):  # fmt: skip
         self.words, self.vectors, self.options = list(words), unit_vectors, options
         taxonomy = taxonomy or load_taxonomy()
-        row = {w: i for i, w in enumerate(self.words)}
+        forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
         self.class_rows = np.array(
-            sorted({row[w] for w in taxonomy.class_words() if w in row}), dtype=np.int64
+            sorted({r for w in taxonomy.class_words() for r in forms.get(w, ())}), dtype=np.int64
         )
         # per class: (vocabulary rows, weights) that its probability reaches
         self.flows: list[tuple[np.ndarray, np.ndarray]] = []
@@ -165,11 +182,9 @@ class HierarchyTagger:
                     continue
                 lemmas = [lemma.lower() for lemma in taxonomy.synsets[s].lemmas]
                 for w in taxonomy.synsets[s].words:
-                    if w in row:
-                        weight = options.tag_decay**k * (
-                            1.0 if not k or w == lemmas[0] else options.tag_synonyms
-                        )
-                        reach[row[w]] = max(reach.get(row[w], 0.0), weight)
+                    weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
+                    for r in forms.get(w, ()):
+                        reach[r] = max(reach.get(r, 0.0), weight)
             rows_, weights_ = (
                 np.fromiter(reach, np.int64, len(reach)),
                 np.fromiter(reach.values(), np.float32, len(reach)),

@@ -160,3 +160,17 @@ def test_tag_py_on_a_real_photo_gives_hierarchy_words(tmp_path, capfd):
     closed = [t["word"] for t in json.loads(capfd.readouterr().out)["tags"]]
     assert len(closed) == 3 and set(closed) <= {"dog", "feline", "flower", "car", "animal", "tabby"}
     assert "feline" in closed and "flower" not in closed and "car" not in closed
+
+
+def test_plurals_share_their_lemmas_hierarchy_mass():
+    words = ["cats", "cat", "felines", "daisies", "glass"]
+    kv = fake_kv(words)
+    tagger = HierarchyTagger(
+        words, np.stack([unit(kv[w]) for w in words]), DEFAULT_OPTIONS.with_(stacking=0.1)
+    )
+    probs = np.zeros(1000, dtype=np.float32)
+    probs[[TABBY, DAISY]] = 0.5
+    mass = dict(zip(words, tagger.hierarchy_mass(probs)))
+    assert mass["cats"] == mass["cat"] > 0 and mass["felines"] > 0 and mass["daisies"] == pytest.approx(0.5)
+    assert mass["glass"] == 0
+    assert {words[r] for r in tagger.class_rows} == {"daisies"}  # daisy is a class word; cat is not
