@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.wordnet / "data.noun").is_file():
         raise SystemExit(f"error: no {args.wordnet}/data.noun: apt-get install wordnet-base")
     data = build(args.wordnet, imagenet_wnids())
-    from models.backbones import imagenet_class_names
+    from torchvision.models._meta import _IMAGENET_CATEGORIES  # what models.backbones names the logits by
 
-    bad = check_order(data, imagenet_class_names())
+    bad = check_order(data, list(_IMAGENET_CATEGORIES))
     print(
         f"{len(bad)} classes whose torchvision name is not a lemma of their wnid: {bad[:20]}", file=sys.stderr
     )
