@@ -14,6 +14,7 @@ Synsets too general to be a tag (``entity``, ``object``, ``organism``, ``artifac
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
@@ -217,20 +218,37 @@ class HierarchyTagger:
         return [(self.words[i], float(scores[i])) for i in top]
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
+
+
 def add_options(parser) -> None:
     """tag.py's options for how ConSE uses WordNet (argparse), defaults from ``DEFAULT_OPTIONS``."""
     d = DEFAULT_OPTIONS
-    group = parser.add_argument_group("ConSE with WordNet (conse:<backbone> only; defaults measured, README)")
+    group = parser.add_argument_group(
+        "ConSE with WordNet (conse:<backbone> only; defaults measured, see README)",
+        "ConSE tags are scored exactly over the whole vocabulary (cosine + hierarchy - stacking), "
+        "so --exact changes nothing for them.",
+    )
     group.add_argument(
         "--conse-top-t",
-        type=int,
+        type=_count(1),
         default=d.top_t,
         metavar="T",
         help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})",
     )
     group.add_argument(
         "--conse-levels",
-        type=int,
+        type=_count(0),
         default=d.levels,
         metavar="L",
         help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})",
@@ -252,7 +270,7 @@ def add_options(parser) -> None:
     )
     group.add_argument(
         "--hierarchy-levels",
-        type=int,
+        type=_count(0),
         default=d.tag_levels,
         metavar="L",
         help=f"hypernym levels the probabilities flow up (default {d.tag_levels})",
