@@ -61,7 +61,9 @@ def tag(args: argparse.Namespace) -> int:
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     with cli.results_stdout() as out:
-        embedder = cli.load_embedder(args.checkpoint, conse_options=hierarchy.options_from_args(args))
+        options = hierarchy.options_from_args(args)  # passed on only when not the defaults
+        custom = {} if options == hierarchy.DEFAULT_OPTIONS else {"conse_options": options}
+        embedder = cli.load_embedder(args.checkpoint, **custom)
         words = _words(args, embedder.identity)
         tagger, dim = _hierarchy_tagger(embedder, words), embedder.dim
         if tagger is not None:

@@ -111,7 +111,7 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
     """
     module = types.ModuleType("models.embedder")
 
-    def load_embedder(spec=None, checkpoints_dir="checkpoints", **options):
+    def load_embedder(spec=None, checkpoints_dir="checkpoints"):
         if spec == "missing":
             raise EmbedderError("no checkpoint in checkpoints/: train one")
         print("Loaded pretrained weights for fake")
