@@ -160,6 +160,10 @@ def test_tag_py_on_a_real_photo_gives_hierarchy_words(tmp_path, capfd):
     closed = [t["word"] for t in json.loads(capfd.readouterr().out)["tags"]]
     assert len(closed) == 3 and set(closed) <= {"dog", "feline", "flower", "car", "animal", "tabby"}
     assert "feline" in closed and "flower" not in closed and "car" not in closed
+    # --plain-conse: published ConSE, pure cosines (no hierarchy mass), so no score above 1
+    assert tag.main([str(chelsea), "--json", "--words-index", str(words), "--plain-conse"]) == 0
+    plain = json.loads(capfd.readouterr().out)["tags"]
+    assert max(t["score"] for t in plain) <= 1.0001 < max(scores)
 
 
 def test_plurals_share_their_lemmas_hierarchy_mass():
@@ -174,7 +178,3 @@ def test_plurals_share_their_lemmas_hierarchy_mass():
     assert mass["cats"] == mass["cat"] > 0 and mass["felines"] > 0 and mass["daisies"] == pytest.approx(0.5)
     assert mass["glass"] == 0
     assert {words[r] for r in tagger.class_rows} == {"daisies"}  # daisy is a class word; cat is not
-    # --plain-conse: published ConSE, pure cosines (no hierarchy mass), so no score above 1
-    assert tag.main([str(chelsea), "--json", "--words-index", str(words), "--plain-conse"]) == 0
-    plain = json.loads(capfd.readouterr().out)["tags"]
-    assert max(t["score"] for t in plain) <= 1.0001 < max(scores)
