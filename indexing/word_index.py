@@ -218,10 +218,28 @@ def vocabulary_table(
     """An exact-search table over a user's word list, and the listed words the vectors lack."""
 
     wv = training_vectors(vectors_source, vectors_sha)
-    words, missing = known_words(read_word_list(word_list), wv.kv)
+    words, vectors, missing = [], [], []
+    for entry in read_word_list(word_list):
+        vector = phrase_vector(entry, wv.kv)
+        if vector is None:
+            missing.append(entry)
+        else:
+            words.append(entry)
+            vectors.append(vector)
     if not words:
         raise BundleError(f"none of the words in {word_list} are in {wv.source}")
-    return VectorTable(words, normalise(wv.kv[words])), missing
+    return VectorTable(words, normalise(np.stack(vectors))), missing
+
+
+def phrase_vector(entry: str, kv) -> np.ndarray | None:
+    """A word's vector, or for a phrase the vectors knows only word by word (``teddy bear``, ``wine
+    glass``) the mean of its words' unit vectors; None when some word is unknown."""
+    if entry in kv.key_to_index:
+        return np.asarray(kv[entry], dtype=np.float32)
+    parts = entry.replace("_", " ").split()
+    if len(parts) < 2 or any(p not in kv.key_to_index for p in parts):
+        return None
+    return normalise(np.asarray(kv[parts], dtype=np.float32)).mean(axis=0)
 
 
 def query_vector(words: VectorTable, query: str) -> np.ndarray:

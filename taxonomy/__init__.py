@@ -25,8 +25,13 @@ class Synset:
 
     @property
     def words(self) -> list[str]:
-        """The single-word lemmas, lowercased (``tabby``; not ``tabby_cat``)."""
-        return list(dict.fromkeys(l.lower() for l in self.lemmas if "_" not in l and "-" not in l))
+        """The single-word lemmas, lowercased (``tabby``, ``t-shirt``; not ``tabby_cat``)."""
+        return list(dict.fromkeys(l.lower() for l in self.lemmas if "_" not in l))
+
+    @property
+    def names(self) -> list[str]:
+        """Every lemma as a person writes it: ``tabby``, ``tabby cat``, ``t-shirt``."""
+        return list(dict.fromkeys(l.lower().replace("_", " ") for l in self.lemmas))
 
 
 class Taxonomy:

@@ -181,8 +181,8 @@ class HierarchyTagger:
             for s, k in steps.items():
                 if k and is_general(taxonomy, s):
                     continue
-                lemmas = [lemma.lower() for lemma in taxonomy.synsets[s].lemmas]
-                for w in taxonomy.synsets[s].words:
+                lemmas = taxonomy.synsets[s].names
+                for w in lemmas:  # multi-word names reach phrases of a --vocabulary (teddy bear)
                     weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
                     for r in forms.get(w, ()):
                         reach[r] = max(reach.get(r, 0.0), weight)

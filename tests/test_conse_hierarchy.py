@@ -178,3 +178,21 @@ def test_plurals_share_their_lemmas_hierarchy_mass():
     assert mass["cats"] == mass["cat"] > 0 and mass["felines"] > 0 and mass["daisies"] == pytest.approx(0.5)
     assert mass["glass"] == 0
     assert {words[r] for r in tagger.class_rows} == {"daisies"}  # daisy is a class word; cat is not
+
+
+def test_phrases_of_a_vocabulary_get_vectors_and_hierarchy_mass():
+    from indexing.word_index import phrase_vector
+
+    kv = fake_kv(["teddy", "bear", "toy", "cat"])
+    np.testing.assert_allclose(
+        phrase_vector("teddy bear", kv), (unit(kv["teddy"]) + unit(kv["bear"])) / 2, rtol=1e-6
+    )
+    np.testing.assert_allclose(phrase_vector("cat", kv), kv["cat"])
+    assert phrase_vector("teddy xyzzy", kv) is None and phrase_vector("xyzzy", kv) is None
+    words = ["teddy bear", "teddy bears", "toy", "cat"]
+    vectors = np.stack([unit(phrase_vector(w.replace("bears", "bear"), kv)) for w in words])
+    probs = np.zeros(1000, dtype=np.float32)
+    probs[850] = 1.0  # "teddy, teddy bear" -> plaything, toy
+    mass = dict(zip(words, HierarchyTagger(words, vectors, DEFAULT_OPTIONS).hierarchy_mass(probs)))
+    assert mass["teddy bear"] == mass["teddy bears"] == pytest.approx(1.0)
+    assert 0 < mass["toy"] < 1 and mass["cat"] == 0
