@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,17 +61,26 @@ class ConSEWithProbabilities(nn.Module):
         return torch.cat([self.conse.from_logits(logits), logits.float().softmax(dim=-1)], dim=-1)
 
 
-def imagenet_label_vectors(wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS) -> tuple[Tensor, Tensor]:
-    """(1000, dim) label vectors of the ImageNet classes in logit order, and which of them are known.
+def label_vector_array(wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS) -> np.ndarray:
+    """(1000, dim) float32 label vectors of the ImageNet classes in logit order; a zero row is a class
+    with no known word. The one place ConSE's label vectors come from (tagging, index building, search,
+    evaluation, the ConSE mix of trained heads). It depends on the vectors and ``options`` only, so it
+    may be cached keyed by ``wv.sha`` and ``options.key()``.
 
-    The one place ConSE's label vectors come from (tagging, index building, search, evaluation, the
-    ConSE mix of trained heads). ``options.lemmas == "plain"``: ConSE as published (torchvision's first
-    synonym with a known word); otherwise HierSE over WordNet (``taxonomy.hierarchy``).
+    ``options.lemmas == "plain"``: ConSE as published (torchvision's first synonym with a known word);
+    otherwise HierSE over WordNet (``taxonomy.hierarchy.hierse_label_vectors``).
     """
     if options.plain_vectors:
-        return class_word_vectors(imagenet_class_names(), wv)
-    vectors, valid = hierse_label_vectors(wv.kv, options)
-    return torch.from_numpy(vectors), torch.from_numpy(valid)
+        return class_word_vectors(imagenet_class_names(), wv)[0].numpy()
+    return hierse_label_vectors(wv.kv, options)
+
+
+def imagenet_label_vectors(
+    wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS
+) -> tuple[Tensor, Tensor]:
+    """``label_vector_array`` as tensors, and (1000,) bool: which classes have a vector."""
+    vectors = torch.from_numpy(label_vector_array(wv, options))
+    return vectors, vectors.ne(0).any(dim=1)
 
 
 def class_word_vectors(names: Sequence[str], wv: WordVectors) -> tuple[Tensor, Tensor]:

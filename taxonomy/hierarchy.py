@@ -129,7 +129,7 @@ def _synset_vector(taxonomy: Taxonomy, wnid: str, kv, lemmas: str) -> np.ndarray
 
 
 def hierse_label_vectors(kv, options: HierarchyOptions = DEFAULT_OPTIONS, taxonomy: Taxonomy | None = None):
-    """(1000, dim) float32 unit label vectors in logit order, and (1000,) bool: which classes have any.
+    """(1000, dim) float32 unit label vectors in logit order; zero rows for classes without known words.
 
     ``kv`` is gensim KeyedVectors (or anything with ``key_to_index`` and ``kv[word]``). The result depends
     only on the vectors and ``options``: cache it keyed by both (``options.key()``).
@@ -137,7 +137,6 @@ def hierse_label_vectors(kv, options: HierarchyOptions = DEFAULT_OPTIONS, taxono
     taxonomy = taxonomy or load_taxonomy()
     dim = kv.vector_size
     vectors = np.zeros((len(taxonomy.classes), dim), dtype=np.float32)
-    valid = np.zeros(len(taxonomy.classes), dtype=bool)
     cache: dict[str, np.ndarray | None] = {}
 
     def synset(w: str):
@@ -154,8 +153,8 @@ def hierse_label_vectors(kv, options: HierarchyOptions = DEFAULT_OPTIONS, taxono
             v = None if is_general(taxonomy, ancestor) else synset(ancestor)
             if v is not None:
                 total += options.depth_weight**steps * v
-        vectors[i], valid[i] = _unit(total), True
-    return vectors, valid
+        vectors[i] = _unit(total)
+    return vectors
 
 
 class HierarchyTagger:

@@ -9,7 +9,7 @@ import torch
 from gensim.models import KeyedVectors
 
 from indexing.vectors import WordVectors
-from models.conse import ConSE, ConSEWithProbabilities, imagenet_label_vectors
+from models.conse import ConSE, ConSEWithProbabilities, imagenet_label_vectors, label_vector_array
 from taxonomy import load_taxonomy
 from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger, hierse_label_vectors, is_general
 
@@ -42,23 +42,25 @@ def unit(v):
 def test_a_class_vector_mixes_its_ancestors_by_depth():
     kv = fake_kv()
     opts = PLAIN.with_(lemmas="first", levels=1, depth_weight=0.5)
-    vectors, valid = hierse_label_vectors(kv, opts)
-    assert vectors.shape == (1000, kv.vector_size) and valid.dtype == bool
+    vectors = hierse_label_vectors(kv, opts)
+    assert vectors.shape == (1000, kv.vector_size) and vectors.dtype == np.float32
     np.testing.assert_allclose(vectors[DAISY], unit(unit(kv["daisy"]) + 0.5 * unit(kv["flower"])), rtol=1e-5)
     # 2..5 steps up: flowering_plant, seed_plant, vascular_plant, plant (their first known lemmas; the
     # only known word of each is "plant")
-    deeper, _ = hierse_label_vectors(kv, opts.with_(levels=5))
+    deeper = hierse_label_vectors(kv, opts.with_(levels=5))
     plant = sum(0.5**k for k in range(2, 6)) * unit(kv["plant"])
     np.testing.assert_allclose(
         deeper[DAISY], unit(unit(kv["daisy"]) + 0.5 * unit(kv["flower"]) + plant), rtol=1e-5
     )
-    alone, _ = hierse_label_vectors(kv, opts.with_(levels=0))
+    alone = hierse_label_vectors(kv, opts.with_(levels=0))
     np.testing.assert_allclose(alone[TABBY], unit(kv["tabby"]), rtol=1e-5)
 
 
 def test_classes_without_known_words_are_invalid_and_zero():
-    vectors, valid = hierse_label_vectors(fake_kv(["tabby"]), DEFAULT_OPTIONS)
+    wv = WordVectors(kv=fake_kv(["tabby"]), source="fake", sha="fake")
+    vectors, valid = imagenet_label_vectors(wv)
     assert valid[TABBY] and valid.sum() == 1 and not vectors[~valid].any()
+    np.testing.assert_allclose(vectors.norm(dim=1)[valid].numpy(), 1.0, rtol=1e-6)
 
 
 def test_general_synsets_never_enter_vectors_or_tags():
@@ -114,7 +116,8 @@ def test_only_the_top_t_classes_flow_up():
 def test_the_same_label_vectors_serve_conse_and_the_probabilities_ride_along():
     wv = WordVectors(kv=fake_kv(), source="fake", sha="fake")
     vectors, valid = imagenet_label_vectors(wv)
-    expected, _ = hierse_label_vectors(wv.kv, DEFAULT_OPTIONS)
+    expected = label_vector_array(wv)
+    np.testing.assert_array_equal(expected, hierse_label_vectors(wv.kv, DEFAULT_OPTIONS))
     torch.testing.assert_close(vectors, torch.from_numpy(expected))
 
     class Logits(torch.nn.Module):
