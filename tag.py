@@ -12,7 +12,7 @@ import sys
 from indexing import cli
 from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, chunks, collect_images
-from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, vocabulary_table
+from indexing.word_index import DEFAULT_WORDS_INDEX, open_word_index, tag_table, vocabulary_table
 from taxonomy import hierarchy  # numpy only
 
 EPILOG = f"""examples:
@@ -104,7 +104,7 @@ def _words(args: argparse.Namespace, identity: dict):
                 f"{len(missing)} words of {args.vocabulary} are not in the word vectors: {', '.join(missing)}"
             )
         return table
-    return open_word_index(
+    index = open_word_index(
         args.words_index,
         identity["vectors_source"],
         identity["vectors_sha"],
@@ -113,6 +113,7 @@ def _words(args: argparse.Namespace, identity: dict):
         log=cli.log,
         default_vocabulary=args.words_index == str(DEFAULT_WORDS_INDEX),
     )
+    return tag_table(index)  # the visual tag words of the index, not the extra query words
 
 
 def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:

@@ -199,3 +199,18 @@ def test_phrases_of_a_vocabulary_get_vectors_and_hierarchy_mass():
     mass = dict(zip(words, HierarchyTagger(words, vectors, DEFAULT_OPTIONS).hierarchy_mass(probs)))
     assert mass["teddy bear"] == mass["teddy bears"] == pytest.approx(1.0)
     assert 0 < mass["toy"] < 1 and mass["cat"] == 0
+
+
+def test_the_default_word_index_tags_with_visual_words_and_answers_any_frequent_query(tmp_path):
+    from indexing.word_index import build_word_index, query_vector, tag_table
+    from tests.fakes import COLOURS, write_glove
+
+    glove = write_glove(tmp_path / "glove.txt", extra_words=30)
+    bundle = build_word_index(tmp_path / "words", vectors=str(glove))
+    assert bundle.manifest["vocabulary"]["visual"] and bundle.manifest["tag_words"] == len(COLOURS)
+    tags = tag_table(bundle)
+    assert tags.items == list(COLOURS) and len(bundle) == len(COLOURS) + 30  # colours, then fillers
+    assert query_vector(bundle, "filleraa red").shape == (bundle.dim,)  # a query may use any word
+    assert {w for w, _ in tags.nearest(bundle.vectors[len(COLOURS)], 3)} <= set(COLOURS)
+    frequent = build_word_index(tmp_path / "frequent", vectors=str(glove), kind="frequent")
+    assert "tag_words" not in frequent.manifest and tag_table(frequent) is frequent
