@@ -23,7 +23,8 @@ import numpy as np
 
 from taxonomy import Taxonomy, load_taxonomy
 
-# General synsets below MIN_DEPTH that describe nothing visible; everything above depth MIN_DEPTH is out.
+# Synsets less than MIN_DEPTH steps below ``entity`` (object, whole, matter, artifact...) are too general
+# to be a tag, and so are these deeper ones that describe nothing one would tag a photo with.
 MIN_DEPTH = 5
 TOO_GENERAL = frozenset({
     "n00004258",  # living_thing
@@ -47,9 +48,9 @@ TOO_GENERAL = frozenset({
 class HierarchyOptions:
     """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
 
-    lemmas: str = (
-        "first"  # "plain": torchvision's first known synonym; "first": first lemma; "all": every lemma
-    )
+    # "plain": torchvision's first known synonym (no WordNet); "first": a synset's first known lemma;
+    # "all": the mean of all its lemmas
+    lemmas: str = "first"
     levels: int = 3  # ancestor steps mixed into a class's label vector (0: the class's own words only)
     depth_weight: float = 0.5  # weight of the ancestor k steps up: depth_weight ** k
     top_t: int = 10  # classes ConSE averages, and whose probabilities flow up as hierarchy tags
