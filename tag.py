@@ -15,9 +15,16 @@ from indexing.bundle import check_target
 from indexing.gallery import Hit, Row
 from indexing.image_index import ChunkedEmbedder, chunks, collect_images
 from indexing.queries import tag_record
-from indexing.word_index import WORDS_INDEX_HELP, default_words_index, open_word_index, vocabulary_table
+from indexing.word_index import (
+    WORDS_INDEX_HELP,
+    default_words_index,
+    open_word_index,
+    tag_table,
+    vocabulary_table,
+)
 from library.scores import above_min_score, add_min_score_option
 from library.xmp import SidecarWriter
+from taxonomy import hierarchy  # numpy only
 
 EPILOG = f"""examples:
   python tag.py photo.jpg holiday/ --top-k 5
@@ -70,12 +77,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
     )
+    hierarchy.add_options(parser)
     return parser.parse_args(argv)
 
 
 def tag(args: argparse.Namespace) -> int:
     cli.check_outputs(args.html, args.grid)
     if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
+        args.default_words_index = args.words_index is None  # may be rebuilt when its vocabulary is outdated
         args.words_index = check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
@@ -83,23 +92,42 @@ def tag(args: argparse.Namespace) -> int:
     with cli.results_stdout() as out:
         from models.embedder import load_embedder  # torch: only once images are embedded
 
-        embedder = load_embedder(args.checkpoint)
+        options = hierarchy.options_from_args(args)  # passed on only when not the defaults
+        custom = {} if options == hierarchy.DEFAULT_OPTIONS else {"conse_options": options}
+        embedder = load_embedder(args.checkpoint, **custom)
         words = _words(args, embedder.identity)
         cli.note_top_k(args.top_k, len(words), "words")
+        tagger, dim = _hierarchy_tagger(embedder, words), embedder.dim
+        if tagger is not None:
+            embedder = embedder.with_class_probabilities()
         with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
             for chunk in chunks(collected.files):
                 vectors = embed([f.path for f in chunk])
                 for f in chunk:
-                    if f.path in vectors:
-                        tags = above_min_score(words.nearest(vectors[f.path], args.top_k, args.exact), args.min_score)
-                        if sidecars is not None:
-                            sidecars(f.given, tags)
-                        _print(out, f.given, tags, args.json)
-                        rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
+                    if f.path not in vectors:
+                        continue
+                    if tagger is not None:  # ConSE: cosine + WordNet hierarchy - stacking, exact
+                        row = vectors[f.path]
+                        tags = tagger.tags(row[:dim], row[dim:], args.top_k)
+                    else:
+                        tags = words.nearest(vectors[f.path], args.top_k, exact=args.exact)
+                    tags = above_min_score(tags, args.min_score)
+                    if sidecars is not None:
+                        sidecars(f.given, tags)
+                    _print(out, f.given, tags, args.json)
+                    rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
     cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
     if sidecars is not None:
         cli.log(sidecars.summary())
     return cli.finish(collected.skipped + embed.skipped + (sidecars.failed if sidecars else []))
+
+
+def _hierarchy_tagger(embedder, words):
+    """ConSE's tagger over the tag words (None for a trained checkpoint, which tags by cosine alone)."""
+    options = embedder.identity.get("conse_options")
+    if options is None:
+        return None
+    return hierarchy.HierarchyTagger(words.items, words.vectors, hierarchy.HierarchyOptions(**options))
 
 
 def _words(args: argparse.Namespace, identity: dict):
@@ -113,14 +141,16 @@ def _words(args: argparse.Namespace, identity: dict):
                 f"{len(missing)} words of {args.vocabulary} are not in the word vectors: {', '.join(missing)}"
             )
         return table
-    return open_word_index(
+    index = open_word_index(
         args.words_index,
         identity["vectors_source"],
         identity["vectors_sha"],
         identity["dim"],
         build_if_missing=True,
         log=cli.log,
+        default_vocabulary=args.default_words_index,
     )
+    return tag_table(index)  # the visual tag words of the index, not the extra query words
 
 
 def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:

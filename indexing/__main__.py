@@ -12,10 +12,17 @@ from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError
 from indexing import cli, shards
 from indexing.bundle import DEFAULT_N_TREES, BundleMissing, check_target, open_bundle, read_manifest
 from indexing.image_index import build_image_index
-from indexing.word_index import DEFAULT_VOCAB_SIZE, WORDS_INDEX_HELP, build_word_index
+from indexing.word_index import (
+    DEFAULT_VOCAB_SIZE,
+    VISUAL_VOCAB_SIZE,
+    VOCABULARY_KINDS,
+    WORDS_INDEX_HELP,
+    build_word_index,
+)
 
 EPILOG = f"""examples:
-  python -m indexing build-words                       # {DEFAULT_VOCAB_SIZE} frequent GloVe words, in the user cache
+  python -m indexing build-words                       # the visual tag vocabulary, in the user cache
+  python -m indexing build-words --kind frequent --vocab-size {DEFAULT_VOCAB_SIZE} --out indexes/frequent
   python -m indexing build-words --word-list my_tags.txt --out indexes/my_tags
   python -m indexing build-images ~/Photos --out indexes/photos --checkpoint checkpoints/last.ckpt
   python -m indexing build-images --out indexes/photos --update   # re-scan, embed only new/changed files
@@ -39,12 +46,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", help=f"bundle directory (default {WORDS_INDEX_HELP}, where tag.py and search.py look)"
     )
     words.add_argument("--vectors", help="word vectors: glove-6b-50d (default) or a GloVe/word2vec file")
+    words.add_argument(
+        "--kind",
+        choices=VOCABULARY_KINDS,
+        default=VOCABULARY_KINDS[0],
+        help="visual (default): GloVe words WordNet knows as concrete nouns, plus colour words; "
+        "frequent: the most frequent alphabetic non-stop-words",
+    )
     vocabulary = words.add_mutually_exclusive_group()
     vocabulary.add_argument(
         "--vocab-size",
         type=cli.positive_int,
-        default=DEFAULT_VOCAB_SIZE,
-        help=f"most frequent alphabetic non-stop-words (default {DEFAULT_VOCAB_SIZE})",
+        help=f"how many words (default {VISUAL_VOCAB_SIZE} visual nouns, {DEFAULT_VOCAB_SIZE} frequent words)",
     )
     vocabulary.add_argument("--word-list", metavar="FILE", help="index these words instead (one per line)")
     words.add_argument("--force", action="store_true", help="rebuild even if the bundle is up to date")
@@ -100,6 +113,7 @@ def build_words(args: argparse.Namespace) -> int:
         vectors=args.vectors,
         vocab_size=args.vocab_size,
         word_list=args.word_list,
+        kind=args.kind,
         n_trees=args.n_trees,
         search_k=args.search_k,
         force=args.force,

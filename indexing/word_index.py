@@ -18,7 +18,7 @@ import numpy as np
 from foundation.atomic import check_writable, user_cache_dir
 from foundation.hashing import bytes_sha, file_sha
 from foundation.spelling import close_spellings, piece_words, spellings_hint, text_pieces
-from foundation.vocabulary import DEFAULT_VOCAB_SIZE, frequent_words
+from foundation.vocabulary import DEFAULT_VOCAB_SIZE, STOP_WORDS, frequent_words
 from indexing.bundle import (
     DEFAULT_N_TREES,
     Bundle,
@@ -32,6 +32,12 @@ from indexing.bundle import (
 )
 
 WORDS_INDEX_HELP = "$WORDSIGHT_CACHE/indexes/words, else ~/.cache/wordsight/indexes/words"
+# The default tag vocabulary is "visual": GloVe words whose most frequent WordNet noun sense is a
+# physical entity (things a photo can show), the VISUAL_VOCAB_SIZE most frequent, plus colour words;
+# "frequent" is the DEFAULT_VOCAB_SIZE most frequent GloVe tokens (foundation.vocabulary).
+VOCABULARY_KINDS = ("visual", "frequent")
+VISUAL_VOCAB_SIZE = 20_000
+VISUAL_COLOURS = True
 
 
 def default_words_index() -> Path:
@@ -47,6 +53,18 @@ class UnknownWord(BundleError):
         self.word, self.close = word, list(close or [])
 
 
+def visual_words(index_to_key: list[str], size: int | None = VISUAL_VOCAB_SIZE, colours: bool = VISUAL_COLOURS) -> list[str]:
+    """The ``size`` most frequent GloVe words that WordNet knows as concrete nouns (or colour words),
+    and the words of the ImageNet classes and their hypernyms (``fig``, whose first sense is a figure)."""
+    from taxonomy import load_taxonomy  # stdlib only
+    from taxonomy.hierarchy import tag_words
+
+    taxonomy = load_taxonomy()
+    wanted = set(taxonomy.physical_nouns) | tag_words(taxonomy) | (set(taxonomy.colour_words) if colours else set())
+    words = [w for w in index_to_key if w in wanted and w not in STOP_WORDS]
+    return words[:size] if size else words
+
+
 def read_word_list(path: str | os.PathLike) -> list[str]:
     """Words from a file, one per line (blank lines and ``#`` comments ignored), lowercased, deduplicated."""
     try:
@@ -57,10 +75,15 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
     return list(dict.fromkeys(word for word in words if word))
 
 
-def vocabulary_spec(vocab_size: int, word_list: str | os.PathLike | None) -> dict:
+def vocabulary_spec(vocab_size: int | None, word_list: str | os.PathLike | None, kind: str = "visual") -> dict:
     """How the vocabulary was chosen, as the manifest records it; equal specs mean the same word set."""
+    if word_list is None and kind == "frequent":
+        return {"frequent": vocab_size or DEFAULT_VOCAB_SIZE}
     if word_list is None:
-        return {"frequent": vocab_size}
+        from taxonomy import DATA_FILE
+
+        return {"visual": vocab_size or VISUAL_VOCAB_SIZE, "colours": VISUAL_COLOURS,
+                "taxonomy": file_sha(DATA_FILE, 16), "and_frequent": DEFAULT_VOCAB_SIZE}  # fmt: skip
     sha = file_sha(word_list, 16) if Path(word_list).is_file() else bytes_sha(b"")
     return {"word_list": str(Path(word_list).resolve()), "sha": sha}
 
@@ -73,22 +96,28 @@ def known_words(words: list[str], kv) -> tuple[list[str], list[str]]:
 def build_word_index(
     out: str | os.PathLike | None = None,
     vectors: str | None = None,
-    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    vocab_size: int | None = None,
     word_list: str | os.PathLike | None = None,
+    kind: str = "visual",
     n_trees: int = DEFAULT_N_TREES,
     search_k: int | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> Bundle:
     """Build the word index into ``out`` (default: ``default_words_index()``), or reuse it when it already
-    matches these vectors and vocabulary. A folder that is not a bundle is refused before any work."""
+    matches these vectors and vocabulary. A folder that is not a bundle is refused before any work.
+
+    ``kind`` ``visual`` (default: ``visual_words``) or ``frequent`` (``frequent_words``), ``vocab_size``
+    words of it (default per kind); or the words of ``word_list``."""
     out = check_target(out if out is not None else default_words_index())
     if force or not (out / "manifest.json").exists():
         check_writable(out.parent)  # before loading the vectors: a read-only place is one line, now
     from foundation.vectors import DEFAULT_VECTORS, load_word_vectors  # gensim: only when building
 
     wv = load_word_vectors(vectors or DEFAULT_VECTORS)
-    spec = vocabulary_spec(vocab_size, word_list)
+    if kind not in VOCABULARY_KINDS:
+        raise BundleError(f"unknown vocabulary kind {kind!r}: choose {' or '.join(VOCABULARY_KINDS)}")
+    spec = vocabulary_spec(vocab_size, word_list, kind)
     if not force:
         wanted = {"kind": "words", "vectors_sha": wv.sha, "vocabulary": spec, "n_trees": n_trees}
         if search_k is not None:
@@ -99,8 +128,14 @@ def build_word_index(
             return bundle
         except BundleError:
             pass
-    if word_list is None:
-        words, missing = frequent_words(wv.kv.index_to_key, vocab_size), []
+    n_tag_words = None  # all words are tag words
+    if word_list is None and kind == "frequent":
+        words, missing = frequent_words(wv.kv.index_to_key, vocab_size or DEFAULT_VOCAB_SIZE), []
+    elif word_list is None:  # the tag words first, then the frequent words, which queries may use too
+        words, missing = visual_words(wv.kv.index_to_key, vocab_size or VISUAL_VOCAB_SIZE), []
+        n_tag_words = len(words)
+        tagged = set(words)
+        words += [w for w in frequent_words(wv.kv.index_to_key, DEFAULT_VOCAB_SIZE) if w not in tagged]
     else:
         words, missing = known_words(read_word_list(word_list), wv.kv)
         if missing:
@@ -119,7 +154,19 @@ def build_word_index(
             "vocabulary": spec,
             "missing_words": missing,
         }
+        if n_tag_words is not None:
+            meta["tag_words"] = n_tag_words
         return builder.commit("words", words, meta, n_trees=n_trees, search_k=search_k, log=log)
+
+
+def tag_table(words: VectorTable) -> VectorTable:
+    """The part of a word index that tag.py tags with: its first ``tag_words`` items (the visual
+    vocabulary), when its manifest says so; every item otherwise. Queries (search.py) use all items,
+    so ``summer dress`` still finds its words. Searched exactly (20k words: ~1 ms)."""
+    n = getattr(words, "manifest", {}).get("tag_words")
+    if n is None or n >= len(words):
+        return words
+    return VectorTable(words.items[:n], words.vectors[:n])
 
 
 def open_word_index(
@@ -129,11 +176,22 @@ def open_word_index(
     dim: int,
     build_if_missing: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    default_vocabulary: bool = False,
 ) -> Bundle:
-    """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed."""
+    """The word index at ``path`` for these vectors; built first (default vocabulary) if missing and allowed.
+
+    ``default_vocabulary`` (with ``build_if_missing``): an index built with another vocabulary than
+    today's default (e.g. the 50k frequent words of earlier versions) is rebuilt with the default."""
     expect = {"kind": "words", "vectors_sha": vectors_sha, "dim": dim}
     rebuild = {"kind": "words", "vectors_source": vectors_source}
     try:
+        bundle = open_bundle(path, expect=expect, rebuild=rebuild)
+        if not (default_vocabulary and build_if_missing):
+            return bundle
+        if bundle.manifest.get("vocabulary") == vocabulary_spec(None, None):
+            return bundle
+        log(f"{path} holds another vocabulary than the default ({bundle.manifest.get('vocabulary')}): rebuilding it")
+        build_word_index(path, vectors=vectors_source, force=True, log=log)
         return open_bundle(path, expect=expect, rebuild=rebuild)
     except BundleMissing:
         if not build_if_missing:
@@ -154,10 +212,28 @@ def vocabulary_table(
     from foundation.vectors import training_vectors  # gensim: only when the vectors are needed
 
     wv = training_vectors(vectors_source, vectors_sha)
-    words, missing = known_words(read_word_list(word_list), wv.kv)
+    words, vectors, missing = [], [], []
+    for entry in read_word_list(word_list):
+        vector = phrase_vector(entry, wv.kv)
+        if vector is None:
+            missing.append(entry)
+        else:
+            words.append(entry)
+            vectors.append(vector)
     if not words:
         raise BundleError(f"none of the words in {word_list} are in {wv.source}")
-    return VectorTable(words, normalise(wv.kv[words])), missing
+    return VectorTable(words, normalise(np.stack(vectors))), missing
+
+
+def phrase_vector(entry: str, kv) -> np.ndarray | None:
+    """A word's vector, or for a phrase the vectors knows only word by word (``teddy bear``, ``wine
+    glass``) the mean of its words' unit vectors; None when some word is unknown."""
+    if entry in kv.key_to_index:
+        return np.asarray(kv[entry], dtype=np.float32)
+    parts = entry.replace("_", " ").split()
+    if len(parts) < 2 or any(p not in kv.key_to_index for p in parts):
+        return None
+    return normalise(np.asarray(kv[parts], dtype=np.float32)).mean(axis=0)
 
 
 def query_vector(words: VectorTable, query: str) -> np.ndarray:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from foundation.vectors import UnknownLabelError, WordVectors, label_vector
 from models.backbones import Backbone, imagenet_class_names
+from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, hierse_label_vectors
 
 
 class ConSE(nn.Module):
@@ -46,9 +48,39 @@ class ConSE(nn.Module):
         return torch.einsum("bt,btd->bd", weights, self.class_word_vectors[top.indices])
 
 
-def imagenet_class_word_vectors(wv: WordVectors) -> tuple[Tensor, Tensor]:
-    """(1000, dim) word vectors of the ImageNet classes in logit order, and which of them are known."""
-    return class_word_vectors(imagenet_class_names(), wv)
+class ConSEWithProbabilities(nn.Module):
+    """images -> (B, dim + classes): ConSE's vector, then the classifier's softmax probabilities, which
+    hierarchy tags (``taxonomy.hierarchy.HierarchyTagger``) need besides the vector."""
+
+    def __init__(self, conse: ConSE):
+        super().__init__()
+        self.conse = conse
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.conse.backbone.classify(images)
+        return torch.cat([self.conse.from_logits(logits), logits.float().softmax(dim=-1)], dim=-1)
+
+
+def label_vector_array(wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS) -> np.ndarray:
+    """(1000, dim) float32 label vectors of the ImageNet classes in logit order; a zero row is a class
+    with no known word. The one place ConSE's label vectors come from (tagging, index building, search,
+    evaluation, the ConSE mix of trained heads). It depends on the vectors and ``options`` only, so it
+    may be cached keyed by ``wv.sha`` and ``options.key()``.
+
+    ``options.lemmas == "plain"``: ConSE as published (torchvision's first synonym with a known word);
+    otherwise HierSE over WordNet (``taxonomy.hierarchy.hierse_label_vectors``).
+    """
+    if options.plain_vectors:
+        return class_word_vectors(imagenet_class_names(), wv)[0].numpy()
+    return hierse_label_vectors(wv.kv, options)
+
+
+def imagenet_label_vectors(
+    wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS
+) -> tuple[Tensor, Tensor]:
+    """``label_vector_array`` as tensors, and (1000,) bool: which classes have a vector."""
+    vectors = torch.from_numpy(label_vector_array(wv, options))
+    return vectors, vectors.ne(0).any(dim=1)
 
 
 def class_word_vectors(names: Sequence[str], wv: WordVectors) -> tuple[Tensor, Tensor]:
@@ -88,7 +120,8 @@ class HeadWithConSE(nn.Module):
         return F.normalize(pred, dim=-1) + self.weight * F.normalize(conse, dim=-1)
 
 
-def head_with_conse(head: nn.Module, backbone: Backbone, weight: float, wv) -> HeadWithConSE:
+def head_with_conse(head: nn.Module, backbone: Backbone, weight: float, wv,
+                    options: HierarchyOptions = DEFAULT_OPTIONS) -> HeadWithConSE:  # fmt: skip
     """The trained head mixed with ``weight`` x ConSE on the same backbone: what tests score and tags use."""
-    conse = ConSE(backbone, *imagenet_class_word_vectors(wv)) if weight else None
+    conse = ConSE(backbone, *imagenet_label_vectors(wv, options), top_t=options.top_t) if weight else None
     return HeadWithConSE(head, conse, weight)

@@ -62,12 +62,25 @@ def _collate(batch):
 class ImageEmbedder:
     """Maps images to vectors in the word space; ``identity`` says exactly what made them."""
 
-    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict, backbone=None):
+    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict, extra_dims: int = 0,
+                 backbone=None):  # fmt: skip
         self.spec, self.model, self.transform, self.identity = spec, model.eval(), transform, identity
         self.dim = identity["dim"]
+        self.out_dim = self.dim + extra_dims  # extra outputs after the vector (class probabilities)
         self.device = torch.device("cpu")
         self.backbone = backbone  # whose output embed_paths also returns as pooled features
         self.feature_dim = backbone.feature_dim if backbone is not None else None
+
+    def with_class_probabilities(self) -> ImageEmbedder | None:
+        """For ConSE: an embedder whose rows are the vector then the 1000 class probabilities, which
+        hierarchy tags need (``taxonomy.hierarchy.HierarchyTagger``). None for a trained checkpoint."""
+        from models.conse import ConSE, ConSEWithProbabilities
+
+        if not isinstance(self.model, ConSE):
+            return None
+        n_classes = int(self.model.valid.shape[0])
+        return ImageEmbedder(self.spec, ConSEWithProbabilities(self.model), self.transform, self.identity, n_classes,
+                             backbone=self.backbone)  # fmt: skip
 
     def to(self, device: torch.device | str) -> ImageEmbedder:
         """Run the model on ``device`` (e.g. ``cuda:1`` for one rank of a sharded index build)."""
@@ -84,7 +97,7 @@ class ImageEmbedder:
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> EmbedResult:
         """Stream images through the model in batches; unreadable files are skipped with a reason."""
         paths = [os.fsdecode(p) for p in paths]
-        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
+        vectors = np.zeros((len(paths), self.out_dim), dtype=np.float32)
         features = np.zeros((len(paths), self.feature_dim or 0), dtype=np.float32)
         ok = np.zeros(len(paths), dtype=bool)
         skipped = []
@@ -120,17 +133,20 @@ def newest_checkpoint(checkpoints_dir: str | os.PathLike = "checkpoints") -> Pat
     return found[-1]
 
 
-def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = "checkpoints") -> ImageEmbedder:
+def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = "checkpoints",
+                  conse_options=None) -> ImageEmbedder:  # fmt: skip
     """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint.
 
-    What loading prints (the EfficientNet loader's "Loaded pretrained weights") goes to stderr, so a
-    script's stdout stays results only.
+    ``conse_options`` (``taxonomy.hierarchy.HierarchyOptions``, default ``DEFAULT_OPTIONS``) say how a
+    ``conse:`` spec uses WordNet; the ConSE mix of trained heads always uses the defaults. What loading
+    prints (the EfficientNet loader's "Loaded pretrained weights") goes to stderr, so a script's stdout
+    stays results only.
     """
     keep_freed_memory()
     try:
         with contextlib.redirect_stdout(sys.stderr):
             if spec and spec.startswith("conse:"):
-                return _conse_embedder(spec)
+                return _conse_embedder(spec, conse_options)
             return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir))
     except BackboneError as error:
         raise EmbedderError(str(error)) from None
@@ -175,9 +191,14 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
 
         wv = training_vectors(label_space["vectors_source"], label_space["vectors_sha"])
         model = torch.nn.Sequential(net.backbone, head_with_conse(net.head, net.backbone, hparams["conse_weight"], wv))
+    sha = file_sha(path)
+    if hparams.get("conse_weight"):  # the mixed-in ConSE's label vectors are part of what embeds
+        from taxonomy.hierarchy import DEFAULT_OPTIONS
+
+        sha = hashing.text_sha(f"{sha}|{DEFAULT_OPTIONS.key()}")
     identity = {
         "embedder": f"checkpoint:{path.name}",
-        "sha": file_sha(path),
+        "sha": sha,
         "vectors_source": label_space["vectors_source"],
         "vectors_sha": label_space["vectors_sha"],
         "dim": len(label_space["vectors"][0]),
@@ -186,22 +207,28 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
     return ImageEmbedder(str(path), model, transform, identity, backbone=net.backbone)
 
 
-def _conse_embedder(spec: str, top_t: int = 10) -> ImageEmbedder:
+def _conse_embedder(spec: str, options=None) -> ImageEmbedder:
+    from dataclasses import asdict
+
     from foundation.vectors import load_word_vectors
     from models.backbones import default_image_size
-    from models.conse import ConSE, imagenet_class_word_vectors
+    from models.conse import ConSE, imagenet_label_vectors
+    from taxonomy.hierarchy import DEFAULT_OPTIONS
 
+    options = options or DEFAULT_OPTIONS
     backbone_name = spec.split(":", 1)[1]
     backbone = build_backbone(backbone_name)
     word_vectors = load_word_vectors()
-    class_vectors, valid = imagenet_class_word_vectors(word_vectors)
+    class_vectors, valid = imagenet_label_vectors(word_vectors, options)
+    made_of = f"{backbone.identity}|{word_vectors.sha}|top{options.top_t}|{options.key()}"
     identity = {
         "embedder": spec,
-        "sha": hashing.text_sha(f"{backbone.identity}|{word_vectors.sha}|top{top_t}"),
+        "sha": hashing.text_sha(made_of),
         "vectors_source": word_vectors.source,
         "vectors_sha": word_vectors.sha,
         "dim": word_vectors.dim,
+        "conse_options": asdict(options),
     }
-    model = ConSE(backbone, class_vectors, valid, top_t=top_t)
+    model = ConSE(backbone, class_vectors, valid, top_t=options.top_t)
     transform = image_transform(backbone_name, default_image_size(backbone_name))
     return ImageEmbedder(spec, model, transform, identity, backbone=backbone)

@@ -9,7 +9,8 @@ from torch import nn
 
 from foundation.vectors import WordVectors, load_word_vectors
 from models.backbones import build_backbone, image_transform
-from models.conse import ConSE, class_word_vectors, imagenet_class_word_vectors
+from models.conse import ConSE, class_word_vectors, imagenet_label_vectors
+from taxonomy.hierarchy import PLAIN
 
 # Five classes with these softmax probabilities (image 0) and the reverse order (image 1).
 PROBS = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.1, 0.15, 0.2, 0.5]])
@@ -93,9 +94,9 @@ def test_class_vectors_use_the_first_synonym_with_a_known_word():
     torch.testing.assert_close(vectors[3], word_vector(wv, "cat"))
 
 
-def test_imagenet_class_vectors_follow_logit_order():
+def test_plain_imagenet_class_vectors_follow_logit_order():
     wv = fake_vectors(["tabby", "cat", "espresso"])
-    vectors, valid = imagenet_class_word_vectors(wv)
+    vectors, valid = imagenet_label_vectors(wv, PLAIN)
     assert vectors.shape == (1000, 3) and valid.shape == (1000,)
     torch.testing.assert_close(vectors[281], word_vector(wv, "tabby"))
     torch.testing.assert_close(vectors[282], word_vector(wv, "cat"))  # "tiger cat": only "cat" known
@@ -107,7 +108,7 @@ def test_imagenet_class_vectors_follow_logit_order():
 def test_conse_with_shipped_weights_and_glove_puts_photos_near_their_words():
     skimage_data = pytest.importorskip("skimage.data")
     wv = load_word_vectors()
-    vectors, valid = imagenet_class_word_vectors(wv)
+    vectors, valid = imagenet_label_vectors(wv, PLAIN)
     assert valid.sum() > 950
     model = ConSE(build_backbone("efficientnet_lite0"), vectors, valid)
     transform = image_transform("efficientnet_lite0", 224)

@@ -325,7 +325,7 @@ def test_build_words_reuses_an_up_to_date_index(space, capfd):
     assert (space.words_index / "manifest.json").read_text() == manifest
     code, _, err = run(
         indexing_main,
-        ["build-words", "--out", space.words_index, "--vectors", space.glove, "--vocab-size", 3],
+        ["build-words", "--out", space.words_index, "--vectors", space.glove, "--kind", "frequent", "--vocab-size", 3],
         capfd,
     )
     assert code == 0 and open_bundle(space.words_index).items == ["red", "green", "blue"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from indexing.bundle import MANIFEST_FILE, Bundle, BundleError, open_bundle
 from indexing.queries import check_embedder, search_record, tag_record, word_index_for
-from indexing.word_index import query_vector
+from indexing.word_index import query_vector, tag_table
 from webapp.thumbnails import render
 
 log = logging.getLogger("wordsight.webapp")
@@ -182,7 +182,7 @@ class Library:
         """An indexed photo's nearest words, from its stored vector (no model needed)."""
         snap = self.get(name).snapshot()
         row = snap.row(identifier)
-        record = tag_record(snap.images.items[row], snap.words.nearest(snap.images.vectors[row], k))
+        record = tag_record(snap.images.items[row], tag_table(snap.words).nearest(snap.images.vectors[row], k))
         return dict(record, id=identifier)
 
     def similar(self, name: str | None, identifier: str, k: int, min_score: float = -1.0) -> dict:
@@ -215,7 +215,7 @@ class Library:
         if result.skipped:
             raise BadUpload(f"{_shown(filename)} cannot be used: {result.skipped[0][1]}")
         vector = np.asarray(result.vectors[0])
-        record = tag_record(_shown(filename), snap.words.nearest(vector, k))
+        record = tag_record(_shown(filename), tag_table(snap.words).nearest(vector, k))
         record = dict(record, similar=snap.hits(snap.images.nearest(vector, k)))
         return dict(record, preview=shown) if preview else record
 

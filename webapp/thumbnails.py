@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from foundation.atomic import user_cache_dir
 from foundation.images import MAX_PIXELS, BadImage, open_image
 
 GRID = 160  # px: the search grid and similar photos
@@ -29,7 +30,7 @@ _PLACEHOLDER = (200, 200, 200)
 
 def default_cache_dir() -> Path:
     """``$WORDSIGHT_CACHE/thumbnails`` (default ``~/.cache/wordsight/thumbnails``)."""
-    return Path(os.environ.get("WORDSIGHT_CACHE") or "~/.cache/wordsight").expanduser() / "thumbnails"
+    return user_cache_dir() / "thumbnails"
 
 
 def decode_reduced(path: str | os.PathLike, size: int) -> Image.Image:

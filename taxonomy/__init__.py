@@ -1,0 +1,75 @@
+"""ImageNet-1k classes as WordNet 3.0 synsets: lemmas, hypernym chains, and WordNet's concrete nouns.
+
+Reads the committed ``taxonomy/imagenet_wordnet.json.gz`` (made by ``python -m taxonomy.generate``
+from Debian's ``wordnet-base``; WordNet's license is in ``taxonomy/WORDNET_LICENSE``). Stdlib only, so
+anything may import it without pulling in torch or gensim.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_FILE = Path(__file__).with_name("imagenet_wordnet.json.gz")
+
+
+@dataclass(frozen=True)
+class Synset:
+    wnid: str
+    lemmas: tuple[str, ...]  # as WordNet writes them: "tabby_cat", "Egyptian_cat"
+    hypernyms: tuple[str, ...]
+    depth: int  # shortest distance from the root ``entity``
+
+    @property
+    def words(self) -> list[str]:
+        """The single-word lemmas, lowercased (``tabby``, ``t-shirt``; not ``tabby_cat``)."""
+        return list(dict.fromkeys(l.lower() for l in self.lemmas if "_" not in l))
+
+    @property
+    def names(self) -> list[str]:
+        """Every lemma as a person writes it: ``tabby``, ``tabby cat``, ``t-shirt``."""
+        return list(dict.fromkeys(l.lower().replace("_", " ") for l in self.lemmas))
+
+
+class Taxonomy:
+    """The ImageNet classes in logit order and every synset above them."""
+
+    def __init__(self, data: dict):
+        self.classes: list[str] = data["classes"]
+        self.synsets = {w: Synset(w, tuple(l), tuple(h), d) for w, (l, h, d) in data["synsets"].items()}
+        self.physical_nouns: list[str] = data.get("physical_nouns", [])
+        self.colour_words: list[str] = data.get("colour_words", [])
+
+    def ancestors(self, wnid: str, levels: int | None = None) -> dict[str, int]:
+        """``{ancestor wnid: fewest hypernym steps from wnid}`` up to ``levels`` steps (None: to the root)."""
+        found, frontier, step = {}, [wnid], 0
+        while frontier and (levels is None or step < levels):
+            step += 1
+            nxt = []
+            for s in frontier:
+                for parent in self.synsets[s].hypernyms:
+                    if parent not in found:
+                        found[parent] = step
+                        nxt.append(parent)
+            frontier = nxt
+        return found
+
+    def chains(self, wnid: str) -> list[list[str]]:
+        """Every hypernym chain from ``wnid`` up to the root, as wnids (the class first)."""
+        parents = self.synsets[wnid].hypernyms
+        if not parents:
+            return [[wnid]]
+        return [[wnid, *chain] for p in parents for chain in self.chains(p)]
+
+    def class_words(self) -> set[str]:
+        """Every single-word lemma of the 1000 classes: the words ConSE's top classes put on top."""
+        return {w for c in self.classes for w in self.synsets[c].words}
+
+
+@functools.lru_cache(maxsize=1)
+def load_taxonomy(path: str | None = None) -> Taxonomy:
+    with gzip.open(path or DATA_FILE, "rt", encoding="utf-8") as handle:
+        return Taxonomy(json.load(handle))

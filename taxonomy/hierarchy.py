@@ -1,0 +1,295 @@
+"""WordNet structure on top of ConSE: HierSE label vectors and hierarchy tags (numpy only).
+
+- **Label vectors** (HierSE, Li et al. 2015): a class's vector is its own words' vector plus its
+  ancestors', the ancestor ``k`` hypernym steps up weighted ``depth_weight ** k``, for ``levels`` steps.
+  A tabby's vector then leans towards ``cat`` and ``feline``, a daisy's towards ``flower``.
+- **Hierarchy tags**: the classifier's top-``top_t`` class probabilities flow up the hypernym chains
+  (``tag_decay ** k`` at ``k`` steps, up to ``tag_levels``); a word's hierarchy score is the probability
+  mass that reaches a synset it names. A tag's score is its cosine to the ConSE vector plus
+  ``tag_weight`` x that mass, minus ``stacking`` for the 1000 classes' own words (calibrated stacking,
+  Chao et al. 2016: they crowd out everything else).
+
+Synsets too general to be a tag (``entity``, ``object``, ``organism``, ``artifact``...) take no part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from taxonomy import Taxonomy, load_taxonomy
+
+# Synsets less than MIN_DEPTH steps below ``entity`` (object, whole, matter, artifact...) are too general
+# to be a tag, and so are these deeper ones that describe nothing one would tag a photo with.
+MIN_DEPTH = 5
+TOO_GENERAL = frozenset({
+    "n00004258",  # living_thing
+    "n00004475",  # organism, being
+    "n03575240",  # instrumentality, instrumentation
+    "n03100490",  # conveyance, transport
+    "n01886756",  # placental, eutherian
+    "n01466257",  # chordate
+    "n01471682",  # vertebrate, craniate
+    "n04341686",  # structure, construction
+    "n03076708",  # commodity, goods
+    "n03093574",  # consumer_goods
+    "n00021939",  # artifact
+    "n03122748",  # covering
+    "n03294048",  # equipment
+    "n03563967",  # implement
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HierarchyOptions:
+    """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
+
+    # "plain": torchvision's first known synonym (no WordNet); "first": a synset's first known lemma;
+    # "all": the mean of all its lemmas
+    lemmas: str = "first"
+    levels: int = 3  # ancestor steps mixed into a class's label vector (0: the class's own words only)
+    depth_weight: float = 0.5  # weight of the ancestor k steps up: depth_weight ** k
+    top_t: int = 10  # classes ConSE averages, and whose probabilities flow up as hierarchy tags
+    tag_weight: float = 1.0  # hierarchy mass added to a tag's cosine (0: no hierarchy tags)
+    tag_levels: int = 6  # how many hypernym steps the probabilities flow up
+    tag_decay: float = 0.8  # the mass reaching k steps up is multiplied by tag_decay ** k
+    tag_synonyms: float = 0.5  # an ancestor's other lemmas get this share of its first's (beast < animal)
+    stacking: float = 0.05  # subtracted from the 1000 classes' own words' scores
+
+    @property
+    def plain_vectors(self) -> bool:
+        return self.lemmas == "plain"
+
+    def key(self) -> str:
+        """A short stable hash: part of the embedder identity, so indexes record what made them."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def with_(self, **changes) -> HierarchyOptions:
+        return replace(self, **changes)
+
+
+DEFAULT_OPTIONS = HierarchyOptions()
+PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0)
+
+
+def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
+    return taxonomy.synsets[wnid].depth < MIN_DEPTH or wnid in TOO_GENERAL
+
+
+def tag_words(taxonomy: Taxonomy) -> set[str]:
+    """The single words of the classes and of their hypernyms that may be tags (not the too general ones)."""
+    return {w for s in taxonomy.synsets.values() if not is_general(taxonomy, s.wnid) for w in s.words}
+
+
+def noun_forms(words: list[str]) -> dict[str, list[int]]:
+    """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats; berry <- berries;
+    box <- boxes. Over-generated lemmas (``glas`` from ``glass``) name no synset, so they do no harm."""
+    forms: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        bases = {w}
+        if w.endswith("s") and len(w) > 3:
+            bases.add(w[:-1])
+            if w.endswith("es"):
+                bases.add(w[:-2])
+            if w.endswith("ies"):
+                bases.add(w[:-3] + "y")
+        for base in bases:
+            forms.setdefault(base, []).append(i)
+    return forms
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v
+
+
+def _lemma_vector(lemma: str, kv) -> np.ndarray | None:
+    """A lemma's unit vector: the word's, or the mean of a multi-word lemma's known words."""
+    words = [w for w in lemma.lower().replace("-", "_").split("_") if w in kv.key_to_index]
+    if not words:
+        return None
+    if lemma.lower() in kv.key_to_index:
+        words = [lemma.lower()]
+    return _unit(np.mean([_unit(kv[w]) for w in words], axis=0))
+
+
+def _synset_vector(taxonomy: Taxonomy, wnid: str, kv, lemmas: str) -> np.ndarray | None:
+    """Unit mean of a synset's lemma vectors (``first``: its first known lemma only)."""
+    found = []
+    for lemma in taxonomy.synsets[wnid].lemmas:
+        v = _lemma_vector(lemma, kv)
+        if v is not None:
+            found.append(v)
+            if lemmas == "first":
+                break
+    return _unit(np.mean(found, axis=0)) if found else None
+
+
+def hierse_label_vectors(kv, options: HierarchyOptions = DEFAULT_OPTIONS, taxonomy: Taxonomy | None = None):
+    """(1000, dim) float32 unit label vectors in logit order; zero rows for classes without known words.
+
+    ``kv`` is gensim KeyedVectors (or anything with ``key_to_index`` and ``kv[word]``). The result depends
+    only on the vectors and ``options``: cache it keyed by both (``options.key()``).
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    dim = kv.vector_size
+    vectors = np.zeros((len(taxonomy.classes), dim), dtype=np.float32)
+    cache: dict[str, np.ndarray | None] = {}
+
+    def synset(w: str):
+        if w not in cache:
+            cache[w] = _synset_vector(taxonomy, w, kv, options.lemmas)
+        return cache[w]
+
+    for i, wnid in enumerate(taxonomy.classes):
+        own = synset(wnid)
+        if own is None:
+            continue
+        total = own.copy()
+        for ancestor, steps in taxonomy.ancestors(wnid, options.levels).items():
+            v = None if is_general(taxonomy, ancestor) else synset(ancestor)
+            if v is not None:
+                total += options.depth_weight**steps * v
+        vectors[i] = _unit(total)
+    return vectors
+
+
+class HierarchyTagger:
+    """Scores every word of a vocabulary for one image: cosine + hierarchy mass - stacking.
+
+    ``words`` are the vocabulary's words and ``unit_vectors`` their unit vectors (a VectorTable's
+    ``items`` and ``vectors``, memory-mapped or not).
+    """
+
+    def __init__(self, words, unit_vectors, options: HierarchyOptions = DEFAULT_OPTIONS,
+                 taxonomy: Taxonomy | None = None):  # fmt: skip
+        self.words, self.vectors, self.options = list(words), unit_vectors, options
+        taxonomy = taxonomy or load_taxonomy()
+        forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
+        self.class_rows = np.array(
+            sorted({r for w in taxonomy.class_words() for r in forms.get(w, ())}), dtype=np.int64
+        )
+        # per class: (vocabulary rows, weights) that its probability reaches
+        self.flows: list[tuple[np.ndarray, np.ndarray]] = []
+        for wnid in taxonomy.classes:
+            reach: dict[int, float] = {}
+            steps = {wnid: 0, **taxonomy.ancestors(wnid, options.tag_levels)}
+            for s, k in steps.items():
+                if k and is_general(taxonomy, s):
+                    continue
+                lemmas = taxonomy.synsets[s].names
+                for w in lemmas:  # multi-word names reach phrases of a --vocabulary (teddy bear)
+                    weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
+                    for r in forms.get(w, ()):
+                        reach[r] = max(reach.get(r, 0.0), weight)
+            rows_, weights_ = (
+                np.fromiter(reach, np.int64, len(reach)),
+                np.fromiter(reach.values(), np.float32, len(reach)),
+            )
+            self.flows.append((rows_, weights_))
+
+    def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
+        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains."""
+        mass = np.zeros(len(self.words), dtype=np.float32)
+        for c in np.argsort(-probs)[: self.options.top_t]:
+            rows, weights = self.flows[c]
+            np.add.at(mass, rows, probs[c] * weights)
+        return mass
+
+    def scores(self, query: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
+        q = query / max(float(np.linalg.norm(query)), 1e-12)
+        scores = np.asarray(self.vectors @ q.astype(np.float32), dtype=np.float32)
+        if probs is not None and self.options.tag_weight:
+            scores += self.options.tag_weight * self.hierarchy_mass(probs)
+        if self.options.stacking:
+            scores[self.class_rows] -= self.options.stacking
+        return scores
+
+    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best words as ``(word, score)``, best first."""
+        scores = self.scores(query, probs)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.words[i], float(scores[i])) for i in top]
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def add_options(parser) -> None:
+    """tag.py's options for how ConSE uses WordNet (argparse), defaults from ``DEFAULT_OPTIONS``."""
+    d = DEFAULT_OPTIONS
+    group = parser.add_argument_group(
+        "ConSE with WordNet (conse:<backbone> only; defaults measured, see README)",
+        "ConSE tags are scored exactly over the whole vocabulary (cosine + hierarchy - stacking), "
+        "so --exact changes nothing for them.",
+    )
+    group.add_argument(
+        "--conse-top-t",
+        type=_count(1),
+        default=d.top_t,
+        metavar="T",
+        help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})",
+    )
+    group.add_argument(
+        "--conse-levels",
+        type=_count(0),
+        default=d.levels,
+        metavar="L",
+        help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})",
+    )
+    group.add_argument(
+        "--conse-depth-weight",
+        type=float,
+        default=d.depth_weight,
+        metavar="W",
+        help=f"weight of the ancestor k levels up: W**k (default {d.depth_weight})",
+    )
+    group.add_argument(
+        "--hierarchy-weight",
+        type=float,
+        default=d.tag_weight,
+        metavar="H",
+        help="class probability reaching a WordNet hypernym, added to that word's score; 0 = no "
+        f"hierarchy tags (default {d.tag_weight})",
+    )
+    group.add_argument(
+        "--hierarchy-levels",
+        type=_count(0),
+        default=d.tag_levels,
+        metavar="L",
+        help=f"hypernym levels the probabilities flow up (default {d.tag_levels})",
+    )
+    group.add_argument(
+        "--stacking",
+        type=float,
+        default=d.stacking,
+        metavar="S",
+        help=f"subtracted from the 1000 ImageNet class words' scores (default {d.stacking})",
+    )
+    group.add_argument("--plain-conse", action="store_true",
+                       help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
+
+
+def options_from_args(args) -> HierarchyOptions:
+    if args.plain_conse:
+        return PLAIN.with_(top_t=args.conse_top_t)
+    return DEFAULT_OPTIONS.with_(
+        top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
+        tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
+    )  # fmt: skip
