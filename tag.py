@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--write-xmp",
         action="store_true",
         help="also write the tags into an XMP sidecar beside each photo (IMG_1234.JPG.xmp: dc:subject and "
-        "lr:hierarchicalSubject wordsight|<tag>), merged with what is there: keywords of the user or other "
+        "lr:hierarchicalSubject wordsight|<its WordNet chain>|<tag>, e.g. wordsight|animal|feline|cat|tabby), merged with what is there: keywords of the user or other "
         "tools are kept as they are, only wordsight's own earlier tags are replaced; photos are never modified",
     )
     parser.add_argument(
@@ -88,7 +88,7 @@ def tag(args: argparse.Namespace) -> int:
         args.words_index = check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
-    sidecars = SidecarWriter(args.lightroom_sidecars) if args.write_xmp else None
+    sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
     with cli.results_stdout() as out:
         from models.embedder import load_embedder  # torch: only once images are embedded
 

@@ -85,6 +85,29 @@ def tag_words(taxonomy: Taxonomy) -> set[str]:
     return {w for s in taxonomy.synsets.values() if not is_general(taxonomy, s.wnid) for w in s.words}
 
 
+def keyword_chain(word: str, nearest: int = 2, taxonomy: Taxonomy | None = None) -> tuple[str, ...] | None:
+    """A tag's place in WordNet for hierarchical keywords (``animal``, ``carnivore``, ``feline``, ``cat``):
+    the most general ancestor that may be a tag, its ``nearest`` closest ancestors, then the word itself.
+    Follows the hypernym chain with the most such ancestors, of the synset naming ``word`` first (an ImageNet class before
+    others, then the deepest: ``dog`` is the dog, not the hotdog); None if no synset names it."""
+    taxonomy = taxonomy or load_taxonomy()
+    named = [s for s in taxonomy.synsets.values() if word in s.words]
+    if not named:
+        return None
+    classes = set(taxonomy.classes)
+    synset = max(named, key=lambda s: (s.words[0] == word, s.wnid in classes, s.depth, s.wnid))
+
+    def taggable(chain: list[str]) -> list[str]:
+        return [taxonomy.synsets[w].words[0] for w in chain[1:] if not is_general(taxonomy, w) and taxonomy.synsets[w].words]
+
+    above = max((taggable(c) for c in taxonomy.chains(synset.wnid)), key=len)
+    above = list(dict.fromkeys(a for a in above if a != word))  # nearest first
+    if not above:
+        return (word,)
+    picked = list(dict.fromkeys([*above[:nearest], above[-1]]))
+    return (*reversed(picked), word)
+
+
 def noun_forms(words: list[str]) -> dict[str, list[int]]:
     """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats; berry <- berries;
     box <- boxes. Over-generated lemmas (``glas`` from ``glass``) name no synset, so they do no harm."""

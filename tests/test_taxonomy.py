@@ -92,3 +92,13 @@ def test_a_sample_of_classes_regenerates_to_the_same_rows():
     small = generate.build(generate.WORDNET_DIR, sample, vocabulary=False)
     assert small["classes"] == sample
     assert small["synsets"] == {w: data["synsets"][w] for w in small["synsets"]}
+
+
+def test_keyword_chains_follow_wordnet_from_general_to_the_word():
+    from taxonomy.hierarchy import keyword_chain
+
+    assert keyword_chain("tabby") == ("animal", "feline", "cat", "tabby")
+    assert keyword_chain("daisy")[-2:] == ("flower", "daisy") and keyword_chain("daisy")[0] == "plant"
+    assert keyword_chain("dog")[-1] == "dog" and "canine" in keyword_chain("dog")  # the animal, not the hotdog
+    assert keyword_chain("animal") == ("animal",)
+    assert keyword_chain("xyzzy") is None
