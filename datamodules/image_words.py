@@ -38,6 +38,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         extract_batch_size: int = 16,
         cache_dir: str = ".cache/features",
+        source_options: dict | None = None,
     ):
         """
         Args:
@@ -55,13 +56,24 @@ class ImageWordDataModule(pl.LightningDataModule):
             num_workers: data-loading worker processes for image decoding.
             extract_batch_size: batch size of the one-off backbone pass that fills the feature cache.
             cache_dir: where cached backbone features live.
+            source_options: the data source's own options (``emoji``: vendors, test_vendor, held_out,
+                validation_classes, seed; see ``datamodules.emoji``). A source with its own split
+                (emoji) also holds out ``validation_classes``: out of training and of the test, their
+                images form the ``val_unseen`` split on which zero-shot levers are tuned.
         """
         super().__init__()
         self.save_hyperparameters()
-        source = build_source(dataset, root)
-        self.source: ImageSource = Subset(source, at_most_per_class(source.labels, max_per_class, split_seed))
+        source = build_source(dataset, root, options=source_options, vectors=vectors)
+        self.own_split = hasattr(source, "assign_splits")  # the source splits by its own rules (emoji)
+        if self.own_split and (max_per_class is not None or held_out_classes):
+            raise DataError(f"data.dataset {dataset} makes its own split: set its held-out classes in "
+                            "data.source_options, and leave data.max_per_class and data.held_out_classes unset")  # fmt: skip
+        self.source: ImageSource = (source if self.own_split else
+                                    Subset(source, at_most_per_class(source.labels, max_per_class, split_seed)))  # fmt: skip
         self.classes = sorted(set(self.source.labels))
-        self.held_out = sorted(set(held_out_classes or []))
+        self.validation_classes = sorted(getattr(source, "validation_classes", []))
+        own_held_out = getattr(source, "held_out_classes", [])
+        self.held_out = sorted(set(held_out_classes or []) | set(own_held_out) | set(self.validation_classes))
         unknown = [c for c in self.held_out if c not in self.classes]
         if unknown:
             raise DataError(f"held_out_classes {unknown} are not classes of the data (classes: {self.classes})")
@@ -83,12 +95,18 @@ class ImageWordDataModule(pl.LightningDataModule):
             "vectors": self.class_vectors.round(6).tolist(),
             "words": self.class_words,  # what each vector is the mean of; open-vocabulary metrics use them
             "seen": [c not in self.held_out for c in self.classes],
+            # classes held out for tuning zero-shot levers: no candidates at test (scoring.test_time)
+            **({"validation": [c in self.validation_classes for c in self.classes]} if self.validation_classes else {}),
             "vectors_source": self.word_vectors.source,
             "vectors_sha": self.word_vectors.sha,
         }
 
     def split(self, valid: np.ndarray) -> dict[str, np.ndarray]:
-        """Seeded, stratified train/val/test indices over readable items; held-out classes go to test only."""
+        """Seeded, stratified train/val/test indices over readable items; held-out classes go to test only.
+
+        A source with its own split (emoji) also gives ``val_unseen``: the validation classes' items."""
+        if self.own_split:
+            return self.source.assign_splits(valid, self.hparams.val_fraction)
         rng = np.random.default_rng(self.hparams.split_seed)
         parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         for k, name in enumerate(self.classes):

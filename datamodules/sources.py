@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datamodules.emoji import EmojiSource
 from foundation.errors import WordsightError
 from foundation.images import list_images, open_image
+from foundation.vectors import DEFAULT_VECTORS
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -194,17 +196,29 @@ class Subset(ImageSource):
         return f"{self.source.fingerprint()}-{selection}"
 
 
-def build_source(dataset: str, root: str | None, split: str = "train") -> ImageSource:
-    """The source named in a config: ``fashion_mnist``, ``folder`` or ``manifest``."""
+def build_source(
+    dataset: str, root: str | None, split: str = "train", options: dict | None = None, vectors: str = DEFAULT_VECTORS
+) -> ImageSource:
+    """The source named in a config: ``fashion_mnist``, ``folder``, ``manifest`` or ``emoji``.
+
+    ``options`` are the source's own (``data.source_options``); ``emoji`` also needs the ``vectors`` to keep
+    only the emoji whose name has a known word."""
     if dataset == "fashion_mnist":
         return FashionMNIST(root or FASHION_MNIST_ROOT, split)
+    if dataset == "emoji":  # its own split by vendor and class (EmojiSource.assign_splits); root may be unset
+        try:
+            return EmojiSource(root, vectors, **(options or {}))
+        except TypeError as error:
+            raise DataError(f"data.source_options for emoji: {error}") from None
+    if options:
+        raise DataError(f"data.source_options are for dataset emoji, not '{dataset}'")
     if root is None:
         raise DataError(f"data.root must be set for dataset '{dataset}'")
     if dataset == "folder":
         return ImageFolder(root)
     if dataset == "manifest":
         return Manifest(root)
-    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder or manifest")
+    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder, manifest or emoji")
 
 
 def at_most_per_class(labels: list[str], limit: int | None, seed: int) -> list[int]:
