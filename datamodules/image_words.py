@@ -18,6 +18,7 @@ from torch.utils.data.dataloader import default_collate
 
 from datamodules.feature_cache import cached_features
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
+from datamodules.wordnet_targets import hierarchy_targets as hierarchy_targets_for
 from foundation.images import BadImage, describe_skips
 from foundation.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
@@ -39,6 +40,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         extract_batch_size: int = 16,
         cache_dir: str = ".cache/features",
         source_options: dict | None = None,
+        hierarchy_targets: float = 0.0,
     ):
         """
         Args:
@@ -60,6 +62,9 @@ class ImageWordDataModule(pl.LightningDataModule):
                 validation_classes, seed; see ``datamodules.emoji``). A source with its own split
                 (emoji) also holds out ``validation_classes``: out of training and of the test, their
                 images form the ``val_unseen`` split on which zero-shot levers are tuned.
+            hierarchy_targets: train towards the class vector plus this much of its WordNet ancestors' mean
+                vector (``datamodules.wordnet_targets``; needs Debian's wordnet-base); 0 = the class vector.
+                Test scores still use the class vectors.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -83,6 +88,11 @@ class ImageWordDataModule(pl.LightningDataModule):
         words = {**(self.source.label_words or {}), **(class_words or {})}
         self.class_vectors = np.stack([label_vector(c, self.word_vectors, words) for c in self.classes])
         self.class_words = [words_for_label(c, self.word_vectors, words) for c in self.classes]
+        self.targets = None
+        if hierarchy_targets:
+            self.targets, smoothed = hierarchy_targets_for(self.classes, self.class_vectors, self.word_vectors,
+                                                           hierarchy_targets)  # fmt: skip
+            print(f"hierarchy targets: {smoothed} of {len(self.classes)} classes map to a WordNet noun", file=sys.stderr)
         self.item_class = np.array([self.classes.index(label) for label in self.source.labels])
         self.splits: dict[str, np.ndarray] | None = None
         self.skipped: list[tuple[str, str]] = []  # (item, reason) of unreadable images, known after setup
@@ -97,6 +107,8 @@ class ImageWordDataModule(pl.LightningDataModule):
             "seen": [c not in self.held_out for c in self.classes],
             # classes held out for tuning zero-shot levers: no candidates at test (scoring.test_time)
             **({"validation": [c in self.validation_classes for c in self.classes]} if self.validation_classes else {}),
+            # what training regresses to, when not the class vectors (hierarchy-smoothed)
+            **({"targets": self.targets.round(6).tolist()} if self.targets is not None else {}),
             "vectors_source": self.word_vectors.source,
             "vectors_sha": self.word_vectors.sha,
         }

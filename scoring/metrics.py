@@ -5,7 +5,7 @@ Conventions (all scores are cosines between a predicted vector and a class's lab
 - **flat** hit@k: seen-class test images, candidates = every class (seen and held out);
 - **zero-shot** hit@k: held-out test images, candidates = every class (the generalized setting, where a
   seen-class bias shows), and ``held_out_hit@k`` with candidates = the held-out classes only;
-  ``harmonic_mean_hit@1`` of flat and zero-shot hit@1 is the usual single figure of both;
+  ``harmonic_mean_hit@1`` of flat and zero-shot hit@1 is the usual single figure of both (and ``@5``);
 - **open-vocabulary** hit@5: an image scores a hit when any word of its class's label (a multi-word label
   such as ``Ankle boot`` has several) is among the 5 nearest words of the whole tag vocabulary;
 - **retrieval**: one query per class (its label vector) ranks every test image; relevant = the images of
@@ -126,9 +126,10 @@ def evaluate_predictions(
             metrics |= {f"held_out_hit@{k}": hit_at_k(s, t, k, candidates=~seen & candidates) for k in (1, 5)}
         report[group] = metrics
     if "flat" in report and "zero_shot" in report:  # the usual single figure of generalized zero-shot
-        seen_hit, unseen_hit = report["flat"]["hit@1"], report["zero_shot"]["hit@1"]
-        total = seen_hit + unseen_hit
-        report["zero_shot"]["harmonic_mean_hit@1"] = 2 * seen_hit * unseen_hit / total if total else 0.0
+        for k in (1, 5):
+            seen_hit, unseen_hit = report["flat"][f"hit@{k}"], report["zero_shot"][f"hit@{k}"]
+            total = seen_hit + unseen_hit
+            report["zero_shot"][f"harmonic_mean_hit@{k}"] = 2 * seen_hit * unseen_hit / total if total else 0.0
     if vocabulary is not None and class_word_ids is not None:
         hits = open_vocabulary_hits(pred, target, vocabulary.float().cpu(), class_word_ids, OPEN_VOCABULARY_K)
         report["open_vocabulary"] = {

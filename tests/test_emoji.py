@@ -175,3 +175,75 @@ def test_emoji_config_fast_dev_run(stand_in, tmp_path):
     report = cli.model.test_report
     assert report["flat"]["n"] == 16 and report["zero_shot"]["n"] == 5 * 4  # openmoji's seen + all held-out images
     assert 0.0 <= report["zero_shot"]["held_out_hit@1"] <= 1.0 and "held_out_mAP" in report["retrieval"]
+
+
+def write_wordnet(folder: Path) -> Path:
+    """A tiny WordNet: ball -> toy -> object, rectangle -> shape; data.noun lines found by byte offset."""
+    folder.mkdir(parents=True)
+    synsets = {"ball": (["ball"], "toy"), "toy": (["toy"], "thing"), "thing": (["zzunknown", "pink"], None),
+               "rectangle": (["rectangle"], "shape"), "shape": (["blue"], None)}  # fmt: skip
+    header = "  1 a licence line, as the real files start\n"
+    offsets, lines = {}, []
+    position = len(header)
+    for key in synsets:  # offsets are 8-digit byte positions: every line's length is known up front
+        lemmas, parent = synsets[key]
+        length = len(f"{0:08d} 03 n {len(lemmas):02x} " + "".join(f"{w} 0 " for w in lemmas)
+                     + ("001 @ 00000000 n 0000 " if parent else "000 ") + "| gloss\n")  # fmt: skip
+        offsets[key] = position
+        position += length
+    for key, (lemmas, parent) in synsets.items():
+        pointer = f"001 @ {offsets[parent]:08d} n 0000 " if parent else "000 "
+        lines.append(f"{offsets[key]:08d} 03 n {len(lemmas):02x} " + "".join(f"{w} 0 " for w in lemmas) + pointer + "| gloss\n")
+    (folder / "data.noun").write_text(header + "".join(lines))
+    index = [f"{lemma} n 1 1 @ 1 0 {offsets[key]:08d}\n" for key, (lemmas, _) in synsets.items() for lemma in lemmas[:1]]
+    (folder / "index.noun").write_text(header + "".join(sorted(index)))
+    return folder
+
+
+def test_hierarchy_targets_from_a_local_wordnet(tmp_path):
+    from datamodules.wordnet_targets import NounHierarchy, WordNetMissing, hierarchy_targets
+    from foundation.vectors import label_vector, load_word_vectors
+
+    hierarchy = NounHierarchy(write_wordnet(tmp_path / "wordnet"))
+    assert hierarchy.synset(hierarchy.lookup("red ball"))[0] == ["ball"]  # the last word
+    assert hierarchy.lookup("ball face") == hierarchy.lookup("ball")  # "X face" -> X
+    assert hierarchy.lookup("green filleraa") is None
+    assert hierarchy.ancestors(hierarchy.lookup("ball"), 5) == [["toy"], ["zzunknown", "pink"]]
+    glove = tmp_path / "glove.txt"
+    glove.write_text(write_glove(tmp_path / "g.txt").read_text() + "ball 1 0 0 0 0 0 0 0\ntoy 0 1 0 0 0 0 0 0\n")
+    wv = load_word_vectors(str(glove))
+    classes = ["red ball", "green filleraa", "yellow rectangle"]
+    vectors = np.stack([label_vector(c, wv) for c in classes])
+    targets, smoothed = hierarchy_targets(classes, vectors, wv, 0.5, hierarchy=hierarchy)
+    assert smoothed == 2
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose(targets[1], unit[1])  # no WordNet noun: its own vector
+    toy, pink, blue = (label_vector(w, wv) for w in ("toy", "pink", "blue"))  # an unknown lemma gives way to the next
+    expected = unit[0] + 0.5 * (toy / np.linalg.norm(toy) + pink / np.linalg.norm(pink)) / 2
+    assert np.allclose(targets[0], expected, atol=1e-6)
+    assert np.allclose(targets[2], unit[2] + 0.5 * blue / np.linalg.norm(blue), atol=1e-6)  # rectangle -> shape
+    with pytest.raises(WordNetMissing, match="apt-get install wordnet-base"):
+        NounHierarchy(tmp_path / "nowhere")
+
+
+def test_benchmark_tunes_on_validation_and_is_reproducible(stand_in, tmp_path):
+    from evaluation.emoji_benchmark import CRITERION, RATES, WEIGHTS, benchmark, markdown
+
+    root, glove = stand_in
+    overrides = [
+        "--data.root", str(root), "--data.vectors", str(glove), "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.source_options", json.dumps({"held_out": 5, "validation_classes": 3, "seed": 0}),
+        "--data.batch_size", "8", "--model.weights", "random", "--model.image_size", "32",
+        "--model.hidden_dim", "16", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
+    ]  # fmt: skip
+    results = benchmark(tmp_path / "ckpt", False, lambda message: None, overrides, heads={"cosine": []})
+    rows = {r["levers"]: r for r in results["rows"]}
+    assert set(rows) == {"none", "project defaults", "stacking (val)", "ConSE mix (val)", "stacking + ConSE mix (val)"}
+    both = rows["stacking + ConSE mix (val)"]
+    assert both["stacking_rate"] in RATES and both["conse_weight"] in WEIGHTS
+    # the joint choice is the best of the grid on validation, so no single lever beats it there
+    assert all(both[f"validation_{CRITERION}"] >= r[f"validation_{CRITERION}"] for r in results["rows"][1:])
+    assert results["data"]["splits"]["val_unseen"] == 12 and results["data"]["held_out"] == 5
+    assert rows["none"]["test"]["zero_shot"]["n"] == 20
+    again = benchmark(tmp_path / "ckpt", False, lambda message: None, overrides, heads={"cosine": []})
+    assert markdown(again) == markdown(results)  # the checkpoint is reused: the same numbers
