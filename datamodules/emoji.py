@@ -270,8 +270,15 @@ def _slug(annotation: str) -> str:
     return "-".join(re.sub(r"[^a-z0-9]+", " ", annotation.lower().replace("’", "")).split())
 
 
-def prepare(root: Path, vendors: list[str]) -> Path:
-    """Fetch the vendors' packages, write their images as PNG files and ``catalog.json``; returns its path."""
+def prepare(root: Path, vendors: list[str], force: bool = False) -> Path:
+    """Fetch the vendors' packages, write their images as PNG files and ``catalog.json``; returns its path.
+
+    A catalogue that already holds these vendors' packages is kept unless ``force``."""
+    catalog = root / "catalog.json"
+    if catalog.is_file() and not force:
+        prepared = json.loads(catalog.read_text())["vendors"]
+        if all(prepared.get(v, {}).get("package") == VENDORS[v].package for v in vendors):
+            return catalog
     npm = root / "npm"
     base = _members(_npm_pack(VENDORS["google"].package, npm), lambda n: n == "package/emoji.json")
     openmoji_tar = _npm_pack(VENDORS["openmoji"].package, npm)  # its data holds the CLDR names
@@ -296,7 +303,6 @@ def prepare(root: Path, vendors: list[str]) -> Path:
             relative = f"{vendor}/{entry['hex'].lower()}.png"
             _write(root / relative, png)
             entry["images"][vendor] = relative
-    catalog = root / "catalog.json"
     _write(catalog, json.dumps({"vendors": about, "emoji": entries}, indent=0).encode())
     return catalog
 
@@ -340,11 +346,12 @@ def _run(argv: list[str] | None) -> int:
     prep.add_argument("--root", help="where to write (default $WORDSIGHT_CACHE/emoji or ~/.cache/wordsight/emoji)")
     prep.add_argument("--vendors", nargs="+", default=DEFAULT_VENDORS, choices=sorted(VENDORS),
                       help=f"vendors to fetch (default {' '.join(DEFAULT_VENDORS)}; facebook's images have no clear licence)")  # fmt: skip
+    prep.add_argument("--force", action="store_true", help="prepare again even if the catalogue is there")
     summary = sub.add_parser("summary", help="how many emoji each rule drops and how many classes remain")
     summary.add_argument("--root", help="the prepared folder (default as for prepare)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        print(f"written: {prepare(emoji_root(args.root), args.vendors)}", file=sys.stderr)
+        print(f"prepared: {prepare(emoji_root(args.root), args.vendors, args.force)}", file=sys.stderr)
         return 0
     source = EmojiSource(args.root)
     print(json.dumps({"catalogue": len(source.entries) + sum(source.dropped.values()), "dropped": source.dropped,

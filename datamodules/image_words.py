@@ -41,6 +41,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         cache_dir: str = ".cache/features",
         source_options: dict | None = None,
         hierarchy_targets: float = 0.0,
+        validation_classes: list[str] | None = None,
     ):
         """
         Args:
@@ -65,23 +66,26 @@ class ImageWordDataModule(pl.LightningDataModule):
             hierarchy_targets: train towards the class vector plus this much of its WordNet ancestors' mean
                 vector (``datamodules.wordnet_targets``; needs Debian's wordnet-base); 0 = the class vector.
                 Test scores still use the class vectors.
+            validation_classes: classes held out from training and from the test, whose images form the
+                ``val_unseen`` split that zero-shot levers can be tuned on (emoji: set by the source).
         """
         super().__init__()
         self.save_hyperparameters()
         source = build_source(dataset, root, options=source_options, vectors=vectors)
         self.own_split = hasattr(source, "assign_splits")  # the source splits by its own rules (emoji)
-        if self.own_split and (max_per_class is not None or held_out_classes):
+        if self.own_split and (max_per_class is not None or held_out_classes or validation_classes):
             raise DataError(f"data.dataset {dataset} makes its own split: set its held-out classes in "
-                            "data.source_options, and leave data.max_per_class and data.held_out_classes unset")  # fmt: skip
+                            "data.source_options, and leave data.max_per_class, held_out_classes and validation_classes unset")  # fmt: skip
         self.source: ImageSource = (source if self.own_split else
                                     Subset(source, at_most_per_class(source.labels, max_per_class, split_seed)))  # fmt: skip
         self.classes = sorted(set(self.source.labels))
-        self.validation_classes = sorted(getattr(source, "validation_classes", []))
+        self.validation_classes = sorted(set(getattr(source, "validation_classes", [])) | set(validation_classes or []))
         own_held_out = getattr(source, "held_out_classes", [])
         self.held_out = sorted(set(held_out_classes or []) | set(own_held_out) | set(self.validation_classes))
         unknown = [c for c in self.held_out if c not in self.classes]
         if unknown:
-            raise DataError(f"held_out_classes {unknown} are not classes of the data (classes: {self.classes})")
+            raise DataError(f"held_out_classes / validation_classes {unknown} are not classes of the data "
+                            f"(classes: {self.classes})")  # fmt: skip
         if len(self.held_out) == len(self.classes):
             raise DataError("held_out_classes holds every class: nothing is left to train on")
         self.word_vectors = load_word_vectors(vectors)
@@ -120,9 +124,12 @@ class ImageWordDataModule(pl.LightningDataModule):
         if self.own_split:
             return self.source.assign_splits(valid, self.hparams.val_fraction)
         rng = np.random.default_rng(self.hparams.split_seed)
-        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        parts: dict[str, list[int]] = {"train": [], "val": [], "test": [], "val_unseen": []}
         for k, name in enumerate(self.classes):
             members = rng.permutation(np.flatnonzero((self.item_class == k) & valid))
+            if name in self.validation_classes:
+                parts["val_unseen"] += members.tolist()
+                continue
             if name in self.held_out:
                 parts["test"] += members.tolist()
                 continue

@@ -52,35 +52,38 @@ HEADS = {
     "cosine+hierarchy": ["--data.hierarchy_targets", str(HIERARCHY_WEIGHT)],
 }
 UNFREEZE_HEADS = {  # the backbone runs every step: few epochs, kept small on 2 shared CPU cores
+    "cosine, 3 epochs (frozen control)": ["--trainer.max_epochs", "3"],
     "cosine+unfreeze1": ["--model.unfreeze_blocks", "1", "--trainer.max_epochs", "3"],
     "cosine+hierarchy+unfreeze1": ["--model.unfreeze_blocks", "1", "--trainer.max_epochs", "3",
                                    "--data.hierarchy_targets", str(HIERARCHY_WEIGHT)],
 }  # fmt: skip
 
 
-def train(name: str, overrides: list[str], checkpoints: Path, log, config: list[str]) -> tuple[Path, float]:
-    """``train.py fit`` in a fresh process; returns (last.ckpt, seconds). An existing checkpoint is reused."""
-    folder = checkpoints / name.replace("+", "_")
+def train(name: str, overrides: list[str], checkpoints: Path, log, config: list[str]) -> tuple[Path, float | None]:
+    """``train.py fit`` in a fresh process; returns (last.ckpt, seconds). An existing checkpoint is reused
+    (seconds None)."""
+    folder = checkpoints / "".join(c if c.isalnum() else "_" for c in name)
     last = folder / "last.ckpt"
     if last.is_file():
         log(f"{name}: reusing {last}")
-        return last, float("nan")
+        return last, None
     command = [sys.executable, str(ROOT / "train.py"), "fit", *config, *overrides,
                "--trainer.callbacks.dirpath", str(folder), "--trainer.logger", "false",
                "--trainer.enable_progress_bar", "false"]  # fmt: skip
     log(f"{name}: training ({' '.join(overrides) or 'the config as is'})")
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
-    return last, time.perf_counter() - start
+    return last, round(time.perf_counter() - start, 1)
 
 
 class Predictions:
     """A checkpoint's head and ConSE on one backbone's features of every split, mixed on demand."""
 
-    def __init__(self, datamodule: ImageWordDataModule, checkpoint: Path | None, image_size: int):
+    def __init__(self, datamodule: ImageWordDataModule, checkpoint: Path | None, image_size: int,
+                 backbone_name: str = "efficientnet_lite0"):  # fmt: skip
         hp = datamodule.hparams
         if checkpoint is None:  # ConSE alone, on the pretrained backbone
-            backbone, head, self.label_space = build_backbone("efficientnet_lite0"), None, datamodule.label_space
+            backbone, head, self.label_space = build_backbone(backbone_name), None, datamodule.label_space
         else:
             net, hparams = load_checkpoint_network(checkpoint)
             backbone, head, self.label_space, image_size = net.backbone, net.head, hparams["label_space"], hparams["image_size"]
@@ -134,18 +137,19 @@ def row(model: str, levers: str, predictions: Predictions, rate: float, weight: 
             "validation_" + CRITERION: validation, "test": predictions.test(rate, weight)}  # fmt: skip
 
 
-def benchmark(checkpoints: Path, unfreeze: bool, log, overrides: list[str] = (), heads: dict | None = None) -> dict:
+def benchmark(checkpoints: Path, unfreeze: bool, log, overrides: list[str] = (), heads: dict | None = None,
+              configs: list[str] = (str(CONFIG),)) -> dict:  # fmt: skip
     """Train (or reuse) the heads, tune each one's levers on validation, score the test split: the results.
 
-    ``overrides`` (dotted options such as ``--data.root DIR``) apply to every run, after the config."""
-    config_args = ["--config", str(CONFIG), *overrides]
+    ``overrides`` (dotted options such as ``--data.root DIR``) apply to every run, after the ``configs``."""
+    config_args = [*(arg for config in configs for arg in ("--config", str(config))), *overrides]
     config = training_config(config_args)
     datamodule = ImageWordDataModule(**{k: v for k, v in config.data.as_dict().items() if k != "__path__"})
     heads = heads if heads is not None else {**HEADS, **(UNFREEZE_HEADS if unfreeze else {})}
     trained = {name: train(name, extra, checkpoints, log, config_args) for name, extra in heads.items()}
     rows = []
-    conse = Predictions(datamodule, None, config.model.image_size)
-    rows.append(row("ConSE (conse:efficientnet_lite0)", "none", conse, 0.0, 0.0))
+    conse = Predictions(datamodule, None, config.model.image_size, config.model.backbone)
+    rows.append(row(f"ConSE (conse:{config.model.backbone})", "none", conse, 0.0, 0.0))
     for name, (checkpoint, seconds) in trained.items():
         log(f"{name}: tuning the levers on the validation class split")
         predictions = Predictions(datamodule, checkpoint, config.model.image_size)
@@ -157,11 +161,13 @@ def benchmark(checkpoints: Path, unfreeze: bool, log, overrides: list[str] = (),
         for levers, rate, weight in settings:
             rows.append(row(name, levers, predictions, rate, weight) | {"train_seconds": seconds})
     source = datamodule.source
+    about = {key: getattr(source, key) for key in ("dropped", "vendors", "test_vendor") if hasattr(source, key)}
     return {
-        "config": [str(CONFIG.relative_to(ROOT)), *overrides], "criterion": CRITERION, "rates": RATES, "weights": WEIGHTS,
-        "data": {"classes": len(source.classes), "dropped": source.dropped, "vendors": source.vendors,
-                 "test_vendor": source.test_vendor, "held_out": len(source.held_out_classes),
-                 "validation_classes": len(source.validation_classes),
+        "config": config_args, "criterion": CRITERION, "rates": RATES, "weights": WEIGHTS,
+        "data": {"classes": len(datamodule.classes), **about,
+                 "held_out": len(datamodule.held_out) - len(datamodule.validation_classes),
+                 "validation_classes": datamodule.validation_classes if len(datamodule.validation_classes) < 10
+                 else len(datamodule.validation_classes),
                  "splits": {k: len(v) for k, v in conse.splits.items()}},
         "rows": rows,
     }  # fmt: skip
@@ -204,12 +210,18 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/emoji_benchmark"), help="where results.json/.md go")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/emoji_benchmark"),
                         help="where the heads are trained (an existing last.ckpt is reused: delete it to retrain)")  # fmt: skip
+    parser.add_argument("--config", action="append", help=f"training config(s), layered (default {CONFIG.relative_to(ROOT)})")
+    parser.add_argument("--heads", nargs="+", choices=sorted({**HEADS, **UNFREEZE_HEADS}),
+                        help="the heads to train and score (default: all but the unfrozen ones)")  # fmt: skip
     parser.add_argument("--unfreeze", action="store_true",
                         help="also train the last backbone block (bypasses the feature cache: several minutes)")  # fmt: skip
     parser.epilog = "Dotted options after these (e.g. --data.root DIR) override configs/emoji_zeroshot.yaml for every run."
     args, overrides = parser.parse_known_args(argv)
     start = time.perf_counter()
-    results = benchmark(args.checkpoints.resolve(), args.unfreeze, lambda m: print(m, file=sys.stderr), overrides)
+    every = {**HEADS, **UNFREEZE_HEADS}
+    heads = {name: every[name] for name in args.heads} if args.heads else None
+    results = benchmark(args.checkpoints.resolve(), args.unfreeze, lambda m: print(m, file=sys.stderr), overrides,
+                        heads, args.config or [str(CONFIG)])  # fmt: skip
     results["seconds"] = round(time.perf_counter() - start, 1)
     _write(args.out / "results.json", json.dumps(results, indent=1) + "\n")
     table = markdown(results)

@@ -185,8 +185,7 @@ def write_wordnet(folder: Path) -> Path:
     header = "  1 a licence line, as the real files start\n"
     offsets, lines = {}, []
     position = len(header)
-    for key in synsets:  # offsets are 8-digit byte positions: every line's length is known up front
-        lemmas, parent = synsets[key]
+    for key, (lemmas, parent) in synsets.items():  # 8-digit byte offsets: each line's length is known first
         length = len(f"{0:08d} 03 n {len(lemmas):02x} " + "".join(f"{w} 0 " for w in lemmas)
                      + ("001 @ 00000000 n 0000 " if parent else "000 ") + "| gloss\n")  # fmt: skip
         offsets[key] = position
