@@ -52,7 +52,7 @@ HEADS = {
     "cosine+hierarchy": ["--data.hierarchy_targets", str(HIERARCHY_WEIGHT)],
 }
 UNFREEZE_HEADS = {  # the backbone runs every step: few epochs, kept small on 2 shared CPU cores
-    "cosine, 3 epochs (frozen control)": ["--trainer.max_epochs", "3"],
+    "cosine+3epochs": ["--trainer.max_epochs", "3"],  # the frozen control of the unfrozen runs
     "cosine+unfreeze1": ["--model.unfreeze_blocks", "1", "--trainer.max_epochs", "3"],
     "cosine+hierarchy+unfreeze1": ["--model.unfreeze_blocks", "1", "--trainer.max_epochs", "3",
                                    "--data.hierarchy_targets", str(HIERARCHY_WEIGHT)],
@@ -68,7 +68,8 @@ def train(name: str, overrides: list[str], checkpoints: Path, log, config: list[
         log(f"{name}: reusing {last}")
         return last, None
     command = [sys.executable, str(ROOT / "train.py"), "fit", *config, *overrides,
-               "--trainer.callbacks.dirpath", str(folder), "--trainer.logger", "false",
+               "--trainer.callbacks.dirpath", str(folder), "--trainer.default_root_dir", str(folder),
+               "--trainer.logger", "false",
                "--trainer.enable_progress_bar", "false"]  # fmt: skip
     log(f"{name}: training ({' '.join(overrides) or 'the config as is'})")
     start = time.perf_counter()
