@@ -18,7 +18,6 @@ The levers, each alone and combined: calibrated stacking (``stacking_rate``), Co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -31,7 +30,7 @@ import torch
 
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
-from evaluation.evaluate import predict, training_config
+from evaluation.evaluate import mark_trained_backbone, predict, training_config
 from foundation.errors import run_entry
 from models.backbones import build_backbone, image_transform
 from models.conse import ConSE, head_with_conse, imagenet_class_word_vectors
@@ -88,8 +87,7 @@ class Predictions:
         else:
             net, hparams = load_checkpoint_network(checkpoint)
             backbone, head, self.label_space, image_size = net.backbone, net.head, hparams["label_space"], hparams["image_size"]
-            if hparams["unfreeze_blocks"]:  # trained backbone weights: their features are the checkpoint's own
-                backbone.identity += f"+trained@{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}"
+            mark_trained_backbone(backbone, checkpoint, hparams)
         self.wv = datamodule.word_vectors
         features, _ = cached_features(datamodule.source, backbone, image_transform(backbone.name, image_size),
                                       image_size, hp.cache_dir, hp.extract_batch_size, hp.num_workers)  # fmt: skip

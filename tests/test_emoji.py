@@ -246,3 +246,29 @@ def test_benchmark_tunes_on_validation_and_is_reproducible(stand_in, tmp_path):
     assert rows["none"]["test"]["zero_shot"]["n"] == 20
     again = benchmark(tmp_path / "ckpt", False, lambda message: None, overrides, heads={"cosine": []})
     assert markdown(again) == markdown(results)  # the checkpoint is reused: the same numbers
+
+
+def test_unfrozen_checkpoint_is_scored_on_its_own_features(stand_in, tmp_path):
+    """`python -m evaluation` must not reuse the pretrained backbone's cached features for a checkpoint that
+    trained backbone blocks: it scores what `train.py test` (cache bypassed) reports."""
+    from evaluation.evaluate import evaluate, load_feature_model
+
+    root, glove = stand_in
+    common = [
+        "--config", str(ROOT / "configs/emoji_zeroshot.yaml"),
+        "--data.root", str(root), "--data.vectors", str(glove), "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.source_options", json.dumps({"held_out": 5, "validation_classes": 3, "seed": 0}),
+        "--data.batch_size", "8", "--model.weights", "random", "--model.image_size", "32", "--model.hidden_dim", "16",
+        "--trainer.logger", "false", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+    ]  # fmt: skip
+    frozen = cli_main(["fit", *common, "--trainer.callbacks.dirpath", str(tmp_path / "frozen")])
+    datamodule = frozen.datamodule
+    evaluate(datamodule, load_feature_model(str(tmp_path / "frozen" / "last.ckpt"), 32))  # fills the cache
+    unfrozen = [*common, "--model.unfreeze_blocks", "1", "--trainer.callbacks.dirpath", str(tmp_path / "unfrozen")]
+    cli_main(["fit", *unfrozen])
+    last = tmp_path / "unfrozen" / "last.ckpt"
+    tested = cli_main(["test", *unfrozen, "--ckpt_path", str(last)]).model.test_report
+    scored = evaluate(datamodule, load_feature_model(str(last), 32))
+    for group in ("flat", "zero_shot"):
+        assert scored[group]["cosine"] == pytest.approx(tested[group]["cosine"], abs=1e-4)
