@@ -18,6 +18,7 @@ from torch.utils.data.dataloader import default_collate
 
 from datamodules.feature_cache import cached_features
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
+from datamodules.wordnet_targets import hierarchy_targets as hierarchy_targets_for
 from foundation.images import BadImage, skip_summary
 from foundation.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
@@ -38,6 +39,9 @@ class ImageWordDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         extract_batch_size: int = 16,
         cache_dir: str = ".cache/features",
+        source_options: dict | None = None,
+        hierarchy_targets: float = 0.0,
+        validation_classes: list[str] | None = None,
     ):
         """
         Args:
@@ -56,22 +60,44 @@ class ImageWordDataModule(pl.LightningDataModule):
             num_workers: data-loading worker processes for image decoding.
             extract_batch_size: batch size of the one-off backbone pass that fills the feature cache.
             cache_dir: where cached backbone features live.
+            source_options: the data source's own options (``emoji``: vendors, test_vendor, held_out,
+                validation_classes, seed; see ``datamodules.emoji``). A source with its own split
+                (emoji) also holds out ``validation_classes``: out of training and of the test, their
+                images form the ``val_unseen`` split on which zero-shot levers are tuned.
+            hierarchy_targets: train towards the class vector plus this much of its WordNet ancestors' mean
+                vector (``datamodules.wordnet_targets``; needs Debian's wordnet-base); 0 = the class vector.
+                Test scores still use the class vectors.
+            validation_classes: classes held out from training and from the test, whose images form the
+                ``val_unseen`` split that zero-shot levers can be tuned on (emoji: set by the source).
         """
         super().__init__()
         self.save_hyperparameters()
-        source = build_source(dataset, root, vectors=vectors)
-        self.source: ImageSource = Subset(source, at_most_per_class(source.labels, max_per_class, split_seed))
+        source = build_source(dataset, root, options=source_options, vectors=vectors)
+        self.own_split = hasattr(source, "assign_splits")  # the source splits by its own rules (emoji)
+        if self.own_split and (max_per_class is not None or held_out_classes or validation_classes):
+            raise DataError(f"data.dataset {dataset} makes its own split: set its held-out classes in "
+                            "data.source_options, and leave data.max_per_class, held_out_classes and validation_classes unset")  # fmt: skip
+        self.source: ImageSource = (source if self.own_split else
+                                    Subset(source, at_most_per_class(source.labels, max_per_class, split_seed)))  # fmt: skip
         self.classes = sorted(set(self.source.labels))
-        self.held_out = sorted(set(held_out_classes or []))
+        self.validation_classes = sorted(set(getattr(source, "validation_classes", [])) | set(validation_classes or []))
+        own_held_out = getattr(source, "held_out_classes", [])
+        self.held_out = sorted(set(held_out_classes or []) | set(own_held_out) | set(self.validation_classes))
         unknown = [c for c in self.held_out if c not in self.classes]
         if unknown:
-            raise DataError(f"held_out_classes {unknown} are not classes of the data (classes: {self.classes})")
+            raise DataError(f"held_out_classes / validation_classes {unknown} are not classes of the data "
+                            f"(classes: {self.classes})")  # fmt: skip
         if len(self.held_out) == len(self.classes):
             raise DataError("held_out_classes holds every class: nothing is left to train on")
         self.word_vectors = load_word_vectors(vectors)
         words = {**(self.source.label_words or {}), **(class_words or {})}
         self.class_vectors = np.stack([label_vector(c, self.word_vectors, words) for c in self.classes])
         self.class_words = [words_for_label(c, self.word_vectors, words) for c in self.classes]
+        self.targets = None
+        if hierarchy_targets:
+            self.targets, smoothed = hierarchy_targets_for(self.classes, self.class_vectors, self.word_vectors,
+                                                           hierarchy_targets)  # fmt: skip
+            print(f"hierarchy targets: {smoothed} of {len(self.classes)} classes map to a WordNet noun", file=sys.stderr)
         self.item_class = np.array([self.classes.index(label) for label in self.source.labels])
         self.splits: dict[str, np.ndarray] | None = None
         self.skipped: list[tuple[str, str]] = []  # (item, reason) of unreadable images, known after setup
@@ -84,16 +110,27 @@ class ImageWordDataModule(pl.LightningDataModule):
             "vectors": self.class_vectors.round(6).tolist(),
             "words": self.class_words,  # what each vector is the mean of; open-vocabulary metrics use them
             "seen": [c not in self.held_out for c in self.classes],
+            # classes held out for tuning zero-shot levers: no candidates at test (scoring.test_time)
+            **({"validation": [c in self.validation_classes for c in self.classes]} if self.validation_classes else {}),
+            # what training regresses to, when not the class vectors (hierarchy-smoothed)
+            **({"targets": self.targets.round(6).tolist()} if self.targets is not None else {}),
             "vectors_source": self.word_vectors.source,
             "vectors_sha": self.word_vectors.sha,
         }
 
     def split(self, valid: np.ndarray) -> dict[str, np.ndarray]:
-        """Seeded, stratified train/val/test indices over readable items; held-out classes go to test only."""
+        """Seeded, stratified train/val/test indices over readable items; held-out classes go to test only.
+
+        A source with its own split (emoji) also gives ``val_unseen``: the validation classes' items."""
+        if self.own_split:
+            return self.source.assign_splits(valid, self.hparams.val_fraction)
         rng = np.random.default_rng(self.hparams.split_seed)
-        parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        parts: dict[str, list[int]] = {"train": [], "val": [], "test": [], "val_unseen": []}
         for k, name in enumerate(self.classes):
             members = rng.permutation(np.flatnonzero((self.item_class == k) & valid))
+            if name in self.validation_classes:
+                parts["val_unseen"] += members.tolist()
+                continue
             if name in self.held_out:
                 parts["test"] += members.tolist()
                 continue

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datamodules.emoji import EmojiSource
 from foundation.errors import WordsightError
 from foundation.images import list_images, open_image
+from foundation.vectors import DEFAULT_VECTORS
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -251,10 +253,23 @@ class KeywordPhotos(FileListSource):
         return f"{super().fingerprint()}-{keywords}"
 
 
-def build_source(dataset: str, root: str | None, split: str = "train", vectors: str | None = None) -> ImageSource:
-    """The source named in a config: ``fashion_mnist``, ``folder``, ``manifest`` or ``keywords``."""
+def build_source(
+    dataset: str, root: str | None, split: str = "train", options: dict | None = None, vectors: str | None = None
+) -> ImageSource:
+    """The source named in a config: ``fashion_mnist``, ``folder``, ``manifest``, ``keywords`` or ``emoji``.
+
+    ``options`` are the source's own (``data.source_options``); ``emoji`` and ``keywords`` also need the
+    ``vectors`` (default GloVe 6B 50d) to keep only the names and keywords that have a known word."""
+    vectors = vectors or DEFAULT_VECTORS
     if dataset == "fashion_mnist":
         return FashionMNIST(root or FASHION_MNIST_ROOT, split)
+    if dataset == "emoji":  # its own split by vendor and class (EmojiSource.assign_splits); root may be unset
+        try:
+            return EmojiSource(root, vectors, **(options or {}))
+        except TypeError as error:
+            raise DataError(f"data.source_options for emoji: {error}") from None
+    if options:
+        raise DataError(f"data.source_options are for dataset emoji, not '{dataset}'")
     if root is None:
         raise DataError(f"data.root must be set for dataset '{dataset}'")
     if dataset == "folder":
@@ -262,10 +277,8 @@ def build_source(dataset: str, root: str | None, split: str = "train", vectors: 
     if dataset == "manifest":
         return Manifest(root)
     if dataset == "keywords":
-        from foundation.vectors import DEFAULT_VECTORS
-
-        return KeywordPhotos(root, vectors or DEFAULT_VECTORS)
-    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder, manifest or keywords")
+        return KeywordPhotos(root, vectors)
+    raise DataError(f"unknown data.dataset '{dataset}': use fashion_mnist, folder, manifest, keywords or emoji")
 
 
 def at_most_per_class(labels: list[str], limit: int | None, seed: int) -> list[int]:

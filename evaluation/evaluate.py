@@ -12,6 +12,7 @@ it is compared with the trained heads on the very same backbone features.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ def load_feature_model(
         return FeatureModel(model_name(spec), model.backbone, image_size,
                             lambda f: model.from_logits(model.backbone.logits(f)), sha)  # fmt: skip
     model, hparams = load_checkpoint_network(Path(spec))
+    mark_trained_backbone(model.backbone, Path(spec), hparams)
     sha = hparams["label_space"]["vectors_sha"]
     if stacking_rate is None:
         stacking_rate = hparams.get("stacking_rate", DEFAULT_STACKING_RATE)
@@ -77,6 +79,13 @@ def load_feature_model(
     head = head_with_conse(model.head, model.backbone, conse_weight, wv)
     return FeatureModel(model_name(spec), model.backbone, hparams["image_size"], head.eval(), sha,
                         hparams["label_space"], stacking_rate, conse_weight)  # fmt: skip
+
+
+def mark_trained_backbone(backbone: Backbone, checkpoint: Path, hparams: dict) -> None:
+    """A checkpoint that trained backbone blocks has features of its own: key the feature cache on the
+    checkpoint too, or the pretrained backbone's cached features would be reused."""
+    if hparams.get("unfreeze_blocks"):
+        backbone.identity += f"+trained@{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}"
 
 
 def predict(model: FeatureModel, features) -> Tensor:

@@ -80,6 +80,8 @@ class ImageToWordVector(pl.LightningModule):
         self.net = network_from_hparams(self.hparams)
         self.register_buffer("class_vectors", torch.tensor(label_space["vectors"], dtype=torch.float32))
         self.register_buffer("seen", torch.tensor(label_space["seen"], dtype=torch.bool))
+        targets = label_space.get("targets", label_space["vectors"])  # hierarchy-smoothed, when the data made them
+        self.register_buffer("target_vectors", torch.tensor(targets, dtype=torch.float32), persistent=False)
         self.eval_transform = image_transform(backbone, image_size)
         augmentations = [transforms.RandomResizedCrop(image_size, scale=(0.6, 1.0)), transforms.RandomHorizontalFlip()]
         self.train_transform = transforms.Compose([*augmentations, self.eval_transform]) if augment else self.eval_transform
@@ -117,9 +119,9 @@ class ImageToWordVector(pl.LightningModule):
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.hparams.loss == "cosine":
-            return cosine_loss(pred, self.class_vectors[y])
+            return cosine_loss(pred, self.target_vectors[y])
         seen_index = torch.cumsum(self.seen.long(), 0) - 1  # class index -> index among seen classes
-        return hinge_rank_loss(pred, seen_index[y], self.class_vectors[self.seen], self.hparams.margin)
+        return hinge_rank_loss(pred, seen_index[y], self.target_vectors[self.seen], self.hparams.margin)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         """Seed the step's randomness (dropout) from (seed, step, rank): Lightning does not save RNG states

@@ -5,7 +5,7 @@ Conventions (all scores are cosines between a predicted vector and a class's lab
 - **flat** hit@k: seen-class test images, candidates = every class (seen and held out);
 - **zero-shot** hit@k: held-out test images, candidates = every class (the generalized setting, where a
   seen-class bias shows), and ``held_out_hit@k`` with candidates = the held-out classes only;
-  ``harmonic_mean_hit@1`` of flat and zero-shot hit@1 is the usual single figure of both;
+  ``harmonic_mean_hit@1`` of flat and zero-shot hit@1 is the usual single figure of both (and ``@5``);
 - **open-vocabulary** hit@5: an image scores a hit when any word of its class's label (a multi-word label
   such as ``Ankle boot`` has several) is among the 5 nearest words of the whole tag vocabulary;
 - **retrieval**: one query per class (its label vector) ranks every test image; relevant = the images of
@@ -13,6 +13,9 @@ Conventions (all scores are cosines between a predicted vector and a class's lab
 - **calibrated stacking** (Chao et al. 2016): a constant ``offset`` is subtracted from seen-class scores
   before classifying, trading a little seen accuracy for much zero-shot accuracy. It never changes a
   ranking of images for one class, so retrieval is unaffected.
+- **candidates** (optional bool mask): the classes that compete at all (default every class). A benchmark
+  with a validation class split (emoji) leaves its validation classes out of the test's candidates and its
+  test classes out of validation's, so neither side ever looks at the other's classes.
 """
 
 from __future__ import annotations
@@ -97,16 +100,19 @@ def evaluate_predictions(
     offset: float = 0.0,
     vocabulary: Tensor | None = None,
     class_word_ids: Sequence[Sequence[int]] | None = None,
+    candidates: Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every test metric, grouped: ``flat``, ``zero_shot``, ``open_vocabulary``, ``retrieval``.
 
     ``offset`` is the calibrated-stacking constant (0 = plain nearest class vector). Open-vocabulary
-    hits need ``vocabulary`` (V, dim) and each class's word rows in it, ``class_word_ids``.
+    hits need ``vocabulary`` (V, dim) and each class's word rows in it, ``class_word_ids``. Only the
+    ``candidates`` classes (default all) compete and query; every target must be one of them.
     """
     target, seen = target.long().cpu(), seen.bool().cpu()
     pred, class_vectors = pred.float().cpu(), class_vectors.float().cpu()
+    candidates = torch.ones_like(seen) if candidates is None else candidates.bool().cpu()
     raw = cosine_scores(pred, class_vectors)
-    scores = calibrated(raw, seen, offset)
+    scores = calibrated(raw, seen, offset).masked_fill(~candidates, float("-inf"))
     cosine = raw[torch.arange(len(target)), target]
     on_seen = seen[target]
     report: dict[str, dict[str, float]] = {}
@@ -117,12 +123,13 @@ def evaluate_predictions(
         metrics = {"n": int(rows.sum()), "cosine": cosine[rows].mean().item()}
         metrics |= {f"hit@{k}": hit_at_k(s, t, k) for k in (1, 5)}
         if group == "zero_shot":
-            metrics |= {f"held_out_hit@{k}": hit_at_k(s, t, k, candidates=~seen) for k in (1, 5)}
+            metrics |= {f"held_out_hit@{k}": hit_at_k(s, t, k, candidates=~seen & candidates) for k in (1, 5)}
         report[group] = metrics
     if "flat" in report and "zero_shot" in report:  # the usual single figure of generalized zero-shot
-        seen_hit, unseen_hit = report["flat"]["hit@1"], report["zero_shot"]["hit@1"]
-        total = seen_hit + unseen_hit
-        report["zero_shot"]["harmonic_mean_hit@1"] = 2 * seen_hit * unseen_hit / total if total else 0.0
+        for k in (1, 5):
+            seen_hit, unseen_hit = report["flat"][f"hit@{k}"], report["zero_shot"][f"hit@{k}"]
+            total = seen_hit + unseen_hit
+            report["zero_shot"][f"harmonic_mean_hit@{k}"] = 2 * seen_hit * unseen_hit / total if total else 0.0
     if vocabulary is not None and class_word_ids is not None:
         hits = open_vocabulary_hits(pred, target, vocabulary.float().cpu(), class_word_ids, OPEN_VOCABULARY_K)
         report["open_vocabulary"] = {
@@ -130,9 +137,9 @@ def evaluate_predictions(
             for name, rows in (("", torch.ones_like(on_seen)), ("seen_", on_seen), ("held_out_", ~on_seen))
             if rows.any()
         }
-    report["retrieval"] = retrieval(raw, target)
+    report["retrieval"] = retrieval(raw, target, candidates.nonzero().flatten())
     if not seen.all():
-        held_out = retrieval(raw, target, (~seen).nonzero().flatten())
+        held_out = retrieval(raw, target, (~seen & candidates).nonzero().flatten())
         report["retrieval"] |= {f"held_out_{name}": value for name, value in held_out.items()}
     report["calibration"] = {"offset": offset}
     return report

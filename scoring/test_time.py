@@ -40,20 +40,35 @@ def tag_vocabulary(wv: WordVectors, words_per_class: list[list[str]], size: int 
     return words, torch.from_numpy(wv.kv[words].copy()), [[row[w] for w in ws] for ws in words_per_class]
 
 
-def validation_offset(val_pred: Tensor | None, label_space: dict, rate: float) -> float:
-    """Calibrated stacking's offset from validation predictions (seen classes only); 0 when it cannot apply."""
+def candidates(label_space: dict, world: str = "test") -> Tensor:
+    """The classes that compete in the ``test`` world (all but the validation classes) or the
+    ``validation`` world (all but the test's held-out classes); all classes when there is no validation split."""
+    seen = torch.tensor(label_space["seen"])
+    validation = torch.tensor(label_space.get("validation") or [False] * len(seen))
+    return ~validation if world == "test" else seen | validation
+
+
+def validation_offset(val_pred: Tensor | None, label_space: dict, rate: float, world: str = "test") -> float:
+    """Calibrated stacking's offset from validation predictions (seen classes only); 0 when it cannot apply.
+
+    Only the ``world``'s candidate classes compete, so the offset is the one that world's held-out classes need."""
     seen = torch.tensor(label_space["seen"])
     if rate <= 0 or bool(seen.all()) or val_pred is None or len(val_pred) == 0:
         return 0.0
-    return stacking_offset(cosine_scores(val_pred, torch.tensor(label_space["vectors"])), seen, rate)
+    scores = cosine_scores(val_pred, torch.tensor(label_space["vectors"]))
+    return stacking_offset(scores.masked_fill(~candidates(label_space, world), float("-inf")), seen, rate)
 
 
-def full_report(pred, target, label_space: dict, wv: WordVectors, offset: float = 0.0) -> dict:
-    """All metrics of ``scoring.metrics`` for predictions over a label space, vocabulary included."""
-    _, vocabulary, word_ids = tag_vocabulary(wv, class_words(label_space, wv))
+def full_report(pred, target, label_space: dict, wv: WordVectors | None, offset: float = 0.0,
+                world: str = "test") -> dict:  # fmt: skip
+    """All metrics of ``scoring.metrics`` for predictions over a label space, vocabulary included (unless
+    ``wv`` is None: the cheaper report that lever tuning needs)."""
+    vocabulary = word_ids = None
+    if wv is not None:
+        _, vocabulary, word_ids = tag_vocabulary(wv, class_words(label_space, wv))
     return evaluate_predictions(
         pred, target, torch.tensor(label_space["vectors"]), torch.tensor(label_space["seen"]),
-        offset=offset, vocabulary=vocabulary, class_word_ids=word_ids,
+        offset=offset, vocabulary=vocabulary, class_word_ids=word_ids, candidates=candidates(label_space, world),
     )  # fmt: skip
 
 
@@ -68,3 +83,15 @@ def score_test_split(
     """What ``train.py test`` and ``python -m evaluation`` both report for a model's test predictions."""
     offset = validation_offset(val_pred, label_space, stacking_rate)
     return full_report(test_pred, target, label_space, wv, offset)
+
+
+def score_validation_split(
+    val_pred: Tensor, val_target: Tensor, unseen_pred: Tensor, unseen_target: Tensor, label_space: dict,
+    stacking_rate: float,
+) -> dict:
+    """The test's report, in the validation world: seen-class validation images (``val``) and the validation
+    classes' images (``val_unseen``) scored among the seen and validation classes, with calibrated stacking
+    tuned on ``val`` as at test. What zero-shot levers are chosen on: no test class or image is looked at."""
+    offset = validation_offset(val_pred, label_space, stacking_rate, world="validation")
+    pred, target = torch.cat([val_pred, unseen_pred]), torch.cat([val_target, unseen_target])
+    return full_report(pred, target, label_space, None, offset, world="validation")
