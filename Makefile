@@ -62,9 +62,10 @@ eval-photos: install system-deps
 # The many-class zero-shot emoji benchmark (issue 15): the emoji packages are fetched once with npm into
 # $$WORDSIGHT_CACHE/emoji (never the repository), then heads are trained on cached features and scored
 # (~6 min on 2 CPU cores; EMOJI_ARGS=--unfreeze adds the unfrozen-block runs, ~25 min more).
-EMOJI_DEPS := npm wordnet-base libcairo2
+EMOJI_DEPS := wordnet-base libcairo2
 eval-emoji: install
 	@dpkg -s $(EMOJI_DEPS) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(EMOJI_DEPS) >/dev/null; }
+	@command -v npm >/dev/null || $(SUDO) apt-get install -y -qq npm >/dev/null  # a machine's own Node.js/npm is fine
 	$(PY) -m datamodules.emoji prepare
 	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m evaluation.emoji_benchmark $(EMOJI_ARGS)
 
