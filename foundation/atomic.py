@@ -197,6 +197,7 @@ _FIXES = {
     errno.EROFS: "read-only file system: choose a writable folder",
     errno.EACCES: "permission denied: choose a folder you can write to",
     errno.EPERM: "operation not permitted: choose a folder you can write to",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
 }
 
 
@@ -222,9 +223,11 @@ def write_errors(where: str | os.PathLike) -> Iterator[None]:
 
 def check_writable(folder: str | os.PathLike) -> None:
     """WriteError now, before any work, if files cannot be created in ``folder`` (or its nearest ancestor)."""
-    folder = Path(folder).absolute()
+    wanted = folder = Path(folder).absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    if not folder.is_dir():
+        raise WriteError(f"cannot write {wanted}: {folder} is a file, not a folder: choose another path")
     probe = temp_path(folder / "write-check")
     with write_errors(folder):
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
