@@ -1,0 +1,129 @@
+"""Decode in worker processes while the main process runs the network: every core busy, memory bounded.
+
+``DecodePool(load, workers)`` maps ``load(item)`` over items in ``workers`` processes and yields the results
+in order. At most ``2 x workers`` tasks of ``chunk`` items are in flight, so a slow consumer (the network)
+holds the decoders back instead of letting decoded images pile up. ``load`` returns a small array (the
+network input), or the ``BadImage`` it caught (``foundation.images.split_readable``); any other exception
+in a worker stops the run with that worker's traceback. ``workers=0`` decodes in the calling process.
+
+Torch-free: ``tag.py`` uses it next to ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+
+CHUNK = 4  # items per task: small, so the last task of a run leaves the network waiting briefly
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decoding processes by default: the free cores minus the one the network runs on, at least 1."""
+    return max(1, available_cores() - 1)
+
+
+def _work(load: Callable, tasks, results) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        task_id, items = task
+        try:
+            results.put((task_id, [load(item) for item in items], None))
+        except BaseException:  # noqa: BLE001 - reported to the main process, which raises it
+            results.put((task_id, None, traceback.format_exc()))
+
+
+class DecodePool:
+    """Ordered, bounded ``map(load, items)`` over worker processes (``with DecodePool(...) as pool``)."""
+
+    def __init__(self, load: Callable, workers: int, chunk: int = CHUNK):
+        self.load, self.workers, self.chunk = load, max(0, int(workers)), max(1, int(chunk))
+        self._procs: list = []
+        self._generation = 0  # tasks of an abandoned map() may still come back: they are dropped
+        if self.workers:
+            # fork: workers inherit ``load`` and what it refers to (a dataset, a transform) without pickling.
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            self._tasks, self._results = ctx.Queue(), ctx.Queue()
+            for _ in range(self.workers):
+                proc = ctx.Process(target=_work, args=(load, self._tasks, self._results), daemon=True)
+                proc.start()
+                self._procs.append(proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def map(self, items: Iterable) -> Iterator:
+        """``load(item)`` for each item, in order."""
+        if not self._procs:
+            for item in items:
+                yield self.load(item)
+            return
+        self._generation += 1
+        generation = self._generation
+        pending = iter(items)
+        in_flight, done, next_id, wanted = 0, {}, 0, 0
+        exhausted = False
+        while True:
+            while not exhausted and in_flight < 2 * self.workers:
+                task = [item for _, item in zip(range(self.chunk), pending)]
+                if not task:
+                    exhausted = True
+                    break
+                self._tasks.put(((generation, next_id), task))
+                next_id, in_flight = next_id + 1, in_flight + 1
+            if wanted == next_id and exhausted:
+                return
+            while wanted not in done:
+                (task_generation, task_id), loaded, error = self._get()
+                if task_generation != generation:
+                    continue
+                in_flight -= 1
+                if error:
+                    raise RuntimeError(f"a decoding worker failed:\n{error}")
+                done[task_id] = loaded
+            yield from done.pop(wanted)
+            wanted += 1
+
+    def _get(self):
+        while True:
+            try:
+                return self._results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(
+                        f"a decoding worker died (exit code {dead[0].exitcode}): out of memory? "
+                        "retry with fewer --workers"
+                    ) from None
+
+    def close(self) -> None:
+        if not self._procs:
+            return
+        for _ in self._procs:
+            self._tasks.put(None)
+        for proc in self._procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        self._procs = []
+        self._tasks.close()
+        self._results.close()
