@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
     )
+    cli.add_inference_options(parser, workers=False)
     cli.add_result_options(parser, JSON_FORMAT)
     return parser.parse_args(argv)
 
@@ -82,7 +83,7 @@ class QueryVectors:
         if self._embedder is None:
             manifest = self.images.manifest
             from models.embedder import load_embedder  # torch: only once images are embedded
-            self._embedder = load_embedder(self.args.checkpoint or manifest["embedder_spec"])
+            self._embedder = load_embedder(self.args.checkpoint or manifest["embedder_spec"], engine=self.args.engine)
             if self._embedder.identity["sha"] != manifest["embedder_sha"]:
                 raise BundleMismatch(
                     f"{self.images.path} was built with checkpoint sha {manifest['embedder_sha']} "

@@ -1,7 +1,8 @@
 """Tag images with words: each image's nearest words in the shared image-word space.
 
 The word index (``indexes/words``) is built on first use; ``--vocabulary`` tags with a word list of
-your own instead. Needs torch for the image model, never pytorch_lightning.
+your own instead. With onnxruntime and the model's ONNX export cached (made on first use), tagging imports
+neither torch nor gensim; it never imports pytorch_lightning.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"word index bundle, built on first use if missing (default {DEFAULT_WORDS_INDEX})",
     )
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
+    cli.add_inference_options(parser)
     cli.add_result_options(parser, JSON_FORMAT)
     return parser.parse_args(argv)
 
@@ -60,10 +62,10 @@ def tag(args: argparse.Namespace) -> int:
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     with cli.results_stdout() as out:
-        from models.embedder import load_embedder  # torch: only once images are embedded
-        embedder = load_embedder(args.checkpoint)
+        from models.embedder import load_embedder  # onnxruntime or torch: only once images are embedded
+        embedder = load_embedder(args.checkpoint, engine=args.engine)
         words = _words(args, embedder.identity)
-        with ChunkedEmbedder(embedder, len(collected.files), args.batch_size) as embed:
+        with ChunkedEmbedder(embedder, len(collected.files), args.batch_size, workers=args.workers) as embed:
             for chunk in chunks(collected.files):
                 vectors = embed([f.path for f in chunk])
                 for f in chunk:

@@ -127,7 +127,7 @@ def draft_scale(width: int, height: int, min_side: int) -> int:
     """libjpeg's DCT scaling (1, 2, 4 or 8) that ``open_image(min_side=...)`` decodes a JPEG of this size at:
     the largest that keeps both sides >= ``min_side`` (Pillow's own ``draft`` rule)."""
     scale = min(width // min_side, height // min_side) if min_side > 0 else 1
-    return next(s for s in (8, 4, 2, 1) if scale >= s)
+    return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
 def open_image(path: str | bytes | os.PathLike, min_side: int | None = None) -> Image.Image:

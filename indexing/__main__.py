@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="build the Annoy forest in its file rather than in RAM (collections larger than memory)",
     )
     images.add_argument("--batch-size", type=cli.positive_int, default=64)
+    cli.add_inference_options(images)
 
     for sub in (words, images):
         sub.add_argument(
@@ -109,8 +111,13 @@ def build_images(args: argparse.Namespace) -> int:
     if not inputs:
         raise UsageError("give the images or folders to index (or --update to re-scan the indexed ones)")
     from models.embedder import load_embedder  # torch: only once images are embedded
-    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec"))
+    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec"), engine=args.engine)
     shard = shards.from_environment()  # launched by torchrun: embed a share, rank 0 writes the bundle
+    workers = args.workers
+    if workers is None and shard is not None:  # the ranks of this node share its cores
+        from foundation.workers import available_cores
+
+        workers = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)
     try:
         if shard is not None:
             embedder.to(shards.local_device())
@@ -125,6 +132,7 @@ def build_images(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             log=cli.log if shard is None or shard.rank == 0 else lambda message: None,
             shard=shard,
+            workers=workers,
         )
     finally:
         if shard is not None:

@@ -46,6 +46,36 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
     parser.add_argument("--grid", metavar="OUT.png", help="also write a contact sheet")
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
+    return value
+
+
+def add_inference_options(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """How images are embedded: which engine runs the network, how many processes decode."""
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch"),  # models.onnx_engine.ENGINES
+        default="auto",
+        help="what runs the network: onnx (ONNX Runtime on an export cached once per model; its CUDA provider "
+        "on a GPU when installed), torch (on cuda when present), or auto: onnx when onnxruntime is installed "
+        "(default)",
+    )
+    if workers:
+        parser.add_argument(
+            "--workers",
+            type=non_negative_int,
+            help="processes decoding images while this one runs the network (default: free cores - 1, at "
+            "least 1; 0 decodes in this process)",
+        )
+
+
 def log(message: str) -> None:
     """Progress and notes: always stderr, so stdout stays results only."""
     print(message, file=sys.stderr, flush=True)
