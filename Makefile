@@ -47,8 +47,11 @@ demo: install system-deps
 	    --index indexes/demo --top-k 8 --html demo_output/search.html --grid demo_output/search.png
 	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
 
+# All benchmarks into benchmarks/results/benchmark.json, camera-size JPEGs included (bench_camera.py makes
+# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=48 by default).
+CAMERA_IMAGES ?= 48
 benchmark: install system-deps
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 
 clean:
 	rm -rf checkpoints indexes runs .cache demo_output

@@ -176,7 +176,7 @@ def extract_features(source, backbone, transform, image_size, batch_size, num_wo
         batch.clear()
 
     try:
-        with DecodePool(items.__getitem__, workers) as pool, torch.inference_mode():
+        with DecodePool(items.__getitem__, workers, ahead=batch_size) as pool, torch.inference_mode():
             for i, item in enumerate(tqdm(pool.map(range(len(source))), total=len(source),
                                           desc="extracting features", unit="img", file=sys.stderr)):  # fmt: skip
                 batch.append(item)

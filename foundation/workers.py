@@ -1,8 +1,11 @@
 """Decode in worker processes while the main process runs the network: every core busy, memory bounded.
 
 ``DecodePool(load, workers)`` maps ``load(item)`` over items in ``workers`` processes and yields the results
-in order. At most ``2 x workers`` tasks of ``chunk`` items are in flight, so a slow consumer (the network)
-holds the decoders back instead of letting decoded images pile up. ``load`` returns a small array (the
+in order. At most ``ahead`` items (and at least ``2 x workers`` tasks of ``chunk`` items) are in flight, so
+a slow consumer (the network) holds the decoders back instead of letting decoded images pile up; ``ahead``
+should cover one network batch, or the workers idle while the network runs. Whenever the calling process
+would wait for a result, it decodes the next task itself: on a 2-core machine the one worker and the
+network's idle time then share the decoding, and both cores stay busy. ``load`` returns a small array (the
 network input), or the ``BadImage`` it caught (``foundation.images.split_readable``); any other exception
 in a worker stops the run with that worker's traceback. ``workers=0`` decodes in the calling process.
 
@@ -51,8 +54,9 @@ def _work(load: Callable, tasks, results) -> None:
 class DecodePool:
     """Ordered, bounded ``map(load, items)`` over worker processes (``with DecodePool(...) as pool``)."""
 
-    def __init__(self, load: Callable, workers: int, chunk: int = CHUNK):
+    def __init__(self, load: Callable, workers: int, chunk: int = CHUNK, ahead: int = 0):
         self.load, self.workers, self.chunk = load, max(0, int(workers)), max(1, int(chunk))
+        self.max_tasks = max(2 * self.workers, -(-int(ahead) // self.chunk))
         self._procs: list = []
         self._generation = 0  # tasks of an abandoned map() may still come back: they are dropped
         if self.workers:
@@ -82,7 +86,7 @@ class DecodePool:
         in_flight, done, next_id, wanted = 0, {}, 0, 0
         exhausted = False
         while True:
-            while not exhausted and in_flight < 2 * self.workers:
+            while not exhausted and in_flight < self.max_tasks:
                 task = [item for _, item in zip(range(self.chunk), pending)]
                 if not task:
                     exhausted = True
@@ -92,7 +96,18 @@ class DecodePool:
             if wanted == next_id and exhausted:
                 return
             while wanted not in done:
-                (task_generation, task_id), loaded, error = self._get()
+                try:
+                    result = self._results.get_nowait()
+                except queue.Empty:
+                    if not done and not exhausted:  # nothing decoded is waiting: decode a task here meanwhile
+                        task = [item for _, item in zip(range(self.chunk), pending)]
+                        if task:
+                            done[next_id] = [self.load(item) for item in task]
+                            next_id += 1
+                            continue
+                        exhausted = True
+                    result = self._get()
+                (task_generation, task_id), loaded, error = result
                 if task_generation != generation:
                     continue
                 in_flight -= 1

@@ -121,6 +121,8 @@ def build_images(args: argparse.Namespace) -> int:
     try:
         if shard is not None:
             embedder.to(shards.local_device())
+        elif args.engine == "auto" and hasattr(embedder, "use_gpu_if_present"):
+            embedder.use_gpu_if_present()
         report = build_image_index(
             inputs,
             args.out,

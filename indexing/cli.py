@@ -20,15 +20,19 @@ from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED
 CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
 
 
 def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
@@ -48,13 +52,7 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
+    return _int_at_least(text, 0)
 
 
 def add_inference_options(parser: argparse.ArgumentParser, workers: bool = True) -> None:

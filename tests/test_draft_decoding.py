@@ -114,7 +114,7 @@ def test_decode_pool_keeps_order_and_reuses_workers(workers):
 
 def test_decode_pool_reports_a_worker_error_and_recovers():
     with DecodePool(_square, 2, chunk=2) as pool:
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises((RuntimeError, ValueError), match="boom"):  # from a worker, or decoded here
             list(pool.map(range(20)))
         partial = pool.map(range(100))
         assert next(partial) == 0  # abandoned after one item: its other tasks are dropped, not returned
@@ -133,7 +133,10 @@ def test_decode_pool_is_bounded():
     with DecodePool(_square, 2, chunk=4) as pool:
         it = pool.map(items())
         next(it)
-        assert len(submitted) <= 2 * 2 * 4 + 4  # 2 x workers tasks of 4 in flight, and the one being filled
+        # the tasks in flight, one decoded here while waiting, and the one being filled
+        assert pool.max_tasks == 4 and len(submitted) <= (pool.max_tasks + 2) * 4
+    with DecodePool(_square, 1, chunk=4, ahead=64) as pool:
+        assert pool.max_tasks == 16  # one network batch of 64 in flight
 
 
 def test_default_workers_leaves_a_core_for_the_network():
