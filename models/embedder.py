@@ -227,11 +227,12 @@ def _checkpoint_embedder(path: Path, use_onnx: bool) -> Embedder:
             return Embedder(spec, meta["identity"], transform, network, _head_combine(meta), lambda: _torch_network(path)[0])
     network, identity, meta = _torch_network(path)
     transform = pixel_transform(meta["backbone"], meta["image_size"])
+    combine = _head_combine(meta)  # first: missing or changed word vectors stop here, before any export
     if not use_onnx:
-        return Embedder(spec, identity, transform, network, _head_combine(meta))
+        return Embedder(spec, identity, transform, network, combine)
     key = export_key(identity)
     found = _export(key, network, transform.size, meta)
-    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), _head_combine(meta), lambda: _torch_network(path)[0])
+    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, lambda: _torch_network(path)[0])
 
 
 def _head_combine(meta: dict) -> Combine:
