@@ -105,15 +105,22 @@ def _square(x):
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_decode_pool_keeps_order_and_reuses_workers(workers):
-    with DecodePool(_square, workers, chunk=3) as pool:
+    with DecodePool(_square, workers, chunk=3, min_cost=0) as pool:
         assert list(pool.map(range(12))) == [x * x for x in range(12)]
-        assert list(pool.map([5, 1])) == [25, 1]
+        assert pool.active_workers == workers
         pids = {p.pid for p in pool._procs}
-        assert len(pids) == workers
+        assert list(pool.map([5, 1])) == [25, 1]
+        assert {p.pid for p in pool._procs} == pids  # the same processes serve the next map
+
+
+def test_cheap_items_are_decoded_in_this_process():
+    with DecodePool(_square, 2) as pool:
+        assert list(pool.map(range(10))) == [x * x for x in range(10)]
+        assert pool.active_workers == 0
 
 
 def test_decode_pool_reports_a_worker_error_and_recovers():
-    with DecodePool(_square, 2, chunk=2) as pool:
+    with DecodePool(_square, 2, chunk=2, min_cost=0) as pool:
         with pytest.raises((RuntimeError, ValueError), match="boom"):  # from a worker, or decoded here
             list(pool.map(range(20)))
         partial = pool.map(range(100))
@@ -130,11 +137,11 @@ def test_decode_pool_is_bounded():
             submitted.append(x)
             yield x
 
-    with DecodePool(_square, 2, chunk=4) as pool:
+    with DecodePool(_square, 2, chunk=4, min_cost=0) as pool:
         it = pool.map(items())
         next(it)
         # the tasks in flight, one decoded here while waiting, and the one being filled
-        assert pool.max_tasks == 4 and len(submitted) <= (pool.max_tasks + 2) * 4
+        assert pool.max_tasks == 4 and len(submitted) <= (pool.max_tasks + 3) * 4  # + the timed first task
     with DecodePool(_square, 1, chunk=4, ahead=64) as pool:
         assert pool.max_tasks == 16  # one network batch of 64 in flight
 
@@ -148,3 +155,25 @@ def test_jpeg_bytes_roundtrip_sanity():
     buf = io.BytesIO()
     photo(16, 16).save(buf, "JPEG")
     assert buf.getvalue()[:3] == b"\xff\xd8\xff"
+
+
+def test_feature_cache_key_changes_only_where_draft_decoding_changes_pixels(tmp_path):
+    import hashlib
+
+    from datamodules.feature_cache import CACHE_FORMAT, cache_key
+    from datamodules.sources import ImageFolder
+    from models.backbones import image_transform
+
+    transform = image_transform("efficientnet_lite0", 32)
+    for name, suffix in (("png", ".png"), ("jpeg", ".jpg")):
+        (tmp_path / name / "cat").mkdir(parents=True)
+        photo(200, 150).save(tmp_path / name / "cat" / f"a{suffix}")
+    pngs, jpegs = ImageFolder(tmp_path / "png"), ImageFolder(tmp_path / "jpeg")
+
+    def before(source):  # the key as computed before draft decoding existed
+        parts = [f"format={CACHE_FORMAT}", "backbone-id", repr(transform), source.fingerprint()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+    assert cache_key("backbone-id", transform, pngs) == before(pngs)  # same pixels, same key: cache reused
+    assert cache_key("backbone-id", transform, jpegs) != before(jpegs)  # JPEGs may now decode at a DCT scale
+    assert pngs.decoding() == "" and jpegs.decoding() == "jpeg-draft"
