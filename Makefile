@@ -48,8 +48,8 @@ demo: install system-deps
 	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
 
 # All benchmarks into benchmarks/results/benchmark.json, camera-size JPEGs included (bench_camera.py makes
-# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=48 by default).
-CAMERA_IMAGES ?= 48
+# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=96 by default).
+CAMERA_IMAGES ?= 96
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 

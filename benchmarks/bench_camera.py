@@ -1,6 +1,6 @@
 """Camera-size photos: decoding, engines, index building and tag.py cold start, in one run.
 
-    python benchmarks/bench_camera.py [OUT.json] [--images 48] [--size 4000x3000]
+    python benchmarks/bench_camera.py [OUT.json] [--images 96] [--size 4000x3000]
 
 The photos are made deterministically: the scikit-image sample photos (astronaut, chelsea, coffee, rocket)
 cropped at seeded 4:3 windows, upscaled to 4000x3000 (bicubic), with seeded sensor-like noise,
@@ -228,7 +228,7 @@ def cold_figures(photo: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default=str(ROOT / "benchmarks/results/camera.json"))
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--size", default="4000x3000")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -4,8 +4,8 @@
 in order. At most ``ahead`` items (and at least ``2 x workers`` tasks of ``chunk`` items) are in flight, so
 a slow consumer (the network) holds the decoders back instead of letting decoded images pile up; ``ahead``
 should cover one network batch, or the workers idle while the network runs. Whenever the calling process
-would wait for a result, it decodes the next task itself: on a 2-core machine the one worker and the
-network's idle time then share the decoding, and both cores stay busy. ``load`` returns a small array (the
+would wait for a result, it takes the oldest task no worker has started and decodes it itself: on a 2-core
+machine the one worker and the network's idle time then share the decoding, and both cores stay busy. ``load`` returns a small array (the
 network input), or the ``BadImage`` it caught (``foundation.images.split_readable``); any other exception
 in a worker stops the run with that worker's traceback. ``workers=0`` decodes in the calling process; so does a pool whose items prove cheap: the first task is
 decoded here, timed, and the workers start only if an item took at least ``min_cost`` seconds.
@@ -123,14 +123,15 @@ class DecodePool:
                 try:
                     result = self._results.get_nowait()
                 except queue.Empty:
-                    if not done and not exhausted:  # nothing decoded is waiting: decode a task here meanwhile
-                        task = [item for _, item in zip(range(self.chunk), pending)]
-                        if task:
-                            done[next_id] = [self.load(item) for item in task]
-                            next_id += 1
-                            continue
-                        exhausted = True
-                    result = self._get()
+                    try:  # nothing decoded is waiting: take the oldest task no worker has started, decode it here
+                        (task_generation, task_id), task = self._tasks.get_nowait()
+                    except queue.Empty:
+                        result = self._get()
+                    else:
+                        if task_generation == generation:
+                            done[task_id] = [self.load(item) for item in task]
+                            in_flight -= 1
+                        continue
                 (task_generation, task_id), loaded, error = result
                 if task_generation != generation:
                     continue

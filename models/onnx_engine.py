@@ -276,6 +276,9 @@ class Embedder:
         paths = [os.fsdecode(p) for p in paths]
         workers = default_workers() if workers is None else workers
         pool = self._decoders(workers if len(paths) > 1 else 0, ahead=batch_size)
+        # On the CPU the network runs every CPU_BATCH images (as fast, less memory), so it overlaps the
+        # decoding of the next ones; on a GPU, in whole batches.
+        step = batch_size if str(self.network.device).startswith("cuda") else min(batch_size, CPU_BATCH)
         self.network.set_threads(available_cores() - pool.workers)
         vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
         ok = np.zeros(len(paths), dtype=bool)
@@ -296,8 +299,8 @@ class Embedder:
         with bar:
             for i, item in enumerate(pool.map(paths)):
                 batch.append(item)
-                if len(batch) == batch_size:
-                    flush(i + 1 - batch_size)
+                if len(batch) == step:
+                    flush(i + 1 - step)
             if batch:
                 flush(len(paths) - len(batch))
         return EmbedResult([p for p, good in zip(paths, ok) if good], vectors[ok], skipped)
