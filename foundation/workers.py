@@ -43,10 +43,15 @@ def default_workers() -> int:
     return max(1, available_cores() - 1)
 
 
-def _work(load: Callable, tasks, results) -> None:
+def _work(load: Callable, tasks, results, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the main process was killed: nobody will ever read our results
+                return
+            continue
         if task is None:
             return
         task_id, items = task
@@ -76,7 +81,7 @@ class DecodePool:
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         self._tasks, self._results = ctx.Queue(), ctx.Queue()
         for _ in range(self.workers):
-            proc = ctx.Process(target=_work, args=(self.load, self._tasks, self._results), daemon=True)
+            proc = ctx.Process(target=_work, args=(self.load, self._tasks, self._results, os.getpid()), daemon=True)
             proc.start()
             self._procs.append(proc)
 

@@ -177,3 +177,37 @@ def test_feature_cache_key_changes_only_where_draft_decoding_changes_pixels(tmp_
     assert cache_key("backbone-id", transform, pngs) == before(pngs)  # same pixels, same key: cache reused
     assert cache_key("backbone-id", transform, jpegs) != before(jpegs)  # JPEGs may now decode at a DCT scale
     assert pngs.decoding() == "" and jpegs.decoding() == "jpeg-draft"
+
+
+def test_workers_end_when_the_main_process_is_killed(tmp_path):
+    """A SIGKILLed build (tests/test_crash_safety.py does that) must not leave its decoders running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from foundation.workers import DecodePool\n"
+        "pool = DecodePool(abs, 2, min_cost=0)\n"
+        "list(pool.map(range(8)))\n"
+        "print(' '.join(str(p.pid) for p in pool._procs), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
