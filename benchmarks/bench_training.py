@@ -59,7 +59,7 @@ def demo_subset(n: int):
 
 def tensors(source, batch_size: int, image_size: int) -> list[torch.Tensor]:
     data = SourceImages(source, image_transform(BACKBONE, image_size), image_size)
-    images = torch.stack([data[i][0] for i in range(len(data))])
+    images = torch.stack([data[i] for i in range(len(data))])
     return list(images.split(batch_size))
 
 
@@ -123,7 +123,7 @@ def uncached_epoch_seconds(n: int, validation_img_per_s: float, batch_size: int 
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, drop_last=True)
     target = torch.randn(batch_size, 50)
     started, seen = time.perf_counter(), 0
-    for images, _, _ in loader:
+    for images in loader:
         with torch.no_grad():
             features = backbone(images)
         loss = (1 - torch.cosine_similarity(head(features), target)).mean()

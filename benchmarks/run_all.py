@@ -1,6 +1,7 @@
-"""``make benchmark``: the training, index, memory and web app benchmarks, merged into benchmarks/results/benchmark.json.
+"""``make benchmark``: the training, index, memory, web app, library, bundle, backbone and camera-photo
+benchmarks, merged into benchmarks/results/benchmark.json.
 
-    python benchmarks/run_all.py [--threads 1] [--skip-index]
+    python benchmarks/run_all.py [--threads 1] [--skip-index] [--camera-images 96]
 
 Every other ``benchmarks/results/*.json`` (e.g. from bench_memory.py) is merged in too, under its file
 name; ``--skip-index`` reuses index.json from an earlier bench_index.py run.
@@ -21,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the training benchmark")
     parser.add_argument("--skip-index", action="store_true", help="reuse results/index.json")
+    parser.add_argument("--camera-images", type=int, default=96, help="4000x3000 JPEGs for bench_camera.py")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
     training, index = RESULTS / "training.json", RESULTS / "index.json"
@@ -33,6 +35,8 @@ def main() -> None:
     subprocess.run([sys.executable, here / "bench_library.py", RESULTS / "library.json"], check=True)
     subprocess.run([sys.executable, here / "bench_bundle_verify.py", RESULTS / "bundle_verify.json"], check=True)
     subprocess.run([sys.executable, here / "bench_backbones.py", RESULTS / "backbones.json"], check=True)
+    subprocess.run([sys.executable, here / "bench_camera.py", RESULTS / "camera.json",
+                    "--images", str(args.camera_images)], check=True)  # fmt: skip
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")

@@ -13,17 +13,19 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from datamodules.sources import ImageSource, Subset
 from foundation.atomic import atomic_file, new_temp_folder, publish_folder, remove_stale_any
-from foundation.images import BadImage
+from foundation.images import BadImage, split_readable
 from foundation.sharding import interleave, share
+from foundation.workers import DecodePool, available_cores, default_workers
 
 CACHE_FORMAT = 1
 
@@ -37,23 +39,39 @@ class CachedFeatures:
 
 
 class SourceImages(Dataset):
-    """Items of a source as (tensor, ok, reason); a bad file yields a zero tensor and its reason."""
+    """Items of a source through ``transform``; a bad file is the ``BadImage`` it raised, in its place
+    (the one convention: ``foundation.images.split_readable``). JPEGs decode at the transform's ``min_side``."""
 
-    def __init__(self, source: ImageSource, transform, image_size: int):
-        self.source, self.transform, self.image_size = source, transform, image_size
+    def __init__(self, source: ImageSource, transform, image_size: int | None = None):
+        self.source, self.transform = source, transform
+        draft = getattr(transform, "min_side", None) if source.decoding() else None
+        self.load = partial(source.load, min_side=draft) if draft else source.load
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(self.source.load(i)), True, ""
+            return self.transform(self.load(i))
         except BadImage as error:
-            return torch.zeros(3, self.image_size, self.image_size), False, str(error)
+            return error
+
+
+class _NumpyInputs:
+    """A transform's numpy output (what decoding workers send back): ``TensorTransform.pixels`` if it has it."""
+
+    def __init__(self, transform):
+        self.transform, self.pixels = transform, getattr(transform, "pixels", None)
+        self.min_side = getattr(transform, "min_side", None)
+
+    def __call__(self, image):
+        return self.pixels(image) if self.pixels is not None else self.transform(image).numpy()
 
 
 def cache_key(backbone_identity: str, transform, source: ImageSource) -> str:
     parts = [f"format={CACHE_FORMAT}", backbone_identity, repr(transform), source.fingerprint()]
+    if source.decoding():  # only when decoded pixels differ from a full decode: other keys stay as they were
+        parts.append(f"decoding={source.decoding()}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -64,13 +82,15 @@ def cached_features(
     image_size: int,
     cache_dir: str | os.PathLike,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: torch.device | str = "cpu",
     rank: int = 0,
     world_size: int = 1,
     barrier=lambda: None,
 ) -> tuple[CachedFeatures, bool]:
     """Features for every item of ``source``; returns (features, whether they came from the cache).
+
+    ``num_workers`` processes decode (default: free cores - 1) while this one runs the backbone.
 
     Under distributed training each of ``world_size`` ranks extracts every world_size-th item, writes
     its part, and rank 0 merges the parts into one entry: the same entry a single process would write.
@@ -119,29 +139,44 @@ def _merge_parts(parts: Path, n: int, world_size: int, key: str) -> CachedFeatur
 
 
 def extract_features(source, backbone, transform, image_size, batch_size, num_workers, device) -> CachedFeatures:
-    """Run the backbone once over the source, with a progress bar; bad images are skipped, not fatal."""
-    loader = DataLoader(
-        SourceImages(source, transform, image_size), batch_size=batch_size, num_workers=num_workers
-    )
+    """Run the backbone once over the source, with a progress bar; bad images are skipped, not fatal.
+
+    ``num_workers`` processes decode and transform (None: free cores - 1) while this one runs the backbone
+    on as many threads as the cores they leave; at most a few batches wait between them.
+    """
+    workers = default_workers() if num_workers is None else num_workers
+    workers = workers if len(source) > 1 else 0
+    items = SourceImages(source, _NumpyInputs(transform))
     features = np.zeros((len(source), backbone.feature_dim), dtype=np.float32)
     valid = np.zeros(len(source), dtype=bool)
     skipped: list[tuple[str, str]] = []
     threads = torch.get_num_threads()
     # Decoding workers and torch threads share the cores; oversubscribing them is ~3x slower.
-    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - num_workers)))
+    torch.set_num_threads(max(1, min(threads, available_cores() - workers)))
     backbone = backbone.to(device).eval()
-    start = 0
+    batch: list = []
+
+    def flush(start: int) -> None:
+        good, bad = split_readable(batch)
+        if good:
+            rows = [start + pos for pos, _ in good]
+            images = torch.from_numpy(np.stack([x for _, x in good])).to(device)
+            features[rows] = backbone(images).float().cpu().numpy()
+            valid[rows] = True
+        skipped.extend((source.describe(start + pos), reason) for pos, reason in bad)
+        batch.clear()
+
     try:
-        with torch.inference_mode():
-            for images, ok, reasons in tqdm(loader, desc="extracting features", unit="batch", file=sys.stderr):
-                stop = start + len(ok)
-                features[start:stop] = backbone(images.to(device)).float().cpu().numpy()
-                valid[start:stop] = ok.numpy()
-                skipped += [(source.describe(start + j), r) for j, r in enumerate(reasons) if not ok[j]]
-                start = stop
+        with DecodePool(items.__getitem__, workers, ahead=batch_size) as pool, torch.inference_mode():
+            for i, item in enumerate(tqdm(pool.map(range(len(source))), total=len(source),
+                                          desc="extracting features", unit="img", file=sys.stderr)):  # fmt: skip
+                batch.append(item)
+                if len(batch) == batch_size:
+                    flush(i + 1 - batch_size)
+            if batch:
+                flush(len(source) - len(batch))
     finally:
         torch.set_num_threads(threads)
-    features[~valid] = 0
     return CachedFeatures(features, valid, skipped, key="")
 
 

@@ -19,7 +19,7 @@ from torch.utils.data.dataloader import default_collate
 from datamodules.feature_cache import cached_features
 from datamodules.sources import DataError, ImageSource, Subset, at_most_per_class, build_source
 from datamodules.wordnet_targets import hierarchy_targets as hierarchy_targets_for
-from foundation.images import BadImage, skip_summary
+from foundation.images import BadImage, skip_summary, split_readable
 from foundation.vectors import DEFAULT_VECTORS, label_vector, load_word_vectors, words_for_label
 
 
@@ -38,6 +38,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         extract_batch_size: int = 16,
+        extract_workers: int | None = None,
         cache_dir: str = ".cache/features",
         source_options: dict | None = None,
         hierarchy_targets: float = 0.0,
@@ -59,6 +60,8 @@ class ImageWordDataModule(pl.LightningDataModule):
             batch_size: training batch size.
             num_workers: data-loading worker processes for image decoding.
             extract_batch_size: batch size of the one-off backbone pass that fills the feature cache.
+            extract_workers: processes decoding images for that pass while the main one runs the backbone
+                (default: free cores - 1, at least 1; 0 decodes in the main process).
             cache_dir: where cached backbone features live.
             source_options: the data source's own options (``emoji``: vendors, test_vendor, held_out,
                 validation_classes, seed; see ``datamodules.emoji``). A source with its own split
@@ -166,7 +169,7 @@ class ImageWordDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return cached_features(
             self.source, model.backbone, model.eval_transform, model.hparams.image_size,
-            self.hparams.cache_dir, self.hparams.extract_batch_size, self.hparams.num_workers,
+            self.hparams.cache_dir, self.hparams.extract_batch_size, self.hparams.extract_workers,
             trainer.strategy.root_device, trainer.global_rank, trainer.world_size, trainer.strategy.barrier,
         )  # fmt: skip
 
@@ -221,7 +224,8 @@ class EpochShuffle(RandomSampler):
 
 
 class SourceItems(Dataset):
-    """Decoded images for runs that train the backbone; a bad image becomes None and is dropped."""
+    """Decoded images for runs that train the backbone; a bad image is the ``BadImage`` it raised, dropped
+    by ``skip_bad_items`` (the one convention: ``foundation.images.split_readable``)."""
 
     def __init__(self, source: ImageSource, indices: np.ndarray, item_class: np.ndarray, transform,
                  with_index: bool = False):  # fmt: skip
@@ -235,12 +239,12 @@ class SourceItems(Dataset):
         item = int(self.indices[i])
         try:
             image = self.transform(self.source.load(item))
-        except BadImage:
-            return None
+        except BadImage as error:
+            return error
         return (image, int(self.item_class[item])) + ((item,) if self.with_index else ())
 
 
 def skip_bad_items(batch):
     """Collate what could be read; a batch with nothing readable becomes None and the step skips it."""
-    items = [item for item in batch if item is not None]
+    items = [item for _, item in split_readable(batch)[0]]
     return default_collate(items) if items else None

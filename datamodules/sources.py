@@ -44,8 +44,14 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def load(self, i: int) -> Image.Image:
+    def load(self, i: int, min_side: int | None = None) -> Image.Image:
+        """``min_side``: the shorter side the caller needs at least (lets JPEGs decode at a DCT scale)."""
         raise NotImplementedError
+
+    def decoding(self) -> str:
+        """What besides the files changes decoded pixels: "jpeg-draft" when ``load(i, min_side)`` may decode
+        JPEGs at a reduced scale (part of the feature-cache key), else ""."""
+        return ""
 
     def describe(self, i: int) -> str:
         """A human-readable name for item i, used in skip reports."""
@@ -67,8 +73,12 @@ class FileListSource(ImageSource):
         self.paths = paths
         self.labels = labels
 
-    def load(self, i: int) -> Image.Image:
-        return open_image(self.paths[i])
+    def load(self, i: int, min_side: int | None = None) -> Image.Image:
+        return open_image(self.paths[i], min_side=min_side)
+
+    def decoding(self) -> str:
+        jpeg = any(os.path.splitext(p)[1].lower() in (".jpg", ".jpeg", ".jpe", ".jfif") for p in self.paths)
+        return "jpeg-draft" if jpeg else ""
 
     def describe(self, i: int) -> str:
         return os.fsdecode(self.paths[i])
@@ -158,7 +168,7 @@ class FashionMNIST(ImageSource):
         self.labels = [FASHION_MNIST_CLASSES[k] for k in read_idx(self.files[1])]
         self.listing_skips = []
 
-    def load(self, i: int) -> Image.Image:
+    def load(self, i: int, min_side: int | None = None) -> Image.Image:
         return Image.fromarray(self.images[i], mode="L").convert("RGB")
 
     def describe(self, i: int) -> str:
@@ -186,8 +196,11 @@ class Subset(ImageSource):
         self.label_words = source.label_words
         self.listing_skips = source.listing_skips
 
-    def load(self, i: int) -> Image.Image:
-        return self.source.load(self.indices[i])
+    def load(self, i: int, min_side: int | None = None) -> Image.Image:
+        return self.source.load(self.indices[i], min_side) if min_side else self.source.load(self.indices[i])
+
+    def decoding(self) -> str:
+        return self.source.decoding()
 
     def describe(self, i: int) -> str:
         return self.source.describe(self.indices[i])

@@ -28,10 +28,10 @@ from datamodules.image_words import ImageWordDataModule
 from evaluation.report import markdown_table, model_name, write_report
 from foundation.config_files import DEFAULT_CONFIG, check_config_files
 from foundation.errors import WordsightError, run_entry
-from foundation.vectors import load_word_vectors
+from foundation.vectors import load_word_vectors, vectors_identity
 from models.backbones import Backbone, image_transform
 from models.conse import head_with_conse
-from models.embedder import load_checkpoint_network, load_embedder
+from models.embedder import conse_module, load_checkpoint_network
 from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE, ImageToWordVector
 from scoring.test_time import score_test_split
 
@@ -64,8 +64,7 @@ def load_feature_model(
     levers (``model.stacking_rate``, ``model.conse_weight``, as ``train.py test`` takes them from the
     checkpoint) unless given here."""
     if spec.startswith("conse:"):
-        embedder = load_embedder(spec)
-        model, sha = embedder.model, embedder.identity["vectors_sha"]
+        model, sha = conse_module(spec), vectors_identity()[1]  # ConSE works in the default vectors
         return FeatureModel(model_name(spec), model.backbone, image_size,
                             lambda f: model.from_logits(model.backbone.logits(f)), sha)  # fmt: skip
     model, hparams = load_checkpoint_network(Path(spec))

@@ -16,15 +16,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gensim.utils
 import numpy as np
-from gensim.models import KeyedVectors
 
 from foundation import spelling
 from foundation.atomic import WriteError, new_temp_folder, publish_folder, user_cache_dir
 from foundation.errors import WordsightError
 from foundation.hashing import files_sha
+
+if TYPE_CHECKING:  # gensim is imported only when vectors are loaded (~1.5 s): word queries never need it
+    from gensim.models import KeyedVectors
 
 DEFAULT_VECTORS = "glove-6b-50d"
 
@@ -66,10 +68,22 @@ def load_word_vectors(
 ) -> WordVectors:
     """Load ``glove-6b-50d`` (the shipped package) or a GloVe / word2vec text or ``.bin`` file, cached."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    name, sha, files = _identify(source, root)
+    read = partial(_read_shipped, *files) if name == DEFAULT_VECTORS else partial(_read_file, files[0])
+    return WordVectors(kv=_cached(root / "vectors" / sha, read), source=name, sha=sha)
+
+
+def vectors_identity(source: str = DEFAULT_VECTORS, cache_dir: str | os.PathLike | None = None) -> tuple[str, str]:
+    """``(source, sha)`` as ``load_word_vectors`` would record them, without loading the vectors (no gensim)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    name, sha, _ = _identify(source, root)
+    return name, sha
+
+
+def _identify(source: str, root: Path) -> tuple[str, str, tuple[Path, ...]]:
     if source == DEFAULT_VECTORS:
         files = _shipped_files()
         name = DEFAULT_VECTORS
-        read = partial(_read_shipped, *files)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -80,9 +94,7 @@ def load_word_vectors(
         path = path.resolve()
         files = (path,)
         name = str(path)
-        read = partial(_read_file, path)
-    sha = _content_sha(files, root / "vectors" / "shas")
-    return WordVectors(kv=_cached(root / "vectors" / sha, read), source=name, sha=sha)
+    return name, _content_sha(files, root / "vectors" / "shas"), files
 
 
 def words_for_label(
@@ -153,6 +165,7 @@ def _shipped_files() -> tuple[Path, Path]:
 def _read_shipped(vectors_file: Path, words_file: Path) -> KeyedVectors:
     """Build KeyedVectors from the package's arrays directly; a per-word Python loop would take minutes."""
     import pyarrow.parquet as pq
+    from gensim.models import KeyedVectors
 
     vectors = np.ascontiguousarray(np.load(vectors_file), dtype=np.float32)  # shipped Fortran-ordered
     words = pq.read_table(words_file, columns=["index"]).column("index").to_pylist()
@@ -168,6 +181,9 @@ def _read_shipped(vectors_file: Path, words_file: Path) -> KeyedVectors:
 
 def _read_file(path: Path) -> KeyedVectors:
     """Parse a word2vec ``.bin``, a word2vec text file (``count dim`` header) or a GloVe text file (none)."""
+    import gensim.utils
+    from gensim.models import KeyedVectors
+
     binary = ".bin" in path.suffixes
     with gensim.utils.open(str(path), "rb") as f:  # also reads .gz / .bz2
         first = f.readline().split()
@@ -177,6 +193,8 @@ def _read_file(path: Path) -> KeyedVectors:
 
 def _cached(directory: Path, read: Callable[[], KeyedVectors]) -> KeyedVectors:
     """Memory-map the cached vectors in ``directory``, reading the source and caching it first if needed."""
+    from gensim.models import KeyedVectors
+
     cached = directory / _KV_FILE
     if not cached.is_file():
         kv = read()

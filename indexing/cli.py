@@ -21,15 +21,19 @@ DEFAULT_TOP_K = 10
 CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
 
 
 def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
@@ -52,6 +56,30 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
     parser.add_argument(
         "--grid", metavar="OUT.png", help="also write a contact sheet (never over a file of yours)"
     )
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def add_inference_options(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """How images are embedded: which engine runs the network, how many processes decode."""
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch"),  # models.onnx_engine.ENGINES
+        default="auto",
+        help="what runs the network: onnx (ONNX Runtime on an export cached once per model; its CUDA provider "
+        "on a GPU when installed), torch (on cuda when present), or auto: onnx when onnxruntime is installed "
+        "(default)",
+    )
+    if workers:
+        parser.add_argument(
+            "--workers",
+            type=non_negative_int,
+            help="processes decoding images while this one runs the network (default: free cores - 1, at "
+            "least 1; 0 decodes in this process)",
+        )
 
 
 def log(message: str) -> None:

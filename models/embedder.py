@@ -1,8 +1,11 @@
 """Turn images into word-space vectors with a trained checkpoint or with ConSE, without Lightning.
 
 ``load_embedder`` accepts a checkpoint path, ``conse:<backbone>`` (no training at all), or nothing
-(the newest checkpoint under ``checkpoints/``). tag.py, search.py and index building only need this
-module, so they never import pytorch_lightning.
+(the newest checkpoint under ``checkpoints/``), and an engine: ``auto`` (ONNX Runtime when installed,
+else torch), ``onnx`` or ``torch``. The network is exported to ONNX once per embedder identity
+(``models.onnx_engine``); afterwards loading it needs neither torch nor gensim: this module imports
+torch only when it must export, or when the torch engine is asked for. tag.py, search.py and index building
+only need this module, so they never import pytorch_lightning.
 """
 
 from __future__ import annotations
@@ -10,113 +13,39 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from foundation import hashing
 from foundation.errors import WordsightError
-from foundation.images import BadImage, open_image
-from models.backbones import BackboneError, build_backbone, image_transform
-from models.network import ImageToVectorNet, network_from_hparams
+from foundation.vectors import vectors_identity
+from models.onnx_engine import (
+    ENGINES,
+    Combine,
+    Embedder,
+    EmbedResult,
+    OnnxNetwork,
+    export_key,
+    onnxruntime_available,
+    read_export,
+    write_export,
+)
+from models.preprocess import LITE_SIZES, default_image_size, pixel_transform
 from models.runtime import keep_freed_memory
+from models.weights import BackboneError, shipped_identity, weights_identity
+from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions  # numpy only
+
+ImageEmbedder = Embedder  # the name callers used before the engines
+__all__ = ["EmbedResult", "Embedder", "EmbedderError", "ImageEmbedder", "load_checkpoint_network", "load_embedder"]
+
+# The class label vectors ConSE weights (``models.conse.label_vector_array``: WordNet-aware by default). A
+# new way of making them takes a new name, and the options' key is part of it, so cache entries never mix.
+CONSE_CLASSES = "conse-imagenet-labels-v2"
 
 
 class EmbedderError(WordsightError, RuntimeError):
     """A checkpoint that cannot be used: one line that names the fix."""
-
-
-@dataclass
-class EmbedResult:
-    paths: list[str]
-    vectors: np.ndarray  # (n, dim) float32, not normalised
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    features: np.ndarray | None = None  # (n, feature_dim) float32: the backbone's pooled features, if known
-
-
-class _PathImages(Dataset):
-    def __init__(self, paths, transform):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            return self.transform(open_image(self.paths[i])), i, ""
-        except BadImage as error:
-            return torch.zeros(0), i, str(error)
-
-
-def _collate(batch):
-    good = [(x, i) for x, i, reason in batch if not reason]
-    bad = [(i, reason) for x, i, reason in batch if reason]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, [i for _, i in good], bad
-
-
-class ImageEmbedder:
-    """Maps images to vectors in the word space; ``identity`` says exactly what made them."""
-
-    def __init__(self, spec: str, model: torch.nn.Module, transform, identity: dict, extra_dims: int = 0,
-                 backbone=None):  # fmt: skip
-        self.spec, self.model, self.transform, self.identity = spec, model.eval(), transform, identity
-        self.dim = identity["dim"]
-        self.out_dim = self.dim + extra_dims  # extra outputs after the vector (class probabilities)
-        self.device = torch.device("cpu")
-        self.backbone = backbone  # whose output embed_paths also returns as pooled features
-        self.feature_dim = backbone.feature_dim if backbone is not None else None
-
-    def with_class_probabilities(self) -> ImageEmbedder | None:
-        """For ConSE: an embedder whose rows are the vector then the 1000 class probabilities, which
-        hierarchy tags need (``taxonomy.hierarchy.HierarchyTagger``). None for a trained checkpoint."""
-        from models.conse import ConSE, ConSEWithProbabilities
-
-        if not isinstance(self.model, ConSE):
-            return None
-        n_classes = int(self.model.valid.shape[0])
-        return ImageEmbedder(self.spec, ConSEWithProbabilities(self.model), self.transform, self.identity, n_classes,
-                             backbone=self.backbone)  # fmt: skip
-
-    def to(self, device: torch.device | str) -> ImageEmbedder:
-        """Run the model on ``device`` (e.g. ``cuda:1`` for one rank of a sharded index build)."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
-
-    @torch.inference_mode()
-    def embed_images(self, pil_images) -> np.ndarray:
-        batch = torch.stack([self.transform(image.convert("RGB")) for image in pil_images])
-        return self.model(batch.to(self.device)).float().cpu().numpy()
-
-    @torch.inference_mode()
-    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> EmbedResult:
-        """Stream images through the model in batches; unreadable files are skipped with a reason."""
-        paths = [os.fsdecode(p) for p in paths]
-        vectors = np.zeros((len(paths), self.out_dim), dtype=np.float32)
-        features = np.zeros((len(paths), self.feature_dim or 0), dtype=np.float32)
-        ok = np.zeros(len(paths), dtype=bool)
-        skipped = []
-        pooled = []
-        hook = self.backbone.register_forward_hook(lambda m, i, out: pooled.append(out)) if self.backbone else None
-        loader = DataLoader(_PathImages(paths, self.transform), batch_size=batch_size,
-                            num_workers=num_workers, collate_fn=_collate)  # fmt: skip
-        for images, index, bad in tqdm(loader, desc="embedding images", unit="batch", file=sys.stderr,
-                                       disable=not progress):  # fmt: skip
-            if images is not None:
-                vectors[index] = self.model(images.to(self.device)).float().cpu().numpy()
-                ok[index] = True
-                if pooled:
-                    features[index] = pooled.pop().float().cpu().numpy()
-            skipped += [(paths[i], reason) for i, reason in bad]
-        if hook is not None:
-            hook.remove()
-        kept = [p for p, good in zip(paths, ok) if good]
-        return EmbedResult(kept, vectors[ok], skipped, features[ok] if self.backbone else None)
 
 
 def file_sha(path: str | os.PathLike) -> str:
@@ -133,9 +62,13 @@ def newest_checkpoint(checkpoints_dir: str | os.PathLike = "checkpoints") -> Pat
     return found[-1]
 
 
-def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = "checkpoints",
-                  conse_options=None) -> ImageEmbedder:  # fmt: skip
-    """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint.
+def load_embedder(
+    spec: str | None = None,
+    checkpoints_dir: str | os.PathLike = "checkpoints",
+    engine: str = "auto",
+    conse_options: HierarchyOptions | None = None,
+) -> Embedder:
+    """A checkpoint path, ``conse:<backbone>``, or None for the newest checkpoint; run by ``engine``.
 
     ``conse_options`` (``taxonomy.hierarchy.HierarchyOptions``, default ``DEFAULT_OPTIONS``) say how a
     ``conse:`` spec uses WordNet; the ConSE mix of trained heads always uses the defaults. What loading
@@ -143,17 +76,125 @@ def load_embedder(spec: str | None = None, checkpoints_dir: str | os.PathLike = 
     stays results only.
     """
     keep_freed_memory()
+    if engine not in ENGINES:
+        raise EmbedderError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    use_onnx = engine == "onnx" or (engine == "auto" and onnxruntime_available())
+    if use_onnx and not onnxruntime_available():
+        raise EmbedderError("--engine onnx needs onnxruntime: pip install onnxruntime (or use --engine torch)")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             if spec and spec.startswith("conse:"):
-                return _conse_embedder(spec, conse_options)
-            return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir))
+                return _conse_embedder(spec, use_onnx, conse_options or DEFAULT_OPTIONS)
+            return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir), use_onnx)
     except BackboneError as error:
         raise EmbedderError(str(error)) from None
 
 
-def load_checkpoint_network(path: Path) -> tuple[ImageToVectorNet, dict]:
+def conse_class_vectors(
+    vectors_source: str, vectors_sha: str, options: HierarchyOptions = DEFAULT_OPTIONS
+) -> tuple[np.ndarray, np.ndarray]:
+    """ConSE's (1000, dim) class label vectors and which are valid, computed once per word-vectors hash
+    and options (``models.conse.label_vector_array``, the one place they come from)."""
+    from foundation.derived import derived_arrays
+
+    def compute() -> dict[str, np.ndarray]:
+        from foundation.vectors import training_vectors
+        from models.conse import label_vector_array
+
+        vectors = label_vector_array(training_vectors(vectors_source, vectors_sha), options).astype(np.float32)
+        return {"vectors": vectors, "valid": np.any(vectors != 0, axis=1)}
+
+    arrays = derived_arrays(vectors_sha, f"{CONSE_CLASSES}-{options.key()}", compute)
+    return arrays["vectors"], arrays["valid"].astype(bool)
+
+
+def conse_module(spec: str, top_t: int = DEFAULT_OPTIONS.top_t):
+    """The torch ``models.conse.ConSE`` module of ``conse:<backbone>`` (evaluation scores cached features)."""
+    import torch
+
+    from models.backbones import build_backbone
+    from models.conse import ConSE
+
+    backbone = build_backbone(spec.split(":", 1)[1])
+    vectors, valid = conse_class_vectors(*vectors_identity())
+    return ConSE(backbone, torch.from_numpy(vectors), torch.from_numpy(valid), top_t=top_t)
+
+
+def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Embedder:
+    from dataclasses import asdict
+
+    name = spec.split(":", 1)[1]
+    if name in LITE_SIZES:
+        backbone_identity, weights_file = shipped_identity(name), _shipped_file(name)
+    else:  # torchvision weights are found through torch's hub folder: torch is needed to name them
+        from models.backbones import _weights_file, build_backbone
+
+        backbone_identity, weights_file = build_backbone(name).identity, _weights_file(name, "pretrained")
+    vectors_source, vectors_sha = vectors_identity()
+    identity = {
+        "embedder": spec,
+        "sha": hashing.text_sha(f"{backbone_identity}|{vectors_sha}|top{options.top_t}|{options.key()}"),
+        "vectors_source": vectors_source,
+        "vectors_sha": vectors_sha,
+        "dim": None,
+        "conse_options": asdict(options),
+    }
+    class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
+    identity["dim"] = int(class_vectors.shape[1])
+    combine = Combine("conse", class_vectors, valid, options.top_t)
+    transform = pixel_transform(name, default_image_size(name))
+
+    def torch_network():
+        from models.backbones import build_backbone
+        from models.export import NetworkOutputs, TorchNetwork
+
+        return TorchNetwork(NetworkOutputs(build_backbone(name)))
+
+    meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),
+            "image_size": transform.size, "transform": repr(transform), "identity": identity}  # fmt: skip
+    if not use_onnx:
+        return Embedder(spec, identity, transform, torch_network(), combine)
+    key = export_key(identity)
+    found = read_export(key)
+    if found is None or not _export_still_valid(found[1]):
+        found = _export(key, torch_network(), transform.size, meta)
+    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, torch_network)
+
+
+def _shipped_file(name: str) -> Path:
+    from models.weights import shipped_lite_file
+
+    return shipped_lite_file(name)
+
+
+def _export_still_valid(meta: dict) -> bool:
+    """The backbone weights an export was made from are still the installed ones (else re-export, or let
+    the torch loader refuse the checkpoint with its own message)."""
+    if not meta.get("weights_file"):  # weights inside the checkpoint: its hash covers them
+        return True
+    try:
+        return weights_identity(meta["backbone"], Path(meta["weights_file"])) == meta["backbone_identity"]
+    except OSError:
+        return False
+
+
+def _export(key: str, network, image_size: int, meta: dict):
+    import onnx
+    import onnxruntime
+    import torch
+
+    from models.export import export_onnx
+
+    print(f"exporting {meta['identity']['embedder']} to ONNX once (cache key {key})", file=sys.stderr)
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    return write_export(key, lambda path: export_onnx(network.module, image_size, path), {**meta, "versions": versions})
+
+
+def load_checkpoint_network(path: Path) -> tuple:
     """A checkpoint's network (frozen backbone rebuilt from its source and checked) and hyper-parameters."""
+    import torch
+
+    from models.network import network_from_hparams
     if not path.is_file():
         raise EmbedderError(f"checkpoint {path} not found: pass a .ckpt file or conse:efficientnet_lite0")
     try:
@@ -181,20 +222,47 @@ def load_checkpoint_network(path: Path) -> tuple[ImageToVectorNet, dict]:
     return net.eval(), hparams
 
 
-def _checkpoint_embedder(path: Path) -> ImageEmbedder:
+def _checkpoint_embedder(path: Path, use_onnx: bool) -> Embedder:
+    if not path.is_file():
+        raise EmbedderError(f"checkpoint {path} not found: pass a .ckpt file or conse:efficientnet_lite0")
+    spec = str(path)
+    if use_onnx:
+        key = export_key({"embedder": f"checkpoint:{path.name}", "sha": file_sha(path)})
+        found = read_export(key)
+        if found is not None and _export_still_valid(found[1]):
+            meta = found[1]
+            transform = pixel_transform(meta["backbone"], meta["image_size"])
+            network = OnnxNetwork(found[0], key)
+            return Embedder(spec, meta["identity"], transform, network, _head_combine(meta), lambda: _torch_network(path)[0])
+    network, identity, meta = _torch_network(path)
+    transform = pixel_transform(meta["backbone"], meta["image_size"])
+    combine = _head_combine(meta)  # first: missing or changed word vectors stop here, before any export
+    if not use_onnx:
+        return Embedder(spec, identity, transform, network, combine)
+    key = export_key(identity)
+    found = _export(key, network, transform.size, meta)
+    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, lambda: _torch_network(path)[0])
+
+
+def _head_combine(meta: dict) -> Combine:
+    """The head's vector, plus ``conse_weight`` x ConSE: embed exactly as the test metrics scored it."""
+    weight = meta["conse_weight"]
+    if not weight:
+        return Combine("head")
+    identity = meta["identity"]
+    vectors, valid = conse_class_vectors(identity["vectors_source"], identity["vectors_sha"])
+    return Combine("head", vectors, valid, DEFAULT_OPTIONS.top_t, weight)
+
+
+def _torch_network(path: Path):
+    """(TorchNetwork, identity, export meta) of a checkpoint, loaded and checked by torch."""
+    from models.backbones import _weights_file
+    from models.export import NetworkOutputs, TorchNetwork
+
     net, hparams = load_checkpoint_network(path)
     label_space = hparams["label_space"]
-    model = net
-    if hparams.get("conse_weight"):  # embed exactly as the test metrics scored it: head + weight x ConSE
-        from foundation.vectors import training_vectors
-        from models.conse import head_with_conse
-
-        wv = training_vectors(label_space["vectors_source"], label_space["vectors_sha"])
-        model = torch.nn.Sequential(net.backbone, head_with_conse(net.head, net.backbone, hparams["conse_weight"], wv))
     sha = file_sha(path)
-    if hparams.get("conse_weight"):  # the mixed-in ConSE's label vectors are part of what embeds
-        from taxonomy.hierarchy import DEFAULT_OPTIONS
-
+    if hparams.get("conse_weight"):  # its ConSE mix uses the WordNet label vectors: indexes record which
         sha = hashing.text_sha(f"{sha}|{DEFAULT_OPTIONS.key()}")
     identity = {
         "embedder": f"checkpoint:{path.name}",
@@ -203,32 +271,14 @@ def _checkpoint_embedder(path: Path) -> ImageEmbedder:
         "vectors_sha": label_space["vectors_sha"],
         "dim": len(label_space["vectors"][0]),
     }
-    transform = image_transform(hparams["backbone"], hparams["image_size"])
-    return ImageEmbedder(str(path), model, transform, identity, backbone=net.backbone)
-
-
-def _conse_embedder(spec: str, options=None) -> ImageEmbedder:
-    from dataclasses import asdict
-
-    from foundation.vectors import load_word_vectors
-    from models.backbones import default_image_size
-    from models.conse import ConSE, imagenet_label_vectors
-    from taxonomy.hierarchy import DEFAULT_OPTIONS
-
-    options = options or DEFAULT_OPTIONS
-    backbone_name = spec.split(":", 1)[1]
-    backbone = build_backbone(backbone_name)
-    word_vectors = load_word_vectors()
-    class_vectors, valid = imagenet_label_vectors(word_vectors, options)
-    made_of = f"{backbone.identity}|{word_vectors.sha}|top{options.top_t}|{options.key()}"
-    identity = {
-        "embedder": spec,
-        "sha": hashing.text_sha(made_of),
-        "vectors_source": word_vectors.source,
-        "vectors_sha": word_vectors.sha,
-        "dim": word_vectors.dim,
-        "conse_options": asdict(options),
+    weights = None if hparams["weights"] == "random" else _weights_file(hparams["backbone"], hparams["weights"])
+    meta = {
+        "backbone": hparams["backbone"],
+        "backbone_identity": net.backbone.identity,
+        "weights_file": str(weights) if weights else None,
+        "image_size": hparams["image_size"],
+        "transform": repr(pixel_transform(hparams["backbone"], hparams["image_size"])),
+        "conse_weight": float(hparams.get("conse_weight") or 0.0),
+        "identity": identity,
     }
-    model = ConSE(backbone, class_vectors, valid, top_t=options.top_t)
-    transform = image_transform(backbone_name, default_image_size(backbone_name))
-    return ImageEmbedder(spec, model, transform, identity, backbone=backbone)
+    return TorchNetwork(NetworkOutputs(net.backbone, net.head)), identity, meta

@@ -87,7 +87,7 @@ class FakeEmbedder:
             [colour_vector(np.asarray(im.convert("RGB")).reshape(-1, 3).mean(axis=0)) for im in pil_images]
         )
 
-    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True) -> EmbedResult:
+    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         good, vectors, skipped = [], [], []
         for path in map(os.fsdecode, paths):
             self.embedded.append(path)
@@ -112,7 +112,7 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
     """
     module = types.ModuleType("models.embedder")
 
-    def load_embedder(spec=None, checkpoints_dir="checkpoints"):
+    def load_embedder(spec=None, checkpoints_dir="checkpoints", engine="auto"):
         if spec == "missing":
             raise EmbedderError("no checkpoint in checkpoints/: train one")
         print("Loaded pretrained weights for fake")

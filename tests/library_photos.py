@@ -78,8 +78,8 @@ class FeatureFakeEmbedder(FakeEmbedder):
 
     feature_dim = 108
 
-    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True) -> EmbedResult:
-        plain = super().embed_paths(paths, batch_size, progress)
+    def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
+        plain = super().embed_paths(paths, batch_size, progress, workers)
         features = [thumbnail_features(open_image(path)) for path in plain.paths]
         return EmbedResult(plain.paths, plain.vectors, plain.skipped,
                            np.array(features, np.float32).reshape(-1, self.feature_dim))  # fmt: skip

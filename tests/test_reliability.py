@@ -59,10 +59,10 @@ def cached_embedders():
     """The real checkpoint loader, run once per spec: each tag/search call below would otherwise reload it."""
     real, loaded = embedder_module.load_embedder, {}
 
-    def load(spec):
-        if spec not in loaded:
-            loaded[spec] = real(spec)
-        return loaded[spec]
+    def load(spec, **options):
+        if (spec, *options.items()) not in loaded:
+            loaded[(spec, *options.items())] = real(spec, **options)
+        return loaded[(spec, *options.items())]
 
     return load
 

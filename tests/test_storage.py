@@ -92,8 +92,8 @@ def test_remembered_hashes_are_pruned(tmp_path):
 
 def test_callers_use_the_one_hasher(tmp_path):
     from indexing.word_index import vocabulary_spec
-    from models.backbones import file_sha12
     from models.embedder import file_sha
+    from models.weights import file_sha12
 
     file = tmp_path / "words.txt"
     file.write_text("cat\ndog\n")
