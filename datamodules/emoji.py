@@ -171,8 +171,12 @@ class EmojiSource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def load(self, i: int):
-        return open_image(self.paths[i])
+    def load(self, i: int, min_side: int | None = None):
+        return open_image(self.paths[i], min_side=min_side)
+
+    def decoding(self) -> str:
+        """The prepared emoji are PNGs: no reduced-scale decoding changes their pixels."""
+        return ""
 
     def describe(self, i: int) -> str:
         return os.fsdecode(self.paths[i])

@@ -151,8 +151,10 @@ def extract_features(source, backbone, transform, image_size, batch_size, num_wo
     valid = np.zeros(len(source), dtype=bool)
     skipped: list[tuple[str, str]] = []
     threads = torch.get_num_threads()
-    # Decoding workers and torch threads share the cores; oversubscribing them is ~3x slower.
-    torch.set_num_threads(max(1, min(threads, available_cores() - workers)))
+    # Decoding workers and torch threads share the cores (oversubscribing them is ~3x slower). The thread
+    # count follows the default worker count, not ``workers``: float sums depend on it, and the same images
+    # must give the same cached features however many decoders ran.
+    torch.set_num_threads(max(1, min(threads, available_cores() - default_workers())))
     backbone = backbone.to(device).eval()
     batch: list = []
 
