@@ -101,4 +101,4 @@ def export_from_postgres(spec: str, out, log: Callable[[str], None] = lambda m: 
     return bundle
 
 
-__all__ = ["export_to_postgres", "export_from_postgres"]
+__all__ = ["export_from_postgres", "export_to_postgres"]

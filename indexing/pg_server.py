@@ -13,7 +13,6 @@ only when a database spec is used: Annoy bundles never load them.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,7 @@ def embedded_uri(folder: Path, create: bool) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         try:
             _servers[key] = pgserver.get_server(folder, cleanup_mode="stop")
-        except Exception as err:  # pg_ctl failures arrive as CalledProcessError / TimeoutExpired
+        except Exception as err:  # noqa: BLE001 - pg_ctl failures: CalledProcessError, TimeoutExpired, ...
             log = folder / "log"
             raise DatabaseError(f"cannot start the embedded PostgreSQL in {folder} ({type(err).__name__}); "
                                 f"see {log}") from None
@@ -124,6 +123,8 @@ def ensure_vector(conn, create: bool) -> None:
         try:
             with conn.transaction():
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.UniqueViolation:
+            pass  # another process created it at the same moment
         except psycopg.Error as err:
             raise DatabaseError(f"cannot create the pgvector extension ({_first_line(err)}): install pgvector on "
                                 "the server and run CREATE EXTENSION vector as its owner") from None
@@ -155,9 +156,3 @@ def database_errors(spec_shown: str):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def loopback_only(uri: str) -> bool:
-    """Whether a URI names this machine (tests and benchmarks only ever talk to loopback servers)."""
-    host = re.sub(r"^[a-z]+://([^@/]*@)?", "", uri).split("/")[0].rsplit(":", 1)[0]
-    return host in ("", "localhost", "127.0.0.1", "[::1]") or host.startswith("127.") or os.sep in host

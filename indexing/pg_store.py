@@ -127,6 +127,9 @@ class Writer:
 
         conn = self.conn
         with conn.transaction():
+            # writers queue on the manifest row (PostgreSQL's row lock): batches apply one after another,
+            # so two writers touching the same rows in different orders can never deadlock
+            conn.execute("SELECT version FROM ws_manifest WHERE id = 1 FOR UPDATE")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ws_staging (LIKE ws_images) ON COMMIT DELETE ROWS")
             count = 0
             with conn.cursor().copy("COPY ws_staging (path, size, mtime_ns, hash, folder, date, facts, embedding, "
@@ -443,4 +446,4 @@ def database_bytes(conn) -> int:
     return int(conn.execute("SELECT pg_total_relation_size('ws_images') + pg_total_relation_size('ws_manifest')").fetchone()[0])
 
 
-__all__ = ["DatabaseError", "PgCollection", "Row", "Writer", "open_store", "connect"]
+__all__ = ["DatabaseError", "PgCollection", "Row", "Writer", "connect", "open_store"]
