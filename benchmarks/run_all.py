@@ -32,6 +32,7 @@ def main() -> None:
     subprocess.run([sys.executable, here / "bench_webapp.py", RESULTS / "webapp.json"], check=True)
     subprocess.run([sys.executable, here / "bench_library.py", RESULTS / "library.json"], check=True)
     subprocess.run([sys.executable, here / "bench_bundle_verify.py", RESULTS / "bundle_verify.json"], check=True)
+    subprocess.run([sys.executable, here / "bench_postgres.py", RESULTS / "postgres.json"], check=True)  # issue 16
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")
