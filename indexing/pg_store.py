@@ -16,7 +16,9 @@ the rows they both touch (PostgreSQL's row locks; nothing home-made). A writer k
 nothing: the server rolls its transaction back when the connection drops.
 
 ``ef_search`` is tuned at build time like Annoy's search_k: the smallest of EF_STEPS whose recall@10 on
-midpoints of random item pairs reaches 0.95 against exact search, recorded in the manifest.
+midpoints of random item pairs reaches 0.95 against exact search, recorded in the manifest. If even
+ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), the manifest records
+``embedding_search: exact`` and queries scan exactly: slower, never worse than the target.
 
 Filters (``--in``, ``--after``, ``--before``) are SQL WHERE clauses. pgvector before 0.8 filters the HNSW
 candidates after the scan (so a selective filter can return fewer than k rows); the query then falls back to
@@ -328,6 +330,7 @@ class PgCollection:
         sql = (f"SELECT path, 1 - ({distance}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
                f"ORDER BY {distance}, path LIMIT %(k)s")  # fmt: skip
         approx = sql.replace(", path LIMIT", " LIMIT")  # an extra sort key would stop the index scan
+        exact = exact or self.manifest.get(f"{self.space}_search") == "exact"  # HNSW short of the target
         with self.guard(), self.conn.transaction():
             if not exact:
                 self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.ef_search, k))}")
@@ -399,6 +402,16 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
     return ef, measured
 
 
+def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
+    """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
+    heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
+    if recall >= TARGET_RECALL or chosen is not None:
+        return "hnsw"
+    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
+        "queries scan exactly (pass --ef-search to use the index anyway)")
+    return "exact"
+
+
 def manifest_for(embedder_identity: dict, spec: str, dim: int, count: int, extra: dict) -> dict:
     """The manifest facts a bundle's manifest.json records, for the database."""
     return {
@@ -427,10 +440,12 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) 
     collection = PgCollection(db, conn, manifest, 0)
     ef, recall = tune_ef_search(collection, log, ef_search)
     manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))
+    manifest["embedding_search"] = _search_mode(recall, ef_search, "word space", log)
     features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
     if features is not None:
         features_ef, features_recall = tune_ef_search(features, log)
         manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall)
+        manifest["features_search"] = _search_mode(features_recall, None, "visual features", log)
     writer.batch(manifest=manifest)
     stored, version = read_manifest(conn, db.shown)
     return PgCollection(db, conn, stored, version)

@@ -143,6 +143,17 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
     assert collection.nearest(query, 5, where=where) == truth and len(truth) == 5
 
 
+def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
+    monkeypatch.setattr(pg_store, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
+    err = build(library, db, capfd)
+    assert "queries scan exactly" in err
+    collection = pg_store.open_store(db)
+    assert collection.manifest["embedding_search"] == "exact" and collection.manifest["ef_search"] == 1000
+    monkeypatch.setattr(pg_store.PgCollection, "ef_search", property(lambda self: 1))
+    query = np.ones(embedder.dim, np.float32)
+    assert collection.nearest(query, 10) == collection.nearest(query, 10, exact=True)
+
+
 # ---- --update: insert, update, delete, renames
 
 
