@@ -149,6 +149,11 @@ def database_errors(spec_shown: str):
         except psycopg.OperationalError as err:
             raise DatabaseError(f"lost the connection to PostgreSQL at {spec_shown} ({_first_line(err)}): "
                                 "check that the server is running, then try again") from None
+        except psycopg.errors.ReadOnlySqlTransaction:
+            raise DatabaseError(f"{spec_shown} is read-only (a replica?): write to the primary server") from None
+        except psycopg.errors.InsufficientPrivilege as err:
+            raise DatabaseError(f"PostgreSQL at {spec_shown} refused ({_first_line(err)}): connect as a user "
+                                "allowed to do this, or ask the database owner to GRANT it") from None
 
     return guard()
 

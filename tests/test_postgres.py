@@ -338,6 +338,19 @@ def test_server_down_or_missing_is_one_line_exit_2(tmp_path, space, capfd):
     assert not (tmp_path / "nothing").exists()  # a query never creates a database
 
 
+def test_read_only_database_like_a_replica_answers_queries_and_refuses_writes(db, server, library, embedder,
+                                                                              space, capfd):  # fmt: skip
+    build(library, db, capfd)
+    name = db.split("/")[3].split("?")[0]
+    server.psql(f"ALTER DATABASE {name} SET default_transaction_read_only = on;")  # what a hot standby enforces
+    results = search_json(["red", "--top-k", 3, "--in", library / "2024"], capfd, space, db)[0]["results"]
+    assert len(results) == 3
+    (library / "2025/coins.jpg").unlink()
+    code, _, err = run(indexing_main, ["build-images", "--backend", "postgres", "--db", db, "--update"], capfd)
+    assert code == 2 and "read-only" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
 # ---- an embedded server started and stopped by the command; a second server over loopback TCP
 
 
