@@ -71,8 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     images.add_argument("--db", help=f"with --backend postgres: {pg_server.DB_HELP}")
     images.add_argument(
         "--ef-search", type=cli.positive_int,
-        help="postgres: HNSW ef_search (default: smallest reaching recall@10 >= 0.95 vs exact)",
+        help="postgres: HNSW ef_search (default: smallest reaching recall@10 >= 0.95 vs exact; if even 1000 "
+        "does not, queries scan exactly)",
     )  # fmt: skip
+    images.add_argument("--hnsw-m", type=cli.positive_int,
+                        help="postgres: HNSW graph degree m, for a new index (default 16; 32 for harder collections)")
+    images.add_argument("--ef-construction", type=cli.positive_int,
+                        help="postgres: HNSW ef_construction, for a new index (default 64; larger: slower build, higher recall)")
     images.add_argument(
         "--checkpoint", help=f"{cli.CHECKPOINT_HELP}; with --update, default: the index's own"
     )

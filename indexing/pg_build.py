@@ -125,6 +125,8 @@ def build_images_pg(
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
     shard: Shard | None = None,
+    hnsw_m: int | None = None,
+    ef_construction: int | None = None,
 ) -> PgReport | None:
     db = parse_spec(spec)
     conn = connect(db, create=True)
@@ -187,7 +189,8 @@ def build_images_pg(
             raise BundleError(f"none of the {len(unusable)} images could be read (all listed in {listed}): "
                               f"{describe_skips(unusable)}")  # fmt: skip
         if not _has_hnsw(conn):
-            pg_store.create_vector_indexes(conn, log, features=manifest["library"]["features"] is not None)
+            pg_store.create_vector_indexes(conn, log, features=manifest["library"]["features"] is not None,
+                                           m=hnsw_m, ef_construction=ef_construction)  # fmt: skip
         collection = pg_store.finish(conn, db, manifest, log, ef_search)
     return PgReport(collection, embedded=len(the_plan.to_embed) - len(failed), reused=the_plan.reused,
                     removed=len(the_plan.deletes), duplicates=the_plan.collected.duplicates, skipped=skipped,

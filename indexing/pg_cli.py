@@ -42,7 +42,8 @@ def build_images_postgres(args: argparse.Namespace) -> int:
         if shard is not None:
             embedder.to(shards.local_device())
         report = build_images_pg(inputs, args.db, embedder, update=args.update, ef_search=args.ef_search,
-                                 batch_size=args.batch_size, shard=shard,
+                                 batch_size=args.batch_size, shard=shard, hnsw_m=args.hnsw_m,
+                                 ef_construction=args.ef_construction,
                                  log=cli.log if shard is None or shard.rank == 0 else lambda message: None)  # fmt: skip
     finally:
         if shard is not None:

@@ -83,16 +83,25 @@ def create_schema(conn, dim: int, feature_dim: int | None) -> None:
             conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column} ON ws_images ({column})")
 
 
-def create_vector_indexes(conn, log: Callable[[str], None], features: bool) -> float:
+def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: int | None = None,
+                          ef_construction: int | None = None) -> float:  # fmt: skip
     """HNSW indexes (built once over the loaded rows: faster than growing them row by row)."""
+    m, ef_construction = int(m or HNSW_M), int(ef_construction or HNSW_EF_CONSTRUCTION)
     started = time.perf_counter()
     conn.execute("SET maintenance_work_mem = '512MB'")
     for column in SPACES if features else SPACES[:1]:
         conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
-                     f"({column} vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")  # fmt: skip
+                     f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
     seconds = time.perf_counter() - started
-    log(f"HNSW index (m {HNSW_M}, ef_construction {HNSW_EF_CONSTRUCTION}) in {seconds:.1f}s")
+    log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
     return seconds
+
+
+def hnsw_options(conn) -> dict:
+    """The m and ef_construction the embedding index was built with (as the server stores them)."""
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'ws_images_embedding_hnsw'").fetchone()
+    options = dict(o.split("=", 1) for o in (row[0] or [])) if row else {}
+    return {"m": int(options.get("m", HNSW_M)), "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION))}
 
 
 def has_table(conn) -> bool:
@@ -426,7 +435,6 @@ def manifest_for(embedder_identity: dict, spec: str, dim: int, count: int, extra
         "embedder_spec": spec,
         "embedder_sha": embedder_identity["sha"],
         "embedder": embedder_identity,
-        "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
         **extra,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -436,7 +444,7 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) 
     """Tune ef_search on the committed rows, record it (and the count) in the manifest, open the result."""
     writer = Writer(conn)
     count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
-    manifest = {**manifest, "count": int(count)}
+    manifest = {**manifest, "count": int(count), "hnsw": hnsw_options(conn)}
     collection = PgCollection(db, conn, manifest, 0)
     ef, recall = tune_ef_search(collection, log, ef_search)
     manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))

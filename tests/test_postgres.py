@@ -81,7 +81,8 @@ def run(main, argv, capfd) -> tuple[int, list[str], str]:
 
 
 def build(library, db, capfd, *extra):
-    code, _, err = run(indexing_main, ["build-images", library, "--backend", "postgres", "--db", db, *extra], capfd)
+    argv = ["build-images", library, "--backend", "postgres", "--db", db, *extra]
+    code, _, err = run(indexing_main, argv, capfd)
     assert code == 0, err
     return err
 
@@ -145,10 +146,11 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
 
 def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
     monkeypatch.setattr(pg_store, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
-    err = build(library, db, capfd)
+    err = build(library, db, capfd, "--hnsw-m", 24, "--ef-construction", 80)
     assert "queries scan exactly" in err
     collection = pg_store.open_store(db)
     assert collection.manifest["embedding_search"] == "exact" and collection.manifest["ef_search"] == 1000
+    assert collection.manifest["hnsw"] == {"m": 24, "ef_construction": 80}  # as the server built it
     monkeypatch.setattr(pg_store.PgCollection, "ef_search", property(lambda self: 1))
     query = np.ones(embedder.dim, np.float32)
     assert collection.nearest(query, 10) == collection.nearest(query, 10, exact=True)
