@@ -128,6 +128,11 @@ def test_build_search_and_filters_match_the_annoy_bundle(tmp_path, db, library, 
     photo = library / "2024/spring/rocket.jpg"
     results = search_json([photo, "--top-k", 3], capfd, space, db)[0]["results"]
     assert results[0]["image"] == str(photo.resolve()) and results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # near-duplicates from the features column: the same groups as the bundle's
+    for extra in ([], ["--in", library / "2024"]):
+        groups = [[e["image"] for e in g["duplicates"]] for g in search_json(["--duplicates", *extra], capfd, space, db)]
+        theirs = search_json(["--duplicates", *extra], capfd, space, tmp_path / "idx")  # float16 features there
+        assert groups and groups == [[e["image"] for e in g["duplicates"]] for g in theirs]
     code, lines, err = run(indexing_main, ["info", db], capfd)
     assert code == 0 and json.loads("\n".join(lines))["backend"] == "postgres"
 
