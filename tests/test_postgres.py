@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the photo library fixtures imported from test_library are parameters here
 """Issue 16: image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pgserver).
 
 The module starts one embedded server (a Unix socket in a temp folder, no network) and gives each test its
@@ -30,8 +31,9 @@ from indexing import pg_server, pg_store
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import open_bundle
 from indexing.shards import Shard
-from tests.fakes import colour_space, install_fake_embedder_module
-from tests.library_photos import LAYOUT, FeatureFakeEmbedder, build_library
+from tests.fakes import install_fake_embedder_module
+from tests.library_photos import LAYOUT, FeatureFakeEmbedder
+from tests.test_library import embedder, library, space  # noqa: F401 - the photo library's fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 _names = itertools.count()
@@ -44,7 +46,15 @@ def server(tmp_path_factory):
     pg_server.embedded_uri(folder, create=True)
     yield pg_server._servers[str(folder)]
     pg_server.stop_embedded(folder)
-    assert not (folder / "postmaster.pid").exists()
+    assert _stopped(folder)
+
+
+def _stopped(folder: Path, timeout: float = 30) -> bool:
+    """The server of data folder ``folder`` has exited (its postmaster.pid gone; a loaded machine is slow)."""
+    deadline = time.monotonic() + timeout
+    while (folder / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not (folder / "postmaster.pid").exists()
 
 
 @pytest.fixture
@@ -53,25 +63,6 @@ def db(server) -> str:
     name = f"t{next(_names)}_{os.getpid()}"
     server.psql(f"CREATE DATABASE {name};")
     return server.get_uri(name)
-
-
-@pytest.fixture
-def space(tmp_path):
-    (tmp_path / "space").mkdir()
-    return colour_space(tmp_path / "space")
-
-
-@pytest.fixture
-def embedder(monkeypatch, space) -> FeatureFakeEmbedder:
-    fake = FeatureFakeEmbedder(space.embedder.identity["vectors_source"], space.embedder.identity["vectors_sha"])
-    install_fake_embedder_module(monkeypatch, fake)
-    return fake
-
-
-@pytest.fixture
-def library(tmp_path) -> Path:
-    build_library(tmp_path / "Photos")
-    return tmp_path / "Photos"
 
 
 def run(main, argv, capfd) -> tuple[int, list[str], str]:
@@ -365,14 +356,14 @@ def test_pg_path_server_is_started_and_stopped_by_each_command(tmp_path, library
     folder = tmp_path / "photos.pg"
     build(library, f"pg:{folder}", capfd)
     pg_server.stop_embedded(folder)
-    assert not (folder / "postmaster.pid").exists()
+    assert _stopped(folder)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "search.py", "red", "--index", f"pg:{folder}", "--words-index",
                            str(space.words_index), "--json", "--top-k", "3"], check=False, cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["results"]) == 3
-    assert not (folder / "postmaster.pid").exists()  # stopped when the command exited
+    assert _stopped(folder)  # stopped when the command exited
 
 
 def test_same_commands_against_a_server_over_loopback_tcp(tmp_path, library, embedder, space, capfd):
