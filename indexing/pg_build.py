@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from foundation.images import SKIP_LIST, describe_skips, skip_summary
+from foundation.images import SKIP_LIST, describe_skips, printable, skip_summary
 from indexing import pg_store
 from indexing.bundle import BundleError, BundleMismatch
 from indexing.image_index import ChunkedEmbedder, Collected, ImageFile, chunks, collect_images
@@ -50,6 +50,10 @@ class PgPlan:
 def plan(conn, db: DbSpec, inputs, embedder, update: bool, log) -> PgPlan:
     collected = collect_images(inputs)
     collected.files.sort(key=lambda f: f.path)
+    storable = [f for f in collected.files if _utf8(f.path)]  # PostgreSQL text is UTF-8: no raw bytes
+    collected.skipped += [(f.path, "file name is not valid UTF-8 (rename it to index it in PostgreSQL)")
+                          for f in collected.files if not _utf8(f.path)]  # fmt: skip
+    collected.files = storable
     stored = {}
     if pg_store.has_table(conn):
         row = conn.execute("SELECT manifest FROM ws_manifest WHERE id = 1").fetchone()
@@ -86,6 +90,19 @@ def plan(conn, db: DbSpec, inputs, embedder, update: bool, log) -> PgPlan:
     log(f"{len(collected.files)} images: {result.reused} unchanged, {len(result.renames)} renamed or moved, "
         f"{len(result.to_embed)} to embed, {len(result.deletes)} to remove")
     return result
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in path
+
+
+def _shown(skips) -> list[tuple[str, str]]:
+    """Skip-list entries as storable text (undecodable names as backslash escapes, as printed)."""
+    return [(printable(path), printable(reason)) for path, reason in skips]
 
 
 def check_same_model(manifest: dict, embedder, shown: str, update: bool) -> None:
@@ -159,12 +176,12 @@ def build_images_pg(
             failed = embed.skipped
         if sharded:  # each rank records its skips; rank 0 reads them all after the barrier
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany("INSERT INTO ws_build_skips VALUES (%s, %s)", failed)
+                cur.executemany("INSERT INTO ws_build_skips VALUES (%s, %s)", _shown(failed))
             shard.barrier()
             if shard.rank != 0:
                 conn.close()
                 return None
-            order = {f[0]: i for i, f in enumerate(message["files"])}
+            order = {printable(f[0]): i for i, f in enumerate(message["files"])}
             failed = sorted(conn.execute("SELECT path, reason FROM ws_build_skips").fetchall(),
                             key=lambda skip: order.get(skip[0], -1))  # as one process reports them
             conn.execute("DROP TABLE ws_build_skips")
@@ -176,12 +193,13 @@ def build_images_pg(
             0,
             {
                 "sources": [os.path.abspath(os.fsdecode(s)) for s in inputs],
-                "skipped": [[p, r] for p, r in skipped],
+                "skipped": [[p, r] for p, r in _shown(skipped)],
                 "duplicates": the_plan.collected.duplicates,
                 "library": _library_entry(conn, embedder),
             },
         )
-        writer.batch(renames=the_plan.renames, deletes=the_plan.deletes + [p for p, _ in failed])
+        failed_paths = [p for p, _ in failed if _utf8(p)]
+        writer.batch(renames=the_plan.renames, deletes=the_plan.deletes + failed_paths)
         count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
         if not count:
             unusable = skipped

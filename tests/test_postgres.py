@@ -417,6 +417,9 @@ def _new_db(server) -> str:
 def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, capfd):
     from indexing.pg_build import build_images_pg
 
+    for name in ("broken.jpg", "zz-truncated.jpg"):  # skipped by whichever rank gets them
+        (library / name).write_bytes(b"\xff\xd8\xff not a jpeg")
+
     barrier, box = threading.Barrier(2), {}
 
     def broadcast(obj, rank):
@@ -448,6 +451,33 @@ def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, 
     two = pg_store.open_store(db)
     assert two.items == one.items
     assert np.array_equal(np.asarray(two.vectors), np.asarray(one.vectors))
+    assert two.manifest["skipped"] == one.manifest["skipped"] and len(one.manifest["skipped"]) == 2
+    assert results[0].skipped == [tuple(s) for s in one.manifest["skipped"]]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_into_the_database(tmp_path, server, capfd):
+    """The real launcher: 2 gloo processes embed their shares with the trained checkpoint and write rows."""
+    from tests.bad_inputs import make_bad_input_folder
+    from tests.reliability_helpers import run_python, train_args, write_vectors
+
+    messy = tmp_path / "messy"
+    make_bad_input_folder(messy)
+    trained = run_python(["train.py", *train_args(messy, write_vectors(tmp_path / "glove.txt"), tmp_path / "run",
+                                                  tmp_path / "cache", "--trainer.max_epochs", "1")])  # fmt: skip
+    assert trained.returncode in (0, 3), trained.stderr[-2000:]  # 3: the messy files were skipped
+    checkpoint = tmp_path / "run" / "ckpt" / "last.ckpt"
+    one, two = (server.get_uri(_new_db(server)) for _ in range(2))
+    args = ["build-images", str(messy), "--checkpoint", str(checkpoint), "--batch-size", "4",
+            "--backend", "postgres"]  # fmt: skip
+    assert indexing_main([*args, "--db", one]) == 3  # the messy folder: files skipped
+    capfd.readouterr()
+    result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                         "-m", "indexing", *args, "--db", two], timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = pg_store.open_store(one), pg_store.open_store(two)
+    assert a.items == b.items and a.manifest["skipped"] == b.manifest["skipped"]
+    np.testing.assert_allclose(np.asarray(a.vectors), np.asarray(b.vectors), rtol=0, atol=1e-6)
 
 
 def test_web_app_serves_a_database_and_sees_updates(db, library, embedder, space, capfd):
