@@ -28,9 +28,11 @@ iterative index scans (``hnsw.iterative_scan = strict_order``) first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -248,12 +250,17 @@ class PgCollection:
     def __init__(self, db: DbSpec, conn, manifest: dict, version: int, space: str = "embedding"):
         self.db, self.conn, self.manifest, self.version, self.space = db, conn, manifest, version, space
         self.path = db.text
-        self.guard = lambda: database_errors(db.shown)
+        self._lock = threading.RLock()  # one connection: the web app's threads take turns (a transaction each)
         with self.guard():
             self.items = [p for (p,) in conn.execute("SELECT path FROM ws_images ORDER BY path")]
         self._rows: dict[str, int] | None = None
         self.vectors = PgRows(self)
         self._iterative = vector_version(conn) >= (0, 8)
+
+    @contextlib.contextmanager
+    def guard(self):
+        with self._lock, database_errors(self.db.shown):
+            yield
 
     @property
     def kind(self) -> str:

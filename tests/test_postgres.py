@@ -487,6 +487,21 @@ def test_web_app_serves_a_database_and_sees_updates(db, library, embedder, space
     served = Library.open([db], space.words_index, lambda spec: embedder)
     first = served.search(None, "red", 3)
     assert len(first["results"]) == 3
+    errors = []
+
+    def query_loop():  # the server's threads share the collection's one connection
+        try:
+            for _ in range(20):
+                assert served.search(None, "red", 3) == first
+        except Exception as err:  # noqa: BLE001
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=query_loop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
     identifier = first["results"][0]["id"]
     assert served.tags(None, identifier, 3)["tags"] and served.similar(None, identifier, 2)["results"]
     (library / "2024/spring/astronaut.jpg").unlink()
