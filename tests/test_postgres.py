@@ -46,7 +46,7 @@ def server(tmp_path_factory):
     pg_server.embedded_uri(folder, create=True)
     yield pg_server._servers[str(folder)]
     pg_server.stop_embedded(folder)
-    assert _stopped(folder)
+    assert _stopped(folder, 120), (folder / "log").read_text()[-2000:]
 
 
 def _stopped(folder: Path, timeout: float = 30) -> bool:
@@ -62,7 +62,8 @@ def db(server) -> str:
     """A fresh database in the module's server, as a postgresql:// spec (over its Unix socket)."""
     name = f"t{next(_names)}_{os.getpid()}"
     server.psql(f"CREATE DATABASE {name};")
-    return server.get_uri(name)
+    yield server.get_uri(name)
+    server.psql(f"DROP DATABASE {name} WITH (FORCE);")  # less for the shutdown checkpoint to write
 
 
 def run(main, argv, capfd) -> tuple[int, list[str], str]:
