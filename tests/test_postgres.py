@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,14 +40,30 @@ ROOT = Path(__file__).resolve().parents[1]
 _names = itertools.count()
 
 
+def _pg_root() -> Path:
+    """A folder for server data outside /tmp/pytest-of-root: as root, pgserver runs PostgreSQL as its own
+    user and opens the folders above the data to it, and every new pytest session (any developer's) closes
+    pytest's root folder to its owner again (mode 0700), which would lock a starting server out."""
+    return Path(tempfile.mkdtemp(prefix="wordsight-pgtest-"))
+
+
+@pytest.fixture
+def pg_root():
+    root = _pg_root()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server():
     """One embedded server for the module, stopped at its end."""
-    folder = tmp_path_factory.mktemp("pg") / "data"
+    root = _pg_root()
+    folder = root / "data"
     pg_server.embedded_uri(folder, create=True)
     yield pg_server._servers[str(folder)]
     pg_server.stop_embedded(folder)
     assert _stopped(folder, 120), (folder / "log").read_text()[-2000:]
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _stopped(folder: Path, timeout: float = 30) -> bool:
@@ -353,8 +370,8 @@ def test_read_only_database_like_a_replica_answers_queries_and_refuses_writes(db
 # ---- an embedded server started and stopped by the command; a second server over loopback TCP
 
 
-def test_pg_path_server_is_started_and_stopped_by_each_command(tmp_path, library, embedder, space, capfd):
-    folder = tmp_path / "photos.pg"
+def test_pg_path_server_is_started_and_stopped_by_each_command(pg_root, library, embedder, space, capfd):
+    folder = pg_root / "photos.pg"
     build(library, f"pg:{folder}", capfd)
     pg_server.stop_embedded(folder)
     assert _stopped(folder)
@@ -367,10 +384,10 @@ def test_pg_path_server_is_started_and_stopped_by_each_command(tmp_path, library
     assert _stopped(folder)  # stopped when the command exited
 
 
-def test_same_commands_against_a_server_over_loopback_tcp(tmp_path, library, embedder, space, capfd):
+def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embedder, space, capfd):
     from pgserver._commands import pg_ctl
 
-    folder = tmp_path / "remote"
+    folder = pg_root / "remote"
     handle = pgserver.get_server(folder, cleanup_mode=None)  # initdb (trust auth), then restart on TCP
     user = handle.system_user
     pg_ctl(["-w", "stop"], pgdata=folder, user=user)
