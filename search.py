@@ -14,7 +14,8 @@ import sys
 
 from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
 from indexing import cli
-from indexing.bundle import Bundle, BundleMismatch, open_bundle
+from indexing.bundle import Bundle, BundleMismatch
+from indexing.collection import INDEX_SPEC_HELP, open_collection
 from indexing.gallery import Hit, Row
 from indexing.queries import check_embedder, search_record, word_index_for
 from indexing.word_index import WORDS_INDEX_HELP, UnknownWord, default_words_index, query_vector
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "queries", nargs="*", metavar="QUERY",
         help='a word, "several words", an image path, or "term + term - term" (query syntax below)',
     )
-    parser.add_argument("--index", required=True, help="image index bundle (python -m indexing build-images)")
+    parser.add_argument("--index", "--db", dest="index", required=True, help=INDEX_SPEC_HELP)
     parser.add_argument(
         "--words-index",
         help=f"word index bundle for word queries (default {WORDS_INDEX_HELP})",
@@ -155,7 +156,7 @@ def _looks_like_image_path(query: str) -> bool:
 
 def search(args: argparse.Namespace) -> int:
     cli.check_outputs(args.html, args.grid)
-    images = open_bundle(args.index, expect={"kind": "images"})
+    images = open_collection(args.index, expect={"kind": "images"})
     cli.note_top_k(args.top_k, len(images), "images")
     spaces = Spaces(images, make_filter(args.folder, args.after, args.before))
     if args.duplicates:
@@ -190,8 +191,14 @@ class Spaces:
         from indexing.library_columns import open_features, read_meta
 
         self.images, self.where = images, where
+        self.mask = self.sql_where = None
+        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.pg_store)
+            self.features = images.features_space()
+            self.sql_where = where if where.active else None
+            if where.active:
+                cli.log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
+            return
         self.features = open_features(images)
-        self.mask = None
         if where.active:
             meta = read_meta(images)
             if meta is None:
@@ -201,6 +208,8 @@ class Spaces:
 
     def nearest(self, space: str, vector, k: int, exact: bool):
         target = self.features if space == "features" else self.images
+        if self.sql_where is not None:
+            return target.nearest(vector, k, exact=exact, where=self.sql_where)
         if self.mask is None:
             return target.nearest(vector, k, exact=exact)
         return filtered_nearest(target, vector, k, self.mask, exact)
@@ -212,9 +221,12 @@ def duplicates(args: argparse.Namespace, spaces: Spaces) -> int:
     if spaces.features is None:
         raise BundleMismatch(f"{spaces.images.path} has no visual features (built before they existed, or "
                              "sharded); rebuild it without --update to find duplicates")
+    if spaces.sql_where is not None or getattr(spaces.images, "sql_filters", False):
+        spaces.features.check_duplicates_size()
     groups = duplicate_groups(spaces.features, args.threshold)
-    if spaces.mask is not None:
-        keep = {spaces.images.items[i] for i in map(int, spaces.mask.nonzero()[0])}
+    if spaces.mask is not None or spaces.sql_where is not None:
+        keep = (spaces.images.matching(spaces.sql_where) if spaces.sql_where is not None
+                else {spaces.images.items[i] for i in map(int, spaces.mask.nonzero()[0])})  # fmt: skip
         groups = [g for g in ([(p, s) for p, s in group if p in keep] for group in groups) if len(g) > 1]
         groups.sort(key=lambda g: -len(g))
     with cli.results_stdout() as out:

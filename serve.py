@@ -28,8 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--index", action="append", required=True, metavar="DIR",
-        help="an image index bundle (python -m indexing build-images); repeat to serve several",
+        "--index", "--db", dest="index", action="append", required=True, metavar="DIR_OR_DB",
+        help="an image index bundle (python -m indexing build-images), or a database (pg:PATH, "
+        "postgresql://...); repeat to serve several",
     )  # fmt: skip
     parser.add_argument(
         "--words-index",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from foundation.atomic import check_writable
 from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
-from indexing import cli, shards
-from indexing.bundle import DEFAULT_N_TREES, BundleMissing, check_target, open_bundle, read_manifest
+from indexing import cli, pg_server, shards
+from indexing.bundle import DEFAULT_N_TREES, BundleMissing, check_target, read_manifest
 from indexing.image_index import build_image_index
 from indexing.word_index import (
     DEFAULT_VOCAB_SIZE,
@@ -29,6 +29,10 @@ EPILOG = f"""examples:
   python -m indexing build-images --out indexes/photos --update   # re-scan, embed only new/changed files
   python -m indexing info indexes/photos
   torchrun --nproc_per_node 4 -m indexing build-images ~/Photos --out indexes/photos --checkpoint CKPT   # sharded
+  python -m indexing build-images ~/Photos --backend postgres --db pg:indexes/photos.pg   # embedded PostgreSQL
+  python -m indexing build-images --backend postgres --db postgresql://me@dbhost/photos --update
+  python -m indexing export-to-postgres indexes/photos --db pg:indexes/photos.pg     # and back:
+  python -m indexing export-from-postgres --db pg:indexes/photos.pg --out indexes/photos-again
 
 {EXIT_CODES_HELP}"""
 
@@ -72,9 +76,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     images.add_argument(
         "--out",
-        required=True,
         help="bundle directory, e.g. indexes/photos: new, empty or an index (never a folder of yours)",
     )
+    images.add_argument(
+        "--backend", choices=("annoy", "postgres"),
+        help="annoy: a bundle folder (--out; the default); postgres: a PostgreSQL + pgvector collection (--db)",
+    )  # fmt: skip
+    images.add_argument("--db", help=f"with --backend postgres: {pg_server.DB_HELP}")
+    images.add_argument(
+        "--ef-search", type=cli.positive_int,
+        help="postgres: HNSW ef_search (default: smallest reaching recall@10 >= 0.95 vs exact; if even 1000 "
+        "does not, queries scan exactly)",
+    )  # fmt: skip
+    images.add_argument("--hnsw-m", type=cli.positive_int,
+                        help="postgres: HNSW graph degree m, for a new index (default 16; 32 for harder collections)")
+    images.add_argument("--ef-construction", type=cli.positive_int,
+                        help="postgres: HNSW ef_construction, for a new index (default 64; larger: slower build, higher recall)")
     images.add_argument(
         "--checkpoint", help=f"{cli.CHECKPOINT_HELP}; with --update, default: the index's own"
     )
@@ -108,7 +125,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
 
     info = commands.add_parser("info", help="print a bundle's manifest (without the skipped-file list)")
-    info.add_argument("bundle")
+    info.add_argument("bundle", help="a bundle folder, or a database: pg:PATH or postgresql://...")
+
+    to_pg = commands.add_parser("export-to-postgres", help="copy an image bundle into a PostgreSQL collection")
+    to_pg.add_argument("bundle", help="the image bundle folder")
+    to_pg.add_argument("--db", required=True, help=f"an empty database: {pg_server.DB_HELP}")
+    from_pg = commands.add_parser("export-from-postgres", help="write a PostgreSQL collection out as a bundle")
+    from_pg.add_argument("--db", required=True, help=pg_server.DB_HELP)
+    from_pg.add_argument("--out", required=True, help="bundle directory: new, empty or an index")
     return parser.parse_args(argv)
 
 
@@ -128,6 +152,14 @@ def build_words(args: argparse.Namespace) -> int:
 
 
 def build_images(args: argparse.Namespace) -> int:
+    if args.backend == "postgres" or (args.backend is None and args.db):
+        from indexing.pg_cli import build_images_postgres
+
+        return build_images_postgres(args)
+    if args.db:
+        raise UsageError("--db is for --backend postgres; an Annoy bundle goes to --out")
+    if not args.out:
+        raise UsageError("give --out FOLDER (an Annoy bundle), or --backend postgres --db DB")
     recorded = _recorded(Path(args.out)) if args.update else {}
     inputs = args.inputs or recorded.get("sources")
     if not inputs:
@@ -186,7 +218,9 @@ def _recorded(out: Path) -> dict:
 
 
 def show_info(args: argparse.Namespace) -> int:
-    manifest = dict(open_bundle(args.bundle).manifest)
+    from indexing.collection import open_collection
+
+    manifest = dict(open_collection(args.bundle).manifest)
     skipped = manifest.pop("skipped", [])
     manifest["skipped"] = len(skipped)
     print(json.dumps(manifest, indent=1))
@@ -195,7 +229,10 @@ def show_info(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = {"build-words": build_words, "build-images": build_images, "info": show_info}[args.command]
+    from indexing import pg_cli
+
+    command = {"build-words": build_words, "build-images": build_images, "info": show_info,
+               "export-to-postgres": pg_cli.export_to, "export-from-postgres": pg_cli.export_from}[args.command]
     return run_entry(f"python -m indexing {args.command}", lambda: command(args), (FileNotFoundError,))
 
 

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.bundle import MANIFEST_FILE, Bundle, BundleError, open_bundle
+from indexing.bundle import MANIFEST_FILE, Bundle, BundleError
+from indexing.collection import open_collection
+from indexing.pg_server import is_db_spec
 from indexing.queries import check_embedder, search_record, tag_record, word_index_for
 from indexing.word_index import query_vector, tag_table
 from webapp.thumbnails import render
@@ -81,7 +83,8 @@ class LiveIndex:
     """An image index served under ``name``: re-opened (with its word index) when either is rebuilt."""
 
     def __init__(self, name: str, path: str | os.PathLike, words_index: str | os.PathLike):
-        self.name, self.path, self.words_index = name, Path(path).absolute(), Path(words_index).absolute()
+        self.name, self.words_index = name, Path(words_index).absolute()
+        self.path = path if is_db_spec(path) else Path(path).absolute()  # a database: its version is the key
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._failed: tuple | None = None
@@ -89,6 +92,10 @@ class LiveIndex:
         self.snapshot()  # a missing or mismatched index stops the server before it starts
 
     def _current_key(self) -> tuple | None:
+        if is_db_spec(self.path):  # one query: the collection's version moves with every committed write
+            words = _stat_key(self.words_index / MANIFEST_FILE)
+            version = self._snapshot.images.current_version() if self._snapshot is not None else None
+            return None if words is None else (version, words)
         images, words = _stat_key(self.path / MANIFEST_FILE), _stat_key(self.words_index / MANIFEST_FILE)
         return None if images is None or words is None else (images, words)
 
@@ -114,7 +121,7 @@ class LiveIndex:
         return self._snapshot
 
     def _open(self) -> Snapshot:
-        images = open_bundle(self.path, expect={"kind": "images"})
+        images = open_collection(self.path, expect={"kind": "images"})
         words = word_index_for(images, self.words_index)
         ids = [item_id(path) for path in images.items]
         if self._snapshot is not None:
@@ -152,7 +159,7 @@ class Library:
     def open(cls, paths, words_index, load_embedder, checkpoint=None) -> Library:
         indexes: dict[str, LiveIndex] = {}
         for path in paths:
-            name = base = Path(path).absolute().name or "index"
+            name = base = (Path(path.rpartition(":")[2] if is_db_spec(path) else path).absolute().name or "index")
             n = 1
             while name in indexes:
                 n += 1

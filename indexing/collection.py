@@ -1,0 +1,48 @@
+"""One interface over the image-collection backends: Annoy bundles and PostgreSQL (``indexing.pg_store``).
+
+What search.py, the web app and the exports use of an opened image collection (``Collection``):
+
+- ``path`` (shown in messages), ``manifest`` (dict: kind, dim, vectors_source/sha, embedder_spec/sha,
+  sources, library, ...), ``kind``, ``dim``;
+- ``items`` (paths, sorted), ``len()``, ``row(item) -> int | None``, ``vectors[row]`` (a unit vector);
+- ``nearest(query, k, exact=False) -> [(item, cosine)]``, best first, never short of ``min(k, len)``.
+
+A PostgreSQL collection also has ``sql_filters = True``: ``nearest(..., where=Filter)`` filters in SQL,
+``features_space()`` (the visual features, or None) and ``current_version()`` (moves with every write).
+
+``open_collection(spec)`` picks the backend from the spec: ``pg:PATH`` or ``postgresql://...`` is a
+database (``indexing.pg_server``), anything else a bundle folder. psycopg is imported for databases only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from indexing.bundle import open_bundle
+from indexing.pg_server import DB_HELP, is_db_spec
+
+INDEX_SPEC_HELP = f"an image index: a bundle folder (python -m indexing build-images), or a database: {DB_HELP}"
+
+
+class Collection(Protocol):
+    path: object
+    manifest: dict
+    items: list[str]
+
+    def __len__(self) -> int: ...
+
+    def row(self, item: str) -> int | None: ...
+
+    def nearest(self, query: np.ndarray, k: int, exact: bool = False) -> list[tuple[str, float]]: ...
+
+
+def open_collection(spec: str | os.PathLike, expect: dict | None = None) -> Collection:
+    """The image collection at ``spec`` (bundle folder or database), its manifest checked against ``expect``."""
+    if is_db_spec(spec):
+        from indexing.pg_store import open_store
+
+        return open_store(spec, expect)
+    return open_bundle(spec, expect=expect)

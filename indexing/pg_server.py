@@ -1,0 +1,163 @@
+"""Where a PostgreSQL image collection lives: a ``--db`` spec, the embedded server, one-line connection errors.
+
+``--db`` (or ``--index``) takes either
+
+- ``postgresql://user@host:port/db`` (or ``postgres://``): a server you run, reached by URI;
+- ``pg:PATH``: an embedded server whose data folder is PATH, started by the command on first use and
+  stopped when the last process using it exits (PyPI ``pgserver``: PostgreSQL 16 + pgvector 0.6 in a wheel;
+  it listens on a Unix socket inside PATH only, never on the network).
+
+Nothing here knows the schema (``indexing.pg_store``). psycopg and pgserver are imported only here, and
+only when a database spec is used: Annoy bundles never load them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexing.bundle import BundleError, BundleMissing
+
+EMBEDDED_PREFIX = "pg:"
+URI_PREFIXES = ("postgresql://", "postgres://")
+DB_HELP = "postgresql://user@host[:port]/db (a server) or pg:PATH (an embedded server in folder PATH)"
+CONNECT_TIMEOUT_S = 5
+
+_servers: dict[str, object] = {}  # embedded data folder -> pgserver handle (one per process)
+
+
+class DatabaseError(BundleError):
+    """A database that cannot be reached or used: one line naming the fix (exit 2)."""
+
+
+def is_db_spec(spec) -> bool:
+    """True for ``pg:PATH`` and ``postgresql://...``; False for a bundle folder (any os.PathLike)."""
+    return isinstance(spec, str) and (spec.startswith(EMBEDDED_PREFIX) or spec.startswith(URI_PREFIXES))
+
+
+@dataclass(frozen=True)
+class DbSpec:
+    text: str  # as given (shown in messages; for a URI without its password)
+    embedded: Path | None  # data folder of an embedded server, else None
+
+    @property
+    def shown(self) -> str:
+        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.text)
+
+
+def parse_spec(spec: str) -> DbSpec:
+    if not is_db_spec(spec):
+        raise DatabaseError(f"{spec!r} is not a database: give --db {DB_HELP}")
+    if spec.startswith(EMBEDDED_PREFIX):
+        folder = spec[len(EMBEDDED_PREFIX):]
+        if not folder:
+            raise DatabaseError("pg: needs a folder, e.g. --db pg:indexes/photos.pg")
+        return DbSpec(EMBEDDED_PREFIX + str(Path(folder).absolute()), Path(folder).absolute())
+    return DbSpec(spec, None)
+
+
+def embedded_uri(folder: Path, create: bool) -> str:
+    """Start (or join) the embedded server in ``folder``; its socket URI."""
+    key = str(folder)
+    if key not in _servers:
+        if not create and not (folder / "PG_VERSION").is_file():
+            raise BundleMissing(f"no embedded database at {folder}: build it with "
+                                f"python -m indexing build-images PHOTOS --backend postgres --db pg:{folder}")
+        if folder.exists() and not folder.is_dir():
+            raise DatabaseError(f"{folder} is not a folder: choose another --db pg:PATH")
+        try:
+            import pgserver
+        except ImportError:
+            raise DatabaseError("the embedded server needs pgserver: pip install pgserver") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _servers[key] = pgserver.get_server(folder, cleanup_mode="stop")
+        except Exception as err:  # noqa: BLE001 - pg_ctl failures: CalledProcessError, TimeoutExpired, ...
+            log = folder / "log"
+            raise DatabaseError(f"cannot start the embedded PostgreSQL in {folder} ({type(err).__name__}); "
+                                f"see {log}") from None
+    return _servers[key].get_uri()
+
+
+def stop_embedded(folder: Path) -> None:
+    """Release this process's handle on an embedded server (stopped if no other process uses it)."""
+    server = _servers.pop(str(Path(folder).absolute()), None)
+    if server is not None:
+        server.cleanup()
+
+
+def connect(spec: str | DbSpec, create: bool = False, autocommit: bool = True):
+    """A psycopg connection with pgvector types registered; DatabaseError (one line) if unreachable.
+
+    ``create``: an embedded folder may be made, and the vector extension created if missing.
+    """
+    import psycopg
+
+    db = parse_spec(spec) if isinstance(spec, str) else spec
+    uri = embedded_uri(db.embedded, create) if db.embedded is not None else db.text
+    try:
+        conn = psycopg.connect(uri, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
+                               application_name="wordsight")  # fmt: skip
+    except psycopg.OperationalError as err:
+        raise DatabaseError(f"cannot connect to PostgreSQL at {db.shown} ({_first_line(err)}): start the "
+                            "server, or check the --db address, user and password") from None
+    try:
+        ensure_vector(conn, create)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def ensure_vector(conn, create: bool) -> None:
+    """pgvector present (created if ``create`` and allowed), and its types registered on ``conn``."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        if not create:
+            raise BundleMissing("this database holds no wordsight collection (no pgvector extension); build one "
+                                "with python -m indexing build-images PHOTOS --backend postgres --db ...")
+        try:
+            with conn.transaction():
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.UniqueViolation:
+            pass  # another process created it at the same moment
+        except psycopg.Error as err:
+            raise DatabaseError(f"cannot create the pgvector extension ({_first_line(err)}): install pgvector on "
+                                "the server and run CREATE EXTENSION vector as its owner") from None
+    register_vector(conn)
+
+
+def vector_version(conn) -> tuple[int, ...]:
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    return tuple(int(p) for p in re.findall(r"\d+", row[0])) if row else ()
+
+
+def database_errors(spec_shown: str):
+    """A context manager turning psycopg errors raised mid-query (server gone) into DatabaseError."""
+    import contextlib
+
+    import psycopg
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except psycopg.OperationalError as err:
+            raise DatabaseError(f"lost the connection to PostgreSQL at {spec_shown} ({_first_line(err)}): "
+                                "check that the server is running, then try again") from None
+        except psycopg.errors.ReadOnlySqlTransaction:
+            raise DatabaseError(f"{spec_shown} is read-only (a replica?): write to the primary server") from None
+        except psycopg.errors.InsufficientPrivilege as err:
+            raise DatabaseError(f"PostgreSQL at {spec_shown} refused ({_first_line(err)}): connect as a user "
+                                "allowed to do this, or ask the database owner to GRANT it") from None
+
+    return guard()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

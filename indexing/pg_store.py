@@ -1,0 +1,492 @@
+"""An image collection in PostgreSQL + pgvector: the schema, transactional writes, and the query side.
+
+```
+ws_manifest  one row: the collection's manifest as JSONB (the same facts as a bundle's manifest.json:
+             kind, dim, metric, vectors_source/sha, embedder_spec/sha, sources, skipped, ef_search,
+             recall_at_10, ...) and a version bumped by every committed write
+ws_images    one row per image: path (primary key), size, mtime_ns, content hash, folder, date,
+             facts (JSONB: what a bundle's meta.jsonl holds), embedding vector(dim) (unit length),
+             features vector(fdim) (the backbone's pooled features, unit length; NULL if none)
+indexes      HNSW (vector_cosine_ops) on embedding and on features; btree on folder, date and hash
+```
+
+Every write is one transaction (``Writer.batch``): rows upserted, renamed or deleted together with the
+manifest's version, so a concurrent query sees the old state or the new one, and two writers serialise on
+the rows they both touch (PostgreSQL's row locks; nothing home-made). A writer killed mid-batch leaves
+nothing: the server rolls its transaction back when the connection drops.
+
+``ef_search`` is tuned at build time like Annoy's search_k: the smallest of EF_STEPS whose recall@10 on
+midpoints of random item pairs reaches 0.95 against exact search, recorded in the manifest. If even
+ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), the manifest records
+``embedding_search: exact`` and queries scan exactly: slower, never worse than the target.
+
+Filters (``--in``, ``--after``, ``--before``) are SQL WHERE clauses. pgvector before 0.8 filters the HNSW
+candidates after the scan (so a selective filter can return fewer than k rows); the query then falls back to
+the exact scan of the matching rows, so k rows come back whenever k match. pgvector >= 0.8 uses its
+iterative index scans (``hnsw.iterative_scan = strict_order``) first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexing.bundle import (
+    FORMAT_VERSION,
+    METRIC,
+    RECALL_K,
+    RECALL_SAMPLE,
+    TARGET_RECALL,
+    BundleMismatch,
+    BundleMissing,
+    exact_top_k,
+    normalise,
+)
+from indexing.pg_server import DatabaseError, DbSpec, connect, database_errors, parse_spec, vector_version
+
+EF_STEPS = (10, 20, 40, 80, 120, 200, 400, 800, 1000)  # pgvector caps hnsw.ef_search at 1000
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+BACKEND = "postgres"
+SPACES = ("embedding", "features")
+DUPLICATES_MAX = 5_000  # library.duplicates.EXACT_BELOW: every pair exactly, no Annoy forest needed
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image as stored: what ``Writer.batch`` upserts."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    facts: dict  # folder, date, date_source, hash (library.metadata.photo_facts)
+    embedding: np.ndarray
+    features: np.ndarray | None = None
+
+
+def create_schema(conn, dim: int, feature_dim: int | None) -> None:
+    with conn.transaction():
+        conn.execute("CREATE TABLE IF NOT EXISTS ws_manifest (id int PRIMARY KEY CHECK (id = 1), "
+                     "manifest jsonb NOT NULL, version bigint NOT NULL DEFAULT 0)")  # fmt: skip
+        features = f"vector({feature_dim})" if feature_dim else "vector"
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS ws_images (path text PRIMARY KEY, size bigint NOT NULL, "
+            f"mtime_ns bigint NOT NULL, hash text, folder text NOT NULL, date text NOT NULL, facts jsonb NOT NULL, "
+            f"embedding vector({dim}) NOT NULL, features {features})"
+        )
+        for column in ("folder", "date", "hash"):
+            conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column} ON ws_images ({column})")
+
+
+def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: int | None = None,
+                          ef_construction: int | None = None) -> float:  # fmt: skip
+    """HNSW indexes (built once over the loaded rows: faster than growing them row by row)."""
+    m, ef_construction = int(m or HNSW_M), int(ef_construction or HNSW_EF_CONSTRUCTION)
+    started = time.perf_counter()
+    conn.execute("SET maintenance_work_mem = '512MB'")
+    if features:
+        _fix_feature_dims(conn)
+    for column in SPACES if features else SPACES[:1]:
+        conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
+                     f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+    seconds = time.perf_counter() - started
+    log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
+    return seconds
+
+
+def _fix_feature_dims(conn) -> None:
+    """An index needs a typed column: when the schema was made before the feature size was known (an
+    embedder that reports it only with its first batch), type the column from the stored rows."""
+    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
+                          "AND attname = 'features'").fetchone()  # fmt: skip
+    if typmod and typmod[0] < 0:
+        dims = conn.execute("SELECT max(vector_dims(features)) FROM ws_images").fetchone()[0]
+        if dims:
+            conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE vector({int(dims)})")
+
+
+def hnsw_options(conn) -> dict:
+    """The m and ef_construction the embedding index was built with (as the server stores them)."""
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'ws_images_embedding_hnsw'").fetchone()
+    options = dict(o.split("=", 1) for o in (row[0] or [])) if row else {}
+    return {"m": int(options.get("m", HNSW_M)), "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION))}
+
+
+def has_table(conn) -> bool:
+    return conn.execute("SELECT to_regclass('ws_manifest') IS NOT NULL AND to_regclass('ws_images') IS NOT NULL").fetchone()[0]
+
+
+def read_manifest(conn, shown: str) -> tuple[dict, int]:
+    if not has_table(conn):
+        raise BundleMissing(f"{shown} holds no wordsight collection: build it with python -m indexing "
+                            f"build-images PHOTOS --backend postgres --db {shown}")
+    row = conn.execute("SELECT manifest, version FROM ws_manifest WHERE id = 1").fetchone()
+    if row is None:
+        raise BundleMissing(f"{shown} holds no finished collection (its first build did not commit): build it "
+                            f"again with python -m indexing build-images PHOTOS --backend postgres --db {shown}")
+    return row[0], int(row[1])
+
+
+def stored_files(conn) -> dict[str, tuple[int, int, str | None]]:
+    """path -> (size, mtime_ns, hash) of every stored row: what --update compares the folders with."""
+    return {p: (s, m, h) for p, s, m, h in conn.execute("SELECT path, size, mtime_ns, hash FROM ws_images")}
+
+
+class Writer:
+    """Transactional writes to one collection; each ``batch`` is one transaction."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def batch(self, rows: Iterable[Row] = (), renames: Sequence[tuple[str, str, dict]] = (),
+              deletes: Sequence[str] = (), manifest: dict | None = None) -> int:  # fmt: skip
+        """Upsert ``rows`` (streamed by COPY), apply ``renames`` (old path, new path, facts), delete paths,
+        optionally replace the manifest; all or nothing. Returns the rows upserted."""
+        from psycopg.types.json import Jsonb
+
+        conn = self.conn
+        with conn.transaction():
+            # writers queue on the manifest row (PostgreSQL's row lock): batches apply one after another,
+            # so two writers touching the same rows in different orders can never deadlock
+            conn.execute("SELECT version FROM ws_manifest WHERE id = 1 FOR UPDATE")
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS ws_staging (LIKE ws_images) ON COMMIT DELETE ROWS")
+            count = 0
+            with conn.cursor().copy("COPY ws_staging (path, size, mtime_ns, hash, folder, date, facts, embedding, "
+                                    "features) FROM STDIN WITH (FORMAT BINARY)") as copy:  # fmt: skip
+                copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector", "vector"])
+                for row in rows:
+                    facts = row.facts
+                    features = None if row.features is None else normalise(row.features)
+                    copy.write_row((row.path, row.size, row.mtime_ns, facts.get("hash"), facts["folder"],
+                                    facts["date"], Jsonb(facts), normalise(row.embedding),
+                                    features))  # fmt: skip
+                    count += 1
+            if count:  # sorted: two writers lock shared rows in the same order (no deadlock)
+                conn.execute("INSERT INTO ws_images SELECT * FROM ws_staging ORDER BY path ON CONFLICT (path) DO "
+                             "UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, hash = EXCLUDED.hash, "
+                             "folder = EXCLUDED.folder, date = EXCLUDED.date, facts = EXCLUDED.facts, "
+                             "embedding = EXCLUDED.embedding, features = EXCLUDED.features")  # fmt: skip
+            with conn.cursor() as cur:
+                if renames:
+                    cur.executemany("UPDATE ws_images SET path = %s, folder = %s, facts = %s, size = %s, "
+                                    "mtime_ns = %s WHERE path = %s",
+                                    [(new, facts["folder"], json.dumps(facts, sort_keys=True), size, mtime, old)
+                                     for old, new, facts, size, mtime in renames])  # fmt: skip
+                if deletes:
+                    cur.execute("DELETE FROM ws_images WHERE path = ANY(%s)", (list(deletes),))
+            if manifest is not None:
+                conn.execute("INSERT INTO ws_manifest (id, manifest, version) VALUES (1, %s, 1) ON CONFLICT (id) DO "
+                             "UPDATE SET manifest = EXCLUDED.manifest, version = ws_manifest.version + 1",
+                             (json.dumps(manifest),))  # fmt: skip
+            else:
+                conn.execute("UPDATE ws_manifest SET version = version + 1")
+        return count
+
+
+def as_array(value) -> np.ndarray:
+    """A vector column's value (pgvector's Vector, or an array) as float32."""
+    value = value.to_numpy() if hasattr(value, "to_numpy") else value
+    return np.asarray(value, dtype=np.float32)
+
+
+def _vector_sql(column: str) -> str:
+    return f"{column} <=> %(q)s::vector"
+
+
+def where_sql(where) -> tuple[str, dict]:
+    """A ``library.filters.Filter`` as a SQL condition (the same bounds as ``Filter.accepts``)."""
+    clauses, params = [], {}
+    if where is None or not where.active:
+        return "TRUE", params
+    if where.folder:
+        clauses.append("(folder = %(folder)s OR starts_with(folder, %(below)s))")
+        params.update(folder=where.folder, below=where.folder + os.sep)
+    if where.after:
+        clauses.append("date >= %(after)s")
+        params["after"] = where.after.isoformat()
+    if where.before:
+        clauses.append("date < %(before)s")
+        params["before"] = (where.before + dt.timedelta(days=1)).isoformat()
+    return " AND ".join(clauses), params
+
+
+class PgRows:
+    """``collection.vectors``: row lookups by position in ``items`` (one SELECT), or the whole array."""
+
+    def __init__(self, collection: PgCollection):
+        self.collection = collection
+        self._all: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.collection), self.collection.dim)
+
+    def __len__(self) -> int:
+        return len(self.collection)
+
+    def __getitem__(self, rows):
+        if self._all is not None:
+            return self._all[rows]
+        if isinstance(rows, (int, np.integer)):
+            return self.collection.vector(self.collection.items[int(rows)])
+        if isinstance(rows, slice):
+            return self.__array__()[rows]
+        paths = [self.collection.items[int(r)] for r in rows]
+        found = self.collection.vectors_of(paths)
+        return np.stack([found[p] for p in paths]) if paths else np.zeros((0, self.collection.dim), np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        if self._all is None:
+            found = self.collection.vectors_of(None)
+            self._all = np.stack([found[p] for p in self.collection.items]) if found else np.zeros(self.shape, np.float32)
+        return self._all if dtype is None else self._all.astype(dtype)
+
+
+class PgCollection:
+    """An image collection in PostgreSQL, with the Bundle interface search.py, the web app and the exports use:
+    ``path``, ``manifest``, ``kind``, ``dim``, ``items`` (paths, sorted, as of opening), ``len``, ``row(item)``,
+    ``vectors[row]``, ``vector(item)``, ``nearest(query, k, exact=False, where=None)``.
+
+    ``space`` is "embedding" (the word space) or "features" (``features_space()``: visual similarity).
+    """
+
+    backend = BACKEND
+    sql_filters = True  # search.py passes --in/--after/--before to nearest() instead of a row mask
+
+    def __init__(self, db: DbSpec, conn, manifest: dict, version: int, space: str = "embedding"):
+        self.db, self.conn, self.manifest, self.version, self.space = db, conn, manifest, version, space
+        self.path = db.text
+        self._lock = threading.RLock()  # one connection: the web app's threads take turns (a transaction each)
+        with self.guard():
+            self.items = [p for (p,) in conn.execute("SELECT path FROM ws_images ORDER BY path")]
+        self._rows: dict[str, int] | None = None
+        self.vectors = PgRows(self)
+        self._iterative = vector_version(conn) >= (0, 8)
+
+    @contextlib.contextmanager
+    def guard(self):
+        with self._lock, database_errors(self.db.shown):
+            yield
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"] if self.space == "embedding" else self.manifest["library"]["features"]["dim"])
+
+    @property
+    def ef_search(self) -> int:
+        key = "ef_search" if self.space == "embedding" else "features_ef_search"
+        return int(self.manifest.get(key) or 40)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def row(self, item: str) -> int | None:
+        if self._rows is None:
+            self._rows = {name: i for i, name in enumerate(self.items)}
+        return self._rows.get(item)
+
+    def current_version(self) -> int:
+        """The manifest version now (bumped by every committed write): the web app re-opens when it moves."""
+        with self.guard():
+            row = self.conn.execute("SELECT version FROM ws_manifest WHERE id = 1").fetchone()
+        return int(row[0]) if row else -1
+
+    def features_space(self) -> PgCollection | None:
+        entry = (self.manifest.get("library") or {}).get("features")
+        if not entry:
+            return None
+        other = PgCollection.__new__(PgCollection)
+        other.__dict__.update(self.__dict__)
+        other.space, other.vectors = "features", None
+        other.vectors = PgRows(other)
+        other.manifest = {**self.manifest, "kind": "features"}
+        return other
+
+    def count(self, where=None) -> int:
+        condition, params = where_sql(where)
+        with self.guard():
+            return int(self.conn.execute(f"SELECT count(*) FROM ws_images WHERE {condition}", params).fetchone()[0])
+
+    def matching(self, where) -> set[str]:
+        condition, params = where_sql(where)
+        with self.guard():
+            return {p for (p,) in self.conn.execute(f"SELECT path FROM ws_images WHERE {condition}", params)}
+
+    def check_duplicates_size(self) -> None:
+        """--duplicates compares every pair of rows in memory here: up to DUPLICATES_MAX photos."""
+        if len(self) > DUPLICATES_MAX:
+            raise DatabaseError(f"--duplicates on a postgres collection handles up to {DUPLICATES_MAX} photos "
+                                f"({len(self)} here): export it to a bundle (python -m indexing export-from-postgres)")
+
+    def vector(self, item: str) -> np.ndarray:
+        found = self.vectors_of([item])
+        if item not in found:
+            raise BundleMissing(f"{item} is no longer in {self.db.shown} (removed by an update); search again")
+        return found[item]
+
+    def vectors_of(self, paths: list[str] | None) -> dict[str, np.ndarray]:
+        with self.guard():
+            if paths is None:
+                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images")
+            else:
+                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
+            return {p: as_array(v) for p, v in rows}
+
+    def nearest(self, query: np.ndarray, k: int, exact: bool = False, where=None) -> list[tuple[str, float]]:
+        """The ``k`` stored images nearest to ``query`` (cosine), best first, among those ``where`` keeps.
+
+        Approximate: the HNSW index at the recorded ef_search (at least k). Exact (``exact``, or a filtered
+        HNSW answer short of k rows): a sequential scan, ties broken by path like the bundles' exact search.
+        """
+        query = normalise(query).reshape(-1)
+        k = max(0, min(int(k), len(self.items) if where is None or not where.active else 1 << 30))
+        if k == 0:
+            return []
+        condition, params = where_sql(where)
+        params.update(q=query, k=k)
+        distance = _vector_sql(self.space)
+        sql = (f"SELECT path, 1 - ({distance}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
+               f"ORDER BY {distance}, path LIMIT %(k)s")  # fmt: skip
+        approx = sql.replace(", path LIMIT", " LIMIT")  # an extra sort key would stop the index scan
+        exact = exact or self.manifest.get(f"{self.space}_search") == "exact"  # HNSW short of the target
+        with self.guard(), self.conn.transaction():
+            if not exact:
+                self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.ef_search, k))}")
+                if self._iterative and condition != "TRUE":
+                    self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                found = self.conn.execute(approx, params).fetchall()
+                if len(found) == k or (condition == "TRUE" and len(found) == len(self.items)):
+                    return [(p, float(s)) for p, s in found]
+            self.conn.execute("SET LOCAL enable_indexscan = off")  # exact: scan every (matching) row
+            return [(p, float(s)) for p, s in self.conn.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_store(spec: str, expect: dict | None = None) -> PgCollection:
+    """The collection at ``spec`` after checking its manifest against ``expect`` (BundleMismatch naming
+    the fix), before any query."""
+    db = parse_spec(spec)
+    conn = connect(db)
+    try:
+        with database_errors(db.shown):
+            manifest, version = read_manifest(conn, db.shown)
+            check_manifest(manifest, expect or {}, db.shown)
+            return PgCollection(db, conn, manifest, version)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def check_manifest(manifest: dict, expect: dict, shown: str) -> None:
+    if manifest.get("format") != FORMAT_VERSION or manifest.get("backend") != BACKEND:
+        raise BundleMismatch(f"{shown} holds a collection of another format ({manifest.get('format')}); rebuild it")
+    for key, value in expect.items():
+        if manifest.get(key) != value:
+            raise BundleMismatch(f"{shown} has {key} {manifest.get(key)!r}, not {value!r}: "
+                                 f"{_rebuild_hint(manifest, shown)}")  # fmt: skip
+
+
+def _rebuild_hint(manifest: dict, shown: str) -> str:
+    spec = manifest.get("embedder_spec", "CHECKPOINT")
+    return f"rebuild it with python -m indexing build-images PHOTOS --backend postgres --db {shown} --checkpoint {spec}"
+
+
+def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_search: int | None = None) -> tuple[int, float]:
+    """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches TARGET_RECALL (or the given one)."""
+    vectors = np.asarray(collection.vectors)
+    n = len(vectors)
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, n, size=(min(RECALL_SAMPLE, n), 2))
+    queries = normalise(vectors[pairs[:, 0]] + vectors[pairs[:, 1]])
+    k = min(RECALL_K, n)
+    truth, _ = exact_top_k(vectors, queries, k)
+    truth_sets = [{collection.items[i] for i in row} for row in truth.tolist()]
+
+    def recall(ef: int) -> float:
+        collection.manifest = {**collection.manifest, "ef_search": ef, "features_ef_search": ef}
+        found = sum(len(expected & {p for p, _ in collection.nearest(q, k)}) for q, expected in zip(queries, truth_sets))
+        return found / (k * len(queries))
+
+    if ef_search is not None:
+        return ef_search, recall(ef_search)
+    measured = 0.0
+    for ef in EF_STEPS:
+        measured = recall(ef)
+        if measured >= TARGET_RECALL:
+            break
+    log(f"{collection.space}: hnsw.ef_search {ef}: recall@{RECALL_K} {measured:.3f} vs exact on {len(queries)} queries")
+    return ef, measured
+
+
+def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
+    """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
+    heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
+    if recall >= TARGET_RECALL or chosen is not None:
+        return "hnsw"
+    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
+        "queries scan exactly (pass --ef-search to use the index anyway)")
+    return "exact"
+
+
+def manifest_for(embedder_identity: dict, spec: str, dim: int, count: int, extra: dict) -> dict:
+    """The manifest facts a bundle's manifest.json records, for the database."""
+    return {
+        "format": FORMAT_VERSION,
+        "backend": BACKEND,
+        "kind": "images",
+        "dim": int(dim),
+        "metric": METRIC,
+        "count": count,
+        "vectors_source": embedder_identity["vectors_source"],
+        "vectors_sha": embedder_identity["vectors_sha"],
+        "embedder_spec": spec,
+        "embedder_sha": embedder_identity["sha"],
+        "embedder": embedder_identity,
+        **extra,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) -> PgCollection:
+    """Tune ef_search on the committed rows, record it (and the count) in the manifest, open the result."""
+    writer = Writer(conn)
+    count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
+    manifest = {**manifest, "count": int(count), "hnsw": hnsw_options(conn)}
+    collection = PgCollection(db, conn, manifest, 0)
+    ef, recall = tune_ef_search(collection, log, ef_search)
+    manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))
+    manifest["embedding_search"] = _search_mode(recall, ef_search, "word space", log)
+    features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
+    if features is not None:
+        features_ef, features_recall = tune_ef_search(features, log)
+        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall)
+        manifest["features_search"] = _search_mode(features_recall, None, "visual features", log)
+    writer.batch(manifest=manifest)
+    stored, version = read_manifest(conn, db.shown)
+    return PgCollection(db, conn, stored, version)
+
+
+def drop_collection(conn) -> None:
+    with conn.transaction():
+        conn.execute("DROP TABLE IF EXISTS ws_images")
+        conn.execute("DROP TABLE IF EXISTS ws_manifest")
+
+
+def database_bytes(conn) -> int:
+    return int(conn.execute("SELECT pg_total_relation_size('ws_images') + pg_total_relation_size('ws_manifest')").fetchone()[0])
+
+
+__all__ = ["DatabaseError", "PgCollection", "Row", "Writer", "connect", "open_store"]
