@@ -15,25 +15,16 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
+from foundation.arguments import int_at_least
 from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, UsageError
 
 DEFAULT_TOP_K = 10
 CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
 
 
-def _int_at_least(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
-    return value
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    return _int_at_least(text, 1)
+    return int_at_least(1)(text)
 
 
 def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
@@ -60,7 +51,7 @@ def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> Non
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0)
+    return int_at_least(0)(text)
 
 
 def add_inference_options(parser: argparse.ArgumentParser, workers: bool = True) -> None:

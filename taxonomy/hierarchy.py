@@ -14,13 +14,13 @@ Synsets too general to be a tag (``entity``, ``object``, ``organism``, ``artifac
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from foundation.arguments import int_at_least
 from taxonomy import Taxonomy, load_taxonomy
 
 # Synsets less than MIN_DEPTH steps below ``entity`` (object, whole, matter, artifact...) are too general
@@ -241,17 +241,6 @@ class HierarchyTagger:
         return [(self.words[i], float(scores[i])) for i in top]
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
-        return value
-
-    return parse
 
 
 def add_options(parser) -> None:
@@ -264,14 +253,14 @@ def add_options(parser) -> None:
     )
     group.add_argument(
         "--conse-top-t",
-        type=_count(1),
+        type=int_at_least(1),
         default=d.top_t,
         metavar="T",
         help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})",
     )
     group.add_argument(
         "--conse-levels",
-        type=_count(0),
+        type=int_at_least(0),
         default=d.levels,
         metavar="L",
         help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})",
@@ -293,7 +282,7 @@ def add_options(parser) -> None:
     )
     group.add_argument(
         "--hierarchy-levels",
-        type=_count(0),
+        type=int_at_least(0),
         default=d.tag_levels,
         metavar="L",
         help=f"hypernym levels the probabilities flow up (default {d.tag_levels})",
