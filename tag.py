@@ -35,7 +35,7 @@ EPILOG = f"""examples:
 
 {EXIT_CODES_HELP}"""
 DEFAULT_TAGGER = "conse:efficientnet_lite0"
-JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": COSINE}, ...]}'
+JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": S}, ...]} (best first)'
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     cli.add_inference_options(parser)
     cli.add_result_options(parser, JSON_FORMAT)
-    add_min_score_option(parser, "tags")
+    add_min_score_option(parser, "tags", cosine=False)
     parser.add_argument(
         "--write-xmp",
         action="store_true",

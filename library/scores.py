@@ -16,21 +16,31 @@ def above_min_score(results: Sequence[tuple[T, float]], min_score: float | None)
     return [(item, score) for item, score in results if score >= min_score]
 
 
-def score(text: str) -> float:
-    """argparse type: a cosine cut-off between -1 and 1."""
+def number(text: str) -> float:
+    """argparse type: any score cut-off."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def score(text: str) -> float:
+    """argparse type: a cosine cut-off between -1 and 1."""
+    value = number(text)
     if not -1.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not a cosine between -1 and 1")
     return value
 
 
-def add_min_score_option(parser: argparse.ArgumentParser, what: str) -> None:
+def add_min_score_option(parser: argparse.ArgumentParser, what: str, cosine: bool = True) -> None:
+    """``cosine``: scores are cosines (-1..1); else any number (tag.py's ConSE scores add WordNet evidence)."""
+    if cosine:
+        kind, meaning = score, "this cosine (-1..1)"
+    else:
+        kind, meaning = number, "S (the cosine; with the default ConSE tagger, the cosine plus the WordNet hierarchy's share, up to ~2.5)"
     parser.add_argument(
         "--min-score",
-        type=score,
-        metavar="COSINE",
-        help=f"keep only {what} scoring at least this cosine (-1..1); fewer than --top-k may remain",
+        type=kind,
+        metavar="COSINE" if cosine else "S",
+        help=f"keep only {what} scoring at least {meaning}; fewer than --top-k may remain",
     )
