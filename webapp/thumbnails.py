@@ -1,24 +1,22 @@
 """Thumbnails made on demand and cached on disk, keyed by file + size + mtime + thumbnail size.
 
-A cache file is written to a temp name in its folder and renamed into place, so a crash or two requests
+A cache file is written through the one atomic writer (``foundation.atomic``), so a crash or two requests
 making the same thumbnail at once never leave a half-written JPEG. The key doubles as the HTTP ETag.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import tempfile
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from foundation.atomic import user_cache_dir
-from foundation.images import MAX_PIXELS, BadImage, open_image
+from foundation.atomic import user_cache_dir, write_atomic
+from foundation.hashing import bytes_sha
+from foundation.images import BadImage, open_image
 
 GRID = 160  # px: the search grid and similar photos
 LARGE = 1024  # px: the photo page
@@ -34,24 +32,10 @@ def default_cache_dir() -> Path:
 
 
 def decode_reduced(path: str | os.PathLike, size: int) -> Image.Image:
-    """The image at ``path`` as RGB, decoded at no less than ``size`` px where the format allows it.
-
-    JPEGs are scaled by 1/2, 1/4 or 1/8 inside the DCT decoder (``Image.draft``): a 4000x3000 photo is
-    decoded at 500x375 for a grid thumbnail, a fraction of a full decode. Anything else (other formats,
-    or any doubt about the file) goes to the shared safe loader ``open_image``, which also says why a file
-    is unusable. One small function on purpose: the shared loader is getting a draft mode of its own.
-    """
-    try:
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(f, formats=("JPEG",)) as im:
-                if im.width * im.height <= MAX_PIXELS:
-                    im.draft("RGB", (size, size))
-                    im.load()
-                    return ImageOps.exif_transpose(im).convert("RGB")
-    except Exception:  # noqa: BLE001 - not a JPEG, or a damaged one: open_image tells which
-        return open_image(path)
-    return open_image(path)  # over MAX_PIXELS: open_image says so
+    """The image at ``path`` as RGB, decoded at no less than ``size`` px on its shorter side where the
+    format allows it: the shared loader's JPEG draft decoding (a 4000x3000 photo decodes at 500x375 for a
+    grid thumbnail). BadImage, with the reason, for anything unusable."""
+    return open_image(path, min_side=size)
 
 
 def render(path: str | os.PathLike, size: int) -> bytes:
@@ -88,7 +72,7 @@ class ThumbnailCache:
         st = os.stat(path)
         raw = b"|".join([os.fsencode(path), str(st.st_size).encode(), str(st.st_mtime_ns).encode(),
                          str(size).encode(), _VERSION.encode()])  # fmt: skip
-        return hashlib.sha256(raw).hexdigest()[:32]
+        return bytes_sha(raw, 32)
 
     def get(self, path: str, size: int) -> Thumbnail:
         """The cached thumbnail, made first if needed. OSError if the photo is gone, BadImage if unusable."""
@@ -97,15 +81,7 @@ class ThumbnailCache:
         if not file.is_file():
             with self._rendering:
                 data = render(path, size)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{key}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, file)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(file, data)
         return Thumbnail(file, key)
 
 
