@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from foundation.atomic import write_atomic
 from foundation.errors import WordsightError, run_entry
 from foundation.images import open_image
 from foundation.vectors import (
@@ -256,13 +257,6 @@ def _norm_hex(code: str) -> str:
     return "-".join(part for part in code.upper().split("-") if part != "FE0F")
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _rasterise(svg: bytes) -> bytes:
     import cairosvg  # only preparation needs it
 
@@ -305,9 +299,9 @@ def prepare(root: Path, vendors: list[str], force: bool = False) -> Path:
                          "sha256": hashlib.sha256(tarball.read_bytes()).hexdigest()}  # fmt: skip
         for entry, png in tqdm(list(_vendor_images(vendor, spec, tarball, entries)), desc=vendor, file=sys.stderr):
             relative = f"{vendor}/{entry['hex'].lower()}.png"
-            _write(root / relative, png)
+            write_atomic(root / relative, png)
             entry["images"][vendor] = relative
-    _write(catalog, json.dumps({"vendors": about, "emoji": entries}, indent=0).encode())
+    write_atomic(catalog, json.dumps({"vendors": about, "emoji": entries}, indent=0).encode())
     return catalog
 
 

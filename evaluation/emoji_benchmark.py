@@ -31,6 +31,7 @@ import torch
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
 from evaluation.evaluate import mark_trained_backbone, predict, training_config
+from foundation.atomic import write_atomic
 from foundation.errors import run_entry
 from models.backbones import build_backbone, image_transform
 from models.conse import ConSE, head_with_conse, imagenet_label_vectors
@@ -193,13 +194,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_entry(None, lambda: _run(argv), (FileNotFoundError, subprocess.CalledProcessError))
 
@@ -222,9 +216,9 @@ def _run(argv: list[str] | None) -> int:
     results = benchmark(args.checkpoints.resolve(), args.unfreeze, lambda m: print(m, file=sys.stderr), overrides,
                         heads, args.config or [str(CONFIG)])  # fmt: skip
     results["seconds"] = round(time.perf_counter() - start, 1)
-    _write(args.out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(args.out / "results.json", json.dumps(results, indent=1) + "\n")
     table = markdown(results)
-    _write(args.out / "results.md", table + "\n")
+    write_atomic(args.out / "results.md", table + "\n")
     print(table)
     print(f"written: {args.out}/results.json and results.md ({results['seconds']} s)", file=sys.stderr)
     return 0

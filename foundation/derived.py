@@ -10,19 +10,17 @@ reading needs numpy alone, so ``tag.py`` starts without gensim.
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from foundation.vectors import default_cache_dir
+from foundation.atomic import WriteError, atomic_file, user_cache_dir
 
 
 def derived_path(vectors_sha: str, name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else user_cache_dir()
     return root / "vectors" / vectors_sha / "derived" / f"{name}.npz"
 
 
@@ -40,16 +38,9 @@ def derived_arrays(
     except (OSError, ValueError, zipfile.BadZipFile):  # missing, or damaged by something else than us
         pass
     arrays = compute()
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_file(path) as out:
             np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError:  # only a speed-up: the next start computes them again
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    except (OSError, WriteError):  # only a speed-up: the next start computes them again
+        pass
     return arrays

@@ -21,9 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -31,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.atomic import new_temp_folder, publish_folder, user_cache_dir
 from foundation.images import load_input, split_readable
-from foundation.vectors import default_cache_dir
 from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
@@ -59,7 +57,7 @@ def export_key(identity: dict) -> str:
 
 
 def export_dir(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else user_cache_dir()
     return root / "onnx" / key
 
 
@@ -78,21 +76,14 @@ def write_export(key: str, write_model: Callable[[Path], None], meta: dict,
                  cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict]:  # fmt: skip
     """Write ``model.onnx`` (by ``write_model(path)``) and ``meta.json`` into a temp folder, rename it in."""
     folder = export_dir(key, cache_dir)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-{socket.gethostname()}-{os.getpid()}-", dir=folder.parent))
+    tmp = new_temp_folder(folder)  # beside the export; temps of killed exports are removed here
     try:
         write_model(tmp / "model.onnx")
         meta = {**meta, "key": key}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last: a folder without it is no export
-        for name in ("model.onnx", "meta.json"):
-            with open(tmp / name, "rb") as handle:
-                os.fsync(handle.fileno())
         if folder.exists() and read_export(key, cache_dir) is None:
             shutil.rmtree(folder, ignore_errors=True)  # a leftover that is not a complete export
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process exported the same embedder first: theirs is just as good
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_folder(tmp, folder)  # False: another process exported the same embedder first, as good
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
