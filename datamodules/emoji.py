@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from foundation import hashing
 from foundation.atomic import write_atomic
 from foundation.errors import WordsightError, run_entry
 from foundation.images import open_image
@@ -296,7 +297,7 @@ def prepare(root: Path, vendors: list[str], force: bool = False) -> Path:
         spec = VENDORS[vendor]
         tarball = _npm_pack(spec.package, npm)
         about[vendor] = {"package": spec.package, "licence": spec.licence,
-                         "sha256": hashlib.sha256(tarball.read_bytes()).hexdigest()}  # fmt: skip
+                         "sha256": hashing.file_sha(tarball, 64)}  # fmt: skip
         for entry, png in tqdm(list(_vendor_images(vendor, spec, tarball, entries)), desc=vendor, file=sys.stderr):
             relative = f"{vendor}/{entry['hex'].lower()}.png"
             write_atomic(root / relative, png)

@@ -12,7 +12,6 @@ it is compared with the trained heads on the very same backbone features.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import Tensor
 from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
 from evaluation.report import markdown_table, model_name, write_report
+from foundation import hashing
 from foundation.config_files import DEFAULT_CONFIG, check_config_files
 from foundation.errors import WordsightError, run_entry
 from foundation.vectors import load_word_vectors, vectors_identity
@@ -84,7 +84,7 @@ def mark_trained_backbone(backbone: Backbone, checkpoint: Path, hparams: dict) -
     """A checkpoint that trained backbone blocks has features of its own: key the feature cache on the
     checkpoint too, or the pretrained backbone's cached features would be reused."""
     if hparams.get("unfreeze_blocks"):
-        backbone.identity += f"+trained@{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}"
+        backbone.identity += f"+trained@{hashing.file_sha(checkpoint, 12)}"
 
 
 def predict(model: FeatureModel, features) -> Tensor:
