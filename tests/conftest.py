@@ -74,3 +74,11 @@ def _repo_left_as_it_was():
     if before is not None and after is not None:
         new = sorted(line for line in set(after.splitlines()) - set(before.splitlines()) if line[:2] in ("??", "!!"))
         assert not new, f"the tests wrote into the repo: {new[:10]}"
+
+
+@pytest.fixture
+def space(tmp_path):
+    """Colour word vectors, their word index and a fake embedder into the same space (tests.fakes)."""
+    from tests.fakes import colour_space
+
+    return colour_space(tmp_path)

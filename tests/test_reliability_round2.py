@@ -29,15 +29,10 @@ from indexing import bundle as bundle_module
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import BundleBuilder, BundleError, generation, open_bundle
 from indexing.image_index import build_image_index
-from tests.fakes import colour_space, install_fake_embedder_module, write_colour_images
+from tests.fakes import install_fake_embedder_module, write_colour_images
 from tests.test_bundle import build, random_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def space(tmp_path):
-    return colour_space(tmp_path)
 
 
 @pytest.fixture

@@ -19,14 +19,9 @@ from indexing.__main__ import main as indexing_main
 from indexing.bundle import open_bundle
 from indexing.image_index import build_image_index
 from tests.bad_inputs import make_bad_input_folder
-from tests.fakes import COLOURS, FakeEmbedder, colour_space, install_fake_embedder_module, write_colour_images
+from tests.fakes import COLOURS, FakeEmbedder, install_fake_embedder_module, write_colour_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def space(tmp_path):
-    return colour_space(tmp_path)
 
 
 @pytest.fixture

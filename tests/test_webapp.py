@@ -26,7 +26,7 @@ from PIL import Image
 import search
 import tag
 from indexing.image_index import build_image_index
-from tests.fakes import COLOURS, FakeEmbedder, colour_space, install_fake_embedder_module, write_colour_images
+from tests.fakes import COLOURS, FakeEmbedder, install_fake_embedder_module, write_colour_images
 from webapp.app import CSP, create_app
 from webapp.library import Library, item_id
 from webapp.thumbnails import GRID, LARGE, ThumbnailCache, decode_reduced
@@ -35,11 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE_DIR = "<script>alert(1)<"  # with its file below, the shown name is <script>alert(1)</script>.png
 HOSTILE_FILE = "script>.png"
 QUOTES_FILE = "\"onmouseover=\"alert(2)'.png"
-
-
-@pytest.fixture
-def space(tmp_path):
-    return colour_space(tmp_path)
 
 
 @pytest.fixture
