@@ -48,19 +48,6 @@ class ConSE(nn.Module):
         return torch.einsum("bt,btd->bd", weights, self.class_word_vectors[top.indices])
 
 
-class ConSEWithProbabilities(nn.Module):
-    """images -> (B, dim + classes): ConSE's vector, then the classifier's softmax probabilities, which
-    hierarchy tags (``taxonomy.hierarchy.HierarchyTagger``) need besides the vector."""
-
-    def __init__(self, conse: ConSE):
-        super().__init__()
-        self.conse = conse
-
-    def forward(self, images: Tensor) -> Tensor:
-        logits = self.conse.backbone.classify(images)
-        return torch.cat([self.conse.from_logits(logits), logits.float().softmax(dim=-1)], dim=-1)
-
-
 def label_vector_array(wv: WordVectors, options: HierarchyOptions = DEFAULT_OPTIONS) -> np.ndarray:
     """(1000, dim) float32 label vectors of the ImageNet classes in logit order; a zero row is a class
     with no known word. The one place ConSE's label vectors come from (tagging, index building, search,

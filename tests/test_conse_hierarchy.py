@@ -9,7 +9,8 @@ import torch
 from gensim.models import KeyedVectors
 
 from foundation.vectors import WordVectors
-from models.conse import ConSE, ConSEWithProbabilities, imagenet_label_vectors, label_vector_array
+from models.conse import ConSE, imagenet_label_vectors, label_vector_array
+from models.onnx_engine import Combine
 from taxonomy import load_taxonomy
 from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger, hierse_label_vectors, is_general
 
@@ -122,10 +123,13 @@ def test_the_same_label_vectors_serve_conse_and_the_probabilities_ride_along():
 
     class Logits(torch.nn.Module):
         def classify(self, images):
-            return torch.zeros(len(images), 1000).index_fill_(1, torch.tensor([TABBY]), 5.0)
+            ramp = torch.arange(1000.0).expand(len(images), 1000) / 1000  # no ties: both engines pick the same top-T
+            return ramp.clone().index_fill_(1, torch.tensor([TABBY]), 5.0)
 
     conse = ConSE(Logits(), vectors, valid, top_t=2)
-    out = ConSEWithProbabilities(conse)(torch.zeros(2, 3))
+    logits = Logits().classify(torch.zeros(2, 3)).numpy()
+    combine = Combine("conse", vectors.numpy(), valid.numpy(), top_t=2, with_probabilities=True)
+    out = torch.from_numpy(combine({"logits": logits}))  # what either engine's embedder returns for tags
     assert out.shape == (2, wv.dim + 1000)
     torch.testing.assert_close(out[:, : wv.dim], conse(torch.zeros(2, 3)))
     torch.testing.assert_close(out[:, wv.dim :].sum(dim=1), torch.ones(2))
