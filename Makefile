@@ -51,8 +51,8 @@ demo: install system-deps
 	@echo "$(PY) serve.py --index indexes/demo"
 
 # All benchmarks into benchmarks/results/benchmark.json, camera-size JPEGs included (bench_camera.py makes
-# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=96 by default).
-CAMERA_IMAGES ?= 96
+# them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=288 by default).
+CAMERA_IMAGES ?= 288
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 

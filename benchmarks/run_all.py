@@ -1,7 +1,7 @@
 """``make benchmark``: the training, index, memory, web app, library, bundle, backbone and camera-photo
 benchmarks, merged into benchmarks/results/benchmark.json.
 
-    python benchmarks/run_all.py [--threads 1] [--skip-index] [--camera-images 96]
+    python benchmarks/run_all.py [--threads 1] [--skip-index] [--camera-images 288]
 
 Every other ``benchmarks/results/*.json`` (e.g. from bench_memory.py) is merged in too, under its file
 name; ``--skip-index`` reuses index.json from an earlier bench_index.py run.
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the training benchmark")
     parser.add_argument("--skip-index", action="store_true", help="reuse results/index.json")
-    parser.add_argument("--camera-images", type=int, default=96, help="4000x3000 JPEGs for bench_camera.py")
+    parser.add_argument("--camera-images", type=int, default=288, help="4000x3000 JPEGs for bench_camera.py (default 288)")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
     training, index = RESULTS / "training.json", RESULTS / "index.json"

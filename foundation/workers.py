@@ -7,7 +7,7 @@ should cover one network batch, or the workers idle while the network runs. When
 would wait for a result, it takes the oldest task no worker has started and decodes it itself: on a 2-core
 machine the one worker and the network's idle time then share the decoding, and both cores stay busy. ``load`` returns a small array (the
 network input), or the ``BadImage`` it caught (``foundation.images.split_readable``); any other exception
-in a worker stops the run with that worker's traceback. ``workers=0`` decodes in the calling process; so does a pool whose items prove cheap: the first task is
+in a worker stops the run with that worker's traceback. ``workers=0`` decodes in the calling process; so does a pool whose items prove cheap: the first ``PROBE`` items are
 decoded here, timed, and the workers start only if an item took at least ``min_cost`` seconds.
 
 Torch-free: ``tag.py`` uses it next to ONNX Runtime.
@@ -28,6 +28,9 @@ CHUNK = 4  # items per task: small, so the last task of a run leaves the network
 # Below this many seconds per item a worker costs more than it saves (its results cross a pipe, and it takes
 # CPU from the network): Fashion-MNIST's 28-px images (~0.3 ms) measured 10% slower with one worker.
 MIN_COST = 0.002
+# Items decoded here, timed, before deciding on workers: the cheaper of two (the first pays for lazy imports).
+# Each is one camera photo (~30 ms) decoded while the other cores wait, so no more than that.
+PROBE = 2
 
 
 def available_cores() -> int:
@@ -68,7 +71,7 @@ class DecodePool:
         self.load, self.workers, self.chunk = load, max(0, int(workers)), max(1, int(chunk))
         self.max_tasks = max(2 * self.workers, -(-int(ahead) // self.chunk))
         self.min_cost = min_cost
-        self.probed = self.workers == 0  # whether the first task was timed (and the workers started or not)
+        self.probed = self.workers == 0  # whether the first items were timed (and the workers started or not)
         self._procs: list = []
         self._generation = 0  # tasks of an abandoned map() may still come back: they are dropped
 
@@ -96,7 +99,7 @@ class DecodePool:
         pending = iter(items)
         if not self.probed:
             cheapest = float("inf")
-            for _, item in zip(range(self.chunk), pending):
+            for _, item in zip(range(PROBE), pending):
                 started = time.perf_counter()
                 loaded = self.load(item)
                 cheapest = min(cheapest, time.perf_counter() - started)

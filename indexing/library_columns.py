@@ -26,7 +26,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from indexing.bundle import METRIC, Bundle, BundleError, _build_forest, normalise, tune_search_k
-from library.metadata import content_hash, photo_facts
+from library.metadata import content_hashes, photo_facts
 
 META_FILE = "meta.jsonl"
 FEATURES_FILE = "features.f16.npy"
@@ -55,13 +55,11 @@ def rename_matches(files, old_rows: dict, previous: Previous) -> tuple[dict, dic
     matched = {}
     present = {f.path for f in files}
     gone = {row for old, row in old_rows.items() if old.path not in present}
-    for f in files:
-        if f in old_rows:
-            continue
-        try:
-            hashes[f.path] = content_hash(f.path, f.size)
-        except OSError:
+    fresh = [f for f in files if f not in old_rows]
+    for f, digest in zip(fresh, content_hashes([(f.path, f.size) for f in fresh])):
+        if digest is None:
             continue  # unreadable now: embedding will skip it with its reason
+        hashes[f.path] = digest
         row = next((r for r in previous.by_hash.get(hashes[f.path], []) if r in gone), None)
         if row is not None:
             matched[f] = row

@@ -23,7 +23,7 @@ from indexing.bundle import BundleError, BundleMismatch
 from indexing.image_index import ChunkedEmbedder, Collected, ImageFile, chunks, collect_images
 from indexing.pg_server import DbSpec, connect, database_errors, parse_spec
 from indexing.shards import Shard, my_share
-from library.metadata import content_hash, photo_facts
+from library.metadata import content_hashes, photo_facts
 
 
 @dataclass
@@ -69,15 +69,13 @@ def plan(conn, db: DbSpec, inputs, embedder, update: bool, log) -> PgPlan:
     for path, (_, _, digest) in gone.items():
         by_hash.setdefault(digest, []).append(path)
     result = PgPlan(collected, [])
-    for f in collected.files:
-        if f.path in same:
-            result.reused += 1
-            continue
-        try:
-            result.hashes[f.path] = content_hash(f.path, f.size)
-        except OSError:
+    result.reused = sum(1 for f in collected.files if f.path in same)
+    fresh = [f for f in collected.files if f.path not in same]
+    for f, digest in zip(fresh, content_hashes([(f.path, f.size) for f in fresh])):
+        if digest is None:
             result.to_embed.append(f)  # unreadable now: embedding skips it with its reason
             continue
+        result.hashes[f.path] = digest
         old = by_hash.get(result.hashes[f.path]) if update and f.path not in stored else None
         if old:
             source = old.pop(0)

@@ -34,6 +34,25 @@ def content_hash(path: str | os.PathLike, size: int | None = None) -> str:
     return digest.hexdigest()[:32]
 
 
+def content_hashes(files: list[tuple[str, int]]) -> list[str | None]:
+    """``content_hash`` of each ``(path, size)``, None where the file cannot be read; on every core (sha256
+    and file reads release the GIL), so hashing a library before index building leaves no core idle."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from foundation.workers import available_cores
+
+    def one(item: tuple[str, int]) -> str | None:
+        try:
+            return content_hash(*item)
+        except OSError:
+            return None
+
+    if len(files) < 2:
+        return [one(item) for item in files]
+    with ThreadPoolExecutor(max_workers=available_cores()) as pool:
+        return list(pool.map(one, files, chunksize=16))
+
+
 def _parse_exif_date(value) -> dt.datetime | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")

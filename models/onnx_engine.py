@@ -36,9 +36,11 @@ from foundation.workers import DecodePool, available_cores, default_workers
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
 OUTPUTS = ("logits", "features", "vector")  # "vector" only for trained heads
 ENGINES = ("auto", "onnx", "torch")
-# On the CPU, batches run through ONNX Runtime at most this many images at a time: measured as fast as 64
-# at 224 px (~40 img/s on one thread either way), with a third of the peak memory.
-CPU_BATCH = 16
+# On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
+# thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the
+# cache; 4 keeps the per-call overhead low. A small step also overlaps the network with the decoding finely,
+# so the last network call of a build, which no decoding overlaps, is short.
+CPU_BATCH = 4
 
 
 def onnxruntime_available() -> bool:
@@ -101,6 +103,8 @@ class OnnxNetwork:
     The session is created on the first ``run``, with the thread count ``set_threads`` chose (the cores the
     decoding workers leave free), so workers fork before ONNX Runtime starts its threads.
     """
+
+    cpu_batch = CPU_BATCH  # images per network call on the CPU (``Embedder.embed_paths`` steps by it)
 
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
@@ -292,9 +296,9 @@ class Embedder:
         paths = [os.fsdecode(p) for p in paths]
         workers = default_workers() if workers is None else workers
         pool = self._decoders(workers if len(paths) > 1 else 0, ahead=batch_size)
-        # On the CPU the network runs every CPU_BATCH images (as fast, less memory), so it overlaps the
-        # decoding of the next ones; on a GPU, in whole batches.
-        step = batch_size if str(self.network.device).startswith("cuda") else min(batch_size, CPU_BATCH)
+        # On the CPU the network runs every ``cpu_batch`` images (its fastest batch, less memory), so it overlaps
+        # the decoding of the next ones; on a GPU, in whole batches.
+        step = batch_size if str(self.network.device).startswith("cuda") else min(batch_size, self.network.cpu_batch)
         self.network.set_threads(available_cores() - pool.workers)
         vectors = np.zeros((len(paths), self.out_dim), dtype=np.float32)
         features: list[np.ndarray | None] = [None]  # allocated once the first batch shows their size

@@ -387,3 +387,17 @@ def test_query_syntax_parses_and_is_documented(capsys):
         search.main(["--help"])
     help_text = capsys.readouterr().out
     assert all(s in help_text for s in ("beach + sunset - people", "2:sunset", "word:boot", "--duplicates", "--in"))
+
+
+def test_content_hashes_match_one_by_one_and_mark_unreadable_files(tmp_path):
+    from library.metadata import content_hash, content_hashes
+
+    files = []
+    for i, size in enumerate((10, (1 << 20) + 5000, 3 << 20)):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(np.random.default_rng(i).integers(0, 256, size, dtype=np.uint8).tobytes())
+        files.append((str(path), size))
+    files.append((str(tmp_path / "gone.jpg"), 7))
+    digests = content_hashes(files)
+    assert digests[:3] == [content_hash(p, s) for p, s in files[:3]]
+    assert len(set(digests[:3])) == 3 and digests[3] is None
