@@ -311,7 +311,7 @@ class Embedder:
             good, bad = split_readable(batch)
             if good:
                 rows = [start + pos for pos, _ in good]
-                vectors[rows], pooled = self._run(np.stack([x for _, x in good]))
+                vectors[rows], pooled = self._run(self._network_input(np.stack([x for _, x in good])))
                 if pooled is not None:
                     if features[0] is None:
                         features[0] = np.zeros((len(paths), pooled.shape[1]), dtype=np.float32)
@@ -331,11 +331,19 @@ class Embedder:
         kept = [p for p, good in zip(paths, ok) if good]
         return EmbedResult(kept, vectors[ok], skipped, None if features[0] is None else features[0][ok])
 
+    @property
+    def _decoding(self):
+        """What decoding runs on a PIL image: the uint8 crop when the transform splits (``Cropper``)."""
+        return getattr(self.transform, "cropper", self.transform)
+
+    def _network_input(self, decoded: np.ndarray) -> np.ndarray:
+        return self.transform.scale(decoded) if hasattr(self.transform, "cropper") else decoded
+
     def _decoders(self, workers: int, ahead: int) -> DecodePool:
         """The decoding pool, kept between calls (index building embeds chunk after chunk)."""
         if self._pool is None or self._pool.workers != workers:
             self.close()
-            self._pool = DecodePool(partial(load_input, transform=self.transform), workers, ahead=ahead)
+            self._pool = DecodePool(partial(load_input, transform=self._decoding), workers, ahead=ahead)
         return self._pool
 
     def close(self) -> None:

@@ -47,11 +47,24 @@ class ImageTransform:
         return image.crop((left, top, left + s, top + s))
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = np.asarray(self.resize_crop(image), dtype=np.uint8).transpose(2, 0, 1)
+        return self.scale(self.crop(image))
+
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """uint8 (3, S, S): what decoding workers send back, a quarter of the float32 input's bytes (sending
+        float32 through the pipe cost ~1.4 ms of the main process's CPU per 224-px image; scaling, 0.06 ms)."""
+        return np.asarray(self.resize_crop(image), dtype=np.uint8).transpose(2, 0, 1)
+
+    def scale(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (..., 3, S, S) from ``crop`` -> the float32 network input, one image or a batch alike."""
         x = pixels.astype(np.float32) / np.float32(255)
         x -= self._mean
         x /= self._std
         return x
+
+    @property
+    def cropper(self) -> Cropper:
+        """``crop`` as a transform of its own (with ``min_side``), for ``foundation.images.load_input``."""
+        return Cropper(self)
 
     def __repr__(self) -> str:  # torchvision's Compose repr: part of the feature-cache key
         s = self.size
@@ -69,6 +82,20 @@ class ImageTransform:
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+
+class Cropper:
+    """The decoding half of an ``ImageTransform``: PIL image -> uint8 (3, S, S); ``scale`` finishes it."""
+
+    def __init__(self, transform: ImageTransform):
+        self.transform = transform
+
+    @property
+    def min_side(self) -> int | None:
+        return self.transform.min_side
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.transform.crop(image)
 
 
 def default_image_size(name: str) -> int:

@@ -36,3 +36,13 @@ def test_lite_scaling_is_x_minus_127_over_128():
     grey = Image.new("RGB", (40, 40), (255, 255, 255))
     assert np.allclose(pixel_transform("efficientnet_lite0", 32)(grey), (255 - 127) / 128)
     assert pixel_transform("efficientnet_lite0", 32).min_side == 32
+
+
+def test_uint8_crop_then_batch_scaling_is_the_transform_bit_for_bit():
+    """Decoding workers send the uint8 crop; the main process scales the stacked batch: same floats."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((300, 400), (97, 61))]
+    t = pixel_transform("efficientnet_lite0", 64)
+    crops = np.stack([t.cropper(im) for im in images])
+    assert crops.dtype == np.uint8 and crops.shape == (2, 3, 64, 64) and t.cropper.min_side == 64
+    np.testing.assert_array_equal(t.scale(crops), np.stack([t(im) for im in images]))
