@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from datamodules.sources import ImageSource, Subset
 from foundation.atomic import atomic_file, new_temp_folder, publish_folder, remove_stale_any
-from foundation.images import BadImage, split_readable
+from foundation.images import BadImage, decoding_halves, split_readable
 from foundation.sharding import interleave, share
 from foundation.workers import DecodePool, available_cores, default_workers
 
@@ -59,21 +59,15 @@ class SourceImages(Dataset):
 
 class _NumpyInputs:
     """A transform's numpy output (what decoding workers send back): ``TensorTransform.pixels`` if it has it,
-    as uint8 when that splits into a crop and a scaling (``models.preprocess.Cropper``); ``finish`` then
-    scales a stacked batch in the main process (the same float32 values, a quarter of the bytes piped)."""
+    split by ``foundation.images.decoding_halves`` (workers send uint8; ``finish`` scales the stacked batch)."""
 
     def __init__(self, transform):
-        self.transform, self.pixels = transform, getattr(transform, "pixels", None)
+        pixels = getattr(transform, "pixels", None)
+        self.decode, self.finish = decoding_halves(pixels if pixels is not None else lambda im: transform(im).numpy())
         self.min_side = getattr(transform, "min_side", None)
-        self.cropper = getattr(self.pixels, "cropper", None)
 
     def __call__(self, image):
-        if self.cropper is not None:
-            return self.cropper(image)
-        return self.pixels(image) if self.pixels is not None else self.transform(image).numpy()
-
-    def finish(self, batch: np.ndarray) -> np.ndarray:
-        return self.pixels.scale(batch) if self.cropper is not None else batch
+        return self.decode(image)
 
 
 def cache_key(backbone_identity: str, transform, source: ImageSource) -> str:

@@ -13,6 +13,7 @@ import os
 import stat
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,19 @@ def load_input(path: str | bytes | os.PathLike, transform):
         return transform(open_image(path, min_side=getattr(transform, "min_side", None)))
     except BadImage as error:
         return error
+
+
+def decoding_halves(transform) -> tuple[Callable, Callable[[np.ndarray], np.ndarray]]:
+    """(what decoding workers run on a PIL image, what the main process applies to the stacked batch).
+
+    A transform with a ``cropper`` (``models.preprocess.ImageTransform``) splits: workers send its uint8
+    crop, a quarter of the float32 input's bytes, and its ``scale`` makes the same floats from the batch.
+    Any other transform runs whole in the workers and the batch is used as it is.
+    """
+    cropper = getattr(transform, "cropper", None)
+    if cropper is None:
+        return transform, lambda batch: batch
+    return cropper, transform.scale
 
 
 def split_readable(items: list) -> tuple[list[tuple[int, object]], list[tuple[int, str]]]:

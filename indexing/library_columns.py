@@ -60,7 +60,7 @@ def rename_matches(files, old_rows: dict, previous: Previous) -> tuple[dict, dic
         if digest is None:
             continue  # unreadable now: embedding will skip it with its reason
         hashes[f.path] = digest
-        row = next((r for r in previous.by_hash.get(hashes[f.path], []) if r in gone), None)
+        row = next((r for r in previous.by_hash.get(digest, []) if r in gone), None)
         if row is not None:
             matched[f] = row
             gone.discard(row)

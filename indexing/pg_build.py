@@ -76,11 +76,11 @@ def plan(conn, db: DbSpec, inputs, embedder, update: bool, log) -> PgPlan:
             result.to_embed.append(f)  # unreadable now: embedding skips it with its reason
             continue
         result.hashes[f.path] = digest
-        old = by_hash.get(result.hashes[f.path]) if update and f.path not in stored else None
+        old = by_hash.get(digest) if update and f.path not in stored else None
         if old:
             source = old.pop(0)
             del gone[source]
-            facts = photo_facts(f.path, f.size, f.mtime_ns, result.hashes[f.path]).as_dict()
+            facts = photo_facts(f.path, f.size, f.mtime_ns, digest).as_dict()
             result.renames.append((source, f.path, facts, f.size, f.mtime_ns))
         else:
             result.to_embed.append(f)

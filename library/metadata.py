@@ -47,8 +47,6 @@ def content_hashes(files: list[tuple[str, int]]) -> list[str | None]:
         except OSError:
             return None
 
-    if len(files) < 2:
-        return [one(item) for item in files]
     with ThreadPoolExecutor(max_workers=available_cores()) as pool:
         return list(pool.map(one, files, chunksize=16))
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.atomic import new_temp_folder, publish_folder, user_cache_dir
-from foundation.images import load_input, split_readable
+from foundation.images import decoding_halves, load_input, split_readable
 from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
@@ -296,6 +296,7 @@ class Embedder:
         paths = [os.fsdecode(p) for p in paths]
         workers = default_workers() if workers is None else workers
         pool = self._decoders(workers if len(paths) > 1 else 0, ahead=batch_size)
+        finish = decoding_halves(self.transform)[1]  # scales what the decoders sent
         # On the CPU the network runs every ``cpu_batch`` images (its fastest batch, less memory), so it overlaps
         # the decoding of the next ones; on a GPU, in whole batches.
         step = batch_size if str(self.network.device).startswith("cuda") else min(batch_size, self.network.cpu_batch)
@@ -311,7 +312,7 @@ class Embedder:
             good, bad = split_readable(batch)
             if good:
                 rows = [start + pos for pos, _ in good]
-                vectors[rows], pooled = self._run(self._network_input(np.stack([x for _, x in good])))
+                vectors[rows], pooled = self._run(finish(np.stack([x for _, x in good])))
                 if pooled is not None:
                     if features[0] is None:
                         features[0] = np.zeros((len(paths), pooled.shape[1]), dtype=np.float32)
@@ -331,19 +332,11 @@ class Embedder:
         kept = [p for p, good in zip(paths, ok) if good]
         return EmbedResult(kept, vectors[ok], skipped, None if features[0] is None else features[0][ok])
 
-    @property
-    def _decoding(self):
-        """What decoding runs on a PIL image: the uint8 crop when the transform splits (``Cropper``)."""
-        return getattr(self.transform, "cropper", self.transform)
-
-    def _network_input(self, decoded: np.ndarray) -> np.ndarray:
-        return self.transform.scale(decoded) if hasattr(self.transform, "cropper") else decoded
-
     def _decoders(self, workers: int, ahead: int) -> DecodePool:
         """The decoding pool, kept between calls (index building embeds chunk after chunk)."""
         if self._pool is None or self._pool.workers != workers:
             self.close()
-            self._pool = DecodePool(partial(load_input, transform=self._decoding), workers, ahead=ahead)
+            self._pool = DecodePool(partial(load_input, transform=decoding_halves(self.transform)[0]), workers, ahead=ahead)
         return self._pool
 
     def close(self) -> None:
