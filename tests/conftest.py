@@ -82,3 +82,21 @@ def space(tmp_path):
     from tests.fakes import colour_space
 
     return colour_space(tmp_path)
+
+
+@pytest.fixture
+def index(tmp_path, space, photos) -> Path:
+    """An image index of the test module's ``photos`` folder, built with the fake embedder."""
+    from indexing.image_index import build_image_index
+
+    build_image_index([photos], tmp_path / "idx", space.embedder, progress=False)
+    return tmp_path / "idx"
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch, space):
+    """The scripts' embedder loading answers with ``space.embedder`` (tests.fakes)."""
+    from tests.fakes import install_fake_embedder_module
+
+    install_fake_embedder_module(monkeypatch, space.embedder)
+    return space.embedder

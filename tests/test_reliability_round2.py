@@ -29,7 +29,7 @@ from indexing import bundle as bundle_module
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import BundleBuilder, BundleError, generation, open_bundle
 from indexing.image_index import build_image_index
-from tests.fakes import install_fake_embedder_module, write_colour_images
+from tests.fakes import write_colour_images
 from tests.test_bundle import build, random_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,18 +40,6 @@ def photos(tmp_path) -> Path:
     write_colour_images(tmp_path / "photos")
     (tmp_path / "photos" / "notes.txt").write_text("keep\n")
     return tmp_path / "photos"
-
-
-@pytest.fixture
-def index(tmp_path, space, photos) -> Path:
-    build_image_index([photos], tmp_path / "idx", space.embedder, progress=False)
-    return tmp_path / "idx"
-
-
-@pytest.fixture
-def fake_embedder(monkeypatch, space):
-    install_fake_embedder_module(monkeypatch, space.embedder)
-    return space.embedder
 
 
 def env() -> dict[str, str]:

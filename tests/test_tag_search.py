@@ -30,18 +30,6 @@ def photos(tmp_path) -> Path:
     return tmp_path / "photos"
 
 
-@pytest.fixture
-def index(tmp_path, space, photos) -> Path:
-    build_image_index([photos], tmp_path / "idx", space.embedder, progress=False)
-    return tmp_path / "idx"
-
-
-@pytest.fixture
-def fake_embedder(monkeypatch, space) -> FakeEmbedder:
-    install_fake_embedder_module(monkeypatch, space.embedder)
-    return space.embedder
-
-
 def run(main, argv, capfd) -> tuple[int, list[str], str]:
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()

@@ -47,12 +47,6 @@ def photos(tmp_path) -> Path:
     return folder
 
 
-@pytest.fixture
-def index(tmp_path, space, photos) -> Path:
-    build_image_index([photos], tmp_path / "idx", space.embedder, progress=False)
-    return tmp_path / "idx"
-
-
 class Loader:
     """Counts how often the app asks for the model: it must be once, however many uploads."""
 
