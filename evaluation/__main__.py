@@ -1,5 +1,20 @@
+"""``python -m evaluation`` is ``wordsight eval``: score checkpoints or ConSE on a config's test split."""
+
 import sys
 
-from evaluation.evaluate import main
+from foundation.errors import run_entry
+from foundation.extras import require_extra
 
-sys.exit(main())
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        require_extra("train")
+        from evaluation.evaluate import main as evaluate  # imports Lightning: only once it is known to be there
+
+        return evaluate(argv)
+
+    return run_entry(None, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,13 @@
-"""The many-class zero-shot emoji benchmark (issue 15), end to end and seeded: ``make eval-emoji``.
+"""The many-class zero-shot emoji benchmark, end to end and seeded: ``make eval-emoji``.
 
     python -m datamodules.emoji prepare          # once: the npm packages into the cache
     python -m evaluation.emoji_benchmark [--unfreeze]
 
-Trains the heads with ``train.py fit`` (configs/emoji_zeroshot.yaml, cached backbone features), then, for
+Trains the heads with ``wordsight train fit`` (configs/emoji_zeroshot.yaml, cached backbone features), then, for
 each head, chooses the zero-shot levers on the *validation class split* only (``scoring.test_time.
 score_validation_split``: seen-class validation images and the validation classes' images, among the seen
 and validation classes; no test class or image is looked at) and scores the test split once with the
-chosen levers (``scoring.test_time.score_test_split``, what ``train.py test`` reports). ConSE scores the same
+chosen levers (``scoring.test_time.score_test_split``, what ``wordsight train test`` reports). ConSE scores the same
 features. Writes ``results.json`` and ``results.md`` into ``--out``.
 
 The levers, each alone and combined: calibrated stacking (``stacking_rate``), ConSE mixed in
@@ -32,6 +32,7 @@ from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
 from evaluation.evaluate import mark_trained_backbone, predict, training_config
 from foundation.atomic import write_atomic
+from foundation.config_files import CONFIG_DIR
 from foundation.errors import run_entry
 from models.backbones import build_backbone, image_transform
 from models.conse import ConSE, head_with_conse, imagenet_label_vectors
@@ -39,13 +40,12 @@ from models.embedder import load_checkpoint_network
 from models.module import DEFAULT_CONSE_WEIGHT, DEFAULT_STACKING_RATE
 from scoring.test_time import score_test_split, score_validation_split
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "emoji_zeroshot.yaml"
+CONFIG = CONFIG_DIR / "emoji_zeroshot.yaml"
 RATES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 CRITERION = "harmonic_mean_hit@5"  # of seen and unseen hit@5, on the validation class split
 HIERARCHY_WEIGHT = 0.5
-# name: train.py overrides (over CONFIG)
+# name: training overrides (over CONFIG)
 HEADS = {
     "cosine": [],
     "hinge": ["--model.loss", "hinge"],
@@ -60,20 +60,20 @@ UNFREEZE_HEADS = {  # the backbone runs every step: few epochs, kept small on 2 
 
 
 def train(name: str, overrides: list[str], checkpoints: Path, log, config: list[str]) -> tuple[Path, float | None]:
-    """``train.py fit`` in a fresh process; returns (last.ckpt, seconds). An existing checkpoint is reused
+    """``wordsight train fit`` in a fresh process; returns (last.ckpt, seconds). An existing checkpoint is reused
     (seconds None)."""
     folder = checkpoints / "".join(c if c.isalnum() else "_" for c in name)
     last = folder / "last.ckpt"
     if last.is_file():
         log(f"{name}: reusing {last}")
         return last, None
-    command = [sys.executable, str(ROOT / "train.py"), "fit", *config, *overrides,
+    command = [sys.executable, "-m", "wordsight", "train", "fit", *config, *overrides,
                "--trainer.callbacks.dirpath", str(folder), "--trainer.default_root_dir", str(folder),
                "--trainer.logger", "false",
                "--trainer.enable_progress_bar", "false"]  # fmt: skip
     log(f"{name}: training ({' '.join(overrides) or 'the config as is'})")
     start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+    subprocess.run(command, check=True, env={**os.environ, "WANDB_MODE": "disabled"})
     return last, round(time.perf_counter() - start, 1)
 
 
@@ -203,7 +203,7 @@ def _run(argv: list[str] | None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/emoji_benchmark"), help="where results.json/.md go")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/emoji_benchmark"),
                         help="where the heads are trained (an existing last.ckpt is reused: delete it to retrain)")  # fmt: skip
-    parser.add_argument("--config", action="append", help=f"training config(s), layered (default {CONFIG.relative_to(ROOT)})")
+    parser.add_argument("--config", action="append", help=f"training config(s), layered (default configs/{CONFIG.name})")
     parser.add_argument("--heads", nargs="+", choices=sorted({**HEADS, **UNFREEZE_HEADS}),
                         help="the heads to train and score (default: all but the unfrozen ones)")  # fmt: skip
     parser.add_argument("--unfreeze", action="store_true",

@@ -1,10 +1,10 @@
 """Score any checkpoint, or ConSE, on a config's test split without Lightning.
 
-    python -m evaluation --config configs/fashion_mnist_zeroshot.yaml \\
+    wordsight eval --config fashion_mnist_zeroshot.yaml \\
         --checkpoint checkpoints/fashion_mnist_zeroshot/last.ckpt --checkpoint conse:efficientnet_lite0
 
 The split is the datamodule's own (same seed, same readable files), and predictions are made from the
-same cached backbone features training used, so a checkpoint scores exactly what ``train.py test``
+same cached backbone features training used, so a checkpoint scores exactly what ``wordsight train test``
 reports. ConSE sees the images at the config's ``model.image_size`` (``--image-size`` to change it), so
 it is compared with the trained heads on the very same backbone features.
 """
@@ -26,7 +26,7 @@ from datamodules.feature_cache import cached_features
 from datamodules.image_words import ImageWordDataModule
 from evaluation.report import markdown_table, model_name, write_report
 from foundation import hashing
-from foundation.config_files import DEFAULT_CONFIG, check_config_files
+from foundation.config_files import DEFAULT_CONFIG, check_config_files, packaged_config_args
 from foundation.errors import WordsightError, run_entry
 from foundation.vectors import load_word_vectors, vectors_identity
 from models.backbones import Backbone, image_transform
@@ -61,7 +61,7 @@ def load_feature_model(
     spec: str, image_size: int, stacking_rate: float | None = None, conse_weight: float | None = None
 ) -> FeatureModel:
     """``conse:<backbone>`` at ``image_size``, or a checkpoint at its own image size with its test-time
-    levers (``model.stacking_rate``, ``model.conse_weight``, as ``train.py test`` takes them from the
+    levers (``model.stacking_rate``, ``model.conse_weight``, as ``wordsight train test`` takes them from the
     checkpoint) unless given here."""
     if spec.startswith("conse:"):
         model, sha = conse_module(spec), vectors_identity()[1]  # ConSE works in the default vectors
@@ -120,14 +120,15 @@ def evaluate(datamodule: ImageWordDataModule, model: FeatureModel) -> dict:
 
 
 def training_config(config_args: list[str]):
-    """The ``data`` and ``model`` sections as ``train.py`` resolves them: several ``--config`` files, dotted
+    """The ``data`` and ``model`` sections as training resolves them: several ``--config`` files, dotted
     overrides (``--data.root X``) and the classes' own defaults (``model.image_size`` included)."""
+    config_args = packaged_config_args(config_args)
     check_config_files(config_args)
-    parser = ArgumentParser(prog="python -m evaluation", exit_on_error=False, default_config_files=[DEFAULT_CONFIG])
+    parser = ArgumentParser(prog="wordsight eval", exit_on_error=False, default_config_files=[DEFAULT_CONFIG])
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(ImageWordDataModule, "data")
     parser.add_class_arguments(ImageToWordVector, "model", skip={"label_space"})
-    parser.add_class_arguments(Trainer, "trainer")  # training-only: read (as train.py would) and ignored
+    parser.add_class_arguments(Trainer, "trainer")  # training-only: read (as training would) and ignored
     parser.add_argument("--seed_everything", type=int | bool | None, default=None)
     # The rest of what the config.yaml that LightningCLI saves beside each run may hold: read and ignored.
     for key in ("ckpt_path", "optimizer", "lr_scheduler", "verbose", "weights_only", "return_predictions"):
@@ -143,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="wordsight eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True,
                         help="the training config(s) whose data and split to use; repeat to layer them, as "
-                        "train.py does; dotted overrides such as --data.root DIR follow them")  # fmt: skip
+                        "training does; a name such as fashion_mnist.yaml finds the packaged config; dotted overrides such as --data.root DIR follow them")  # fmt: skip
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a .ckpt file or conse:<backbone>; repeat to compare several")  # fmt: skip
     parser.add_argument("--image-size", type=int, help="ConSE's image size (default: the config's)")
