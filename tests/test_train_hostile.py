@@ -1,5 +1,5 @@
-"""train.py given hostile or broken configs and trainer options: one `error:` line and exit 2, before any
-work (issue 10's train.py items). Each case runs in-process: parsing fails long before any training."""
+"""Training given hostile or broken configs and trainer options: one `error:` line and exit 2, before any
+work. Each case runs in-process: parsing fails long before any training."""
 
 from pathlib import Path
 
@@ -8,6 +8,8 @@ import pytest
 from train import main as train_main
 
 ROOT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "image_folder.yaml")
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit many times over
+ALIAS_CHAIN = "a0: &a0 [x]\n" + "".join(f"a{k}: &a{k} [*a{k - 1}]\n" for k in range(1, 2000))  # deep once expanded
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
 )
@@ -34,6 +36,9 @@ def run(capsys, *args) -> str:
         ("model:\n  lr: fast\n", "model.lr"),
         (BILLION_LAUGHS, "expands to more than"),
         ("a: &a [*a]\n", "refers to itself"),
+        (DEEP, "nests deeper than 100 levels"),
+        ("a:\n" + "".join(f"{'  ' * k}b:\n" for k in range(1, 150)), "nests deeper than 100 levels"),
+        (ALIAS_CHAIN, "nests deeper than 100 levels"),
         ("model: [unclosed\n", "is not valid YAML"),
     ],
 )
@@ -49,9 +54,11 @@ def test_a_binary_config_file_is_one_line(tmp_path, capsys):
     assert "is not UTF-8 text" in run(capsys, "--config", str(config))
 
 
-def test_more_cpu_processes_than_cores_is_refused(capsys):
-    line = run(capsys, "--trainer.accelerator", "cpu", "--trainer.devices", "99")
-    assert "--trainer.devices 99 on the CPU" in line
+@pytest.mark.parametrize("devices", ["99", "-1", "0"])
+def test_a_cpu_process_count_out_of_range_is_refused(devices, tiny_folder, tiny_vectors, capsys):
+    line = run(capsys, "--data.root", str(tiny_folder), "--data.vectors", str(tiny_vectors),
+               "--trainer.accelerator", "cpu", "--trainer.devices", devices)  # fmt: skip
+    assert f"--trainer.devices {devices} on the CPU" in line and "from 1 to" in line
 
 
 def test_an_unwritable_checkpoint_folder_is_refused_before_training(tiny_folder, tiny_vectors, tmp_path, capsys):

@@ -1,3 +1,5 @@
+import re
+import shutil
 import time
 
 import numpy as np
@@ -57,7 +59,7 @@ def test_file_formats_round_trip_and_cache(kind, tiny_kv, tmp_path, cache, monke
 
     first = load_word_vectors(str(path))
     assert first.dim == 4 and first.source == str(path.resolve())
-    assert len(first.sha) == 16 and int(first.sha, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{16}", first.sha), first.sha
     assert first.kv.index_to_key == WORDS
     np.testing.assert_allclose(first.kv["boot"], tiny_kv["boot"], rtol=1e-5)
     assert (cache / "vectors" / first.sha / "vectors.kv").is_file()
@@ -79,6 +81,15 @@ def test_changed_file_gets_new_sha_and_vectors(glove_file, tiny_kv):
     after = load_word_vectors(str(glove_file))
     assert after.sha != before.sha
     assert after.kv["boot"].tolist() == [7.0] * 4
+
+
+def test_sha_names_the_content_not_the_path(glove_file, tmp_path):
+    """The cache is keyed by content: a copy elsewhere is the same vectors, one changed byte is not."""
+    copy = shutil.copy(glove_file, tmp_path / "copy.txt")
+    assert load_word_vectors(str(copy)).sha == load_word_vectors(str(glove_file)).sha
+    edited = tmp_path / "edited.txt"
+    edited.write_bytes(glove_file.read_bytes().replace(b"boot ", b"boox ", 1))
+    assert load_word_vectors(str(edited)).sha != load_word_vectors(str(glove_file)).sha
 
 
 def test_explicit_cache_dir(glove_file, tmp_path, cache):
