@@ -8,6 +8,8 @@ starts without loading torch. ``wordsight <command> --help`` is the door's own h
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from typing import NamedTuple
 
@@ -30,6 +32,7 @@ COMMANDS = {
     "eval": Command("evaluation.__main__", "score checkpoints or ConSE on a config's test split", "train"),
 }
 INDEX_ALIASES = {"build": "build-images"}
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def usage() -> str:
@@ -44,7 +47,16 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = dispatch(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()  # inside the try: a reader that left must not fail the flush at exit
+        return code
+    except BrokenPipeError:  # `wordsight ... | head`: the reader left; stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return EXIT_OK
