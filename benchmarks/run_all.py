@@ -37,7 +37,7 @@ def main() -> None:
     subprocess.run([sys.executable, here / "bench_backbones.py", RESULTS / "backbones.json"], check=True)
     subprocess.run([sys.executable, here / "bench_camera.py", RESULTS / "camera.json",
                     "--images", str(args.camera_images)], check=True)  # fmt: skip
-    subprocess.run([sys.executable, here / "bench_postgres.py", RESULTS / "postgres.json"], check=True)  # issue 16
+    subprocess.run([sys.executable, here / "bench_postgres.py", RESULTS / "postgres.json"], check=True)
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")

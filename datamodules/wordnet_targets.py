@@ -3,8 +3,7 @@ its ancestors' word vectors (``red apple`` -> apple -> edible fruit, pome, ...),
 same ancestors are nearer to what the head learnt.
 
 A small local WordNet lookup over the Debian package ``wordnet-base`` (Princeton WordNet 3.0 data files in
-/usr/share/wordnet; ``data.noun`` is addressed by byte offset). Issue 11 builds a ``taxonomy/`` room for the
-same data; this module is the minimal stand-in until it lands (the lead may route it through ``taxonomy``).
+/usr/share/wordnet; ``data.noun`` is addressed by byte offset).
 
 How a class name finds its synset (the first, most frequent sense): the whole name (``hot_pepper``); else,
 for names ending in ``face`` (``dog face``), the rest; else the last word (``red apple`` -> ``apple``).
