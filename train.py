@@ -7,4 +7,4 @@ if __name__ == "__main__":
 
     sys.exit(wordsight(["train", *sys.argv[1:]]))
 
-from wordsight.training import cli_main, main  # noqa: E402, F401 - the names scripts and tests import from here
+from wordsight.training import cli_main, main  # noqa: F401 - the names scripts and tests import from here

@@ -8,8 +8,8 @@ from foundation.extras import require_extra
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        require_extra("train")
-        from evaluation.evaluate import main as evaluate  # imports Lightning: only once it is known to be there
+        require_extra("train")  # before importing evaluation.evaluate, which imports Lightning
+        from evaluation.evaluate import main as evaluate
 
         return evaluate(argv)
 

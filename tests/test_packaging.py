@@ -33,7 +33,7 @@ def test_help_lists_every_command_without_importing_torch(tmp_path):
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     for name, command in commands.COMMANDS.items():
-        assert re.search(rf"^  {name} +{re.escape(command.summary)}$", done.stdout, re.M), done.stdout
+        assert re.search(rf"^  {name} +{re.escape(command.summary)}$", done.stdout, re.MULTILINE), done.stdout
     assert done.stdout.splitlines()[-1] == "light"
 
 
