@@ -1,4 +1,4 @@
-"""The README's screenshot of the web app: docs/webapp_search.png, from real photos and the real model.
+"""The screenshot of the web app in docs/usage.md: docs/webapp_search.png, from real photos and the real model.
 
     python benchmarks/webapp_screenshot.py [--query animal] [--out docs/webapp_search.png]
 

@@ -6,7 +6,7 @@ Two vocabularies: **closed**, each set's own label words (as ``tag.py --vocabula
 **open**, the default tag vocabulary. A hit@k means one of a photo's words is among its top k tags.
 
 Tuning is honest: photos are split in two halves by a hash of their name. The defaults were chosen
-on the ``tune`` half; the README reports the ``report`` half (and ``all`` for reference).
+on the ``tune`` half; docs/results.md reports the ``report`` half (and ``all`` for reference).
 """
 
 from __future__ import annotations

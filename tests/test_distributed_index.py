@@ -36,7 +36,7 @@ def test_torchrun_two_processes_build_the_same_index_as_one(trained, tmp_path, c
     capfd.readouterr()
     result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                          "-m", "indexing", *args, "--out", str(tmp_path / "two")], timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]  # 0, not 3, under torchrun (see README)
+    assert result.returncode == 0, result.stderr[-3000:]  # 0, not 3, under torchrun (see docs/training.md)
     assert "Traceback" not in result.stderr and result.stderr.count("skipped ") == 1
     assert_same_bundle(tmp_path / "one", tmp_path / "two")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # the ranks' parts are cleaned up
