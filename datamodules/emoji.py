@@ -43,6 +43,7 @@ from tqdm import tqdm
 from foundation import hashing
 from foundation.atomic import write_atomic
 from foundation.errors import WordsightError, run_entry
+from foundation.extras import require_extra
 from foundation.images import open_image
 from foundation.vectors import (
     DEFAULT_VECTORS,
@@ -350,6 +351,7 @@ def _run(argv: list[str] | None) -> int:
     summary.add_argument("--root", help="the prepared folder (default as for prepare)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
+        require_extra("benchmarks")  # cairosvg draws OpenMoji's SVGs
         print(f"prepared: {prepare(emoji_root(args.root), args.vendors, args.force)}", file=sys.stderr)
         return 0
     source = EmojiSource(args.root)

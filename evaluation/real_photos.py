@@ -24,6 +24,8 @@ import torch
 from evaluation.photo_sets import benchmark_photos
 from evaluation.photos import Photo
 from foundation.atomic import user_cache_dir
+from foundation.errors import run_entry
+from foundation.extras import require_extra
 from foundation.vectors import load_word_vectors
 from indexing.word_index import DEFAULT_VOCAB_SIZE, frequent_words, visual_words
 from models.backbones import build_backbone, default_image_size, image_transform
@@ -231,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         help="backbones to measure (default all three; the first gets every lever)",
     )
     args = parser.parse_args(argv)
+    if code := run_entry(None, lambda: require_extra("benchmarks")):  # one line if foolbox or skimage is missing
+        return code
     results = run(args.out, tuple(args.backbone or BACKBONES))
     print(markdown(results))
     return 0

@@ -16,7 +16,7 @@ EXTRA_MODULES = {
     "train": ("pytorch_lightning", "jsonargparse", "torchmetrics", "wandb"),
     "web": ("fastapi", "uvicorn", "jinja2", "python_multipart"),
     "postgres": ("psycopg", "pgvector", "pgserver"),
-    "benchmarks": ("cairosvg", "skimage"),
+    "benchmarks": ("cairosvg", "skimage", "foolbox"),
 }
 
 
