@@ -68,7 +68,10 @@ _EMPTY_PACKET = (  # what a new sidecar starts from; the keyword properties are 
 _PADDING = b"\x00 \r\n\t"  # around an embedded packet; kept as it is
 _WHITESPACE = b" \r\n\t"
 _START_TAG = re.compile(rb"""<([^\s/>]+)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
+# Element names as expat gives them ("namespace name"):
+_RDF, _DESCRIPTION, _LI = f"{RDF} RDF", f"{RDF} Description", f"{RDF} li"
 _CONTAINERS = {f"{RDF} Bag", f"{RDF} Seq"}
+_PROPERTY_NAMES = {f"{namespace} {name}": (namespace, name) for namespace, name in PROPERTIES}
 
 
 class SidecarError(WordsightError):
@@ -134,7 +137,7 @@ def existing_sidecars(photo: str | os.PathLike) -> list[Path]:
 # ---- parsing: where each keyword property sits in the packet's bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class _Element:
     qname: str  # as written, e.g. "rdf:Bag"
     start: int  # offset of its "<"
@@ -148,7 +151,7 @@ class _Element:
         return self.qname.rpartition(":")[0]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     element: _Element
     text: str
@@ -194,6 +197,7 @@ class Packet:
         self._scope_marks: list[int] = []
         self._pending_ns = 0
         self._property: _Property | None = None
+        self._property_depth = 0  # its place in _stack
         self._item: _Item | None = None
         self._text: list[str] = []
         parser = pyexpat.ParserCreate(encoding="utf-8", namespace_separator=" ")
@@ -228,47 +232,44 @@ class Packet:
     def _start(self, name: str, attributes: dict[str, str]):
         self._scope_marks.append(len(self._scope) - self._pending_ns)
         self._pending_ns = 0
-        parent = self._stack[-1][0] if self._stack else ""
-        element = None
-        if name == f"{RDF} RDF" and self.rdf is None:
-            element = self.rdf = self._element()
-        elif name == f"{RDF} Description" and parent == f"{RDF} RDF":
+        element, found = None, self._property
+        if found is not None:  # inside a keyword property: its array, the array's items
+            depth = len(self._stack) - self._property_depth
+            if depth == 1:
+                element = self._element()
+                if name in _CONTAINERS and found.container is None and not "".join(found.text).strip():
+                    found.container = element
+                else:
+                    found.odd = "an unexpected structure"
+            elif depth == 2 and name == _LI and found.container is not None and self._stack[-1][1] is found.container:
+                element = self._element()
+                self._item = _Item(element, "")
+                found.items.append(self._item)
+                self._text = []
+            elif self._item is not None:
+                self._item = None  # a structured item: kept as it is, not read as a keyword
+        elif name in _PROPERTY_NAMES and self.descriptions and self._stack[-1][1] is self.descriptions[-1].element:
+            element = self._element()
+            self._property, self._property_depth = _Property(self.descriptions[-1], element), len(self._stack)
+            if attributes:
+                self._property.odd = f"{_PROPERTY_NAMES[name][1]} with attributes"
+            self.properties.setdefault(_PROPERTY_NAMES[name], []).append(self._property)
+        elif name == _DESCRIPTION and self.rdf is not None and self._stack[-1][1] is self.rdf:
             element = self._element()
             bound = dict(self._scope)  # prefix -> namespace, innermost binding wins
-            self.descriptions.append(_Description(element, {uri: p for p, uri in bound.items()}))
-            for key, value in attributes.items():
-                uri, _, local = key.rpartition(" ")
-                if (uri, local) in PROPERTIES:
-                    found = _Property(self.descriptions[-1], None, text=[value],
-                                      odd=f"{local} written as an attribute")
-                    self.properties.setdefault((uri, local), []).append(found)
-        elif parent == f"{RDF} Description" and tuple(name.rsplit(" ", 1)) in PROPERTIES:
-            element = self._element()
-            self._property = _Property(self.descriptions[-1], element)
-            if attributes:
-                self._property.odd = f"{name.rsplit(' ', 1)[1]} with attributes"
-            self.properties.setdefault(tuple(name.rsplit(" ", 1)), []).append(self._property)
-        elif self._property is not None and len(self._stack) == self._property_depth + 1:
-            element = self._element()
-            if name in _CONTAINERS and self._property.container is None and not self._property.items:
-                self._property.container = element
-            else:
-                self._property.odd = "an unexpected structure"
-        elif self._property is not None and self._property.container is not None and name == f"{RDF} li" \
-                and self._stack[-1][1] is self._property.container:
-            element = self._element()
-            self._item = _Item(element, "")
-            self._property.items.append(self._item)
-            self._text = []
-        elif self._item is not None:
-            self._item = None  # a structured item: kept as it is, not read as a keyword
+            self.descriptions.append(_Description(element, {uri: prefix for prefix, uri in bound.items()}))
+            for attribute, value in attributes.items():
+                if attribute in _PROPERTY_NAMES:
+                    key = _PROPERTY_NAMES[attribute]
+                    self.properties.setdefault(key, []).append(
+                        _Property(self.descriptions[-1], None, text=[value], odd=f"{key[1]} written as an attribute"))
+        elif name == _RDF and self.rdf is None:
+            element = self.rdf = self._element()
         self._stack.append((name, element))
-        if element is not None and element is getattr(self._property, "element", None):
-            self._property_depth = len(self._stack) - 1
 
     def _end(self, name: str):
         _, element = self._stack.pop()
-        del self._scope[self._scope_marks.pop():]
+        del self._scope[self._scope_marks.pop() :]
         if element is None:
             return
         if element.empty:
@@ -329,7 +330,7 @@ class Packet:
         edits.sort(key=lambda edit: (edit[0], edit[1]))
         out, at = [], 0
         for start, end, text in edits:
-            out += [self.data[at:start], text]
+            out += [self.data[at:start], text.encode()]
             at = end
         out.append(self.data[at:])
         return (self.bom + b"".join(out).decode("utf-8")).encode(self.encoding)
@@ -345,76 +346,66 @@ class Packet:
 
     def _indent(self, at: int) -> str:
         """The indentation of the line ``at`` is on (its leading whitespace after the newline)."""
-        gap = self.data[self._line_start(at) : at].decode()
-        return gap.rpartition("\n")[2]
+        return self.data[self._line_start(at) : at].decode().rpartition("\n")[2]
 
-    def _replace_ours(self, found: _Property, values: list[str]) -> tuple[int, int, bytes]:
+    def _append(self, element: _Element, inner: str) -> tuple[int, int, str]:
+        """Add ``inner`` (lines, each starting with a newline) as the last children of ``element``, whose
+        start tag stays as written (a self-closing one is opened)."""
+        if element.empty:
+            return element.body - 2, element.body, f">{inner}\n{self._indent(element.start)}</{element.qname}>"
+        at = self._line_start(element.close)
+        return at, at, inner
+
+    @staticmethod
+    def _content(element: _Element, inner: str) -> tuple[int, int, str]:
+        """Make ``inner`` all that is between the tags of ``element`` (a self-closing one is opened)."""
+        if element.empty:
+            return element.body - 2, element.body, f">{inner}</{element.qname}>"
+        return element.body, element.close, inner
+
+    def _replace_ours(self, found: _Property, values: list[str]) -> tuple[int, int, str]:
         element = found.element
         if not values:
-            return self._line_start(element.start), element.end, b""
-        rdf = found.description.prefixes.get(RDF, "rdf")
-        return element.start, element.end, _property_xml(element.qname, "", rdf, values,
-                                                          self._indent(element.start)).encode()
+            return self._line_start(element.start), element.end, ""
+        indent = self._indent(element.start)
+        return self._content(element, _bag(found.description.prefixes.get(RDF, "rdf"), values, indent) + "\n" + indent)
 
-    def _edit_theirs(self, found: _Property, values: list[str], drop: set[str]) -> list[tuple[int, int, bytes]]:
+    def _edit_theirs(self, found: _Property, values: list[str], drop: set[str]) -> list[tuple[int, int, str]]:
         """Remove the items in ``drop`` and append the values not yet there; every other byte stays."""
-        element, container = found.element, found.container
-        if container is None:  # a single string (or nothing): becomes a bag holding it first
-            old = self.data[element.body : element.close].strip(_WHITESPACE)
-            kept = [] if not old or "".join(found.text).strip() in drop else [old.decode()]
-            rdf = found.description.prefixes.get(RDF, "rdf")
+        element, container, rdf = found.element, found.container, found.description.prefixes.get(RDF, "rdf")
+        present = set(found.values())
+        staying = present - drop
+        fresh = [v for v in dict.fromkeys(values) if v not in staying]
+        if container is None:  # a single string (or nothing) becomes a bag holding it first, as written
+            old = "" if present & drop else self.data[element.body : element.close].strip(_WHITESPACE).decode()
             indent = self._indent(element.start)
-            items = [*kept, *(escape(v) for v in values if v not in set(found.values()))]
-            new = _property_xml(element.qname, "", rdf, items, indent, escaped=True)
-            return [(element.start, element.end, new.encode())]
-        edits = []
-        present = set()
-        for item in found.items:
-            if item.text in drop:
-                edits.append((self._line_start(item.element.start), item.element.end, b""))
-            else:
-                present.add(item.text)
-        fresh = [v for v in dict.fromkeys(values) if v not in present]
-        if not fresh:
-            return edits
-        rdf = container.prefix
-        li = f"{rdf}:li" if rdf else "li"
-        if container.empty:
-            indent = self._indent(container.start)
-            items = "".join(f"\n{indent} <{li}>{escape(v)}</{li}>" for v in fresh)
-            edits.append((container.start, container.end,
-                          f"<{container.qname}>{items}\n{indent}</{container.qname}>".encode()))
-            return edits
-        first = found.items[0].element.start if found.items else None
-        indent = self._indent(first) if first is not None else self._indent(container.close) + " "
-        at = self._line_start(container.close)
-        edits.append((at, at, "".join(f"\n{indent}<{li}>{escape(v)}</{li}>" for v in fresh).encode()))
+            items = [*([old] if old else []), *map(escape, fresh)]
+            return [self._content(element, _bag(rdf, items, indent, escaped=True) + "\n" + indent)]
+        edits = [(self._line_start(item.element.start), item.element.end, "") for item in found.items
+                 if item.text in drop]  # fmt: skip
+        if fresh:
+            li = _qname(container.prefix, "li")
+            first = found.items[0].element.start if found.items else None
+            indent = self._indent(first) if first is not None else self._indent(container.start) + " "
+            edits.append(self._append(container, "".join(f"\n{indent}<{li}>{escape(v)}</{li}>" for v in fresh)))
         return edits
 
-    def _add(self, additions: list[tuple[tuple[str, str], list[str]]]) -> tuple[int, int, bytes]:
+    def _add(self, additions: list[tuple[tuple[str, str], list[str]]]) -> tuple[int, int, str]:
         """Insert missing keyword properties into the rdf:Description holding dc:subject (else the first)."""
         holding = [o.description for o in self.properties.get((DC, "subject"), [])]
         target = (holding or self.descriptions or [None])[0]
         if target is None:
-            if self.rdf is None or self.rdf.empty:
+            if self.rdf is None:
                 raise self._refusal("no rdf:RDF to add keywords to")
-            rdf_prefix = self.rdf.prefix
-            description = f"{rdf_prefix}:Description" if rdf_prefix else "Description"
-            about = f"{rdf_prefix}:about" if rdf_prefix else "about"
-            indent = self._indent(self.rdf.close) + " "
-            inner = "".join(self._new_property(key, values, {RDF: rdf_prefix}, indent + " ")
-                            for key, values in additions)
-            at = self._line_start(self.rdf.close)
-            return at, at, f'\n{indent}<{description} {about}="">{inner}\n{indent}</{description}>'.encode()
-        element = target.element
-        if element.empty:
-            indent = self._indent(element.start)
-            inner = "".join(self._new_property(key, values, target.prefixes, indent + " ") for key, values in additions)
-            return element.body - 2, element.body, f">{inner}\n{indent}</{element.qname}>".encode()
-        indent = self._indent(element.close) + " "
-        inner = "".join(self._new_property(key, values, target.prefixes, indent) for key, values in additions)
-        at = self._line_start(element.close)
-        return at, at, inner.encode()
+            rdf = self.rdf.prefix
+            indent = self._indent(self.rdf.start) + " "
+            inner = "".join(self._new_property(key, values, {RDF: rdf}, indent + " ") for key, values in additions)
+            description = _qname(rdf, "Description")
+            return self._append(self.rdf, f'\n{indent}<{description} {_qname(rdf, "about")}="">{inner}'
+                                          f"\n{indent}</{description}>")
+        indent = self._indent(target.element.start) + " "
+        return self._append(target.element, "".join(self._new_property(key, values, target.prefixes, indent)
+                                                    for key, values in additions))
 
     @staticmethod
     def _new_property(key: tuple[str, str], values: list[str], prefixes: dict[str, str], indent: str) -> str:
@@ -423,16 +414,20 @@ class Packet:
         if prefix is None:
             prefix = PREFIXES[namespace]
             declare = f' xmlns:{prefix}="{namespace}"'
-        qname = f"{prefix}:{name}" if prefix else name
-        return "\n" + indent + _property_xml(qname, declare, prefixes.get(RDF, "rdf"), values, indent)
+        qname = _qname(prefix, name)
+        return f"\n{indent}<{qname}{declare}>{_bag(prefixes.get(RDF, 'rdf'), values, indent)}\n{indent}</{qname}>"
 
 
-def _property_xml(qname: str, declare: str, rdf: str, values: list[str], indent: str, escaped: bool = False) -> str:
-    """``<qname><rdf:Bag><rdf:li>value</rdf:li>...</rdf:Bag></qname>``, laid out like exiftool's, its first
-    line unindented (it replaces or follows text that is)."""
-    bag, li = (f"{rdf}:Bag", f"{rdf}:li") if rdf else ("Bag", "li")
+def _qname(prefix: str, name: str) -> str:
+    return f"{prefix}:{name}" if prefix else name
+
+
+def _bag(rdf: str, values: list[str], indent: str, escaped: bool = False) -> str:
+    """The lines of an ``rdf:Bag`` of ``values`` inside a property indented by ``indent``, as exiftool lays
+    them out; each line starts with a newline."""
+    bag, li = _qname(rdf, "Bag"), _qname(rdf, "li")
     items = "".join(f"\n{indent}  <{li}>{v if escaped else escape(v)}</{li}>" for v in values)
-    return f"<{qname}{declare}>\n{indent} <{bag}>{items}\n{indent} </{bag}>\n{indent}</{qname}>"
+    return f"\n{indent} <{bag}>{items}\n{indent} </{bag}>"
 
 
 def _decode(data: bytes, where: str) -> tuple[str, str, str]:
@@ -530,7 +525,7 @@ def write_tags(photo: str | os.PathLike, tags: Sequence[Tag], lightroom: bool = 
     try:
         write_atomic(sidecar, packet.rewritten(current, merged), like=found[1] if found else None)
     except WriteError as err:
-        raise SidecarError(sidecar, f"not written ({err})") from None
+        raise SidecarError(sidecar, str(err)) from None
     return WriteResult(sidecar, True, merged)
 
 
