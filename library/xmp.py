@@ -28,6 +28,7 @@ sidecars, so this module stays hand-written.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import os
 import pyexpat
@@ -67,6 +68,10 @@ _EMPTY_PACKET = (  # what a new sidecar starts from; the keyword properties are 
 ).encode()
 _PADDING = b"\x00 \r\n\t"  # around an embedded packet; kept as it is
 _WHITESPACE = b" \r\n\t"
+_OPENER = re.compile(rb"<(?:!--|\?|!\[CDATA\[)")  # tokens that may be long: comments, instructions, CDATA
+_CLOSERS = {b"<!--": b"-->", b"<?": b"?>", b"<![CDATA[": b"]]>"}
+_PI_TARGET = re.compile(rb"<\?[^\s?]*")
+_BULK = 1 << 16
 _START_TAG = re.compile(rb"""<([^\s/>]+)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
 # Element names as expat gives them ("namespace name"):
 _RDF, _DESCRIPTION, _LI = f"{RDF} RDF", f"{RDF} Description", f"{RDF} li"
@@ -186,8 +191,8 @@ class Packet:
         self.where = where
         text, self.encoding, self.bom = _decode(data, where)
         raw = text.encode("utf-8")
-        body = raw.strip(_PADDING)
-        self.lead = len(raw) - len(raw.lstrip(_PADDING))
+        lead = len(raw) - len(raw.lstrip(_PADDING))
+        fed, self._shifted_from, self._shifts = _without_bulk(raw.strip(_PADDING), lead)
         self.data = raw
         self.rdf: _Element | None = None
         self.descriptions: list[_Description] = []
@@ -209,7 +214,7 @@ class Packet:
         parser.CharacterDataHandler = self._characters
         self._parser = parser
         try:
-            parser.Parse(body, True)
+            parser.Parse(fed, True)
         except pyexpat.ExpatError as err:
             raise SidecarError(where, f"not valid XMP ({err}): fix or move it, wordsight leaves it alone") from None
         finally:
@@ -222,8 +227,13 @@ class Packet:
         self._scope.append((prefix or "", uri))
         self._pending_ns += 1
 
+    def _offset(self) -> int:
+        """Where in ``self.data`` the parser is (it was fed the packet without padding and bulk)."""
+        index = self._parser.CurrentByteIndex
+        return index + self._shifts[bisect.bisect_right(self._shifted_from, index) - 1]
+
     def _element(self) -> _Element:
-        start = self.lead + self._parser.CurrentByteIndex
+        start = self._offset()
         tag = _START_TAG.match(self.data, start)
         if tag is None:  # expat accepted what the pattern does not: leave this packet alone
             raise SidecarError(self.where, "a start tag wordsight cannot locate: left alone")
@@ -275,7 +285,7 @@ class Packet:
         if element.empty:
             element.close = element.end = element.body
         else:
-            element.close = self.lead + self._parser.CurrentByteIndex
+            element.close = self._offset()
             element.end = self.data.index(b">", element.close) + 1
         if self._item is not None and element is self._item.element:
             self._item.text = "".join(self._text).strip()
@@ -428,6 +438,32 @@ def _bag(rdf: str, values: list[str], indent: str, escaped: bool = False) -> str
     bag, li = _qname(rdf, "Bag"), _qname(rdf, "li")
     items = "".join(f"\n{indent}  <{li}>{v if escaped else escape(v)}</{li}>" for v in values)
     return f"\n{indent} <{bag}>{items}\n{indent} </{bag}>"
+
+
+def _without_bulk(body: bytes, lead: int) -> tuple[bytes, list[int], list[int]]:
+    """``body`` with its comments and processing instructions over 64 KB emptied, and the map back: from
+    each position ``_shifted_from[i]`` of the result on, add ``_shifts[i]`` to get a position in the packet.
+
+    pyexpat feeds expat 1 MB at a time, and expat rescans a token that spans pieces from its start, so a
+    40 MB comment would cost seconds to minutes; nothing in comments or instructions is ever read.
+    """
+    pieces, shifted_from, shifts = [], [0], [lead]
+    at = searched = size = 0
+    while found := _OPENER.search(body, searched):
+        end = body.find(_CLOSERS[found.group()], found.end())
+        if end < 0:
+            break  # unterminated: expat reports it
+        searched = end = end + len(_CLOSERS[found.group()])
+        if found.group() == b"<![CDATA[" or end - found.start() < _BULK:
+            continue  # character data is read; small tokens cost nothing
+        short = b"<!---->" if found.group() == b"<!--" else _PI_TARGET.match(body, found.start()).group() + b"?>"
+        pieces += [body[at : found.start()], short]
+        size += found.start() - at + len(short)
+        shifted_from.append(size)
+        shifts.append(shifts[-1] + end - found.start() - len(short))
+        at = end
+    pieces.append(body[at:])
+    return b"".join(pieces), shifted_from, shifts
 
 
 def _decode(data: bytes, where: str) -> tuple[str, str, str]:
