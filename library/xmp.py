@@ -314,7 +314,7 @@ class Packet:
 
     def rewritten(self, current: SidecarKeywords, merged: SidecarKeywords) -> bytes:
         """The packet's bytes with its keyword properties holding ``merged``; the rest is unchanged."""
-        edits: list[tuple[int, int, bytes]] = []
+        edits: list[tuple[int, int, str]] = []
         additions: list[tuple[tuple[str, str], list[str]]] = []
         drops = {
             "subject": set(current.ours),

@@ -133,8 +133,8 @@ def test_a_utf16_sidecar_is_read_and_stays_utf16(tmp_path, encoding):
 
 @pytest.mark.parametrize("body, why", [
     ('<rdf:Description rdf:about="" dc:subject="holiday"/>', "written as an attribute"),
-    ("<rdf:Description><dc:subject><rdf:Bag><rdf:li>a</rdf:li></rdf:Bag></dc:subject></rdf:Description>"
-     "<rdf:Description><dc:subject><rdf:Bag><rdf:li>b</rdf:li></rdf:Bag></dc:subject></rdf:Description>", "twice"),
+    (("<rdf:Description><dc:subject><rdf:Bag><rdf:li>a</rdf:li></rdf:Bag></dc:subject></rdf:Description>"
+     "<rdf:Description><dc:subject><rdf:Bag><rdf:li>b</rdf:li></rdf:Bag></dc:subject></rdf:Description>"), "twice"),
     ("<rdf:Description><dc:subject><rdf:Alt><rdf:li>a</rdf:li></rdf:Alt></dc:subject></rdf:Description>",
      "unexpected structure"),
 ])  # fmt: skip
@@ -151,10 +151,10 @@ def test_keyword_properties_of_an_odd_shape_are_refused_not_rewritten(tmp_path, 
 @needs_exiftool
 @pytest.mark.parametrize("description, subject", [
     ('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"/>', []),
-    ('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-     "<dc:subject>holiday &amp; sea</dc:subject></rdf:Description>", ["holiday & sea"]),
-    ('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag/>'
-     "</dc:subject></rdf:Description>", []),
+    (('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+     "<dc:subject>holiday &amp; sea</dc:subject></rdf:Description>"), ["holiday & sea"]),
+    (('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag/>'
+     "</dc:subject></rdf:Description>"), []),
     ("", []),
 ])  # fmt: skip
 def test_short_forms_are_opened_and_a_single_keyword_becomes_a_bag(tmp_path, description, subject):
