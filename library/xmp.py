@@ -189,11 +189,12 @@ class Packet:
 
     def __init__(self, data: bytes, where: str):
         self.where = where
-        text, self.encoding, self.bom = _decode(data, where)
+        text, self.encoding, self.bom = _decode(data if data.strip(_PADDING) else _EMPTY_PACKET, where)
         raw = text.encode("utf-8")
         lead = len(raw) - len(raw.lstrip(_PADDING))
         fed, self._shifted_from, self._shifts = _without_bulk(raw.strip(_PADDING), lead)
         self.data = raw
+        self.newline = "\r\n" if b"\r\n" in raw[:4096] else "\n"  # what added lines end with
         self.rdf: _Element | None = None
         self.descriptions: list[_Description] = []
         self.properties: dict[tuple[str, str], list[_Property]] = {}
@@ -340,7 +341,7 @@ class Packet:
         edits.sort(key=lambda edit: (edit[0], edit[1]))
         out, at = [], 0
         for start, end, text in edits:
-            out += [self.data[at:start], text.encode()]
+            out += [self.data[at:start], text.replace("\n", self.newline).encode()]
             at = end
         out.append(self.data[at:])
         return (self.bom + b"".join(out).decode("utf-8")).encode(self.encoding)
