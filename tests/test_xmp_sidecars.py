@@ -167,6 +167,19 @@ def test_short_forms_are_opened_and_a_single_keyword_becomes_a_bag(tmp_path, des
     assert read["Subject"] == [*subject, "cat"] and read["TagsList"] == ["wordsight/animal/feline/cat"]
 
 
+def test_an_empty_sidecar_is_filled_and_added_lines_follow_crlf(tmp_path):
+    empty, crlf = tmp_path / "e.jpg", tmp_path / "c.jpg"
+    sidecar_path(empty).write_bytes(b"")
+    assert read_sidecar(sidecar_path(empty)).subject == []
+    write_tags(empty, [CAT])
+    assert read_sidecar(sidecar_path(empty)).tags_list == ["wordsight/animal/feline/cat"]
+    sidecar_path(crlf).write_bytes(THEIRS.replace("\n", "\r\n").encode())
+    write_tags(crlf, [CAT])
+    data = sidecar_path(crlf).read_bytes()
+    assert data.count(b"\n") == data.count(b"\r\n") > THEIRS.count("\n")
+    assert read_sidecar(sidecar_path(crlf)).subject == ["holiday", "Tom & Jerry", "cat"]
+
+
 def test_a_dtd_is_refused_so_entities_never_expand(tmp_path):
     photo = tmp_path / "p.jpg"
     sidecar_path(photo).write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
