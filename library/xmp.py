@@ -74,7 +74,7 @@ _PI_TARGET = re.compile(rb"<\?[^\s?]*")
 _BULK = 1 << 16
 _START_TAG = re.compile(rb"""<([^\s/>]+)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
 # Element names as expat gives them ("namespace name"):
-_RDF, _DESCRIPTION, _LI = f"{RDF} RDF", f"{RDF} Description", f"{RDF} li"
+_RDF, _DESCRIPTION, _LI, _VALUE = f"{RDF} RDF", f"{RDF} Description", f"{RDF} li", f"{RDF} value"
 _CONTAINERS = {f"{RDF} Bag", f"{RDF} Seq"}
 _PROPERTY_NAMES = {f"{namespace} {name}": (namespace, name) for namespace, name in PROPERTIES}
 
@@ -205,6 +205,7 @@ class Packet:
         self._property: _Property | None = None
         self._property_depth = 0  # its place in _stack
         self._item: _Item | None = None
+        self._text_of: _Element | None = None  # the item, or its rdf:value
         self._text: list[str] = []
         parser = pyexpat.ParserCreate(encoding="utf-8", namespace_separator=" ")
         parser.buffer_text = True
@@ -253,12 +254,13 @@ class Packet:
                 else:
                     found.odd = "an unexpected structure"
             elif depth == 2 and name == _LI and found.container is not None and self._stack[-1][1] is found.container:
-                element = self._element()
+                element = self._text_of = self._element()
                 self._item = _Item(element, "")
                 found.items.append(self._item)
                 self._text = []
-            elif self._item is not None:
-                self._item = None  # a structured item: kept as it is, not read as a keyword
+            elif depth == 3 and name == _VALUE and self._item is not None:  # a qualified item: its value
+                element = self._text_of = self._element()
+                self._text = []
         elif name in _PROPERTY_NAMES and self.descriptions and self._stack[-1][1] is self.descriptions[-1].element:
             element = self._element()
             self._property, self._property_depth = _Property(self.descriptions[-1], element), len(self._stack)
@@ -296,7 +298,8 @@ class Packet:
 
     def _characters(self, text: str):
         if self._item is not None:
-            self._text.append(text)
+            if self._stack[-1][1] is self._text_of:  # not a qualifier's or a structure's text
+                self._text.append(text)
         elif self._property is not None and len(self._stack) == self._property_depth + 1:
             self._property.text.append(text)
             if text.strip() and self._property.container is not None:

@@ -155,6 +155,9 @@ def test_keyword_properties_of_an_odd_shape_are_refused_not_rewritten(tmp_path, 
      "<dc:subject>holiday &amp; sea</dc:subject></rdf:Description>"), ["holiday & sea"]),
     (('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag/>'
      "</dc:subject></rdf:Description>"), []),
+    (('<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+      '<rdf:li rdf:parseType="Resource"><rdf:value>sea</rdf:value><q:by xmlns:q="urn:q">me</q:by></rdf:li>'
+      "</rdf:Bag></dc:subject></rdf:Description>"), ["sea"]),  # a qualified keyword
     ("", []),
 ])  # fmt: skip
 def test_short_forms_are_opened_and_a_single_keyword_becomes_a_bag(tmp_path, description, subject):
@@ -162,6 +165,7 @@ def test_short_forms_are_opened_and_a_single_keyword_becomes_a_bag(tmp_path, des
     sidecar_path(photo).write_text(f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
                                    f'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">{description}'
                                    "</rdf:RDF></x:xmpmeta>")  # fmt: skip
+    assert read_sidecar(sidecar_path(photo)).subject == subject
     write_tags(photo, [CAT])
     read = exiftool("-XMP:all", sidecar_path(photo))
     assert read["Subject"] == [*subject, "cat"] and read["TagsList"] == ["wordsight/animal/feline/cat"]
