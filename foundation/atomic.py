@@ -160,11 +160,14 @@ def atomic_file(
 
 
 def keep_owner_and_mode(fd: int, like: os.stat_result) -> None:
-    """Give an open file the owner and permissions in ``like``; the owner only where the OS allows it
-    (root, or a group the user is in), since a user cannot give files away."""
-    with contextlib.suppress(PermissionError):
+    """Give an open file the owner and permissions in ``like``; the owner only as far as the OS allows it
+    (root: both; a user: a group they are in), since a user cannot give files away."""
+    try:
         os.fchown(fd, like.st_uid, like.st_gid)
-    os.fchmod(fd, like.st_mode & 0o7777)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, like.st_gid)
+    os.fchmod(fd, like.st_mode & 0o7777)  # after chown, which may clear set-id bits
 
 
 def write_atomic(target: str | os.PathLike, data: bytes | str, like: os.stat_result | None = None) -> None:
