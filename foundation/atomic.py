@@ -129,12 +129,15 @@ def fsync_tree(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, tag: str = "tmp", keep_mode: bool = False) -> Iterator[BinaryIO]:
+def atomic_file(
+    target: str | os.PathLike, tag: str = "tmp", like: os.stat_result | None = None
+) -> Iterator[BinaryIO]:
     """Write ``target`` through a binary handle: temp beside it, fsync, rename over it, fsync the folder.
 
     Leaving the block by an exception removes the temp; a kill leaves it for the next writer to clean.
-    OS errors (full disk, read-only folder) become ``WriteError`` with one line. ``keep_mode``: the new
-    file gets the permissions of the one it replaces (a user's sidecar stays as they set it).
+    OS errors (full disk, read-only folder) become ``WriteError`` with one line naming ``target``. ``like``:
+    the status of the file being replaced, whose owner (when allowed) and permissions the new file keeps
+    (a user's sidecar stays as they set it).
     """
     target = Path(target).absolute()
     with write_errors(target):
@@ -145,9 +148,9 @@ def atomic_file(target: str | os.PathLike, tag: str = "tmp", keep_mode: bool = F
             with open(tmp, "wb") as handle:
                 yield handle
                 handle.flush()
+                if like is not None:
+                    keep_owner_and_mode(handle.fileno(), like)
                 os.fsync(handle.fileno())
-            if keep_mode and target.exists():
-                os.chmod(tmp, target.stat().st_mode & 0o7777)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -156,9 +159,21 @@ def atomic_file(target: str | os.PathLike, tag: str = "tmp", keep_mode: bool = F
         fsync_dir(target.parent)
 
 
-def write_atomic(target: str | os.PathLike, data: bytes | str, keep_mode: bool = False) -> None:
-    """``target`` holds ``data`` (str as UTF-8) or, after a crash, what it held before."""
-    with atomic_file(target, keep_mode=keep_mode) as handle:
+def keep_owner_and_mode(fd: int, like: os.stat_result) -> None:
+    """Give an open file the owner and permissions in ``like``; the owner only as far as the OS allows it
+    (root: both; a user: a group they are in), since a user cannot give files away."""
+    try:
+        os.fchown(fd, like.st_uid, like.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, like.st_gid)
+    os.fchmod(fd, like.st_mode & 0o7777)  # after chown, which may clear set-id bits
+
+
+def write_atomic(target: str | os.PathLike, data: bytes | str, like: os.stat_result | None = None) -> None:
+    """``target`` holds ``data`` (str as UTF-8) or, after a crash, what it held before (``like``: see
+    ``atomic_file``)."""
+    with atomic_file(target, like=like) as handle:
         handle.write(data.encode() if isinstance(data, str) else data)
 
 
@@ -206,7 +221,10 @@ def write_error(err: OSError, where: str | os.PathLike) -> WriteError | None:
     fix = _FIXES.get(err.errno)
     if fix is None:
         return None
-    return WriteError(f"cannot write {os.fsdecode(err.filename or where)}: {fix}")
+    named = os.fsdecode(err.filename2 or err.filename or where)  # a rename names its target second
+    if Path(named).name.startswith(f".{Path(where).name}."):  # a temp of ``where``: name the file meant
+        named = os.fsdecode(where)
+    return WriteError(f"cannot write {named}: {fix}")
 
 
 @contextlib.contextmanager

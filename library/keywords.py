@@ -10,14 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from library.xmp import (
-    SidecarError,
-    SidecarKeywords,
-    existing_sidecars,
-    keywords_from_xml,
-    parse_packet,
-    read_sidecar,
-)
+from library.xmp import SidecarError, SidecarKeywords, existing_sidecars, read_packet, read_sidecar
 
 IPTC_KEYWORDS = (2, 25)
 
@@ -46,7 +39,7 @@ def embedded_keywords(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         return [], [f"{path}: {err}"]
     if xmp:
         try:
-            found += keywords_from_xml(parse_packet(xmp, f"{path} (embedded XMP)")[0]).subject
+            found += read_packet(xmp, f"{path} (embedded XMP)").subject
         except SidecarError as err:
             problems.append(str(err))
     values = iptc.get(IPTC_KEYWORDS, [])

@@ -112,11 +112,12 @@ def test_write_xmp_merges_a_sidecar_made_by_another_tool(tmp_path, library, spac
     assert code == 0, err
     assert "2 written, 0 already up to date" in err
     tags = {Path(r["image"]).name: [t["word"] for t in r["tags"]] for r in map(json.loads, lines)}
-    read = exiftool("-XMP:Subject", "-XMP:HierarchicalSubject", "-XMP:Rating", made)
+    read = exiftool("-XMP:Subject", "-XMP:HierarchicalSubject", "-XMP-digiKam:TagsList", "-XMP:Rating", made)
     assert listed(read["Subject"]) == ["holiday", "grandma", *tags["chelsea.jpg"]]  # theirs first, untouched
     chains = ["|".join(("wordsight", *(keyword_chain(w) or (w,)))) for w in tags["chelsea.jpg"]]  # WordNet's
     assert listed(read["HierarchicalSubject"]) == ["people|grandma", *chains]
     assert "wordsight|produce|citrus|orange" in chains  # the colour fake's "orange" is WordNet's fruit
+    assert listed(read["TagsList"]) == [chain.replace("|", "/") for chain in chains]  # digiKam's hierarchy
     assert read["Rating"] == 4
     fresh = exiftool("-XMP:Subject", sidecar_path(other))
     assert listed(fresh["Subject"]) == tags["rocket.jpg"]

@@ -218,7 +218,7 @@ def test_damaged_word_index_is_one_line_for_tag_in_a_subprocess(tmp_path, space,
 
 def test_copied_bundle_is_verified_and_a_legacy_flat_bundle_still_opens(tmp_path, index):
     copy = tmp_path / "copy"
-    subprocess.run(["cp", "-r", str(index), str(copy)], check=True)  # as in the issue: links stay links
+    subprocess.run(["cp", "-r", str(index), str(copy)], check=True)  # as a user copies a folder: links stay links
     assert open_bundle(copy).items == open_bundle(index).items
     legacy = tmp_path / "legacy"
     legacy.mkdir()
@@ -304,7 +304,8 @@ def test_read_only_outputs_are_one_line(tmp_path, space, index, photos, fake_emb
 
 
 INTERRUPTED = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even where it is ignored
 import pytest
 from tests.fakes import FakeEmbedder, install_fake_embedder_module
 from foundation.vectors import load_word_vectors
@@ -329,12 +330,16 @@ def test_ctrl_c_in_build_images_is_one_line_exit_130_and_keeps_the_index(tmp_pat
     proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(space.glove), str(marker), "build-images",
                              str(photos), "--out", str(index), "--checkpoint", "fake", "--update"],
                             cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:  # never leave the child running, whatever failed
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err
     assert [line for line in err.splitlines() if "interrupted" in line] == [
         "python -m indexing build-images: interrupted"
