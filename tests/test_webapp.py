@@ -505,8 +505,12 @@ def test_serve_help_and_user_errors(tmp_path, index, space):
     assert done.returncode == 0 and "--host" in done.stdout and "--max-upload-mb" in done.stdout
     done = run_serve("--index", tmp_path / "none", "--words-index", space.words_index)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no index at" in done.stderr
-    done = run_serve("--index", index, "--words-index", tmp_path / "nowords")
-    assert done.returncode == 2 and "build-words" in done.stderr and "Traceback" not in done.stderr
+    mine = tmp_path / "mine"  # a folder of the user's is never built over by the word index
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    done = run_serve("--index", index, "--words-index", mine)
+    assert done.returncode == 2 and "refusing to replace it" in done.stderr and done.stderr.count("\n") == 1
+    assert (mine / "notes.txt").read_text() == "mine"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -519,7 +523,8 @@ def test_serve_help_and_user_errors(tmp_path, index, space):
 def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path, index, space, host):
     import httpx
 
-    command = [sys.executable, "serve.py", "--index", str(index), "--words-index", str(space.words_index),
+    # no --words-index, and the user cache is empty: the word index is built on first use, as tag.py does
+    command = [sys.executable, "serve.py", "--index", str(index),
                "--port", "0", "--host", host, "--thumbnail-cache", str(tmp_path / "thumbs")]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
@@ -530,6 +535,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path, index, space, host)
             assert line, f"server ended: {''.join(lines)}"
             lines.append(line)
         assert ("visible to every machine" in "".join(lines)) == (host == "0.0.0.0")
+        assert "no word index at" in "".join(lines) and "building it once" in "".join(lines)
         port = re.search(r":(\d+)/ \(Ctrl-C stops\)", lines[-1]).group(1)
         response = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"q": "red", "k": 1}, timeout=30)
         assert response.status_code == 200 and response.json()["results"][0]["score"] == 1.0
