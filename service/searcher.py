@@ -204,15 +204,15 @@ class Searcher:
             if features is not None or len(self.skipped) > skipped:
                 return FEATURES, features
             self.log("the embedder gives no pooled features: searching the word space (as --semantic)")
-        parts = []
+        vectors = []
         for term in query.terms:
             if term.kind == IMAGE and term.prefix is None and self.image_terms.ids is None and not looks_like_image_path(term.text):
                 self.log(f"note: {term.text!r} is a file here, searched as an image; word:{term.text} searches the word")
             vector = self._image_vector(term.text) if term.kind == IMAGE else self._word_vector(term)
             if vector is None:
                 return WORDS, None
-            parts.append((term, vector))
-        return WORDS, combine(parts) if len(parts) > 1 else parts[0][1]
+            vectors.append(vector)
+        return WORDS, combine(query, vectors) if len(vectors) > 1 else vectors[0]
 
     def _word_vector(self, term: Term) -> np.ndarray:
         try:

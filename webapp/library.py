@@ -31,6 +31,7 @@ from service.records import Hits
 from service.searcher import Searcher
 from service.tagger import Tagger, UnreadableImage
 from webapp.thumbnails import render
+from webapp.uploads import decoding_one_upload
 
 log = logging.getLogger("wordsight.webapp")
 
@@ -234,11 +235,12 @@ class Library:
             path = os.path.join(folder, "upload" + _safe_suffix(filename))
             with open(path, "wb") as f:
                 f.write(data)
-            try:
-                tags = snap.tagger.tag(path, k, shown=_shown(filename))
-            except UnreadableImage as err:
-                raise BadUpload(str(err)) from None
-            shown = _data_uri(render(path, preview)) if preview else None
+            with decoding_one_upload():
+                try:
+                    tags = snap.tagger.tag(path, k, shown=_shown(filename))
+                except UnreadableImage as err:
+                    raise BadUpload(str(err)) from None
+                shown = _data_uri(render(path, preview)) if preview else None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k)))["results"]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import HTMLResponse, Response
 
 from indexing.word_index import UnknownWord
+from library.query import QueryError
 from webapp.api import ID_PATTERN, MAX_K, Filters
 from webapp.library import BadUpload, Library
 from webapp.render import render as _render
@@ -48,6 +49,8 @@ def search_page(
             error, status = str(err), 400
             words = q.lower().split()
             suggestions = [(close, " ".join(close if w == err.word else w for w in words)) for close in err.close]
+        except QueryError as err:
+            error, status = str(err), 400
     fields = {"in": filters.folder or "", "after": filters.after or "", "before": filters.before or ""}
     return _render(request, "search.html", status, q=q, k=k, min=min, result=result, error=error,
                    suggestions=suggestions, filters=fields, semantic=semantic)  # fmt: skip
