@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,73 @@ def test_foreign_host_header_is_refused(client):
     assert client.get("/api/search", params={"q": "red"}, headers={"host": "localhost:8765"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"origin": "http://evil.example"}, 403),  # another site's page posting to the local server
+        ({"sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"}, 200),  # the app's own page
+        ({}, 200),  # a script: no Origin
+    ],
+)
+def test_cross_site_posts_are_refused(client, headers, status):
+    upload = {"file": ("red.png", png_bytes(COLOURS["red"]), "image/png")}
+    response = client.post("/api/tag", files=upload, headers=headers)
+    assert response.status_code == status
+    page = client.post("/upload", files=upload, headers=headers)
+    assert page.status_code == status
+    if status == 403:
+        assert "cross-site request refused" in response.json()["error"] and "cross-site" in page.text
+        assert_clean(page)
+
+
+def test_uploads_are_decoded_one_at_a_time(index, space, tmp_path, monkeypatch):
+    """Tagging and the preview of one upload never overlap another's decoding: a small file can decode
+    into a large image, so concurrent uploads would add up."""
+    import webapp.library
+
+    decoding = {"now": 0, "most": 0}
+
+    def counted(work):
+        def run(*args, **kwargs):
+            decoding["now"] += 1
+            decoding["most"] = max(decoding["most"], decoding["now"])
+            time.sleep(0.03)
+            try:
+                return work(*args, **kwargs)
+            finally:
+                decoding["now"] -= 1
+
+        return run
+
+    slow = FakeEmbedder(space.embedder.identity["vectors_source"], space.embedder.identity["vectors_sha"])
+    slow.embed_paths = counted(slow.embed_paths)
+    monkeypatch.setattr(webapp.library, "render", counted(webapp.library.render))
+    client = make_client([index], space, tmp_path, loader=Loader(slow))
+    codes = []
+
+    def upload():
+        files = {"file": ("red.png", png_bytes(COLOURS["red"]), "image/png")}
+        codes.append(client.post("/upload", files=files).status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 6 and decoding["most"] == 1
+
+
+@pytest.mark.parametrize("query, message", [("- red", "only subtracts"), ("red - red", "cancels out")])
+def test_queries_that_negate_everything_are_refused(client, index, space, query, message, capfd):
+    response = client.get("/api/search", params={"q": query})
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert message in client.get("/", params={"q": query}).text
+    assert search.main([query, "--index", str(index), "--words-index", str(space.words_index)]) == 2
+    err = capfd.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_unexpected_errors_are_clean(client, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals /home/someone/boom.py")
@@ -511,6 +579,9 @@ def test_serve_help_and_user_errors(tmp_path, index, space):
     done = run_serve("--index", index, "--words-index", mine)
     assert done.returncode == 2 and "refusing to replace it" in done.stderr and done.stderr.count("\n") == 1
     assert (mine / "notes.txt").read_text() == "mine"
+    for option, value, says in (("--port", 99999, "not a TCP port"), ("--max-upload-mb", "nan", "not a size")):
+        done = run_serve("--index", index, option, str(value))
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
