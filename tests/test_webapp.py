@@ -368,7 +368,9 @@ def test_foreign_host_header_is_refused(client):
     [
         ({"origin": "http://evil.example"}, 403),  # another site's page posting to the local server
         ({"sec-fetch-site": "cross-site"}, 403),
-        ({"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"}, 200),  # the app's own page
+        ({"origin": "null", "sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "null", "sec-fetch-site": "same-origin"}, 200),  # the app's own form (no referrer sent)
+        ({"origin": "http://127.0.0.1:8765"}, 200),  # an older browser on the app's own page
         ({}, 200),  # a script: no Origin
     ],
 )

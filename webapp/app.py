@@ -88,11 +88,13 @@ SAME_SITE_FETCHES = {"same-origin", "none"}  # Sec-Fetch-Site of the app's own p
 
 
 def cross_site(headers: dict[bytes, bytes]) -> bool:
-    """A request sent by another site's page: a browser names its origin (``Origin``, ``Sec-Fetch-Site``).
-    Scripts and curl send neither and are not refused; the host check already keeps foreign hosts out."""
+    """A request sent by another site's page. Browsers say where it comes from: ``Sec-Fetch-Site`` (every
+    current one), else ``Origin`` (the app's own forms send ``null`` with ``Sec-Fetch-Site: same-origin``,
+    since its pages send no referrer). Scripts and curl send neither and are not refused; the host check
+    already keeps foreign hosts out."""
     fetch_site = headers.get(b"sec-fetch-site")
-    if fetch_site is not None and fetch_site.decode("latin-1").lower() not in SAME_SITE_FETCHES:
-        return True
+    if fetch_site is not None:
+        return fetch_site.decode("latin-1").lower() not in SAME_SITE_FETCHES
     origin = headers.get(b"origin")
     if origin is None:
         return False
