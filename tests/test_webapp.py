@@ -422,6 +422,65 @@ def test_uploads_are_decoded_one_at_a_time(index, space, tmp_path, monkeypatch):
     assert codes == [200] * 6 and decoding["most"] == 1
 
 
+SERVE_WITH_FAKE_MODEL = """
+import sys, types
+from foundation.vectors import load_word_vectors
+from tests.fakes import FakeEmbedder
+vectors = load_word_vectors(sys.argv[1])
+module = types.ModuleType("models.embedder")
+module.load_embedder = lambda spec=None, **options: FakeEmbedder(vectors.source, vectors.sha)
+sys.modules["models.embedder"] = module
+from wordsight.serve import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_concurrent_large_uploads_do_not_add_up_and_memory_is_given_back(tmp_path, index, space):
+    """A small PNG that decodes large, uploaded 8 times at once to serve.py: the server's peak memory is
+    about one upload's, not eight, and what the decodes took is given back afterwards."""
+    import httpx
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (120, 30, 200)).save(buffer, format="PNG")  # 16 Mpx in ~50 KB
+    big = buffer.getvalue()
+    command = [sys.executable, "-c", SERVE_WITH_FAKE_MODEL, str(space.glove), "--index", str(index),
+               "--words-index", str(space.words_index), "--port", "0"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+
+    def memory(key: str) -> int:
+        return int(re.search(rf"{key}:\s+(\d+)", Path(f"/proc/{server.pid}/status").read_text()).group(1)) * 1024
+
+    try:
+        line = ""
+        while "serving" not in line:
+            line = server.stderr.readline()
+            assert line, "the server ended"
+        port = re.search(r":(\d+)/ ", line).group(1)
+        url = f"http://127.0.0.1:{port}/api/tag"
+
+        def upload(data=big):
+            response = httpx.post(url, files={"file": ("u.png", data, "image/png")}, timeout=120)
+            assert response.status_code == 200
+
+        upload(png_bytes((1, 2, 3)))  # the model is loaded
+        base = memory("VmRSS")
+        upload()
+        one = memory("VmHWM") - base
+        threads = [threading.Thread(target=upload) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        eight, kept = memory("VmHWM") - base, memory("VmRSS") - base
+        assert one > 100 * 2**20  # the decode is large enough to see
+        assert eight < 1.5 * one, (one >> 20, eight >> 20)
+        assert kept < 0.3 * one, (one >> 20, kept >> 20)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
 @pytest.mark.parametrize("query, message", [("- red", "only subtracts"), ("red - red", "cancels out")])
 def test_queries_that_negate_everything_are_refused(client, index, space, query, message, capfd):
     response = client.get("/api/search", params={"q": query})

@@ -62,6 +62,7 @@ def limit_upload_body(app, max_bytes: int, paths: tuple[str, ...]):
 
 
 _DECODING = threading.BoundedSemaphore(1)
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 @contextlib.contextmanager
@@ -76,9 +77,24 @@ def decoding_one_upload() -> Iterator[None]:
 
 def give_memory_back() -> None:
     """Return the heap's free pages to the system (glibc ``malloc_trim``); a no-op elsewhere."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def share_malloc_arenas(arenas: int = 2) -> None:
+    """Let the server's request threads share ``arenas`` glibc heaps. With one heap per thread (the
+    default), each kept what its requests had freed: 8 concurrent 9400x9400 uploads peaked at 1265 MB and
+    held 646 MB afterwards, against 884 MB and 197 MB with two. Call before the threads start."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, arenas)
+
+
+def _glibc():
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
