@@ -29,6 +29,7 @@ from service.indexes import Log, check_embedder, open_index, quiet, word_index_f
 from service.records import Hits
 
 WORDS, FEATURES = "words", "features"
+FILTERS_KEPT = 8
 
 
 def is_file_query(query: str) -> bool:
@@ -122,6 +123,7 @@ class Searcher:
                          else open_features(self.images))  # fmt: skip
         self._embedder = None
         self._lock = threading.Lock()
+        self._spaces: dict[Filter, Spaces] = {}
         self.skipped: list[tuple[str, str]] = []  # image terms that could not be read
 
     @property
@@ -148,8 +150,16 @@ class Searcher:
         return self._embedder
 
     def spaces(self, folder: str | None = None, after: dt.date | None = None, before: dt.date | None = None) -> Spaces:
-        """The searchable spaces under a folder/date filter (which logs how many photos it keeps)."""
-        return Spaces(self.images, self.features, make_filter(folder, after, before), self.log)
+        """The searchable spaces under a folder/date filter (which logs how many photos it keeps); the last
+        few filters are kept, so a server does not read the photos' folders and dates on every request."""
+        where = make_filter(folder, after, before)
+        found = self._spaces.get(where)
+        if found is None:
+            found = Spaces(self.images, self.features, where, self.log)
+            while len(self._spaces) >= FILTERS_KEPT:
+                self._spaces.pop(next(iter(self._spaces)))
+            self._spaces[where] = found
+        return found
 
     def parse(self, text: str) -> Query:
         return parse_query(text, self.image_terms.is_image)
