@@ -512,6 +512,19 @@ def test_photo_page_shows_tags_linking_to_searches_and_similar(client):
     assert page.text.count('<figure class="hit"') == 9  # 12 similar asked, 9 other photos in the index
 
 
+def test_filter_fields_similar_switch_and_bad_days(client, photos):
+    page = client.get("/", params={"q": "red - 0.5:blue", "in": str(photos), "after": "2000-01-01", "before": ""})
+    assert page.status_code == 200 and 'value="2000-01-01"' in page.text and page.text.count('class="hit"') > 1
+    assert f'value="{photos}"' in page.text  # the fields keep what was searched
+    for name in ("after", "before"):
+        bad = client.get("/api/search", params={"q": "red", name: "yesterday"})
+        assert bad.status_code == 400 and "not a day like" in bad.json()["error"]
+    red = ids_of(client)["red.png"]
+    assert "visually similar" in client.get(f"/photo/{red}").text
+    semantic = client.get(f"/photo/{red}", params={"semantic": "true"}).text
+    assert "the same kind of thing" in semantic and "show visually similar photos" in semantic
+
+
 def test_indexes_picker_summary_and_docs(index, space, tmp_path):
     other = tmp_path / "more" / "idx"  # same folder name: served as idx-2
     build_image_index([tmp_path / "photos" / "red.png"], other, space.embedder, progress=False)
