@@ -1,67 +1,8 @@
-"""Serve image indexes as a local web app: search with words, photo pages with tags and similar photos,
-tag a dropped photo, and a JSON API beside the pages (documented at /docs).
+"""Shim: `python serve.py` runs `wordsight.serve` (the command lives there; `--help` describes it)."""
 
-Word queries read the bundles alone (milliseconds); the image model is loaded on the first upload.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 
-from foundation.errors import EXIT_CODES_HELP, run_entry
-from indexing.word_index import WORDS_INDEX_HELP, default_words_index
-
-EPILOG = f"""examples:
-  python serve.py --index indexes/photos                 # then open http://127.0.0.1:8765/
-  python serve.py --index indexes/photos --index indexes/demo --port 9000
-  curl 'http://127.0.0.1:8765/api/search?q=summer+dress&k=5'
-
-{EXIT_CODES_HELP}"""
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="serve.py",
-        description="Serve image indexes in the browser (search, photo pages, tagging) with a JSON API.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--index", "--db", dest="index", action="append", required=True, metavar="DIR_OR_DB",
-        help="an image index bundle (python -m indexing build-images), or a database (pg:PATH, "
-        "postgresql://...); repeat to serve several",
-    )  # fmt: skip
-    parser.add_argument(
-        "--words-index",
-        help=f"word index bundle for word queries and tags (default {WORDS_INDEX_HELP})",
-    )
-    parser.add_argument(
-        "--checkpoint", help="for uploads: the indexes' checkpoint if it moved (default: as recorded)"
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shows the photos to the network)",
-    )  # fmt: skip
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
-    parser.add_argument(
-        "--thumbnail-cache", metavar="DIR",
-        help="where thumbnails are cached (default $WORDSIGHT_CACHE/thumbnails, i.e. ~/.cache/wordsight/thumbnails)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-upload-mb", type=float, default=25.0, help="largest photo a browser may upload (default 25)"
-    )
-    args = parser.parse_args(argv)
-    args.words_index = args.words_index or str(default_words_index())
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from webapp.server import serve  # after --help: fastapi and uvicorn are imported only to serve
-
-    return run_entry("serve.py", lambda: serve(args))
-
+from wordsight.serve import main
 
 if __name__ == "__main__":
     sys.exit(main())

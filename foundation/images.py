@@ -31,6 +31,7 @@ UNSUPPORTED_EXTENSIONS = {
 
 # Pillow's own default; we reject above it ourselves so the reason can name the size.
 MAX_PIXELS = 89_478_485
+EXIF_ORIENTATION = 0x0112
 
 # Decoders we trust with untrusted files. Without this list Pillow would happily hand a renamed .eps
 # to Ghostscript or parse dozens of exotic formats nobody keeps in a photo folder. ("JPEG" also opens
@@ -127,8 +128,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
-    """Respect the EXIF orientation tag; broken EXIF metadata is not a reason to throw away good pixels."""
+    """Respect the EXIF orientation tag; broken EXIF metadata is not a reason to throw away good pixels.
+    An upright image is returned as it is: a copy of a 9400x9400 photo would cost another 350 MB."""
     try:
+        if im.getexif().get(EXIF_ORIENTATION, 1) == 1:
+            return im
         return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - any EXIF parsing failure: keep the image as stored
         return im

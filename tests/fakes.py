@@ -18,6 +18,7 @@ from PIL import Image
 
 from foundation.errors import WordsightError
 from foundation.images import BadImage, open_image
+from models.embedder import DEFAULT_MODEL
 
 DIM = 8
 COLOURS = {
@@ -119,6 +120,7 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
         return embedder
 
     module.load_embedder = load_embedder
+    module.DEFAULT_MODEL = DEFAULT_MODEL
     module.EmbedderError = EmbedderError
     monkeypatch.setitem(sys.modules, "models.embedder", module)
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,134 @@ def test_foreign_host_header_is_refused(client):
     assert client.get("/api/search", params={"q": "red"}, headers={"host": "localhost:8765"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"origin": "http://evil.example"}, 403),  # another site's page posting to the local server
+        ({"sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "null", "sec-fetch-site": "cross-site"}, 403),
+        ({"origin": "null", "sec-fetch-site": "same-origin"}, 200),  # the app's own form (no referrer sent)
+        ({"origin": "http://127.0.0.1:8765"}, 200),  # an older browser on the app's own page
+        ({}, 200),  # a script: no Origin
+    ],
+)
+def test_cross_site_posts_are_refused(client, headers, status):
+    upload = {"file": ("red.png", png_bytes(COLOURS["red"]), "image/png")}
+    response = client.post("/api/tag", files=upload, headers=headers)
+    assert response.status_code == status
+    page = client.post("/upload", files=upload, headers=headers)
+    assert page.status_code == status
+    if status == 403:
+        assert "cross-site request refused" in response.json()["error"] and "cross-site" in page.text
+        assert_clean(page)
+
+
+def test_uploads_are_decoded_one_at_a_time(index, space, tmp_path, monkeypatch):
+    """Tagging and the preview of one upload never overlap another's decoding: a small file can decode
+    into a large image, so concurrent uploads would add up."""
+    import webapp.library
+
+    decoding = {"now": 0, "most": 0}
+
+    def counted(work):
+        def run(*args, **kwargs):
+            decoding["now"] += 1
+            decoding["most"] = max(decoding["most"], decoding["now"])
+            time.sleep(0.03)
+            try:
+                return work(*args, **kwargs)
+            finally:
+                decoding["now"] -= 1
+
+        return run
+
+    slow = FakeEmbedder(space.embedder.identity["vectors_source"], space.embedder.identity["vectors_sha"])
+    slow.embed_paths = counted(slow.embed_paths)
+    monkeypatch.setattr(webapp.library, "render", counted(webapp.library.render))
+    client = make_client([index], space, tmp_path, loader=Loader(slow))
+    codes = []
+
+    def upload():
+        files = {"file": ("red.png", png_bytes(COLOURS["red"]), "image/png")}
+        codes.append(client.post("/upload", files=files).status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 6 and decoding["most"] == 1
+
+
+SERVE_WITH_FAKE_MODEL = """
+import sys, types
+from foundation.vectors import load_word_vectors
+from tests.fakes import FakeEmbedder
+vectors = load_word_vectors(sys.argv[1])
+module = types.ModuleType("models.embedder")
+module.load_embedder = lambda spec=None, **options: FakeEmbedder(vectors.source, vectors.sha)
+sys.modules["models.embedder"] = module
+from wordsight.serve import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_concurrent_large_uploads_do_not_add_up_and_memory_is_given_back(tmp_path, index, space):
+    """A small PNG that decodes large, uploaded 8 times at once to serve.py: the server's peak memory is
+    about one upload's, not eight, and what the decodes took is given back afterwards."""
+    import httpx
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (120, 30, 200)).save(buffer, format="PNG")  # 16 Mpx in ~50 KB
+    big = buffer.getvalue()
+    command = [sys.executable, "-c", SERVE_WITH_FAKE_MODEL, str(space.glove), "--index", str(index),
+               "--words-index", str(space.words_index), "--port", "0"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+
+    def memory(key: str) -> int:
+        return int(re.search(rf"{key}:\s+(\d+)", Path(f"/proc/{server.pid}/status").read_text()).group(1)) * 1024
+
+    try:
+        line = ""
+        while "serving" not in line:
+            line = server.stderr.readline()
+            assert line, "the server ended"
+        port = re.search(r":(\d+)/ ", line).group(1)
+        url = f"http://127.0.0.1:{port}/api/tag"
+
+        def upload(data=big):
+            response = httpx.post(url, files={"file": ("u.png", data, "image/png")}, timeout=120)
+            assert response.status_code == 200
+
+        upload(png_bytes((1, 2, 3)))  # the model is loaded
+        base = memory("VmRSS")
+        upload()
+        one = memory("VmHWM") - base
+        threads = [threading.Thread(target=upload) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        eight, kept = memory("VmHWM") - base, memory("VmRSS") - base
+        assert one > 100 * 2**20  # the decode is large enough to see
+        assert eight < 1.5 * one, (one >> 20, eight >> 20)
+        assert kept < 0.3 * one, (one >> 20, kept >> 20)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("query, message", [("- red", "only subtracts"), ("red - red", "cancels out")])
+def test_queries_that_negate_everything_are_refused(client, index, space, query, message, capfd):
+    response = client.get("/api/search", params={"q": query})
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert message in client.get("/", params={"q": query}).text
+    assert search.main([query, "--index", str(index), "--words-index", str(space.words_index)]) == 2
+    err = capfd.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_unexpected_errors_are_clean(client, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals /home/someone/boom.py")
@@ -381,6 +510,19 @@ def test_photo_page_shows_tags_linking_to_searches_and_similar(client):
     assert '<a href="/?q=red&amp;index=idx">red</a>' in page.text
     assert f'src="/thumb/{red}?index=idx&amp;size={LARGE}"' in page.text
     assert page.text.count('<figure class="hit"') == 9  # 12 similar asked, 9 other photos in the index
+
+
+def test_filter_fields_similar_switch_and_bad_days(client, photos):
+    page = client.get("/", params={"q": "red - 0.5:blue", "in": str(photos), "after": "2000-01-01", "before": ""})
+    assert page.status_code == 200 and 'value="2000-01-01"' in page.text and page.text.count('class="hit"') > 1
+    assert f'value="{photos}"' in page.text  # the fields keep what was searched
+    for name in ("after", "before"):
+        bad = client.get("/api/search", params={"q": "red", name: "yesterday"})
+        assert bad.status_code == 400 and "not a day like" in bad.json()["error"]
+    red = ids_of(client)["red.png"]
+    assert "visually similar" in client.get(f"/photo/{red}").text
+    semantic = client.get(f"/photo/{red}", params={"semantic": "true"}).text
+    assert "the same kind of thing" in semantic and "show visually similar photos" in semantic
 
 
 def test_indexes_picker_summary_and_docs(index, space, tmp_path):
@@ -505,8 +647,15 @@ def test_serve_help_and_user_errors(tmp_path, index, space):
     assert done.returncode == 0 and "--host" in done.stdout and "--max-upload-mb" in done.stdout
     done = run_serve("--index", tmp_path / "none", "--words-index", space.words_index)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no index at" in done.stderr
-    done = run_serve("--index", index, "--words-index", tmp_path / "nowords")
-    assert done.returncode == 2 and "build-words" in done.stderr and "Traceback" not in done.stderr
+    mine = tmp_path / "mine"  # a folder of the user's is never built over by the word index
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    done = run_serve("--index", index, "--words-index", mine)
+    assert done.returncode == 2 and "refusing to replace it" in done.stderr and done.stderr.count("\n") == 1
+    assert (mine / "notes.txt").read_text() == "mine"
+    for option, value, says in (("--port", 99999, "not a TCP port"), ("--max-upload-mb", "nan", "not a size")):
+        done = run_serve("--index", index, option, str(value))
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -519,7 +668,8 @@ def test_serve_help_and_user_errors(tmp_path, index, space):
 def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path, index, space, host):
     import httpx
 
-    command = [sys.executable, "serve.py", "--index", str(index), "--words-index", str(space.words_index),
+    # no --words-index, and the user cache is empty: the word index is built on first use, as tag.py does
+    command = [sys.executable, "serve.py", "--index", str(index),
                "--port", "0", "--host", host, "--thumbnail-cache", str(tmp_path / "thumbs")]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
@@ -530,6 +680,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path, index, space, host)
             assert line, f"server ended: {''.join(lines)}"
             lines.append(line)
         assert ("visible to every machine" in "".join(lines)) == (host == "0.0.0.0")
+        assert "no word index at" in "".join(lines) and "building it once" in "".join(lines)
         port = re.search(r":(\d+)/ \(Ctrl-C stops\)", lines[-1]).group(1)
         response = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"q": "red", "k": 1}, timeout=30)
         assert response.status_code == 200 and response.json()["results"][0]["score"] == 1.0

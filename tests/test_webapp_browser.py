@@ -145,3 +145,30 @@ def test_unknown_word_suggests_spellings(server, page):
     page.locator("#error a", has_text="red").click()
     page.wait_for_selector("#grid .hit")
     assert page.locator("#grid .hit").count() > 0 and page.problems == []
+
+
+def test_search_box_speaks_the_query_syntax_with_filters(server, page, tmp_path):
+    page.goto(server + "/")
+    page.fill("input[name=q]", "red + 2:yellow - blue")
+    page.fill("#filter-in", str(tmp_path / "photos" / "orange"))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#grid .hit")
+    names = page.locator("#grid .name").all_inner_texts()
+    assert len(names) == 2 and all(name.startswith("orange/") for name in names)  # only that folder
+    page.locator("#grid .hit a").first.click()
+    page.wait_for_selector("#similar-switch a")
+    page.click("#search-with")  # the photo's id as an image term
+    page.wait_for_selector("#grid .hit")
+    assert page.locator("#grid .name").first.inner_text().startswith("orange/")
+    assert page.problems == []
+
+
+def test_an_upload_from_another_site_is_refused(server, page, tmp_path):
+    photo = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), COLOURS["red"]).save(photo)
+    page.set_content(f'<form method="post" action="{server}/upload" enctype="multipart/form-data">'
+                     '<input type="file" name="file" id="file"><button id="send">send</button></form>')  # fmt: skip
+    page.set_input_files("#file", str(photo))
+    with page.expect_navigation():
+        page.click("#send")
+    assert "cross-site request refused" in page.content()

@@ -6,10 +6,13 @@ across rebuilds) for the other calls and for ``/thumb/{id}``. Documented at ``/d
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from pydantic import BaseModel, Field
+
+from starlette.exceptions import HTTPException
 
 from webapp.library import Library
 
@@ -36,11 +39,12 @@ class Photo(BaseModel):
 
 class Tag(BaseModel):
     word: str
-    score: float = Field(description="cosine similarity, -1..1, rounded to 4 decimals")
+    score: float = Field(description="cosine similarity (a ConSE model adds the WordNet hierarchy's share, up "
+                         "to ~2.5), rounded to 4 decimals")
 
 
 class SearchResult(BaseModel):
-    query: str = Field(description="the words searched for, or for similar photos the photo's file")
+    query: str = Field(description="the query searched for, or for similar photos the photo's file")
     results: list[Photo] = Field(description="best first")
 
 
@@ -77,6 +81,33 @@ INDEX = Query(None, description="which served index (GET /api/indexes); default:
 K = Query(10, ge=1, le=MAX_K, description="how many results")
 MIN_SCORE = Query(-1.0, ge=-1.0, le=1.0, description="leave out results scoring below this")
 ITEM = Path(pattern=ID_PATTERN, description="a photo id from a search result")
+SEMANTIC = Query(False, description="photos of the same kind of thing (word space) instead of visually similar ones")
+
+
+class Filters:
+    """The folder and date filters of ``search.py --in/--after/--before``, as query parameters."""
+
+    def __init__(
+        self,
+        folder: str | None = Query(None, alias="in", max_length=4096, description="only photos in this folder or below it"),
+        after: str | None = Query(None, description="only photos taken on or after this day (YYYY-MM-DD)"),
+        before: str | None = Query(None, description="only photos taken on or before this day (YYYY-MM-DD)"),
+    ):
+        self.folder = folder or None
+        self.after, self.before = parse_day(after, "after"), parse_day(before, "before")
+
+    def options(self) -> dict:
+        return {"folder": self.folder, "after": self.after, "before": self.before}
+
+
+def parse_day(text: str | None, name: str) -> dt.date | None:
+    """A day from a form field; an empty field is no filter."""
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name}: {text[:40]!r} is not a day like 2024-12-31") from None
 
 
 def _library(request: Request) -> Library:
@@ -92,23 +123,28 @@ def indexes(request: Request):
 @router.get(
     "/search",
     response_model=SearchResult,
-    summary="Photos nearest to words",
+    summary="Photos nearest to a query",
     responses={**ERRORS, 400: {"model": UnknownWordError, "description": "unknown word (close spellings)"}},
 )
 def search(
     request: Request,
-    q: str = Query(min_length=1, max_length=500, description='one word, or several ("summer dress") averaged'),
+    q: str = Query(min_length=1, max_length=500, description='a word, several ("summer dress") averaged, '
+                   'arithmetic ("beach + 2:sunset - people"), a photo id as an image term'),
     index: str | None = INDEX,
     k: int = K,
     min_score: float = MIN_SCORE,
+    filters: Filters = Depends(),
+    semantic: bool = SEMANTIC,
 ):
-    """Like `search.py WORDS --json`. An unknown word is a 400 naming close spellings."""
-    return _library(request).search(index, q, k, min_score)
+    """Like `search.py QUERY --json` with `--in`, `--after`, `--before`, `--semantic`: a lone photo id
+    finds visually similar photos. An unknown word is a 400 naming close spellings."""
+    return _library(request).search(index, q, k, min_score, semantic=semantic, **filters.options())
 
 
 @router.get("/items/{item}/tags", response_model=TagResult, summary="Tags of a photo", responses=ERRORS)
 def tags(request: Request, item: str = ITEM, index: str | None = INDEX, k: int = K):
-    """Like `tag.py PHOTO --json` with the index's own model (from the photo's stored vector)."""
+    """Like `tag.py PHOTO --json` with the index's own model: a ConSE model's WordNet tags embed the photo's
+    file again (its class probabilities are not stored), a trained model's come from the stored vector."""
     return _library(request).tags(index, item, k)
 
 
@@ -116,10 +152,12 @@ def tags(request: Request, item: str = ITEM, index: str | None = INDEX, k: int =
     "/items/{item}/similar", response_model=SimilarResult, summary="Photos similar to a photo", responses=ERRORS
 )
 def similar(
-    request: Request, item: str = ITEM, index: str | None = INDEX, k: int = K, min_score: float = MIN_SCORE
-):
-    """Like `search.py PHOTO --json`; the photo itself is left out."""
-    return _library(request).similar(index, item, k, min_score)
+    request: Request, item: str = ITEM, index: str | None = INDEX, k: int = K, min_score: float = MIN_SCORE,
+    semantic: bool = SEMANTIC,
+):  # fmt: skip
+    """Like `search.py PHOTO --json` (visually similar; `semantic`: like `--semantic`); the photo itself is
+    left out."""
+    return _library(request).similar(index, item, k, min_score, semantic)
 
 
 @router.post(
@@ -134,7 +172,7 @@ def tag_upload(
     index: str | None = Form(None, description="which served index; default: the first"),
     k: int = Query(10, ge=1, le=MAX_K, description="how many tags and similar photos"),
 ):
-    """Tags and the most similar photos of a photo that is not in the index. The photo is not kept:
+    """Tags (as `tag.py` gives them) and the most similar photos of a photo that is not in the index. The photo is not kept:
     it is held in memory (or the server's private temp folder) for the request only. The first upload
     loads the index's image model (seconds); later ones take milliseconds plus the model's run."""
     data = file.file.read()

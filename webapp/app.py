@@ -5,7 +5,8 @@ Every response carries a Content-Security-Policy that allows only this server's 
 images (no inline script, nothing from another origin); every error, expected or not, becomes a short
 page or ``{"error": ...}`` JSON, never a stack trace. Requests whose Host header is not this machine's
 are refused unless the server was bound to the network on purpose (a web page elsewhere cannot reach
-the photos through DNS rebinding).
+the photos through DNS rebinding), and so are POSTs sent by another site's page (``Origin`` /
+``Sec-Fetch-Site``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from foundation.errors import UsageError
 from indexing.bundle import BundleError
 from indexing.word_index import UnknownWord
+from library.query import QueryError
 from webapp import api, pages
 from webapp.library import BadUpload, Library, NotFound
 from webapp.render import HERE, SafeJSON, error_response, templates
@@ -81,6 +83,38 @@ def guard(app):
     return middleware
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+SAME_SITE_FETCHES = {"same-origin", "none"}  # Sec-Fetch-Site of the app's own pages, and of a typed URL
+
+
+def cross_site(headers: dict[bytes, bytes]) -> bool:
+    """A request sent by another site's page. Browsers say where it comes from: ``Sec-Fetch-Site`` (every
+    current one), else ``Origin`` (the app's own forms send ``null`` with ``Sec-Fetch-Site: same-origin``,
+    since its pages send no referrer). Scripts and curl send neither and are not refused; the host check
+    already keeps foreign hosts out."""
+    fetch_site = headers.get(b"sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.decode("latin-1").lower() not in SAME_SITE_FETCHES
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    host = headers.get(b"host", b"").decode("latin-1").lower()
+    return origin.decode("latin-1").lower().partition("://")[2] != host
+
+
+def refuse_cross_site(app):
+    """ASGI middleware: a POST (upload, tagging) from another site's page is refused with 403, so a web page
+    the user visits cannot make this server decode images; the app's own forms and scripts still work."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and cross_site(dict(scope["headers"])):
+            message = "cross-site request refused: use the wordsight page itself, or a script (no Origin header)"
+            return await error_response(Request(scope), 403, message)(scope, receive, send)
+        return await app(scope, receive, send)
+
+    return middleware
+
+
 def create_app(
     library: Library,
     thumbnails: ThumbnailCache,
@@ -108,8 +142,10 @@ def create_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_handlers(app)
-    # the last added is the outermost: guard (headers, crashes), then the host check, then the upload cap
+    # the last added is the outermost: guard (headers, crashes), the host check, the cross-site check, the
+    # upload cap
     app.add_middleware(limit_upload_body, max_bytes=max_upload_bytes, paths=("/upload", "/api/tag"))
+    app.add_middleware(refuse_cross_site)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOCAL_HOSTS)
     app.add_middleware(guard)
     return app
@@ -143,7 +179,8 @@ def _error_handlers(app: FastAPI) -> None:
         return respond(request, 404, str(err))
 
     @app.exception_handler(BadUpload)
-    async def bad_upload(request: Request, err: BadUpload):
+    @app.exception_handler(QueryError)
+    async def bad_request(request: Request, err: Exception):
         return respond(request, 400, str(err))
 
     @app.exception_handler(UploadTooLarge)

@@ -22,14 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from indexing.bundle import MANIFEST_FILE, Bundle, BundleError
-from indexing.collection import open_collection
+from indexing.collection import Collection
 from indexing.pg_server import is_db_spec
-from indexing.queries import check_embedder, search_record, tag_record, word_index_for
-from indexing.word_index import query_vector, tag_table
+from indexing.word_index import default_words_index, tag_table
+from service.indexes import open_index, word_index_for
+from service.records import Hits
+from service.searcher import Searcher
+from service.tagger import Tagger, UnreadableImage
 from webapp.thumbnails import render
+from webapp.uploads import decoding_one_upload
 
 log = logging.getLogger("wordsight.webapp")
 
@@ -57,12 +59,18 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
 
 @dataclass
 class Snapshot:
-    """One opened generation of an image index with its word index: what a request works on throughout."""
+    """One opened generation of an image index with its word index: what a request works on throughout.
 
-    images: Bundle
+    Its ``searcher`` and ``tagger`` are the ones search.py and tag.py use (``service``), so every page and
+    API answer is theirs; image terms are photo ids here, never paths.
+    """
+
+    images: Collection
     words: Bundle
     ids: list[str]
     rows: dict[str, int]
+    searcher: Searcher
+    tagger: Tagger
 
     def row(self, identifier: str) -> int:
         row = self.rows.get(identifier)
@@ -73,17 +81,19 @@ class Snapshot:
     def path(self, identifier: str) -> str:
         return self.images.items[self.row(identifier)]
 
-    def hits(self, results: list[tuple[str, float]], min_score: float = -1.0) -> list[dict]:
-        """search.py's result entries plus each photo's id, keeping scores >= ``min_score``."""
-        entries = search_record("", results)["results"]
-        return [dict(e, id=item_id(e["image"])) for e in entries if e["score"] >= min_score]
+    def hits(self, hits: Hits) -> dict:
+        """search.py's record plus each photo's id."""
+        record = hits.record()
+        return dict(record, results=[dict(e, id=item_id(e["image"])) for e in record["results"]])
 
 
 class LiveIndex:
     """An image index served under ``name``: re-opened (with its word index) when either is rebuilt."""
 
-    def __init__(self, name: str, path: str | os.PathLike, words_index: str | os.PathLike):
-        self.name, self.words_index = name, Path(words_index).absolute()
+    def __init__(self, name: str, path: str | os.PathLike, words_index: str | os.PathLike | None,
+                 load_embedder: Callable[[str], object], checkpoint: str | None = None):  # fmt: skip
+        self.name, self.load_embedder, self.checkpoint = name, load_embedder, checkpoint
+        self.words_index = None if words_index is None else Path(words_index).absolute()  # None: the default
         self.path = path if is_db_spec(path) else Path(path).absolute()  # a database: its version is the key
         self._lock = threading.Lock()
         self._key: tuple | None = None
@@ -92,13 +102,12 @@ class LiveIndex:
         self.snapshot()  # a missing or mismatched index stops the server before it starts
 
     def _current_key(self) -> tuple | None:
+        words = _stat_key(Path(self.words_index or default_words_index()) / MANIFEST_FILE)
         if is_db_spec(self.path):  # one query: the collection's version moves with every committed write
-            words = _stat_key(self.words_index / MANIFEST_FILE)
             version = self._snapshot.images.current_version() if self._snapshot is not None else None
             return None if words is None else (version, words)
-        images, words = _stat_key(self.path / MANIFEST_FILE), _stat_key(self.words_index / MANIFEST_FILE)
+        images = _stat_key(self.path / MANIFEST_FILE)
         return None if images is None or words is None else (images, words)
-
     def snapshot(self) -> Snapshot:
         """The current generation; re-opened when a manifest changed, else the one already open (2 stats)."""
         key = self._current_key()
@@ -121,12 +130,17 @@ class LiveIndex:
         return self._snapshot
 
     def _open(self) -> Snapshot:
-        images = open_collection(self.path, expect={"kind": "images"})
-        words = word_index_for(images, self.words_index)
+        images = open_index(self.path)
+        words = word_index_for(images, self.words_index, log.warning)  # built on first use
         ids = [item_id(path) for path in images.items]
+        rows = {identifier: row for row, identifier in enumerate(ids)}
+        searcher = Searcher(images, words=words, checkpoint=self.checkpoint, load_embedder=self.load_embedder,
+                            photo_ids=rows, log=log.warning)  # fmt: skip
+        tagger = Tagger(lambda: searcher.embedder, words=tag_table(words), identity=images.manifest.get("embedder"),
+                        log=log.warning)  # fmt: skip
         if self._snapshot is not None:
             log.warning("%s: re-opened (%d photos)", self.path, len(images))
-        return Snapshot(images, words, ids, {identifier: row for row, identifier in enumerate(ids)})
+        return Snapshot(images, words, ids, rows, searcher, tagger)
 
     def summary(self) -> dict:
         """What the index picker shows: count, model, when it was built (from the manifest)."""
@@ -147,7 +161,7 @@ class LiveIndex:
 
 @dataclass
 class Library:
-    """Every served index, by name (first one is the default), and the embedders uploads need."""
+    """Every served index, by name (first one is the default), and the models image questions need."""
 
     indexes: dict[str, LiveIndex]
     load_embedder: Callable[[str], object]  # spec -> embedder (models.embedder contract)
@@ -157,15 +171,15 @@ class Library:
 
     @classmethod
     def open(cls, paths, words_index, load_embedder, checkpoint=None) -> Library:
-        indexes: dict[str, LiveIndex] = {}
+        library = cls({}, load_embedder, checkpoint)
         for path in paths:
             name = base = (Path(path.rpartition(":")[2] if is_db_spec(path) else path).absolute().name or "index")
             n = 1
-            while name in indexes:
+            while name in library.indexes:
                 n += 1
                 name = f"{base}-{n}"
-            indexes[name] = LiveIndex(name, path, words_index)
-        return cls(indexes, load_embedder, checkpoint)
+            library.indexes[name] = LiveIndex(name, path, words_index, library.embedder, checkpoint)
+        return library
 
     @property
     def default(self) -> str:
@@ -177,28 +191,36 @@ class Library:
             raise NotFound(f"no index named {name!r}; served: {', '.join(self.indexes)}")
         return index
 
-    # ---- the questions, in the --json shapes of search.py and tag.py
+    def embedder(self, spec: str):
+        """The model ``spec``, loaded on first use (a ConSE photo page, an image term, an upload) and kept."""
+        with self._embed_lock:
+            if spec not in self._embedders:
+                log.warning("loading the image model %s (first use)", spec)
+                self._embedders[spec] = self.load_embedder(spec)
+        return self._embedders[spec]
 
-    def search(self, name: str | None, query: str, k: int, min_score: float = -1.0) -> dict:
-        """Photos nearest to a word or several words (averaged); UnknownWord names close spellings."""
+    # ---- the questions, in the --json shapes of search.py and tag.py, answered by service
+
+    def search(self, name: str | None, query: str, k: int, min_score: float = -1.0, **options) -> dict:
+        """search.py's answer to ``query`` (query syntax; image terms are photo ids); ``options``: folder,
+        after, before, semantic. UnknownWord names close spellings."""
         snap = self.get(name).snapshot()
-        results = snap.images.nearest(query_vector(snap.words, query), k)
-        return {"query": query, "results": snap.hits(results, min_score)}
+        return snap.hits(snap.searcher.search(query, k, min_score=min_score, **options))
 
     def tags(self, name: str | None, identifier: str, k: int) -> dict:
-        """An indexed photo's nearest words, from its stored vector (no model needed)."""
+        """tag.py's tags of an indexed photo."""
         snap = self.get(name).snapshot()
         row = snap.row(identifier)
-        record = tag_record(snap.images.items[row], tag_table(snap.words).nearest(snap.images.vectors[row], k))
-        return dict(record, id=identifier)
+        tags = snap.tagger.tag_indexed(snap.images.items[row], snap.images.vectors[row], k)
+        return dict(tags.record(), id=identifier)
 
-    def similar(self, name: str | None, identifier: str, k: int, min_score: float = -1.0) -> dict:
-        """The photos nearest to an indexed photo, itself left out."""
+    def similar(self, name: str | None, identifier: str, k: int, min_score: float = -1.0,
+                semantic: bool = False) -> dict:  # fmt: skip
+        """The photos nearest to an indexed photo, itself left out: visually similar (like search.py PHOTO),
+        or with ``semantic`` the same kind of thing."""
         snap = self.get(name).snapshot()
-        row = snap.row(identifier)
-        results = snap.images.nearest(snap.images.vectors[row], k + 1)
-        kept = [(path, score) for path, score in results if path != snap.images.items[row]][:k]
-        return {"query": snap.images.items[row], "results": snap.hits(kept, min_score), "id": identifier}
+        hits = snap.searcher.similar(snap.path(identifier), k, semantic=semantic, min_score=min_score)
+        return dict(snap.hits(hits), id=identifier)
 
     def tag_upload(self, name: str | None, data: bytes, filename: str, k: int, preview: int = 0) -> dict:
         """Tags and most similar photos of an image that is not in the index; nothing is kept afterwards.
@@ -208,34 +230,22 @@ class Library:
         With ``preview`` (px) the result also holds a small JPEG of the upload as a data URI.
         """
         snap = self.get(name).snapshot()
-        embedder = self._embedder_for(snap.images)
         folder = tempfile.mkdtemp(prefix="wordsight-upload-")
         try:
             path = os.path.join(folder, "upload" + _safe_suffix(filename))
             with open(path, "wb") as f:
                 f.write(data)
-            with self._embed_lock:  # one model call at a time: bounded memory, no oversubscribed cores
-                result = embedder.embed_paths([path], progress=False)
-            shown = _data_uri(render(path, preview)) if preview and not result.skipped else None
+            with decoding_one_upload():
+                try:
+                    tags = snap.tagger.tag(path, k, shown=_shown(filename))
+                except UnreadableImage as err:
+                    raise BadUpload(str(err)) from None
+                shown = _data_uri(render(path, preview)) if preview else None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if result.skipped:
-            raise BadUpload(f"{_shown(filename)} cannot be used: {result.skipped[0][1]}")
-        vector = np.asarray(result.vectors[0])
-        record = tag_record(_shown(filename), tag_table(snap.words).nearest(vector, k))
-        record = dict(record, similar=snap.hits(snap.images.nearest(vector, k)))
+        similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k)))["results"]
+        record = dict(tags.record(), similar=similar)
         return dict(record, preview=shown) if preview else record
-
-    def _embedder_for(self, images: Bundle):
-        """The index's own embedder, loaded on first use and kept (one per checkpoint)."""
-        spec = self.checkpoint or images.manifest["embedder_spec"]
-        with self._embed_lock:
-            if spec not in self._embedders:
-                log.warning("loading the image model %s (first upload)", spec)
-                self._embedders[spec] = self.load_embedder(spec)
-        embedder = self._embedders[spec]
-        check_embedder(images, embedder)
-        return embedder
 
 
 def _data_uri(jpeg: bytes) -> str:

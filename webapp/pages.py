@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from indexing.word_index import UnknownWord
-from webapp.api import ID_PATTERN, MAX_K
+from library.query import QueryError
+from webapp.api import ID_PATTERN, MAX_K, Filters
 from webapp.library import BadUpload, Library
 from webapp.render import render as _render
 from webapp.thumbnails import GRID, SIZES, BadImage, placeholder
@@ -36,27 +37,34 @@ def search_page(
     index: str | None = None,
     k: int = Query(PAGE_K, ge=1, le=MAX_K),
     min: float = Query(-1.0, ge=-1.0, le=1.0),  # the URL's name for it
+    filters: Filters = Depends(),
+    semantic: bool = False,
 ):
     """All k results are sent; those under ``min`` are hidden, so the slider can bring them back live."""
     result, error, suggestions, status = None, None, [], 200
     if q.strip():
         try:
-            result = _library(request).search(index, q, k)
+            result = _library(request).search(index, q, k, semantic=semantic, **filters.options())
         except UnknownWord as err:
             error, status = str(err), 400
             words = q.lower().split()
             suggestions = [(close, " ".join(close if w == err.word else w for w in words)) for close in err.close]
-    return _render(
-        request, "search.html", status, q=q, k=k, min=min, result=result, error=error, suggestions=suggestions
-    )
+        except QueryError as err:
+            error, status = str(err), 400
+    fields = {"in": filters.folder or "", "after": filters.after or "", "before": filters.before or ""}
+    return _render(request, "search.html", status, q=q, k=k, min=min, result=result, error=error,
+                   suggestions=suggestions, filters=fields, semantic=semantic)  # fmt: skip
 
 
 @router.get("/photo/{item}")
-def photo_page(request: Request, item: str = Path(pattern=ID_PATTERN), index: str | None = None):
+def photo_page(
+    request: Request, item: str = Path(pattern=ID_PATTERN), index: str | None = None, semantic: bool = False
+):
+    """The photo's tags (tag.py's) and its most similar photos: visually similar, or the same kind of thing."""
     library = _library(request)
     tags = library.tags(index, item, TAGS_K)
-    similar = library.similar(index, item, SIMILAR_K)
-    return _render(request, "photo.html", item=item, tags=tags, similar=similar)
+    similar = library.similar(index, item, SIMILAR_K, semantic=semantic)
+    return _render(request, "photo.html", item=item, tags=tags, similar=similar, semantic=semantic)
 
 
 @router.get("/upload")

@@ -15,6 +15,7 @@ from indexing import cli
 from webapp.app import create_app
 from webapp.library import Library
 from webapp.thumbnails import ThumbnailCache, default_cache_dir
+from webapp.uploads import share_malloc_arenas
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -68,6 +69,7 @@ def serve(args) -> int:
     import uvicorn  # only once the arguments and indexes are known to be good
 
     logging.basicConfig(level=logging.WARNING, format="serve.py: %(message)s", stream=sys.stderr)
+    share_malloc_arenas()
     app = build(args)
     if args.host not in LOOPBACK:
         cli.log(

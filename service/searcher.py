@@ -1,0 +1,270 @@
+"""Searching an image index: what search.py prints, the web app shows and ``wordsight.Searcher`` returns.
+
+A query is parsed by ``library.query`` (``"beach + 2:sunset - people"``: weighted words and images). A lone
+image is searched in the visual-feature space (visually similar photos), or with ``semantic`` in the word
+space (the same kind of thing); everything else in the word space. Word terms read their vectors from
+the word index (no torch, no gensim, no Pillow: a fraction of a second); image terms are embedded by the
+model that built the index, loaded on first use. In the web app image terms are photo ids of the index
+(``ImageTerms.ids``): their stored vectors stand in, and no path ever comes from a request.
+Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from foundation.errors import UsageError
+from indexing.bundle import BundleMismatch
+from indexing.collection import Collection
+from indexing.word_index import UnknownWord, query_vector
+from library.filters import Filter, filtered_nearest, make_filter
+from library.query import IMAGE, Query, Term, combine, parse_query
+from library.scores import above_min_score
+from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
+from service.records import Hits
+
+WORDS, FEATURES = "words", "features"
+FILTERS_KEPT = 8
+
+
+def is_file_query(query: str) -> bool:
+    """Anything at that path but a folder is an image term: a FIFO or a broken link is then skipped with
+    its reason rather than looked up as a word."""
+    return os.path.lexists(query) and not os.path.isdir(query)
+
+
+def looks_like_image_path(query: str) -> bool:
+    from foundation.images import IMAGE_EXTENSIONS  # PIL: only on this error path
+
+    return os.sep in query or os.path.splitext(query)[1].lower() in IMAGE_EXTENSIONS
+
+
+class Spaces:
+    """The index's word space and (if stored) its visual-feature space, searched under one filter."""
+
+    def __init__(self, images: Collection, features, where: Filter, log: Log):
+        from indexing.library_columns import read_meta
+
+        self.images, self.features, self.where = images, features, where
+        self.mask = self.sql_where = None
+        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.pg_store)
+            self.sql_where = where if where.active else None
+            if where.active:
+                log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
+            return
+        if where.active:
+            meta = read_meta(images)
+            if meta is None:
+                raise BundleMismatch(f"{images.path} records no folders or dates; rebuild it to use --in/--after/--before")
+            self.mask = where.mask(meta)
+            log(f"{int(self.mask.sum())} of {len(images)} photos are {where.describe()}")
+
+    def nearest(self, space: str, vector, k: int, exact: bool) -> list[tuple[str, float]]:
+        target = self.features if space == FEATURES else self.images
+        if self.sql_where is not None:
+            return target.nearest(vector, k, exact=exact, where=self.sql_where)
+        if self.mask is None:
+            return target.nearest(vector, k, exact=exact)
+        return filtered_nearest(target, vector, k, self.mask, exact)
+
+    def keeps(self) -> set[str] | None:
+        """The photos the filter keeps (None: all of them)."""
+        if self.sql_where is not None:
+            return self.images.matching(self.sql_where)
+        if self.mask is not None:
+            return {self.images.items[i] for i in map(int, self.mask.nonzero()[0])}
+        return None
+
+
+class ImageTerms:
+    """How image terms become vectors: image files embedded by the index's model (the command line and
+    the Python API), or photos of the index named by id (the web app), whose stored vectors are used."""
+
+    def __init__(self, ids: dict[str, int] | None = None):
+        self.ids = ids
+
+    def is_image(self, text: str) -> bool:
+        return text in self.ids if self.ids is not None else is_file_query(text)
+
+
+class Searcher:
+    """Searches one image index with words, images and arithmetic on them; lists near-duplicates.
+
+    ``index`` is a bundle folder, a database spec or an already opened collection. ``checkpoint``: the
+    index's model if it moved (default as recorded); ``load_embedder(spec)`` how it is loaded (default
+    ``models.embedder.load_embedder`` with ``engine``). ``photo_ids`` (id -> row) makes image terms photo
+    ids of the index instead of files. ``log`` hears notes and progress (stderr for the scripts).
+    """
+
+    def __init__(
+        self,
+        index: str | os.PathLike | Collection,
+        *,
+        words_index: str | os.PathLike | None = None,
+        words=None,
+        checkpoint: str | None = None,
+        engine: str = "auto",
+        load_embedder: Callable[[str], object] | None = None,
+        photo_ids: dict[str, int] | None = None,
+        log: Log = quiet,
+    ):
+        from indexing.library_columns import open_features
+
+        self.images = open_index(index) if isinstance(index, (str, os.PathLike)) else index
+        self.words_index, self._words = words_index, words
+        self.checkpoint, self.engine, self._load_embedder = checkpoint, engine, load_embedder
+        self.image_terms, self.log = ImageTerms(photo_ids), log
+        self.features = (self.images.features_space() if getattr(self.images, "sql_filters", False)
+                         else open_features(self.images))  # fmt: skip
+        self._embedder = None
+        self._lock = threading.Lock()
+        self._spaces: dict[Filter, Spaces] = {}
+        self.skipped: list[tuple[str, str]] = []  # image terms that could not be read
+
+    @property
+    def words(self):
+        """The word index of the image index's word space (built on first use)."""
+        if self._words is None:
+            self._words = word_index_for(self.images, self.words_index, self.log)
+        return self._words
+
+    @property
+    def embedder(self):
+        """The model that built the index (checked), loaded on the first image term that needs it."""
+        with self._lock:
+            if self._embedder is None:
+                spec = self.checkpoint or self.images.manifest["embedder_spec"]
+                if self._load_embedder is not None:
+                    embedder = self._load_embedder(spec)
+                else:
+                    from models.embedder import load_embedder  # onnxruntime or torch: only for image terms
+
+                    embedder = load_embedder(spec, engine=self.engine)
+                check_embedder(self.images, embedder)
+                self._embedder = embedder
+        return self._embedder
+
+    def spaces(self, folder: str | None = None, after: dt.date | None = None, before: dt.date | None = None) -> Spaces:
+        """The searchable spaces under a folder/date filter (which logs how many photos it keeps); the last
+        few filters are kept, so a server does not read the photos' folders and dates on every request."""
+        where = make_filter(folder, after, before)
+        found = self._spaces.get(where)
+        if found is None:
+            found = Spaces(self.images, self.features, where, self.log)
+            while len(self._spaces) >= FILTERS_KEPT:
+                self._spaces.pop(next(iter(self._spaces)))
+            self._spaces[where] = found
+        return found
+
+    def parse(self, text: str) -> Query:
+        return parse_query(text, self.image_terms.is_image)
+
+    # ---- searching
+
+    def search(
+        self,
+        query: str,
+        top_k: int = 10,
+        *,
+        folder: str | None = None,
+        after: dt.date | None = None,
+        before: dt.date | None = None,
+        semantic: bool = False,
+        min_score: float | None = None,
+        exact: bool = False,
+        spaces: Spaces | None = None,
+    ) -> Hits | None:
+        """The images nearest to ``query`` (query syntax), best first; None when an image term could not
+        be read (then in ``skipped``). UnknownWord names close spellings of an unknown word."""
+        spaces = spaces or self.spaces(folder, after, before)
+        parsed = self.parse(query)
+        visual = not semantic
+        if parsed.single_image and visual and self.features is None:
+            self.log(f"{self.images.path} has no visual features (rebuild it to add them): searching the word space")
+            visual = False
+        space, vector = self.query_vector(parsed, visual)
+        if vector is None:
+            return None
+        return Hits(query, above_min_score(spaces.nearest(space, vector, top_k, exact), min_score))
+
+    def similar(self, image: str, top_k: int = 10, *, semantic: bool = False, min_score: float | None = None,
+                exact: bool = False) -> Hits:  # fmt: skip
+        """The indexed photos nearest to the indexed photo ``image`` (its path in the index), itself left
+        out: visually similar from its stored features, or with ``semantic`` the same kind of thing."""
+        row = self.images.row(image)
+        if row is None:
+            raise UsageError(f"{image} is not in {self.images.path}: similar photos are found for indexed photos")
+        space = WORDS if semantic or self.features is None else FEATURES
+        target = self.images if space == WORDS else self.features
+        results = self.spaces().nearest(space, target.vectors[row], top_k + 1, exact)
+        kept = [(path, score) for path, score in results if path != image][:top_k]
+        return Hits(image, above_min_score(kept, min_score))
+
+    def query_vector(self, query: Query, visual: bool) -> tuple[str, np.ndarray | None]:
+        """``(space, vector)``: space FEATURES for a lone image when ``visual``, else WORDS; the vector is
+        None if an image term could not be read (then in ``skipped``)."""
+        if query.single_image and visual:
+            skipped = len(self.skipped)
+            features = self._image_vector(query.terms[0].text, features=True)
+            if features is not None or len(self.skipped) > skipped:
+                return FEATURES, features
+            self.log("the embedder gives no pooled features: searching the word space (as --semantic)")
+        vectors = []
+        for term in query.terms:
+            if term.kind == IMAGE and term.prefix is None and self.image_terms.ids is None and not looks_like_image_path(term.text):
+                self.log(f"note: {term.text!r} is a file here, searched as an image; word:{term.text} searches the word")
+            vector = self._image_vector(term.text) if term.kind == IMAGE else self._word_vector(term)
+            if vector is None:
+                return WORDS, None
+            vectors.append(vector)
+        return WORDS, combine(query, vectors) if len(vectors) > 1 else vectors[0]
+
+    def _word_vector(self, term: Term) -> np.ndarray:
+        try:
+            return query_vector(self.words, term.text)
+        except UnknownWord:
+            if term.prefix != "word" and self.image_terms.ids is None and looks_like_image_path(term.text):
+                raise UnknownWord(f"no such image file: {term.text}") from None
+            raise
+
+    def _image_vector(self, text: str, features: bool = False) -> np.ndarray | None:
+        if self.image_terms.ids is not None:  # a photo of the index: its stored vector
+            row = self.image_terms.ids.get(text)
+            if row is None:
+                raise UnknownWord(f"no photo {text!r} in {self.images.path}")
+            target = self.features if features else self.images
+            return None if target is None else np.asarray(target.vectors[row], dtype=np.float32)
+        embedder = self.embedder
+        with self._lock:
+            result = embedder.embed_paths([text], progress=False)
+        self.skipped += result.skipped
+        if not len(result.vectors):
+            return None
+        if features:
+            pooled = getattr(result, "features", None)
+            return pooled[0] if pooled is not None else None
+        return result.vectors[0]
+
+    # ---- near-duplicates
+
+    def duplicates(self, threshold: float | None = None, spaces: Spaces | None = None) -> list[list[tuple[str, float]]]:
+        """Groups of near-duplicate photos (visual features), largest first, within the filter of ``spaces``."""
+        from library.duplicates import DEFAULT_THRESHOLD, duplicate_groups
+
+        spaces = spaces or self.spaces()
+        if self.features is None:
+            raise BundleMismatch(f"{self.images.path} has no visual features (built before they existed, or "
+                                 "sharded); rebuild it without --update to find duplicates")  # fmt: skip
+        if getattr(self.images, "sql_filters", False):
+            self.features.check_duplicates_size()
+        groups = duplicate_groups(self.features, DEFAULT_THRESHOLD if threshold is None else threshold)
+        keep = spaces.keeps()
+        if keep is not None:
+            groups = [g for g in ([(p, s) for p, s in group if p in keep] for group in groups) if len(g) > 1]
+            groups.sort(key=lambda g: -len(g))
+        return groups

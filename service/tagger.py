@@ -1,0 +1,181 @@
+"""Tagging photos with words: what tag.py prints, the web app's photo page shows and ``wordsight.Tagger`` returns.
+
+The model decides how tags are scored. A ConSE model (``conse:<backbone>``, the default) scores every word
+by cosine plus the WordNet hierarchy's share of the photo's class probabilities, less stacking
+(``taxonomy.hierarchy.HierarchyTagger``); a trained checkpoint tags by cosine alone. The words are the word
+index's tag vocabulary (built on first use) or a word list of the user's (``vocabulary``, exact).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from foundation.errors import UsageError
+from indexing.bundle import VectorTable
+from indexing.word_index import tag_table, vocabulary_table
+from library.scores import above_min_score
+from service.indexes import Log, quiet, word_index
+from service.records import Tags
+from taxonomy import hierarchy  # numpy only
+
+
+class UnreadableImage(UsageError):
+    """An image that cannot be tagged; ``reason`` is the short why (e.g. "truncated")."""
+
+    def __init__(self, image: str, reason: str):
+        super().__init__(f"{image} cannot be used: {reason}")
+        self.image, self.reason = image, reason
+
+
+class Tagger:
+    """Tags images with the nearest words of the model's word space, as the model calls for.
+
+    ``model`` is a spec (``conse:efficientnet_lite0``, the default ``models.embedder.DEFAULT_MODEL``, or a
+    ``.ckpt`` path), an embedder, or a function returning one (loaded on first use: a web page that tags
+    from stored vectors never loads it). ``identity`` says what the model is when that is known without
+    loading it (an image index's manifest ``embedder``); ``words`` an already open word table.
+    """
+
+    def __init__(
+        self,
+        model: str | object | Callable[[], object] | None = None,
+        *,
+        vocabulary: str | os.PathLike | None = None,
+        words_index: str | os.PathLike | None = None,
+        engine: str = "auto",
+        options: hierarchy.HierarchyOptions | None = None,
+        words: VectorTable | None = None,
+        identity: dict | None = None,
+        log: Log = quiet,
+    ):
+        self._model, self.engine, self.options = model, engine, options
+        self.vocabulary, self.words_index, self.log = vocabulary, words_index, log
+        self._words, self._identity = words, identity
+        self._embedder = None
+        self._scorer: hierarchy.HierarchyTagger | None | bool = False  # False: not made yet
+        self._lock = threading.RLock()  # one model call at a time: bounded memory, no oversubscribed cores
+        self.skipped: list[tuple[str, str]] = []
+
+    # ---- what the tags need, each made once on first use
+
+    @property
+    def embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._load()
+        return self._embedder
+
+    def _load(self):
+        model = self._model
+        if model is None or isinstance(model, str):
+            from models.embedder import DEFAULT_MODEL, load_embedder  # onnxruntime or torch: only to embed
+
+            custom = {} if self.options in (None, hierarchy.DEFAULT_OPTIONS) else {"conse_options": self.options}
+            return load_embedder(model or DEFAULT_MODEL, engine=self.engine, **custom)
+        return model() if callable(model) and not hasattr(model, "embed_paths") else model
+
+    @property
+    def identity(self) -> dict:
+        return self._identity if self._identity is not None else self.embedder.identity
+
+    @property
+    def words(self) -> VectorTable:
+        """The words tags are chosen from: the user's vocabulary, else the word index's tag words."""
+        with self._lock:
+            if self._words is None:
+                self._words = self._open_words()
+        return self._words
+
+    def _open_words(self) -> VectorTable:
+        identity = self.identity
+        if self.vocabulary:
+            table, missing = vocabulary_table(self.vocabulary, identity["vectors_source"], identity["vectors_sha"])
+            if missing:
+                self.log(f"{len(missing)} words of {self.vocabulary} are not in the word vectors: {', '.join(missing)}")
+            return table
+        index = word_index(self.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"], self.log)
+        return tag_table(index)  # the visual tag words of the index, not the extra query words
+
+    @property
+    def uses_hierarchy(self) -> bool:
+        """A ConSE model: tags add WordNet evidence from the class probabilities (which need the image)."""
+        return self.identity.get("conse_options") is not None
+
+    @property
+    def scorer(self) -> hierarchy.HierarchyTagger | None:
+        """ConSE's tagger over the tag words (None for a trained checkpoint, which tags by cosine alone)."""
+        with self._lock:
+            if self._scorer is False:
+                options = self.identity.get("conse_options")
+                self._scorer = None if options is None else hierarchy.HierarchyTagger(
+                    self.words.items, self.words.vectors, hierarchy.HierarchyOptions(**options)
+                )
+        return self._scorer
+
+    def _embedding_model(self):
+        """The embedder whose rows carry the class probabilities too when the hierarchy needs them."""
+        return self.embedder.with_class_probabilities() if self.scorer is not None else self.embedder
+
+    # ---- tagging
+
+    def tag_row(self, row: np.ndarray, top_k: int = 10, min_score: float | None = None, exact: bool = False):
+        """``[(word, score)]`` best first for one embedded row: the vector, then any class probabilities."""
+        if self.scorer is not None:  # ConSE: cosine + WordNet hierarchy - stacking, exact
+            dim = self.identity["dim"]
+            probs = row[dim:] if len(row) > dim else None
+            tags = self.scorer.tags(row[:dim], probs, top_k)
+        else:
+            tags = self.words.nearest(row, top_k, exact=exact)
+        return above_min_score(tags, min_score)
+
+    def tag(self, image: str | os.PathLike, top_k: int = 10, min_score: float | None = None,
+            exact: bool = False, shown: str | None = None) -> Tags:  # fmt: skip
+        """The tags of one image file (``shown``: the name to give it in the result, default its path);
+        UnreadableImage when it cannot be decoded."""
+        path, shown = os.fsdecode(image), shown or os.fsdecode(image)
+        model = self._embedding_model()
+        with self._lock:
+            result = model.embed_paths([path], progress=False)
+        if result.skipped:
+            raise UnreadableImage(shown, result.skipped[0][1])
+        row = np.asarray(result.vectors[0])
+        return Tags(shown, self.tag_row(row, top_k, min_score, exact), row[: self.identity["dim"]])
+
+    def tag_files(self, files: Sequence, top_k: int = 10, min_score: float | None = None, exact: bool = False,
+                  batch_size: int = 64, workers: int | None = None, progress: bool = True) -> Iterator[tuple[object, Tags]]:  # fmt: skip
+        """``(file, Tags)`` for each readable one of ``files`` (``indexing.image_index.ImageFile``s, e.g. from
+        ``collect_images``), in order, decoded in ``workers`` processes; the unreadable go to ``skipped``."""
+        from indexing.image_index import ChunkedEmbedder, chunks
+
+        model = self._embedding_model()
+        with ChunkedEmbedder(model, len(files), batch_size, progress=progress, workers=workers) as embed:
+            try:
+                for chunk in chunks(list(files)):
+                    vectors = embed([f.path for f in chunk])
+                    for f in chunk:
+                        if f.path in vectors:
+                            row = vectors[f.path]
+                            yield f, Tags(f.given or f.path, self.tag_row(row, top_k, min_score, exact),
+                                          row[: self.identity["dim"]])  # fmt: skip
+            finally:
+                self.skipped += embed.skipped
+
+    def tag_indexed(self, path: str, stored_vector: np.ndarray, top_k: int = 10,
+                    min_score: float | None = None) -> Tags:  # fmt: skip
+        """The tags of a photo already in an image index, as tag.py gives them for its file.
+
+        A cosine model's tags come from the stored vector (no model needed). ConSE's hierarchy tags need
+        the photo's class probabilities, which an index does not store, so its file is embedded again;
+        if it is gone or unreadable now, the stored vector gives the tags without the hierarchy's share.
+        """
+        if self.uses_hierarchy:
+            try:
+                return self.tag(path, top_k, min_score)
+            except UnreadableImage as err:
+                self.log(f"{err}: tags from its stored vector, without the WordNet hierarchy")
+        vector = np.asarray(stored_vector, dtype=np.float32)
+        return Tags(path, self.tag_row(vector, top_k, min_score), vector)

@@ -1,0 +1,116 @@
+"""Tag images with words: each image's nearest words in the shared image-word space.
+
+The word index (in the per-user cache unless ``--words-index`` says where) is built on first use;
+``--vocabulary`` tags with a word list of your own instead. With onnxruntime and the model's ONNX export
+cached (made on first use), tagging imports neither torch nor gensim; it never imports pytorch_lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foundation.errors import EXIT_CODES_HELP, run_entry
+from indexing import cli
+from indexing.bundle import check_target
+from indexing.gallery import Hit, Row
+from indexing.image_index import collect_images
+from indexing.word_index import WORDS_INDEX_HELP, default_words_index
+from library.scores import add_min_score_option
+from library.xmp import SidecarWriter
+from models.embedder import DEFAULT_MODEL
+from service.tagger import Tagger
+from taxonomy import hierarchy  # numpy only
+
+EPILOG = f"""examples:
+  python tag.py photo.jpg holiday/ --top-k 5
+  python tag.py shoes/ --checkpoint conse:efficientnet_lite0 --json
+  python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+  python tag.py ~/Photos --write-xmp --top-k 5 --min-score 0.6   # keywords into IMG_1234.JPG.xmp sidecars
+
+{EXIT_CODES_HELP}"""
+JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": S}, ...]} (best first)'
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tag.py",
+        description="Print the nearest words for each image.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=DEFAULT_MODEL,
+        help=f"a .ckpt file, or conse:<backbone> for no training at all (default {DEFAULT_MODEL}: on real "
+        "photos it tags best; a Fashion-MNIST model knows only clothes, see README Results)",
+    )
+    parser.add_argument(
+        "--vocabulary",
+        metavar="FILE",
+        help="tag only with these words (one per line; exact search) instead of the word index",
+    )
+    parser.add_argument(
+        "--words-index",
+        help=f"word index bundle, built on first use if missing (default {WORDS_INDEX_HELP})",
+    )
+    parser.add_argument(
+        "--batch-size", type=cli.positive_int, default=64,
+        help="images decoded ahead per network batch (default 64; on the CPU the network runs 16 at a time)",
+    )
+    cli.add_inference_options(parser)
+    cli.add_result_options(parser, JSON_FORMAT)
+    add_min_score_option(parser, "tags", cosine=False)
+    parser.add_argument(
+        "--write-xmp",
+        action="store_true",
+        help="also write the tags into an XMP sidecar beside each photo (IMG_1234.JPG.xmp: dc:subject and "
+        "lr:hierarchicalSubject wordsight|<its WordNet chain>|<tag>, e.g. wordsight|animal|feline|cat|tabby), merged with what is there: keywords of the user or other "
+        "tools are kept as they are, only wordsight's own earlier tags are replaced; photos are never modified",
+    )
+    parser.add_argument(
+        "--lightroom-sidecars",
+        action="store_true",
+        help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
+    )
+    hierarchy.add_options(parser)
+    return parser.parse_args(argv)
+
+
+def tag(args: argparse.Namespace) -> int:
+    cli.check_outputs(args.html, args.grid)
+    if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
+        check_target(args.words_index or default_words_index(), args.images)
+    collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
+    rows = []
+    sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
+    with cli.results_stdout() as out:
+        tagger = Tagger(args.checkpoint, vocabulary=args.vocabulary, words_index=args.words_index,
+                        engine=args.engine, options=hierarchy.options_from_args(args), log=cli.log)  # fmt: skip
+        cli.note_top_k(args.top_k, len(tagger.words), "words")
+        found = tagger.tag_files(collected.files, args.top_k, args.min_score, args.exact,
+                                 batch_size=args.batch_size, workers=args.workers)  # fmt: skip
+        for f, tags in found:
+            if sidecars is not None:
+                sidecars(f.given, tags.tags)
+            if args.json:
+                cli.emit_json(out, tags.record())
+            else:
+                out.write(f"{tags.image}: {', '.join(f'{w} {s:.2f}' for w, s in tags.tags)}\n")
+            rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags.tags]))
+    cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
+    if sidecars is not None:
+        cli.log(sidecars.summary())
+    return cli.finish(collected.skipped + tagger.skipped + (sidecars.failed if sidecars else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_entry("tag.py", lambda: tag(args), (FileNotFoundError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
