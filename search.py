@@ -12,16 +12,18 @@ import argparse
 import os
 import sys
 
+import cli.options
+import cli.output
+from cli.gallery import Hit, Row
+from cli.options import add_min_score_option, day
 from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
-from indexing import cli
 from indexing.bundle import Bundle, BundleMismatch
 from indexing.collection import INDEX_SPEC_HELP, open_collection
-from indexing.gallery import Hit, Row
 from indexing.queries import check_embedder, search_record, word_index_for
 from indexing.word_index import WORDS_INDEX_HELP, UnknownWord, default_words_index, query_vector
-from library.filters import Filter, day, filtered_nearest, make_filter
+from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, SYNTAX_HELP, Query, combine, parse_query
-from library.scores import above_min_score, add_min_score_option
+from library.scores import above_min_score
 
 EPILOG = f"""examples:
   python -m indexing build-images photos/ --out indexes/photos --checkpoint CKPT   # once
@@ -56,8 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
     )
-    cli.add_inference_options(parser, workers=False)
-    cli.add_result_options(parser, JSON_FORMAT)
+    cli.options.add_inference_options(parser, workers=False)
+    cli.options.add_result_options(parser, JSON_FORMAT)
     add_library_options(parser)
     args = parser.parse_args(argv)
     if not args.queries and not args.duplicates:
@@ -101,11 +103,11 @@ class QueryVectors:
             features = self._image_vector(query.terms[0].text, features=True)
             if features is not None or len(self.skipped) > skipped:
                 return "features", features
-            cli.log("the embedder gives no pooled features: searching the word space (as --semantic)")
+            cli.output.log("the embedder gives no pooled features: searching the word space (as --semantic)")
         parts = []
         for term in query.terms:
             if term.kind == IMAGE and term.prefix is None and not _looks_like_image_path(term.text):
-                cli.log(f"note: {term.text!r} is a file here, searched as an image; word:{term.text} searches the word")
+                cli.output.log(f"note: {term.text!r} is a file here, searched as an image; word:{term.text} searches the word")
             vector = self._image_vector(term.text) if term.kind == IMAGE else self._word_vector(term)
             if vector is None:
                 return "words", None
@@ -155,20 +157,20 @@ def _looks_like_image_path(query: str) -> bool:
 
 
 def search(args: argparse.Namespace) -> int:
-    cli.check_outputs(args.html, args.grid)
+    cli.output.check_outputs(args.html, args.grid)
     images = open_collection(args.index, expect={"kind": "images"})
-    cli.note_top_k(args.top_k, len(images), "images")
+    cli.output.note_top_k(args.top_k, len(images), "images")
     spaces = Spaces(images, make_filter(args.folder, args.after, args.before))
     if args.duplicates:
         return duplicates(args, spaces)
     vector_of = QueryVectors(images, args)
     rows, unknown = [], False
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         for text in args.queries:
             try:
                 query = parse_query(text, is_file_query)
                 if query.single_image and not args.semantic and spaces.features is None:
-                    cli.log(f"{images.path} has no visual features (rebuild it to add them): searching the word space")
+                    cli.output.log(f"{images.path} has no visual features (rebuild it to add them): searching the word space")
                 space, vector = vector_of(query, visual=not args.semantic and spaces.features is not None)
             except UnknownWord as err:  # tell, and go on with the other queries
                 report_error("search.py", err)
@@ -180,23 +182,23 @@ def search(args: argparse.Namespace) -> int:
             _print(out, text, results, args)
             is_image = query.single_image
             rows.append(Row(text, text if is_image else None, [Hit(_short(p), s, p) for p, s in results]))
-    cli.write_galleries(rows, f"wordsight search: {images.path}", args.html, args.grid)
-    return cli.finish(vector_of.skipped, bad_input=unknown)
+    cli.output.write_galleries(rows, f"wordsight search: {images.path}", args.html, args.grid)
+    return cli.output.finish(vector_of.skipped, bad_input=unknown)
 
 
 class Spaces:
     """The index's word space and (if stored) its visual-feature space, with the folder/date filter."""
 
     def __init__(self, images: Bundle, where: Filter):
-        from indexing.library_columns import open_features, read_meta
+        from indexing.bundle.columns import open_features, read_meta
 
         self.images, self.where = images, where
         self.mask = self.sql_where = None
-        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.pg_store)
+        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.postgres.store)
             self.features = images.features_space()
             self.sql_where = where if where.active else None
             if where.active:
-                cli.log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
+                cli.output.log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
             return
         self.features = open_features(images)
         if where.active:
@@ -204,7 +206,7 @@ class Spaces:
             if meta is None:
                 raise BundleMismatch(f"{images.path} records no folders or dates; rebuild it to use --in/--after/--before")
             self.mask = where.mask(meta)
-            cli.log(f"{int(self.mask.sum())} of {len(images)} photos are {where.describe()}")
+            cli.output.log(f"{int(self.mask.sum())} of {len(images)} photos are {where.describe()}")
 
     def nearest(self, space: str, vector, k: int, exact: bool):
         target = self.features if space == "features" else self.images
@@ -229,16 +231,16 @@ def duplicates(args: argparse.Namespace, spaces: Spaces) -> int:
                 else {spaces.images.items[i] for i in map(int, spaces.mask.nonzero()[0])})  # fmt: skip
         groups = [g for g in ([(p, s) for p, s in group if p in keep] for group in groups) if len(g) > 1]
         groups.sort(key=lambda g: -len(g))
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         for group in groups:
             if args.json:
-                cli.emit_json(out, {"duplicates": [{"image": p, "score": round(s, 4)} for p, s in group]})
+                cli.output.emit_json(out, {"duplicates": [{"image": p, "score": round(s, 4)} for p, s in group]})
             elif args.paths:
                 out.write("".join(f"{p}\n" for p, _ in group) + "\n")
             else:
                 out.write(f"{len(group)} photos\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in group))
-    cli.log(f"{len(groups)} groups of near-duplicates ({sum(map(len, groups))} photos) at threshold {args.threshold}")
-    return cli.finish([])
+    cli.output.log(f"{len(groups)} groups of near-duplicates ({sum(map(len, groups))} photos) at threshold {args.threshold}")
+    return cli.output.finish([])
 
 
 def _short(path: str) -> str:
@@ -250,7 +252,7 @@ def _print(out, query: str, results: list[tuple[str, float]], args: argparse.Nam
     if args.paths and not args.json:
         out.write("".join(f"{p}\n" for p, _ in results))
     elif args.json:
-        cli.emit_json(out, search_record(query, results))
+        cli.output.emit_json(out, search_record(query, results))
     else:
         out.write(query + "\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in results))
 

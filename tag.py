@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+import cli.options
+import cli.output
+from cli.gallery import Hit, Row
+from cli.options import add_min_score_option
 from foundation.errors import EXIT_CODES_HELP, run_entry
-from indexing import cli
+from foundation.sharding import chunks
+from indexing.build.embedding import CHUNK, ChunkedEmbedder
+from indexing.build.files import collect_images
 from indexing.bundle import check_target
-from indexing.gallery import Hit, Row
-from indexing.image_index import ChunkedEmbedder, chunks, collect_images
 from indexing.queries import tag_record
 from indexing.word_index import (
     WORDS_INDEX_HELP,
@@ -23,8 +27,9 @@ from indexing.word_index import (
     tag_table,
     vocabulary_table,
 )
-from library.scores import above_min_score, add_min_score_option
+from library.scores import above_min_score
 from library.xmp import SidecarWriter
+from models.embedder import DEFAULT_MODEL
 from taxonomy import hierarchy  # numpy only
 
 EPILOG = f"""examples:
@@ -34,7 +39,7 @@ EPILOG = f"""examples:
   python tag.py ~/Photos --write-xmp --top-k 5 --min-score 0.6   # keywords into IMG_1234.JPG.xmp sidecars
 
 {EXIT_CODES_HELP}"""
-DEFAULT_TAGGER = "conse:efficientnet_lite0"
+DEFAULT_TAGGER = DEFAULT_MODEL
 JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": S}, ...]} (best first)'
 
 
@@ -64,11 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"word index bundle, built on first use if missing (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=64,
+        "--batch-size", type=cli.options.positive_int, default=64,
         help="images decoded ahead per network batch (default 64; on the CPU the network runs 16 at a time)",
     )
-    cli.add_inference_options(parser)
-    cli.add_result_options(parser, JSON_FORMAT)
+    cli.options.add_inference_options(parser)
+    cli.options.add_result_options(parser, JSON_FORMAT)
     add_min_score_option(parser, "tags", cosine=False)
     parser.add_argument(
         "--write-xmp",
@@ -82,31 +87,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
     )
-    hierarchy.add_options(parser)
+    cli.options.add_hierarchy_options(parser)
     return parser.parse_args(argv)
 
 
 def tag(args: argparse.Namespace) -> int:
-    cli.check_outputs(args.html, args.grid)
+    cli.output.check_outputs(args.html, args.grid)
     if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
         args.default_words_index = args.words_index is None  # may be rebuilt when its vocabulary is outdated
         args.words_index = check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         from models.embedder import load_embedder  # onnxruntime or torch: only once images are embedded
 
-        options = hierarchy.options_from_args(args)  # passed on only when not the defaults
+        options = cli.options.hierarchy_options(args)  # passed on only when not the defaults
         custom = {} if options == hierarchy.DEFAULT_OPTIONS else {"conse_options": options}
         embedder = load_embedder(args.checkpoint, engine=args.engine, **custom)
         words = _words(args, embedder.identity)
-        cli.note_top_k(args.top_k, len(words), "words")
+        cli.output.note_top_k(args.top_k, len(words), "words")
         tagger, dim = _hierarchy_tagger(embedder, words), embedder.dim
         if tagger is not None:
             embedder = embedder.with_class_probabilities()
         with ChunkedEmbedder(embedder, len(collected.files), args.batch_size, workers=args.workers) as embed:
-            for chunk in chunks(collected.files):
+            for chunk in chunks(collected.files, CHUNK):
                 vectors = embed([f.path for f in chunk])
                 for f in chunk:
                     if f.path not in vectors:
@@ -121,10 +126,10 @@ def tag(args: argparse.Namespace) -> int:
                         sidecars(f.given, tags)
                     _print(out, f.given, tags, args.json)
                     rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags]))
-    cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
+    cli.output.write_galleries(rows, "wordsight tags", args.html, args.grid)
     if sidecars is not None:
-        cli.log(sidecars.summary())
-    return cli.finish(collected.skipped + embed.skipped + (sidecars.failed if sidecars else []))
+        cli.output.log(sidecars.summary())
+    return cli.output.finish(collected.skipped + embed.skipped + (sidecars.failed if sidecars else []))
 
 
 def _hierarchy_tagger(embedder, words):
@@ -142,7 +147,7 @@ def _words(args: argparse.Namespace, identity: dict):
             args.vocabulary, identity["vectors_source"], identity["vectors_sha"]
         )
         if missing:
-            cli.log(
+            cli.output.log(
                 f"{len(missing)} words of {args.vocabulary} are not in the word vectors: {', '.join(missing)}"
             )
         return table
@@ -152,7 +157,7 @@ def _words(args: argparse.Namespace, identity: dict):
         identity["vectors_sha"],
         identity["dim"],
         build_if_missing=True,
-        log=cli.log,
+        log=cli.output.log,
         default_vocabulary=args.default_words_index,
     )
     return tag_table(index)  # the visual tag words of the index, not the extra query words
@@ -160,7 +165,7 @@ def _words(args: argparse.Namespace, identity: dict):
 
 def _print(out, image: str, tags: list[tuple[str, float]], as_json: bool) -> None:
     if as_json:
-        cli.emit_json(out, tag_record(image, tags))
+        cli.output.emit_json(out, tag_record(image, tags))
     else:
         out.write(f"{image}: {', '.join(f'{w} {s:.2f}' for w, s in tags)}\n")
 

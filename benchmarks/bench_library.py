@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexing.bundle import DEFAULT_N_TREES, _build_forest, normalise, tune_search_k
-from indexing.library_columns import FEATURE_TREES
+from indexing.bundle.columns import FEATURE_TREES
 from library.metadata import content_hash, exif_date
 
 FEATURE_DIM = 1280  # EfficientNet-Lite0's pooled features

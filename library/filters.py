@@ -8,7 +8,6 @@ over-fetches candidates from the forest and keeps the matching ones; when the fi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from dataclasses import dataclass
@@ -17,14 +16,6 @@ import numpy as np
 
 EXACT_SUBSET = 20_000  # a subset this small is scanned exactly: ~1 ms per 1000 rows of 50-d
 OVERFETCH_ROUNDS = 4
-
-
-def day(text: str) -> dt.date:
-    """argparse type: a day as YYYY-MM-DD."""
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day like 2024-12-31") from None
 
 
 @dataclass(frozen=True)

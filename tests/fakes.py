@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image
 
 from foundation.errors import WordsightError
 from foundation.images import BadImage, open_image
+from indexing.build.shards import Shard
 
 DIM = 8
 COLOURS = {
@@ -139,3 +141,24 @@ def colour_space(root: Path) -> ColourSpace:
     wv = load_word_vectors(str(glove))
     build_word_index(root / "words", vectors=str(glove))
     return ColourSpace(glove, root / "words", FakeEmbedder(wv.source, wv.sha))
+
+
+def thread_shard(rank: int, world_size: int, barrier: threading.Barrier, box: dict) -> Shard:
+    """Rank ``rank`` of ranks running as threads: broadcast and gather through ``box`` and ``barrier``."""
+
+    def broadcast(obj):
+        if rank == 0:
+            box["broadcast"] = obj
+        barrier.wait()
+        value = box["broadcast"]
+        barrier.wait()
+        return value
+
+    def gather(obj) -> list:
+        box[rank] = obj
+        barrier.wait()
+        everyone = [box[r] for r in range(world_size)]
+        barrier.wait()
+        return everyone
+
+    return Shard(rank, world_size, broadcast, gather)

@@ -19,7 +19,7 @@ import search
 import tag
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import normalise, open_bundle
-from indexing.library_columns import open_features, read_meta
+from indexing.bundle.columns import open_features, read_meta
 from library import filters
 from library.keywords import photo_keywords
 from library.scores import above_min_score

@@ -28,11 +28,12 @@ pgserver = pytest.importorskip("pgserver")
 psycopg = pytest.importorskip("psycopg")
 
 import search
-from indexing import pg_server, pg_store
 from indexing.__main__ import main as indexing_main
+from indexing.build.driver import build_image_index
 from indexing.bundle import open_bundle
-from indexing.shards import Shard
-from tests.fakes import install_fake_embedder_module
+from indexing.postgres import server as pg_server
+from indexing.postgres import store as pg_store
+from tests.fakes import install_fake_embedder_module, thread_shard
 from tests.library_photos import LAYOUT, FeatureFakeEmbedder
 from tests.test_library import embedder, library, space  # noqa: F401 - the photo library's fixtures
 
@@ -277,8 +278,8 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from indexing.pg_server import connect
-from indexing.pg_store import Row, Writer
+from indexing.postgres.server import connect
+from indexing.postgres.store import Row, Writer
 spec, marker = sys.argv[1], Path(sys.argv[2])
 conn = connect(spec)
 rows = [Row(f"/virtual/new{i}.jpg", 1, 1, {"folder": "/virtual", "date": "2024-01-01T00:00:00", "hash": "n"},
@@ -433,27 +434,15 @@ def _new_db(server) -> str:
 
 
 def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, capfd):
-    from indexing.pg_build import build_images_pg
-
     for name in ("broken.jpg", "zz-truncated.jpg"):  # skipped by whichever rank gets them
         (library / name).write_bytes(b"\xff\xd8\xff not a jpeg")
 
     barrier, box = threading.Barrier(2), {}
-
-    def broadcast(obj, rank):
-        if rank == 0:
-            box["value"] = obj
-        barrier.wait()
-        value = box["value"]
-        barrier.wait()
-        return value
-
     results, errors = {}, []
 
     def rank(r):
         try:
-            shard = Shard(r, 2, barrier.wait, lambda obj: broadcast(obj, r))
-            results[r] = build_images_pg([library], db, embedder, shard=shard, progress=False)
+            results[r] = build_image_index([library], db, embedder, shard=thread_shard(r, 2, barrier, box), progress=False)
         except Exception as err:  # noqa: BLE001
             errors.append(repr(err))
             barrier.abort()
@@ -463,9 +452,9 @@ def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, 
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert errors == [] and results[1] is None and len(results[0].bundle) == 10
+    assert errors == [] and results[1] is None and len(results[0].collection) == 10
     single = server.get_uri(_new_db(server))
-    one = build_images_pg([library], single, embedder, progress=False).bundle
+    one = build_image_index([library], single, embedder, progress=False).collection
     two = pg_store.open_store(db)
     assert two.items == one.items
     assert np.array_equal(np.asarray(two.vectors), np.asarray(one.vectors))

@@ -26,7 +26,7 @@ import numpy as np
 
 from indexing.bundle import MANIFEST_FILE, Bundle, BundleError
 from indexing.collection import open_collection
-from indexing.pg_server import is_db_spec
+from indexing.postgres.server import is_db_spec
 from indexing.queries import check_embedder, search_record, tag_record, word_index_for
 from indexing.word_index import query_vector, tag_table
 from webapp.thumbnails import render

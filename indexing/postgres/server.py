@@ -7,7 +7,7 @@
   stopped when the last process using it exits (PyPI ``pgserver``: PostgreSQL 16 + pgvector 0.6 in a wheel;
   it listens on a Unix socket inside PATH only, never on the network).
 
-Nothing here knows the schema (``indexing.pg_store``). psycopg and pgserver are imported only here, and
+Nothing here knows the schema (``indexing.postgres.store``). psycopg and pgserver are imported only here, and
 only when a database spec is used: Annoy bundles never load them.
 """
 
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexing.bundle import BundleError, BundleMissing
+from indexing.errors import BundleError, BundleMissing
 
 EMBEDDED_PREFIX = "pg:"
 URI_PREFIXES = ("postgresql://", "postgres://")
