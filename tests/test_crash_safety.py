@@ -105,9 +105,10 @@ def pause():
 if point == "vectors":  # half of the new vectors are in the temp bundle's vectors.npy
     real_append = builder.RowWriter.append
     def append(self, rows):
+        if ".photos.tmp-" not in str(self.path):  # a share embedded before the bundle is written: whole
+            return real_append(self, rows)
         real_append(self, rows[: max(1, len(rows) // 2)])
-        if self.path.name == "vectors.npy" and ".photos.tmp-" in str(self.path):  # the bundle's, not a share's
-            pause()
+        pause()
     builder.RowWriter.append = append
 else:  # "forest": Annoy's on-disk forest file holds the items, the trees are not built yet
     class PausingAnnoy(forest.AnnoyIndex):

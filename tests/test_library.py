@@ -4,6 +4,7 @@ XMP sidecars are read back with the real reader, exiftool (Debian libimage-exift
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -272,7 +273,7 @@ def test_folder_and_date_filters_still_return_k(index, space, library, capfd, mo
 
 
 def test_filter_mask_bounds_are_inclusive():
-    where = filters.make_filter(None, filters.day("2024-01-01"), filters.day("2024-12-31"))
+    where = filters.make_filter(None, dt.date(2024, 1, 1), dt.date(2024, 12, 31))
     meta = [{"folder": "/a", "date": d} for d in ("2023-12-31T23:59:59", "2024-01-01T00:00:00", "2024-12-31T23:59:59",
                                                    "2025-01-01T00:00:00")]  # fmt: skip
     assert where.mask(meta).tolist() == [False, True, True, False]
