@@ -91,6 +91,7 @@ class FakeEmbedder:
 
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         good, vectors, skipped = [], [], []
+        self.workers_seen = workers
         for path in map(os.fsdecode, paths):
             self.embedded.append(path)
             try:
@@ -118,6 +119,8 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
         if spec == "missing":
             raise EmbedderError("no checkpoint in checkpoints/: train one")
         print("Loaded pretrained weights for fake")
+        embedder.loaded_as = {"spec": spec, "engine": engine}
+        embedder.runtime = {"engine": engine}  # what a real embedder reports, and the manifest records
         return embedder
 
     module.load_embedder = load_embedder

@@ -147,6 +147,14 @@ def test_build_search_and_filters_match_the_annoy_bundle(tmp_path, db, library, 
     assert code == 0 and json.loads("\n".join(lines))["backend"] == "postgres"
 
 
+def test_engine_and_workers_reach_the_embedder_with_the_postgres_backend(db, library, embedder, capfd):
+    build(library, db, capfd, "--engine", "torch", "--workers", "0")
+    assert embedder.loaded_as["engine"] == "torch" and embedder.workers_seen == 0
+    collection = pg_store.open_store(db, {"kind": "images"})
+    assert collection.manifest["inference"] == {"engine": "torch"}  # the collection records what embedded it
+    collection.close()
+
+
 def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, capfd, monkeypatch):
     build(library, db, capfd)
     collection = pg_store.open_store(db)
