@@ -59,6 +59,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_build_words(commands)
+    _add_build_images(commands)
+    info = commands.add_parser("info", help="print a bundle's manifest (without the skipped-file list)")
+    info.add_argument("bundle", help="a bundle folder, or a database: pg:PATH or postgresql://...")
+
+    to_pg = commands.add_parser("export-to-postgres", help="copy an image bundle into a PostgreSQL collection")
+    to_pg.add_argument("bundle", help="the image bundle folder")
+    to_pg.add_argument("--db", required=True, help=f"an empty database: {DB_HELP}")
+    from_pg = commands.add_parser("export-from-postgres", help="write a PostgreSQL collection out as a bundle")
+    from_pg.add_argument("--db", required=True, help=DB_HELP)
+    from_pg.add_argument("--out", required=True, help="bundle directory: new, empty or an index")
+    return parser.parse_args(argv)
+
+
+def _add_build_words(commands) -> None:
     words = commands.add_parser("build-words", help="the word index used by tag.py and word queries")
     words.add_argument(
         "--out", help=f"bundle directory (default {WORDS_INDEX_HELP}, where tag.py and search.py look)"
@@ -80,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     vocabulary.add_argument("--word-list", metavar="FILE", help="index these words instead (one per line)")
     words.add_argument("--force", action="store_true", help="rebuild even if the bundle is up to date")
 
+    _add_forest_options(words)
+
+
+def _add_build_images(commands) -> None:
     images = commands.add_parser("build-images", help="an image collection for search.py")
     images.add_argument(
         "inputs",
@@ -125,24 +144,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_inference_options(images)
 
-    for sub in (words, images):  # default None: a value given with --backend postgres is refused
-        sub.add_argument("--n-trees", type=positive_int, help=f"annoy: trees (default {DEFAULT_N_TREES})")
-        sub.add_argument(
-            "--search-k",
-            type=positive_int,
-            help="annoy: search_k (default: smallest reaching recall@10 >= 0.95 vs exact)",
-        )
+    _add_forest_options(images)
 
-    info = commands.add_parser("info", help="print a bundle's manifest (without the skipped-file list)")
-    info.add_argument("bundle", help="a bundle folder, or a database: pg:PATH or postgresql://...")
 
-    to_pg = commands.add_parser("export-to-postgres", help="copy an image bundle into a PostgreSQL collection")
-    to_pg.add_argument("bundle", help="the image bundle folder")
-    to_pg.add_argument("--db", required=True, help=f"an empty database: {DB_HELP}")
-    from_pg = commands.add_parser("export-from-postgres", help="write a PostgreSQL collection out as a bundle")
-    from_pg.add_argument("--db", required=True, help=DB_HELP)
-    from_pg.add_argument("--out", required=True, help="bundle directory: new, empty or an index")
-    return parser.parse_args(argv)
+def _add_forest_options(parser: argparse.ArgumentParser) -> None:
+    """Annoy's options (default None: a value given with --backend postgres is refused)."""
+    parser.add_argument("--n-trees", type=positive_int, help=f"annoy: trees (default {DEFAULT_N_TREES})")
+    parser.add_argument(
+        "--search-k", type=positive_int, help="annoy: search_k (default: smallest reaching recall@10 >= 0.95 vs exact)"
+    )
 
 
 def build_words(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ psycopg = pytest.importorskip("psycopg")
 
 import search
 from indexing.__main__ import main as indexing_main
+from indexing.ann import recall as ann_recall
 from indexing.build.driver import build_image_index
 from indexing.bundle import open_bundle
 from indexing.postgres import server as pg_server
@@ -168,7 +169,7 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
 
 
 def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
-    monkeypatch.setattr(pg_store, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
+    monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
     err = build(library, db, capfd, "--hnsw-m", 24, "--ef-construction", 80)
     assert "queries scan exactly" in err
     collection = pg_store.open_store(db)

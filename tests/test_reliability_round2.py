@@ -31,8 +31,8 @@ from indexing.ann import forest
 from indexing.ann.vectors import normalise
 from indexing.build.driver import build_image_index
 from indexing.bundle import BundleBuilder, BundleError, open_bundle
-from indexing.generations.folders import generation
 from indexing.bundle import core as bundle_core
+from indexing.generations.folders import generation
 from tests.fakes import write_colour_images
 from tests.test_bundle import build, random_vectors
 

@@ -8,7 +8,6 @@ serialise on the rows (``indexing.postgres.store.Writer``).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 
 from foundation.images import printable

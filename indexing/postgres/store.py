@@ -40,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.ann.forest import METRIC
-from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, TARGET_RECALL, tune_setting
+from indexing.ann import recall as ann_recall
+from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, tune_setting
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
 from indexing.errors import BundleMismatch, BundleMissing
@@ -406,7 +407,7 @@ def _rebuild_hint(manifest: dict, shown: str) -> str:
 
 
 def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_search: int | None = None) -> tuple[int, float]:
-    """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches TARGET_RECALL (or the given one)."""
+    """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches the target recall (or the given one)."""
 
     def search(query: np.ndarray, k: int, ef: int) -> list[int]:
         collection.manifest = {**collection.manifest, "ef_search": ef, "features_ef_search": ef}
@@ -423,9 +424,9 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
 def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
     """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
     heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
-    if recall >= TARGET_RECALL or chosen is not None:
+    if recall >= ann_recall.TARGET_RECALL or chosen is not None:
         return "hnsw"
-    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
+    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {ann_recall.TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
         "queries scan exactly (pass --ef-search to use the index anyway)")
     return "exact"
 
