@@ -30,8 +30,6 @@ STATS = "stats"  # an image bundle's per-item (size, mtime_ns) array (stats.npy)
 MAX_MANIFEST = 64 << 20
 KINDS = ("images", "words")
 
-__all__ = ["MANIFEST_FILE"]
-
 
 def read_items(path: Path) -> list[str]:
     """Items from a newline-separated file; file names keep their undecodable bytes (surrogateescape)."""
