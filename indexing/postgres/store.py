@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexing.ann.forest import METRIC
 from indexing.ann import recall as ann_recall
+from indexing.ann.forest import METRIC
 from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, tune_setting
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
