@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def add_library_options(parser: argparse.ArgumentParser) -> None:
-    """Filters, thresholds and the other photo-library options (issue 14)."""
+    """Filters, thresholds and the other photo-library options."""
     from library.duplicates import DEFAULT_THRESHOLD
 
     add_min_score_option(parser, "results")
@@ -81,7 +81,7 @@ def add_library_options(parser: argparse.ArgumentParser) -> None:
                         help="image queries find the same kind of thing (word space) instead of visually similar photos")
     parser.add_argument("--duplicates", action="store_true",
                         help="list groups of near-duplicate photos (visual features), largest first")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="COSINE",
+    parser.add_argument("--threshold", type=cli.options.cosine_score, default=DEFAULT_THRESHOLD, metavar="COSINE",
                         help=f"with --duplicates: feature cosine at which two photos count as duplicates "
                         f"(default {DEFAULT_THRESHOLD}, chosen on generated near-duplicates, see README)")
 

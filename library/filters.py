@@ -39,7 +39,15 @@ class Filter:
             return False
         if self.after and facts["date"] < self.after.isoformat():
             return False
-        return not (self.before and facts["date"] >= (self.before + dt.timedelta(days=1)).isoformat())
+        end = self.end()
+        return not (end and facts["date"] >= end)
+
+    def end(self) -> str | None:
+        """The first day after ``--before`` (ISO), the exclusive end of the range; None when there is no end
+        (no --before, or the last day there is: 9999-12-31 has no next day)."""
+        if self.before is None or self.before == dt.date.max:
+            return None
+        return (self.before + dt.timedelta(days=1)).isoformat()
 
     def mask(self, meta: list[dict]) -> np.ndarray:
         return np.fromiter((self.accepts(facts) for facts in meta), dtype=bool, count=len(meta))

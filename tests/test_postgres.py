@@ -156,6 +156,12 @@ def test_engine_and_workers_reach_the_embedder_with_the_postgres_backend(db, lib
     collection.close()
 
 
+def test_the_last_day_there_is_as_before_keeps_every_photo(db, library, embedder, space, capfd):
+    build(library, db, capfd)
+    everything = search_json(["red", "--top-k", 100, "--before", "9999-12-31"], capfd, space, db)[0]["results"]
+    assert everything == search_json(["red", "--top-k", 100], capfd, space, db)[0]["results"] and len(everything) == 10
+
+
 def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, capfd, monkeypatch):
     build(library, db, capfd)
     collection = pg_store.open_store(db)

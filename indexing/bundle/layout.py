@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,8 +60,10 @@ def is_bundle_folder(path: Path) -> bool:
     if all(OWN_NAMES.fullmatch(name) for name in entries):
         return True  # empty, or only what a build of ours leaves (a lock, generations)
     try:
-        root = generation(path) if os.path.islink(path / CURRENT) else path
-        manifest = json.loads((root / MANIFEST_FILE).read_bytes()[:MAX_MANIFEST])
+        file = (generation(path) if os.path.islink(path / CURRENT) else path) / MANIFEST_FILE
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block the read forever
+            return False
+        manifest = json.loads(file.read_bytes()[:MAX_MANIFEST])
     except (OSError, ValueError, RecursionError, BundleError):
         return False
     return isinstance(manifest, dict) and manifest.get("kind") in KINDS and "format" in manifest

@@ -29,7 +29,6 @@ iterative index scans (``hnsw.iterative_scan = strict_order``) first.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import threading
@@ -213,10 +212,10 @@ def where_sql(where) -> tuple[str, dict]:
     if where.after:
         clauses.append("date >= %(after)s")
         params["after"] = where.after.isoformat()
-    if where.before:
+    if where.end():
         clauses.append("date < %(before)s")
-        params["before"] = (where.before + dt.timedelta(days=1)).isoformat()
-    return " AND ".join(clauses), params
+        params["before"] = where.end()
+    return " AND ".join(clauses) or "TRUE", params
 
 
 class PgRows:
