@@ -18,7 +18,7 @@ from indexing.build.driver import build_image_index
 from indexing.bundle.layout import check_target
 from indexing.bundle.manifest import read_manifest
 from indexing.errors import BundleMissing
-from indexing.postgres.server import DB_HELP, is_db_spec, parse_spec
+from indexing.postgres.server import DB_HELP, check_embedded_folder, is_db_spec, parse_spec
 from indexing.word_index import (
     DEFAULT_VOCAB_SIZE,
     VISUAL_VOCAB_SIZE,
@@ -220,7 +220,9 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
             raise UsageError("--backend postgres needs --db (pg:PATH for an embedded server, or postgresql://...)")
         if args.out:
             raise UsageError("--out is for Annoy bundles; a postgres collection lives in --db")
-        parse_spec(args.db)  # a malformed spec fails before any model loads
+        db = parse_spec(args.db)  # a malformed spec, or a folder of the user's, fails before any model loads
+        if db.embedded is not None:
+            check_embedded_folder(db.embedded)
         return backend, args.db
     if args.db:
         raise UsageError("--db is for --backend postgres; an Annoy bundle goes to --out")

@@ -400,6 +400,42 @@ def test_pg_path_server_is_started_and_stopped_by_each_command(pg_root, library,
     assert _stopped(folder)  # stopped when the command exited
 
 
+def test_a_photo_folder_as_pg_path_is_refused_before_anything_changes(tmp_path, library, embedder, capfd):
+    before = {p: (p.stat().st_uid, p.stat().st_mode) for p in [library, *library.rglob("*")]}
+    code, _, err = run(indexing_main, ["build-images", library, "--backend", "postgres", "--db", f"pg:{library}"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a database" in err
+    assert {p: (p.stat().st_uid, p.stat().st_mode) for p in [library, *library.rglob("*")]} == before
+
+
+def test_a_read_only_parent_of_pg_path_is_one_line(tmp_path, library, embedder, capfd):
+    from tests.test_reliability_round2 import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        code, _, err = run(indexing_main, ["build-images", library, "--db", f"pg:{ro / 'new'}"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "read-only" in err, err
+
+
+START_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from indexing.postgres.server import embedded_uri
+embedded_uri(Path(sys.argv[1]), create=True)
+open(sys.argv[2], "w").close()
+time.sleep(120)
+"""
+
+
+def test_a_server_orphaned_by_a_killed_command_is_stopped_by_the_next_one(pg_root):
+    from tests.reliability_helpers import kill_at_marker, run_python
+
+    folder = pg_root / "photos.pg"
+    kill_at_marker(START_AND_WAIT, [folder, pg_root / "ready"], pg_root / "ready", timeout=120)
+    assert (folder / "postmaster.pid").exists()  # the killed command's server runs on, its parent gone
+    done = run_python(["-m", "indexing", "info", f"pg:{folder}"], timeout=120)
+    assert done.returncode == 2 and "holds no wordsight collection" in done.stderr, done.stderr
+    assert _stopped(folder)  # the next command was the last user: it stopped the server
+
+
 def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embedder, space, capfd):
     from pgserver._commands import pg_ctl
 
