@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the photo library fixtures imported from test_library are parameters here
 """An image bundle's library columns (meta.jsonl, features.f16.npy, features.ann, stats.npy) are files of its
 generation like any other: damage is one line (exit 2), a FIFO in their place is refused, never waited on.
 Far dates and out-of-range thresholds are one line or the right answer."""

@@ -1,4 +1,4 @@
-"""Issue 14 end to end through the CLIs on a small library of real photos (scikit-image samples in nested
+"""The photo library end to end through the CLIs on a small library of real photos (scikit-image samples in nested
 folders with EXIF dates), with a fake embedder (colour word space + thumbnail "features") for speed.
 XMP sidecars are read back with the real reader, exiftool (Debian libimage-exiftool-perl)."""
 

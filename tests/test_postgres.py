@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - the photo library fixtures imported from test_library are parameters here
-"""Issue 16: image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pgserver).
+"""Image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pgserver).
 
 The module starts one embedded server (a Unix socket in a temp folder, no network) and gives each test its
 own database in it; the pg:PATH tests start their own, and the loopback test a second server on

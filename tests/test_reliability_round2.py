@@ -1,4 +1,4 @@
-"""Issue 10, the red-team findings: never lose a user's files, never segfault, never hang.
+"""Reliability under abuse: never lose a user's files, never segfault, never hang.
 
 Word queries and the fake colour embedder (tests.fakes) keep these fast; what could kill a process
 (SIGSEGV from a damaged Annoy file, SIGBUS from a full disk, a FIFO that blocks) runs in a subprocess
