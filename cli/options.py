@@ -14,7 +14,6 @@ from collections.abc import Callable
 from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyOptions
 
 DEFAULT_TOP_K = 10
-CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0"
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cli import output
-from cli.options import CHECKPOINT_HELP, add_inference_options, positive_int
+from cli.options import add_inference_options, positive_int
 from foundation.atomic import check_writable
 from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
 from indexing.ann.forest import DEFAULT_N_TREES
@@ -126,7 +126,8 @@ def _add_build_images(commands) -> None:
                         help="postgres: HNSW ef_construction, for a new index (default 64; larger: slower build, higher recall)")
     images.add_argument(
         "--checkpoint",
-        help=f"{CHECKPOINT_HELP} (default: {DEFAULT_MODEL}, the best general real-photo model; with --update, the index's own)",
+        help=f"a .ckpt file or conse:<backbone> (default: {DEFAULT_MODEL}, the best general real-photo model; "
+        "with --update, the index's own)",
     )
     images.add_argument(
         "--update",
