@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from foundation import hashing
-from indexing.bundle import BundleBuilder, generation, open_bundle
+from indexing.bundle import BundleBuilder, open_bundle
+from indexing.generations.folders import generation
 
 
 def timed(fn):

@@ -174,7 +174,7 @@ def forward_figures(inputs: np.ndarray, rounds: int = 3) -> dict:
 
 
 def index_figures(folder: Path, n: int, raw_torch: float, raw_torch_cpu_ms: float, work: Path) -> dict:
-    from indexing.image_index import build_image_index
+    from indexing.build.driver import build_image_index
     from models.embedder import load_embedder
 
     results = {}

@@ -152,7 +152,7 @@ _BUILD_MEMORY = """
 import sys
 from pathlib import Path
 from tests.fakes import FakeEmbedder
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 build_image_index([sys.argv[1]], Path(sys.argv[2]), FakeEmbedder("synthetic", "synthetic"), progress=False,
                   on_disk=sys.argv[3] == "on_disk")
 """

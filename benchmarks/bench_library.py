@@ -29,8 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexing.bundle import DEFAULT_N_TREES, _build_forest, normalise, tune_search_k
-from indexing.library_columns import FEATURE_TREES
+from indexing.ann.forest import DEFAULT_N_TREES, build_forest, tune_search_k
+from indexing.ann.vectors import normalise
+from indexing.bundle.columns import FEATURE_TREES
 from library.metadata import content_hash, exif_date
 
 FEATURE_DIM = 1280  # EfficientNet-Lite0's pooled features
@@ -103,7 +104,7 @@ def feature_index(n: int) -> dict:
         np.save(folder / "features.f16.npy", features)
         features = np.load(folder / "features.f16.npy", mmap_mode="r")
         started = time.perf_counter()
-        annoy = _build_forest(features, folder / "features.ann", FEATURE_TREES, on_disk=False)
+        annoy = build_forest(features, folder / "features.ann", FEATURE_TREES, on_disk=False)
         built = time.perf_counter() - started
         search_k, recall = tune_search_k(annoy, features)
         tuned = time.perf_counter() - started
@@ -114,7 +115,7 @@ def feature_index(n: int) -> dict:
         words = normalise(rng.normal(size=(n, WORD_DIM)))
         np.save(folder / "vectors.npy", words)
         started = time.perf_counter()
-        _build_forest(words, folder / "index.ann", DEFAULT_N_TREES, on_disk=False).unload()
+        build_forest(words, folder / "index.ann", DEFAULT_N_TREES, on_disk=False).unload()
         words_built = time.perf_counter() - started
         size = {name: (folder / name).stat().st_size for name in
                 ("features.f16.npy", "features.ann", "meta.jsonl", "vectors.npy", "index.ann")}  # fmt: skip

@@ -34,8 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexing import pg_server, pg_store
 from indexing.bundle import DEFAULT_N_TREES, BundleBuilder, exact_top_k, normalise, open_bundle
+from indexing.postgres import server as pg_server
+from indexing.postgres import store as pg_store
 
 QUERIES = 1000
 SAMPLES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "horse.png",

@@ -24,9 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image
 
+import cli.options
+import cli.output
 from evaluation.photos import SKIMAGE_PHOTOS
-from indexing import cli
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 from indexing.word_index import build_word_index
 from models.embedder import load_embedder
 from webapp.app import create_app
@@ -66,8 +67,8 @@ def main() -> None:
     try:
         shipped_photos(root / "photos")
         embedder = load_embedder(SPEC)
-        build_word_index(root / "words", log=cli.log)
-        build_image_index([root / "photos"], root / "index", embedder, log=cli.log)
+        build_word_index(root / "words", log=cli.output.log)
+        build_image_index([root / "photos"], root / "index", embedder, log=cli.output.log)
         library = Library.open([root / "index"], root / "words", lambda spec: embedder)
         app = create_app(library, ThumbnailCache(root / "thumbs"))
         sock = bind("127.0.0.1", 0)
@@ -88,7 +89,7 @@ def main() -> None:
             thread.join(timeout=30)
         shot = Image.open(args.out).convert("RGB")  # 256 colours: a third of the bytes, still sharp text
         shot.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(args.out, optimize=True)
-        cli.log(f"wrote {args.out}")
+        cli.output.log(f"wrote {args.out}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,12 +1,12 @@
 """How work is split: rank r of world w takes every w-th item, and how the ranks' results come back together.
 
 Both sharded jobs (feature extraction for training, ``datamodules.feature_cache``; image embedding for an
-index, ``indexing.shards``) split with ``share``. They merge differently, on purpose:
+index, ``indexing.build.shards``) split with ``share``. They merge differently, on purpose:
 
 - the feature cache keeps a row for every item (a bad image is a zero row with ``valid`` False), so its
   parts are strided arrays and ``interleave`` puts them back by position;
 - an index part holds only the images that could be read, so rows do not line up with positions: the
-  merge goes by path (``indexing.shards.ShardParts``), and the bundle is written in sorted path order.
+  merge goes by path (``indexing.build.bundle_writer``), and the bundle is written in sorted path order.
 
 Also ``chunks``: consecutive slices, which bound memory within one process.
 """

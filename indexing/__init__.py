@@ -1,4 +1,11 @@
-"""Word vectors and Annoy index bundles."""
+"""Word and image indexes, by concern:
+
+- ``ann/``: vector maths (unit vectors, exact top-k), the Annoy forest, the one recall tuner;
+- ``bundle/``: the bundle format and its verification; ``generations/``: generations and the build lock;
+- ``postgres/``: the PostgreSQL + pgvector backend; ``build/``: the one image-index build for both backends;
+- ``word_index``: the tag vocabulary; ``collection``: one interface over both backends; ``queries``: what the
+  doors share to answer a query; ``errors``: the index errors; ``__main__``: ``python -m indexing``.
+"""
 
 import os
 

@@ -1,4 +1,4 @@
-"""One interface over the image-collection backends: Annoy bundles and PostgreSQL (``indexing.pg_store``).
+"""One interface over the image-collection backends: Annoy bundles and PostgreSQL (``indexing.postgres.store``).
 
 What search.py, the web app and the exports use of an opened image collection (``Collection``):
 
@@ -11,7 +11,7 @@ A PostgreSQL collection also has ``sql_filters = True``: ``nearest(..., where=Fi
 ``features_space()`` (the visual features, or None) and ``current_version()`` (moves with every write).
 
 ``open_collection(spec)`` picks the backend from the spec: ``pg:PATH`` or ``postgresql://...`` is a
-database (``indexing.pg_server``), anything else a bundle folder. psycopg is imported for databases only.
+database (``indexing.postgres.server``), anything else a bundle folder. psycopg is imported for databases only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from indexing.bundle import open_bundle
-from indexing.pg_server import DB_HELP, is_db_spec
+from indexing.postgres.server import DB_HELP, is_db_spec
 
 INDEX_SPEC_HELP = f"an image index: a bundle folder (python -m indexing build-images), or a database: {DB_HELP}"
 
@@ -42,7 +42,7 @@ class Collection(Protocol):
 def open_collection(spec: str | os.PathLike, expect: dict | None = None) -> Collection:
     """The image collection at ``spec`` (bundle folder or database), its manifest checked against ``expect``."""
     if is_db_spec(spec):
-        from indexing.pg_store import open_store
+        from indexing.postgres.store import open_store
 
         return open_store(spec, expect)
     return open_bundle(spec, expect=expect)

@@ -128,6 +128,25 @@ def build_word_index(
             return bundle
         except BundleError:
             pass
+    words, missing, n_tag_words = _vocabulary(wv, kind, vocab_size, word_list, log)
+    if not words:
+        raise BundleError(f"no known words to index (vectors {wv.source})")
+    log(f"building the word index {out}: {len(words)} words from {wv.source}")
+    with BundleBuilder(out) as builder:
+        builder.rows(len(words), wv.dim).append(wv.kv[words])
+        meta = {
+            "vectors_source": wv.source,
+            "vectors_sha": wv.sha,
+            "vocabulary": spec,
+            "missing_words": missing,
+        }
+        if n_tag_words is not None:
+            meta["tag_words"] = n_tag_words
+        return builder.commit("words", words, meta, n_trees=n_trees, search_k=search_k, log=log)
+
+
+def _vocabulary(wv, kind: str, vocab_size: int | None, word_list, log: Callable[[str], None]):
+    """The words to index, the listed words the vectors lack, and how many lead as tag words (None: all)."""
     n_tag_words = None  # all words are tag words
     if word_list is None and kind == "frequent":
         words, missing = frequent_words(wv.kv.index_to_key, vocab_size or DEFAULT_VOCAB_SIZE), []
@@ -143,20 +162,7 @@ def build_word_index(
                 f"{len(missing)} words of {word_list} are not in {wv.source}: {', '.join(missing[:10])}"
                 + (" ..." if len(missing) > 10 else "")
             )
-    if not words:
-        raise BundleError(f"no known words to index (vectors {wv.source})")
-    log(f"building the word index {out}: {len(words)} words from {wv.source}")
-    with BundleBuilder(out) as builder:
-        builder.rows(len(words), wv.dim).append(wv.kv[words])
-        meta = {
-            "vectors_source": wv.source,
-            "vectors_sha": wv.sha,
-            "vocabulary": spec,
-            "missing_words": missing,
-        }
-        if n_tag_words is not None:
-            meta["tag_words"] = n_tag_words
-        return builder.commit("words", words, meta, n_trees=n_trees, search_k=search_k, log=log)
+    return words, missing, n_tag_words
 
 
 def tag_table(words: VectorTable) -> VectorTable:

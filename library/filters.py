@@ -8,7 +8,6 @@ over-fetches candidates from the forest and keeps the matching ones; when the fi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from dataclasses import dataclass
@@ -17,14 +16,6 @@ import numpy as np
 
 EXACT_SUBSET = 20_000  # a subset this small is scanned exactly: ~1 ms per 1000 rows of 50-d
 OVERFETCH_ROUNDS = 4
-
-
-def day(text: str) -> dt.date:
-    """argparse type: a day as YYYY-MM-DD."""
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day like 2024-12-31") from None
 
 
 @dataclass(frozen=True)
@@ -48,7 +39,15 @@ class Filter:
             return False
         if self.after and facts["date"] < self.after.isoformat():
             return False
-        return not (self.before and facts["date"] >= (self.before + dt.timedelta(days=1)).isoformat())
+        end = self.end()
+        return not (end and facts["date"] >= end)
+
+    def end(self) -> str | None:
+        """The first day after ``--before`` (ISO), the exclusive end of the range; None when there is no end
+        (no --before, or the last day there is: 9999-12-31 has no next day)."""
+        if self.before is None or self.before == dt.date.max:
+            return None
+        return (self.before + dt.timedelta(days=1)).isoformat()
 
     def mask(self, meta: list[dict]) -> np.ndarray:
         return np.fromiter((self.accepts(facts) for facts in meta), dtype=bool, count=len(meta))

@@ -37,8 +37,10 @@ from models.weights import BackboneError, shipped_identity, weights_identity
 from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions  # numpy only
 
 ImageEmbedder = Embedder  # the name callers used before the engines
-DEFAULT_MODEL = "conse:efficientnet_lite0"  # every door's default: on real photos it tags best (README Results)
 __all__ = ["DEFAULT_MODEL", "EmbedResult", "Embedder", "EmbedderError", "ImageEmbedder", "load_checkpoint_network", "load_embedder"]
+
+DEFAULT_MODEL = "conse:efficientnet_lite0"
+"""The best general real-photo model (ConSE with WordNet, no training): what every door uses unless told."""
 
 # The class label vectors ConSE weights (``models.conse.label_vector_array``: WordNet-aware by default). A
 # new way of making them takes a new name, and the options' key is part of it, so cache entries never mix.

@@ -48,11 +48,11 @@ class Spaces:
     """The index's word space and (if stored) its visual-feature space, searched under one filter."""
 
     def __init__(self, images: Collection, features, where: Filter, log: Log):
-        from indexing.library_columns import read_meta
+        from indexing.bundle.columns import read_meta
 
         self.images, self.features, self.where = images, features, where
         self.mask = self.sql_where = None
-        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.pg_store)
+        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.postgres.store)
             self.sql_where = where if where.active else None
             if where.active:
                 log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
@@ -113,7 +113,7 @@ class Searcher:
         photo_ids: dict[str, int] | None = None,
         log: Log = quiet,
     ):
-        from indexing.library_columns import open_features
+        from indexing.bundle.columns import open_features
 
         self.images = open_index(index) if isinstance(index, (str, os.PathLike)) else index
         self.words_index, self._words = words_index, words

@@ -147,14 +147,15 @@ class Tagger:
 
     def tag_files(self, files: Sequence, top_k: int = 10, min_score: float | None = None, exact: bool = False,
                   batch_size: int = 64, workers: int | None = None, progress: bool = True) -> Iterator[tuple[object, Tags]]:  # fmt: skip
-        """``(file, Tags)`` for each readable one of ``files`` (``indexing.image_index.ImageFile``s, e.g. from
+        """``(file, Tags)`` for each readable one of ``files`` (``indexing.build.files.ImageFile``s, e.g. from
         ``collect_images``), in order, decoded in ``workers`` processes; the unreadable go to ``skipped``."""
-        from indexing.image_index import ChunkedEmbedder, chunks
+        from foundation.sharding import chunks
+        from indexing.build.embedding import CHUNK, ChunkedEmbedder
 
         model = self._embedding_model()
         with ChunkedEmbedder(model, len(files), batch_size, progress=progress, workers=workers) as embed:
             try:
-                for chunk in chunks(list(files)):
+                for chunk in chunks(list(files), CHUNK):
                     vectors = embed([f.path for f in chunk])
                     for f in chunk:
                         if f.path in vectors:

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from foundation.arguments import int_at_least
 from taxonomy import Taxonomy, load_taxonomy
 
 # Synsets less than MIN_DEPTH steps below ``entity`` (object, whole, matter, artifact...) are too general
@@ -239,69 +238,3 @@ class HierarchyTagger:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
-
-
-
-
-def add_options(parser) -> None:
-    """tag.py's options for how ConSE uses WordNet (argparse), defaults from ``DEFAULT_OPTIONS``."""
-    d = DEFAULT_OPTIONS
-    group = parser.add_argument_group(
-        "ConSE with WordNet (conse:<backbone> only; defaults measured, see README)",
-        "ConSE tags are scored exactly over the whole vocabulary (cosine + hierarchy - stacking), "
-        "so --exact changes nothing for them.",
-    )
-    group.add_argument(
-        "--conse-top-t",
-        type=int_at_least(1),
-        default=d.top_t,
-        metavar="T",
-        help=f"classes averaged into the vector and flowing up as hierarchy tags (default {d.top_t})",
-    )
-    group.add_argument(
-        "--conse-levels",
-        type=int_at_least(0),
-        default=d.levels,
-        metavar="L",
-        help=f"ancestor levels mixed into each class's label vector, 0 = none (default {d.levels})",
-    )
-    group.add_argument(
-        "--conse-depth-weight",
-        type=float,
-        default=d.depth_weight,
-        metavar="W",
-        help=f"weight of the ancestor k levels up: W**k (default {d.depth_weight})",
-    )
-    group.add_argument(
-        "--hierarchy-weight",
-        type=float,
-        default=d.tag_weight,
-        metavar="H",
-        help="class probability reaching a WordNet hypernym, added to that word's score; 0 = no "
-        f"hierarchy tags (default {d.tag_weight})",
-    )
-    group.add_argument(
-        "--hierarchy-levels",
-        type=int_at_least(0),
-        default=d.tag_levels,
-        metavar="L",
-        help=f"hypernym levels the probabilities flow up (default {d.tag_levels})",
-    )
-    group.add_argument(
-        "--stacking",
-        type=float,
-        default=d.stacking,
-        metavar="S",
-        help=f"subtracted from the 1000 ImageNet class words' scores (default {d.stacking})",
-    )
-    group.add_argument("--plain-conse", action="store_true",
-                       help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
-
-
-def options_from_args(args) -> HierarchyOptions:
-    if args.plain_conse:
-        return PLAIN.with_(top_t=args.conse_top_t)
-    return DEFAULT_OPTIONS.with_(
-        top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
-        tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
-    )  # fmt: skip

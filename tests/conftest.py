@@ -87,7 +87,7 @@ def space(tmp_path):
 @pytest.fixture
 def index(tmp_path, space, photos) -> Path:
     """An image index of the test module's ``photos`` folder, built with the fake embedder."""
-    from indexing.image_index import build_image_index
+    from indexing.build.driver import build_image_index
 
     build_image_index([photos], tmp_path / "idx", space.embedder, progress=False)
     return tmp_path / "idx"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image
 
 from foundation.errors import WordsightError
 from foundation.images import BadImage, open_image
+from indexing.build.shards import Shard
 from models.embedder import DEFAULT_MODEL
 
 DIM = 8
@@ -90,6 +92,7 @@ class FakeEmbedder:
 
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         good, vectors, skipped = [], [], []
+        self.workers_seen = workers
         for path in map(os.fsdecode, paths):
             self.embedded.append(path)
             try:
@@ -117,6 +120,8 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
         if spec == "missing":
             raise EmbedderError("no checkpoint in checkpoints/: train one")
         print("Loaded pretrained weights for fake")
+        embedder.loaded_as = {"spec": spec, "engine": engine}
+        embedder.runtime = {"engine": engine}  # what a real embedder reports, and the manifest records
         return embedder
 
     module.load_embedder = load_embedder
@@ -141,3 +146,24 @@ def colour_space(root: Path) -> ColourSpace:
     wv = load_word_vectors(str(glove))
     build_word_index(root / "words", vectors=str(glove))
     return ColourSpace(glove, root / "words", FakeEmbedder(wv.source, wv.sha))
+
+
+def thread_shard(rank: int, world_size: int, barrier: threading.Barrier, box: dict) -> Shard:
+    """Rank ``rank`` of ranks running as threads: broadcast and gather through ``box`` and ``barrier``."""
+
+    def broadcast(obj):
+        if rank == 0:
+            box["broadcast"] = obj
+        barrier.wait()
+        value = box["broadcast"]
+        barrier.wait()
+        return value
+
+    def gather(obj) -> list:
+        box[rank] = obj
+        barrier.wait()
+        everyone = [box[r] for r in range(world_size)]
+        barrier.wait()
+        return everyone
+
+    return Shard(rank, world_size, broadcast, gather)

@@ -19,7 +19,7 @@ import pytest
 import search
 import tag
 from indexing.__main__ import main as indexing_main
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 from tests.fakes import colour_space, install_fake_embedder_module, write_colour_images
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from foundation.vocabulary import frequent_words
-from indexing import bundle as bundle_module
+from indexing.ann import vectors as vector_maths
 from indexing.bundle import (
     BundleBuilder,
     BundleError,
@@ -24,6 +24,7 @@ from indexing.bundle import (
     normalise,
     open_bundle,
 )
+from indexing.bundle import core as bundle_core
 from indexing.word_index import UnknownWord, query_vector, read_word_list
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def test_skipped_rows_shrink_the_vectors_file(tmp_path):
 def test_exact_top_k_across_chunks(monkeypatch):
     vectors = normalise(random_vectors(1000, 8))
     queries = normalise(random_vectors(5, 8, seed=1))
-    monkeypatch.setattr(bundle_module, "_EXACT_BUDGET", 5 * 64)  # 5 queries: 64 rows a chunk
+    monkeypatch.setattr(vector_maths, "_EXACT_BUDGET", 5 * 64)  # 5 queries: 64 rows a chunk
     ids, scores = exact_top_k(vectors, queries, 10)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     np.testing.assert_array_equal(ids, expected)
@@ -108,7 +109,7 @@ def refuse_annoy(monkeypatch) -> None:
     def refuse(*args):
         raise AssertionError("AnnoyIndex constructed for a bundle that should have been refused")
 
-    monkeypatch.setattr(bundle_module, "AnnoyIndex", refuse)
+    monkeypatch.setattr(bundle_core, "AnnoyIndex", refuse)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_missing_bundle_says_how_to_build(tmp_path):
 KILL_SCRIPT = """
 import os, sys, time
 import numpy as np
-from indexing import bundle
+from indexing.bundle import builder as bundle
 from tests.test_bundle import build, random_vectors
 
 target, ready, point = sys.argv[1:]
@@ -162,12 +163,12 @@ def pause():
     time.sleep(60)
 
 if point == "building":  # the Annoy forest is half written in the temp directory
-    real_build = bundle._build_forest
+    real_build = bundle.build_forest
     def slow_build(*args):
         annoy = real_build(*args)
         pause()
         return annoy
-    bundle._build_forest = slow_build
+    bundle.build_forest = slow_build
 else:  # "swapping": the new generation is in the bundle folder, "current" still names the old one
     real_replace = os.replace
     def slow_replace(src, dst):

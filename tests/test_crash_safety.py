@@ -92,7 +92,8 @@ def test_damaged_cache_entry_is_extracted_again(tiny_folder, tmp_path, capsys):
 
 INDEX_KILL = """
 import sys, time
-from indexing import bundle
+from indexing.ann import forest
+from indexing.bundle import builder
 from indexing.__main__ import main
 
 ready, point = sys.argv[1:3]
@@ -102,16 +103,18 @@ def pause():
     time.sleep(120)
 
 if point == "vectors":  # half of the new vectors are in the temp bundle's vectors.npy
-    real_append = bundle.RowWriter.append
+    real_append = builder.RowWriter.append
     def append(self, rows):
+        if ".photos.tmp-" not in str(self.path):  # a share embedded before the bundle is written: whole
+            return real_append(self, rows)
         real_append(self, rows[: max(1, len(rows) // 2)])
         pause()
-    bundle.RowWriter.append = append
+    builder.RowWriter.append = append
 else:  # "forest": Annoy's on-disk forest file holds the items, the trees are not built yet
-    class PausingAnnoy(bundle.AnnoyIndex):
+    class PausingAnnoy(forest.AnnoyIndex):
         def build(self, *args, **kwargs):
             pause()
-    bundle.AnnoyIndex = PausingAnnoy
+    forest.AnnoyIndex = PausingAnnoy
 sys.exit(main(sys.argv[3:]))
 """
 

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from indexing.__main__ import main as indexing_main
+from indexing.build.driver import build_image_index
 from indexing.bundle import BundleError, open_bundle
-from indexing.image_index import STATS, build_image_index
-from indexing.shards import Shard
-from tests.fakes import COLOURS, colour_space, write_colour_images
+from indexing.bundle.layout import STATS
+from tests.fakes import COLOURS, colour_space, thread_shard, write_colour_images
 from tests.reliability_helpers import run_python, trained  # noqa: F401 - session fixture
 
 
@@ -48,18 +48,10 @@ class ThreadRanks:
     def __init__(self, world_size: int):
         self.world_size = world_size
         self.barrier = threading.Barrier(world_size, timeout=30)
-        self.box = None
+        self.box: dict = {}
 
-    def shard(self, rank: int) -> Shard:
-        def broadcast(obj):
-            if rank == 0:
-                self.box = obj
-            self.barrier.wait()
-            value = self.box
-            self.barrier.wait()
-            return value
-
-        return Shard(rank, self.world_size, self.barrier.wait, broadcast)
+    def shard(self, rank: int):
+        return thread_shard(rank, self.world_size, self.barrier, self.box)
 
     def run(self, build) -> list:
         """``build(shard)`` on every rank at once; each rank's result or exception."""

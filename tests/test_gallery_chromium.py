@@ -16,7 +16,7 @@ from PIL import Image
 
 import search
 import tag
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 from tests.fakes import COLOURS, colour_space, install_fake_embedder_module, write_colour_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,6 +4,7 @@ for speed. XMP sidecars are read back with the real reader, exiftool (Debian lib
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -19,7 +20,7 @@ import search
 import tag
 from indexing.__main__ import main as indexing_main
 from indexing.bundle import normalise, open_bundle
-from indexing.library_columns import open_features, read_meta
+from indexing.bundle.columns import open_features, read_meta
 from library import filters
 from library.keywords import photo_keywords
 from library.scores import above_min_score
@@ -273,7 +274,7 @@ def test_folder_and_date_filters_still_return_k(index, space, library, capfd, mo
 
 
 def test_filter_mask_bounds_are_inclusive():
-    where = filters.make_filter(None, filters.day("2024-01-01"), filters.day("2024-12-31"))
+    where = filters.make_filter(None, dt.date(2024, 1, 1), dt.date(2024, 12, 31))
     meta = [{"folder": "/a", "date": d} for d in ("2023-12-31T23:59:59", "2024-01-01T00:00:00", "2024-12-31T23:59:59",
                                                    "2025-01-01T00:00:00")]  # fmt: skip
     assert where.mask(meta).tolist() == [False, True, True, False]

@@ -101,8 +101,8 @@ def test_engines_agree_on_the_shipped_weights(tmp_path):
 
 @pytest.mark.slow
 def test_engines_agree_on_a_trained_head(trained, tmp_path):  # noqa: F811
+    from indexing.build.driver import build_image_index
     from indexing.bundle import open_bundle
-    from indexing.image_index import build_image_index
     from models.conse import head_with_conse
     from models.embedder import load_checkpoint_network, load_embedder
     from models.export import NetworkOutputs, TorchNetwork

@@ -28,11 +28,13 @@ pgserver = pytest.importorskip("pgserver")
 psycopg = pytest.importorskip("psycopg")
 
 import search
-from indexing import pg_server, pg_store
 from indexing.__main__ import main as indexing_main
+from indexing.ann import recall as ann_recall
+from indexing.build.driver import build_image_index
 from indexing.bundle import open_bundle
-from indexing.shards import Shard
-from tests.fakes import install_fake_embedder_module
+from indexing.postgres import server as pg_server
+from indexing.postgres import store as pg_store
+from tests.fakes import install_fake_embedder_module, thread_shard
 from tests.library_photos import LAYOUT, FeatureFakeEmbedder
 from tests.test_library import embedder, library, space  # noqa: F401 - the photo library's fixtures
 
@@ -146,6 +148,20 @@ def test_build_search_and_filters_match_the_annoy_bundle(tmp_path, db, library, 
     assert code == 0 and json.loads("\n".join(lines))["backend"] == "postgres"
 
 
+def test_engine_and_workers_reach_the_embedder_with_the_postgres_backend(db, library, embedder, capfd):
+    build(library, db, capfd, "--engine", "torch", "--workers", "0")
+    assert embedder.loaded_as["engine"] == "torch" and embedder.workers_seen == 0
+    collection = pg_store.open_store(db, {"kind": "images"})
+    assert collection.manifest["inference"] == {"engine": "torch"}  # the collection records what embedded it
+    collection.close()
+
+
+def test_the_last_day_there_is_as_before_keeps_every_photo(db, library, embedder, space, capfd):
+    build(library, db, capfd)
+    everything = search_json(["red", "--top-k", 100, "--before", "9999-12-31"], capfd, space, db)[0]["results"]
+    assert everything == search_json(["red", "--top-k", 100], capfd, space, db)[0]["results"] and len(everything) == 10
+
+
 def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, capfd, monkeypatch):
     build(library, db, capfd)
     collection = pg_store.open_store(db)
@@ -159,7 +175,7 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
 
 
 def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
-    monkeypatch.setattr(pg_store, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
+    monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
     err = build(library, db, capfd, "--hnsw-m", 24, "--ef-construction", 80)
     assert "queries scan exactly" in err
     collection = pg_store.open_store(db)
@@ -277,8 +293,8 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from indexing.pg_server import connect
-from indexing.pg_store import Row, Writer
+from indexing.postgres.server import connect
+from indexing.postgres.store import Row, Writer
 spec, marker = sys.argv[1], Path(sys.argv[2])
 conn = connect(spec)
 rows = [Row(f"/virtual/new{i}.jpg", 1, 1, {"folder": "/virtual", "date": "2024-01-01T00:00:00", "hash": "n"},
@@ -384,6 +400,42 @@ def test_pg_path_server_is_started_and_stopped_by_each_command(pg_root, library,
     assert _stopped(folder)  # stopped when the command exited
 
 
+def test_a_photo_folder_as_pg_path_is_refused_before_anything_changes(tmp_path, library, embedder, capfd):
+    before = {p: (p.stat().st_uid, p.stat().st_mode) for p in [library, *library.rglob("*")]}
+    code, _, err = run(indexing_main, ["build-images", library, "--backend", "postgres", "--db", f"pg:{library}"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a database" in err
+    assert {p: (p.stat().st_uid, p.stat().st_mode) for p in [library, *library.rglob("*")]} == before
+
+
+def test_a_read_only_parent_of_pg_path_is_one_line(tmp_path, library, embedder, capfd):
+    from tests.test_reliability_round2 import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        code, _, err = run(indexing_main, ["build-images", library, "--db", f"pg:{ro / 'new'}"], capfd)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "read-only" in err, err
+
+
+START_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from indexing.postgres.server import embedded_uri
+embedded_uri(Path(sys.argv[1]), create=True)
+open(sys.argv[2], "w").close()
+time.sleep(120)
+"""
+
+
+def test_a_server_orphaned_by_a_killed_command_is_stopped_by_the_next_one(pg_root):
+    from tests.reliability_helpers import kill_at_marker, run_python
+
+    folder = pg_root / "photos.pg"
+    kill_at_marker(START_AND_WAIT, [folder, pg_root / "ready"], pg_root / "ready", timeout=120)
+    assert (folder / "postmaster.pid").exists()  # the killed command's server runs on, its parent gone
+    done = run_python(["-m", "indexing", "info", f"pg:{folder}"], timeout=120)
+    assert done.returncode == 2 and "holds no wordsight collection" in done.stderr, done.stderr
+    assert _stopped(folder)  # the next command was the last user: it stopped the server
+
+
 def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embedder, space, capfd):
     from pgserver._commands import pg_ctl
 
@@ -433,27 +485,15 @@ def _new_db(server) -> str:
 
 
 def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, capfd):
-    from indexing.pg_build import build_images_pg
-
     for name in ("broken.jpg", "zz-truncated.jpg"):  # skipped by whichever rank gets them
         (library / name).write_bytes(b"\xff\xd8\xff not a jpeg")
 
     barrier, box = threading.Barrier(2), {}
-
-    def broadcast(obj, rank):
-        if rank == 0:
-            box["value"] = obj
-        barrier.wait()
-        value = box["value"]
-        barrier.wait()
-        return value
-
     results, errors = {}, []
 
     def rank(r):
         try:
-            shard = Shard(r, 2, barrier.wait, lambda obj: broadcast(obj, r))
-            results[r] = build_images_pg([library], db, embedder, shard=shard, progress=False)
+            results[r] = build_image_index([library], db, embedder, shard=thread_shard(r, 2, barrier, box), progress=False)
         except Exception as err:  # noqa: BLE001
             errors.append(repr(err))
             barrier.abort()
@@ -463,9 +503,9 @@ def test_sharded_build_each_rank_writes_its_rows(db, server, library, embedder, 
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert errors == [] and results[1] is None and len(results[0].bundle) == 10
+    assert errors == [] and results[1] is None and len(results[0].collection) == 10
     single = server.get_uri(_new_db(server))
-    one = build_images_pg([library], single, embedder, progress=False).bundle
+    one = build_image_index([library], single, embedder, progress=False).collection
     two = pg_store.open_store(db)
     assert two.items == one.items
     assert np.array_equal(np.asarray(two.vectors), np.asarray(one.vectors))

@@ -18,8 +18,8 @@ import search
 import tag
 from foundation.images import SKIP_LIST, printable
 from indexing.__main__ import main as indexing_main
+from indexing.build.driver import build_image_index
 from indexing.bundle import open_bundle
-from indexing.image_index import build_image_index
 from models import embedder as embedder_module
 from tests.bad_inputs import SYMLINK_LOOP
 from tests.reliability_helpers import trained  # noqa: F401 - the session fixture

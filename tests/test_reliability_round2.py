@@ -24,11 +24,15 @@ import pytest
 
 import search
 import tag
+from foundation import hashing
 from foundation.errors import MAX_MESSAGE
-from indexing import bundle as bundle_module
 from indexing.__main__ import main as indexing_main
-from indexing.bundle import BundleBuilder, BundleError, generation, open_bundle
-from indexing.image_index import build_image_index
+from indexing.ann import forest
+from indexing.ann.vectors import normalise
+from indexing.build.driver import build_image_index
+from indexing.bundle import BundleBuilder, BundleError, open_bundle
+from indexing.bundle import core as bundle_core
+from indexing.generations.folders import generation
 from tests.fakes import write_colour_images
 from tests.test_bundle import build, random_vectors
 
@@ -238,7 +242,7 @@ def test_permission_and_type_problems_are_not_called_damaged(index, space, monke
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(bundle_module.hashing, "file_sha", refuse)
+    monkeypatch.setattr(hashing, "file_sha", refuse)
     with pytest.raises(BundleError) as err:
         open_bundle(index)
     assert "damaged" not in str(err.value) and "permission denied" in str(err.value)
@@ -247,14 +251,14 @@ def test_permission_and_type_problems_are_not_called_damaged(index, space, monke
 def test_verification_is_remembered(index, monkeypatch):
     open_bundle(index)  # the build remembered its files' hashes: no file is read again to verify
     calls = []
-    real = bundle_module.hashing.files_sha
+    real = hashing.files_sha
 
     def counting(files, *args, **kwargs):
         calls.append(files)
         return real(files, *args, **kwargs)
 
-    monkeypatch.setattr(bundle_module.hashing, "files_sha", counting)
-    bundle_module.hashing._MEMO.clear()
+    monkeypatch.setattr(hashing, "files_sha", counting)
+    hashing._MEMO.clear()
     open_bundle(index)
     assert calls  # checked through the on-disk memo, not trusted blindly
 
@@ -394,7 +398,7 @@ def test_second_builder_waits_and_says_who_holds_the_lock(tmp_path):
 def test_reader_overlapping_a_swap_sees_one_whole_bundle(tmp_path, monkeypatch):
     target = tmp_path / "idx"
     build(target, random_vectors(30, seed=1), items=[f"old{i}" for i in range(30)], n_trees=2)
-    real_open, swapped = bundle_module._open_generation, []
+    real_open, swapped = bundle_core.open_generation, []
 
     def slow_open(path, root, expect, rebuild):
         if not swapped:  # a whole build happens between resolving "current" and reading the files
@@ -402,10 +406,10 @@ def test_reader_overlapping_a_swap_sees_one_whole_bundle(tmp_path, monkeypatch):
             build(target, random_vectors(40, seed=2), items=[f"new{i}" for i in range(40)], n_trees=2)
         return real_open(path, root, expect, rebuild)
 
-    monkeypatch.setattr(bundle_module, "_open_generation", slow_open)
+    monkeypatch.setattr(bundle_core, "open_generation", slow_open)
     opened = open_bundle(target)
     assert opened.items == [f"new{i}" for i in range(40)]
-    np.testing.assert_allclose(opened.vectors, bundle_module.normalise(random_vectors(40, seed=2)), atol=1e-6)
+    np.testing.assert_allclose(opened.vectors, normalise(random_vectors(40, seed=2)), atol=1e-6)
 
 
 def test_reader_never_renames(tmp_path):
@@ -423,7 +427,7 @@ def test_reader_never_renames(tmp_path):
 
 
 def test_top_k_beyond_the_index_returns_everything(index, space, capfd, monkeypatch):
-    monkeypatch.setattr(bundle_module, "SEARCH_K_STEPS", (1,))
+    monkeypatch.setattr(forest, "SEARCH_K_STEPS", (1,))
     for top_k in ("10000000", "99999999999999999999"):
         code = search.main(["red", "--index", str(index), "--words-index", str(space.words_index), "--top-k", top_k,
                             "--json"])  # fmt: skip

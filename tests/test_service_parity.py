@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 import search
 import tag
+from cli.options import day
 from indexing.__main__ import main as indexing_main
-from library.filters import day
 from tests.fakes import colour_space, install_fake_embedder_module
 from tests.library_photos import FeatureFakeEmbedder, build_library
 from webapp.app import create_app
@@ -77,7 +77,7 @@ def setup(tmp_path, photos, monkeypatch, capfd):
 
 
 def test_tags_are_the_same_through_every_door(setup, photos, capfd):
-    space, embedder, index, client = setup
+    space, _, _, client = setup
     photo = str((photos / "2023/summer/coffee.jpg").resolve())
     (cli,) = cli_json(tag.main, [photo, "--checkpoint", "fake", "--words-index", space.words_index,
                                  "--top-k", 5, "--json"], capfd)  # fmt: skip
@@ -146,7 +146,7 @@ def test_real_model_doors_agree_on_hierarchy_tags_and_arithmetic(tmp_path, photo
     api = Tagger().tag(photo, top_k=5).record()
     answer = client.get(f"/api/items/{item_id(photo)}/tags", params={"k": 5}).json()
     assert cli == api == {k: v for k, v in answer.items() if k != "id"}
-    assert {"cat", "feline"} <= set(t["word"] for t in cli["tags"])  # hierarchy words, not only cosine
+    assert {"cat", "feline"} <= {t["word"] for t in cli["tags"]}  # hierarchy words, not only cosine
 
     query = "cat + 2:coffee - rocket"
     (cli,) = cli_json(search.main, [query, "--index", index, "--json", "--top-k", 5], capfd)

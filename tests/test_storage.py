@@ -113,11 +113,6 @@ def test_share_and_interleave_round_trip():
     assert [len(c) for c in sharding.chunks(items, 4)] == [4, 4, 3]
 
 
-def test_no_file_import_cycle_between_image_index_and_shards():
-    source = (ROOT / "indexing" / "shards.py").read_text()
-    assert "indexing.image_index" not in source
-
-
 def test_one_close_spellings_for_labels_and_queries():
     vocab = ["boot", "boots", "bag", "Bootz"]
     assert spelling.close_spellings("boot", vocab) == ["boots", "Bootz"]  # never the word itself

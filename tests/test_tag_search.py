@@ -16,8 +16,8 @@ from PIL import Image
 import search
 import tag
 from indexing.__main__ import main as indexing_main
+from indexing.build.driver import build_image_index
 from indexing.bundle import open_bundle
-from indexing.image_index import build_image_index
 from tests.bad_inputs import make_bad_input_folder
 from tests.fakes import COLOURS, FakeEmbedder, install_fake_embedder_module, write_colour_images
 
@@ -240,7 +240,7 @@ def test_duplicate_paths_embedded_once(tmp_path, space, photos):
     inputs = [photos, photos / "red.png", links, f"{photos}/./green.png"]
     report = build_image_index(inputs, tmp_path / "idx", space.embedder, progress=False)
     assert sorted(space.embedder.embedded) == sorted(str((photos / f"{c}.png").resolve()) for c in COLOURS)
-    assert report.duplicates == 4 and len(report.bundle) == len(COLOURS)
+    assert report.duplicates == 4 and len(report.collection) == len(COLOURS)
 
 
 def test_update_embeds_only_new_and_changed_files(tmp_path, space, photos, fake_embedder, capfd):

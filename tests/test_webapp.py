@@ -26,7 +26,7 @@ from PIL import Image
 
 import search
 import tag
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 from tests.fakes import COLOURS, FakeEmbedder, install_fake_embedder_module, write_colour_images
 from webapp.app import CSP, create_app
 from webapp.library import Library, item_id

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from indexing.image_index import build_image_index
+from indexing.build.driver import build_image_index
 from tests.fakes import COLOURS, colour_space
 from webapp.app import create_app
 from webapp.library import Library

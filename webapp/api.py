@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from pydantic import BaseModel, Field
-
 from starlette.exceptions import HTTPException
 
 from webapp.library import Library
@@ -100,6 +99,9 @@ class Filters:
         return {"folder": self.folder, "after": self.after, "before": self.before}
 
 
+FilterParams = Annotated[Filters, Depends()]
+
+
 def parse_day(text: str | None, name: str) -> dt.date | None:
     """A day from a form field; an empty field is no filter."""
     if not text:
@@ -128,12 +130,12 @@ def indexes(request: Request):
 )
 def search(
     request: Request,
+    filters: FilterParams,
     q: str = Query(min_length=1, max_length=500, description='a word, several ("summer dress") averaged, '
                    'arithmetic ("beach + 2:sunset - people"), a photo id as an image term'),
     index: str | None = INDEX,
     k: int = K,
     min_score: float = MIN_SCORE,
-    filters: Filters = Depends(),
     semantic: bool = SEMANTIC,
 ):
     """Like `search.py QUERY --json` with `--in`, `--after`, `--before`, `--semantic`: a lone photo id

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from indexing.bundle import MANIFEST_FILE, Bundle, BundleError
 from indexing.collection import Collection
-from indexing.pg_server import is_db_spec
+from indexing.postgres.server import is_db_spec
 from indexing.word_index import default_words_index, tag_table
 from service.indexes import open_index, word_index_for
 from service.records import Hits

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from indexing.word_index import UnknownWord
 from library.query import QueryError
-from webapp.api import ID_PATTERN, MAX_K, Filters
+from webapp.api import ID_PATTERN, MAX_K, FilterParams
 from webapp.library import BadUpload, Library
 from webapp.render import render as _render
 from webapp.thumbnails import GRID, SIZES, BadImage, placeholder
@@ -33,11 +33,11 @@ def _library(request: Request) -> Library:
 @router.get("/")
 def search_page(
     request: Request,
+    filters: FilterParams,
     q: str = Query("", max_length=500),
     index: str | None = None,
     k: int = Query(PAGE_K, ge=1, le=MAX_K),
     min: float = Query(-1.0, ge=-1.0, le=1.0),  # the URL's name for it
-    filters: Filters = Depends(),
     semantic: bool = False,
 ):
     """All k results are sent; those under ``min`` are hidden, so the slider can bring them back live."""

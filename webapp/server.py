@@ -10,8 +10,9 @@ import logging
 import socket
 import sys
 
+import cli.options
+import cli.output
 from foundation.errors import EXIT_OK, UsageError
-from indexing import cli
 from webapp.app import create_app
 from webapp.library import Library
 from webapp.thumbnails import ThumbnailCache, default_cache_dir
@@ -72,14 +73,14 @@ def serve(args) -> int:
     share_malloc_arenas()
     app = build(args)
     if args.host not in LOOPBACK:
-        cli.log(
+        cli.output.log(
             f"serve.py: warning: --host {args.host} makes your photos, their tags and their file paths "
             "visible to every machine that can reach this one on the network; the default 127.0.0.1 keeps "
             "them on this machine"
         )
     sock = bind(args.host, args.port)
     names = ", ".join(app.state.library.indexes)
-    cli.log(f"serve.py: serving {names} at {url_of(sock)} (Ctrl-C stops)")
+    cli.output.log(f"serve.py: serving {names} at {url_of(sock)} (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     try:
         server.run(sockets=[sock])
@@ -87,5 +88,5 @@ def serve(args) -> int:
         pass
     finally:
         sock.close()
-    cli.log("serve.py: stopped")
+    cli.output.log("serve.py: stopped")
     return EXIT_OK

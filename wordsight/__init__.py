@@ -21,7 +21,7 @@ _API = {
     "load_embedder": "models.embedder",
     "DEFAULT_MODEL": "models.embedder",
 }
-__all__ = sorted(_API)
+__all__ = ["DEFAULT_MODEL", "Searcher", "Tagger", "load_embedder", "open_index"]  # the keys of _API
 
 
 def __getattr__(name: str):

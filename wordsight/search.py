@@ -12,19 +12,19 @@ import argparse
 import os
 import sys
 
+import cli.options
+import cli.output
+from cli.gallery import Hit, Row
+from cli.options import add_min_score_option, day
 from foundation.errors import EXIT_CODES_HELP, report_error, run_entry
-from indexing import cli
 from indexing.collection import INDEX_SPEC_HELP
-from indexing.gallery import Hit, Row
 from indexing.word_index import WORDS_INDEX_HELP, UnknownWord
-from library.filters import day
 from library.query import SYNTAX_HELP
-from library.scores import add_min_score_option
 from service.records import Hits, duplicates_record
 from service.searcher import Searcher
 
 EPILOG = f"""examples:
-  python -m indexing build-images photos/ --out indexes/photos --checkpoint CKPT   # once
+  python -m indexing build-images photos/ --out indexes/photos   # once (default model)
   python search.py boot "summer dress" --index indexes/photos
   python search.py photos/beach.jpg --index indexes/photos --top-k 5 --html similar.html
   python search.py "beach + 2:sunset - people" --index indexes/photos --in ~/Photos/2024 --after 2024-06-01
@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint", help="for image queries: the index's checkpoint if it moved (default: as recorded)"
     )
-    cli.add_inference_options(parser, workers=False)
-    cli.add_result_options(parser, JSON_FORMAT)
+    cli.options.add_inference_options(parser, workers=False)
+    cli.options.add_result_options(parser, JSON_FORMAT)
     add_library_options(parser)
     args = parser.parse_args(argv)
     if not args.queries and not args.duplicates:
@@ -79,21 +79,21 @@ def add_library_options(parser: argparse.ArgumentParser) -> None:
                         help="image queries find the same kind of thing (word space) instead of visually similar photos")
     parser.add_argument("--duplicates", action="store_true",
                         help="list groups of near-duplicate photos (visual features), largest first")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="COSINE",
+    parser.add_argument("--threshold", type=cli.options.cosine_score, default=DEFAULT_THRESHOLD, metavar="COSINE",
                         help=f"with --duplicates: feature cosine at which two photos count as duplicates "
                         f"(default {DEFAULT_THRESHOLD}, chosen on generated near-duplicates, see README)")
 
 
 def search(args: argparse.Namespace) -> int:
-    cli.check_outputs(args.html, args.grid)
+    cli.output.check_outputs(args.html, args.grid)
     searcher = Searcher(args.index, words_index=args.words_index, checkpoint=args.checkpoint, engine=args.engine,
-                        log=cli.log)  # fmt: skip
-    cli.note_top_k(args.top_k, len(searcher.images), "images")
+                        log=cli.output.log)  # fmt: skip
+    cli.output.note_top_k(args.top_k, len(searcher.images), "images")
     spaces = searcher.spaces(args.folder, args.after, args.before)
     if args.duplicates:
         return duplicates(args, searcher, spaces)
     rows, unknown = [], False
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         for text in args.queries:
             try:
                 hits = searcher.search(text, args.top_k, semantic=args.semantic, min_score=args.min_score,
@@ -107,22 +107,22 @@ def search(args: argparse.Namespace) -> int:
             _print(out, hits, args)
             is_image = searcher.parse(text).single_image
             rows.append(Row(text, text if is_image else None, [Hit(_short(p), s, p) for p, s in hits.results]))
-    cli.write_galleries(rows, f"wordsight search: {searcher.images.path}", args.html, args.grid)
-    return cli.finish(searcher.skipped, bad_input=unknown)
+    cli.output.write_galleries(rows, f"wordsight search: {searcher.images.path}", args.html, args.grid)
+    return cli.output.finish(searcher.skipped, bad_input=unknown)
 
 
 def duplicates(args: argparse.Namespace, searcher: Searcher, spaces) -> int:
     groups = searcher.duplicates(args.threshold, spaces)
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         for group in groups:
             if args.json:
-                cli.emit_json(out, duplicates_record(group))
+                cli.output.emit_json(out, duplicates_record(group))
             elif args.paths:
                 out.write("".join(f"{p}\n" for p, _ in group) + "\n")
             else:
                 out.write(f"{len(group)} photos\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in group))
-    cli.log(f"{len(groups)} groups of near-duplicates ({sum(map(len, groups))} photos) at threshold {args.threshold}")
-    return cli.finish([])
+    cli.output.log(f"{len(groups)} groups of near-duplicates ({sum(map(len, groups))} photos) at threshold {args.threshold}")
+    return cli.output.finish([])
 
 
 def _short(path: str) -> str:
@@ -134,7 +134,7 @@ def _print(out, hits: Hits, args: argparse.Namespace) -> None:
     if args.paths and not args.json:
         out.write("".join(f"{p}\n" for p in hits.images))
     elif args.json:
-        cli.emit_json(out, hits.record())
+        cli.output.emit_json(out, hits.record())
     else:
         out.write(hits.query + "\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in hits.results))
 

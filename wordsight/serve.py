@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 
-from foundation.arguments import int_at_least
+from cli.options import int_at_least
 from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing.word_index import WORDS_INDEX_HELP
 

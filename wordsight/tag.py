@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+import cli.options
+import cli.output
+from cli.gallery import Hit, Row
+from cli.options import add_hierarchy_options, add_min_score_option, hierarchy_options
 from foundation.errors import EXIT_CODES_HELP, run_entry
-from indexing import cli
+from indexing.build.files import collect_images
 from indexing.bundle import check_target
-from indexing.gallery import Hit, Row
-from indexing.image_index import collect_images
 from indexing.word_index import WORDS_INDEX_HELP, default_words_index
-from library.scores import add_min_score_option
 from library.xmp import SidecarWriter
 from models.embedder import DEFAULT_MODEL
 from service.tagger import Tagger
@@ -58,11 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"word index bundle, built on first use if missing (default {WORDS_INDEX_HELP})",
     )
     parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=64,
+        "--batch-size", type=cli.options.positive_int, default=64,
         help="images decoded ahead per network batch (default 64; on the CPU the network runs 16 at a time)",
     )
-    cli.add_inference_options(parser)
-    cli.add_result_options(parser, JSON_FORMAT)
+    cli.options.add_inference_options(parser)
+    cli.options.add_result_options(parser, JSON_FORMAT)
     add_min_score_option(parser, "tags", cosine=False)
     parser.add_argument(
         "--write-xmp",
@@ -76,35 +77,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
     )
-    hierarchy.add_options(parser)
+    add_hierarchy_options(parser)
     return parser.parse_args(argv)
 
 
 def tag(args: argparse.Namespace) -> int:
-    cli.check_outputs(args.html, args.grid)
+    cli.output.check_outputs(args.html, args.grid)
     if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
         check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
     rows = []
     sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
-    with cli.results_stdout() as out:
+    with cli.output.results_stdout() as out:
         tagger = Tagger(args.checkpoint, vocabulary=args.vocabulary, words_index=args.words_index,
-                        engine=args.engine, options=hierarchy.options_from_args(args), log=cli.log)  # fmt: skip
-        cli.note_top_k(args.top_k, len(tagger.words), "words")
+                        engine=args.engine, options=hierarchy_options(args), log=cli.output.log)  # fmt: skip
+        cli.output.note_top_k(args.top_k, len(tagger.words), "words")
         found = tagger.tag_files(collected.files, args.top_k, args.min_score, args.exact,
                                  batch_size=args.batch_size, workers=args.workers)  # fmt: skip
         for f, tags in found:
             if sidecars is not None:
                 sidecars(f.given, tags.tags)
             if args.json:
-                cli.emit_json(out, tags.record())
+                cli.output.emit_json(out, tags.record())
             else:
                 out.write(f"{tags.image}: {', '.join(f'{w} {s:.2f}' for w, s in tags.tags)}\n")
             rows.append(Row(f.given, f.path, [Hit(word, score) for word, score in tags.tags]))
-    cli.write_galleries(rows, "wordsight tags", args.html, args.grid)
+    cli.output.write_galleries(rows, "wordsight tags", args.html, args.grid)
     if sidecars is not None:
-        cli.log(sidecars.summary())
-    return cli.finish(collected.skipped + tagger.skipped + (sidecars.failed if sidecars else []))
+        cli.output.log(sidecars.summary())
+    return cli.output.finish(collected.skipped + tagger.skipped + (sidecars.failed if sidecars else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ iterative index scans (``hnsw.iterative_scan = strict_order``) first.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import threading
@@ -39,18 +38,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexing.bundle import (
-    FORMAT_VERSION,
-    METRIC,
-    RECALL_K,
-    RECALL_SAMPLE,
-    TARGET_RECALL,
-    BundleMismatch,
-    BundleMissing,
-    exact_top_k,
-    normalise,
+from indexing.ann import recall as ann_recall
+from indexing.ann.forest import METRIC
+from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, tune_setting
+from indexing.ann.vectors import normalise
+from indexing.bundle.layout import FORMAT_VERSION
+from indexing.errors import BundleMismatch, BundleMissing
+from indexing.postgres.server import (
+    DatabaseError,
+    DbSpec,
+    connect,
+    database_errors,
+    parse_spec,
+    vector_version,
 )
-from indexing.pg_server import DatabaseError, DbSpec, connect, database_errors, parse_spec, vector_version
 
 EF_STEPS = (10, 20, 40, 80, 120, 200, 400, 800, 1000)  # pgvector caps hnsw.ef_search at 1000
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
@@ -211,10 +212,10 @@ def where_sql(where) -> tuple[str, dict]:
     if where.after:
         clauses.append("date >= %(after)s")
         params["after"] = where.after.isoformat()
-    if where.before:
+    if where.end():
         clauses.append("date < %(before)s")
-        params["before"] = (where.before + dt.timedelta(days=1)).isoformat()
-    return " AND ".join(clauses), params
+        params["before"] = where.end()
+    return " AND ".join(clauses) or "TRUE", params
 
 
 class PgRows:
@@ -258,7 +259,7 @@ class PgCollection:
     """
 
     backend = BACKEND
-    sql_filters = True  # search.py passes --in/--after/--before to nearest() instead of a row mask
+    sql_filters = True  # filters (--in/--after/--before) go to nearest() instead of a row mask
 
     def __init__(self, db: DbSpec, conn, manifest: dict, version: int, space: str = "embedding"):
         self.db, self.conn, self.manifest, self.version, self.space = db, conn, manifest, version, space
@@ -405,38 +406,26 @@ def _rebuild_hint(manifest: dict, shown: str) -> str:
 
 
 def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_search: int | None = None) -> tuple[int, float]:
-    """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches TARGET_RECALL (or the given one)."""
-    vectors = np.asarray(collection.vectors)
-    n = len(vectors)
-    rng = np.random.default_rng(0)
-    pairs = rng.integers(0, n, size=(min(RECALL_SAMPLE, n), 2))
-    queries = normalise(vectors[pairs[:, 0]] + vectors[pairs[:, 1]])
-    k = min(RECALL_K, n)
-    truth, _ = exact_top_k(vectors, queries, k)
-    truth_sets = [{collection.items[i] for i in row} for row in truth.tolist()]
+    """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches the target recall (or the given one)."""
 
-    def recall(ef: int) -> float:
+    def search(query: np.ndarray, k: int, ef: int) -> list[int]:
         collection.manifest = {**collection.manifest, "ef_search": ef, "features_ef_search": ef}
-        found = sum(len(expected & {p for p, _ in collection.nearest(q, k)}) for q, expected in zip(queries, truth_sets))
-        return found / (k * len(queries))
+        return [collection.row(path) for path, _ in collection.nearest(query, k)]
 
-    if ef_search is not None:
-        return ef_search, recall(ef_search)
-    measured = 0.0
-    for ef in EF_STEPS:
-        measured = recall(ef)
-        if measured >= TARGET_RECALL:
-            break
-    log(f"{collection.space}: hnsw.ef_search {ef}: recall@{RECALL_K} {measured:.3f} vs exact on {len(queries)} queries")
+    vectors = np.asarray(collection.vectors)
+    ef, measured = tune_setting(vectors, search, EF_STEPS, ef_search)
+    if ef_search is None:
+        log(f"{collection.space}: hnsw.ef_search {ef}: recall@{RECALL_K} {measured:.3f} vs exact on "
+            f"{min(RECALL_SAMPLE, len(vectors))} queries")
     return ef, measured
 
 
 def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
     """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
     heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
-    if recall >= TARGET_RECALL or chosen is not None:
+    if recall >= ann_recall.TARGET_RECALL or chosen is not None:
         return "hnsw"
-    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
+    log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {ann_recall.TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
         "queries scan exactly (pass --ef-search to use the index anyway)")
     return "exact"
 
@@ -477,12 +466,6 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) 
     writer.batch(manifest=manifest)
     stored, version = read_manifest(conn, db.shown)
     return PgCollection(db, conn, stored, version)
-
-
-def drop_collection(conn) -> None:
-    with conn.transaction():
-        conn.execute("DROP TABLE IF EXISTS ws_images")
-        conn.execute("DROP TABLE IF EXISTS ws_manifest")
 
 
 def database_bytes(conn) -> int:

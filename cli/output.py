@@ -1,13 +1,12 @@
-"""What ``tag.py``, ``search.py`` and ``python -m indexing`` share: options, exit codes, a clean stdout.
+"""What the command lines print: progress on stderr, a clean stdout, skip summaries and exit codes, galleries.
 
 Exit codes live in ``foundation.errors``. With ``--json`` stdout carries the JSON lines only.
 
-Kept light (stdlib only) because ``search.py`` imports it for word queries.
+Kept light (no torch, no PIL until a gallery is written) because ``search.py`` imports it for word queries.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -15,62 +14,8 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from foundation.arguments import int_at_least
+from cli.options import DEFAULT_TOP_K
 from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, UsageError
-
-DEFAULT_TOP_K = 10
-CHECKPOINT_HELP = "a .ckpt file or conse:efficientnet_lite0 (default: the newest .ckpt under checkpoints/)"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return int_at_least(1)(text)
-
-
-def add_result_options(parser: argparse.ArgumentParser, json_format: str) -> None:
-    """The options tag.py and search.py both offer for how results are found and shown."""
-    parser.add_argument(
-        "--top-k",
-        type=positive_int,
-        default=DEFAULT_TOP_K,
-        help=f"results per image or query (default {DEFAULT_TOP_K}; more than the index holds: all of it)",
-    )
-    parser.add_argument(
-        "--exact",
-        action="store_true",
-        help="brute-force cosine over all stored vectors instead of the Annoy index",
-    )
-    parser.add_argument("--json", action="store_true", help=f"one JSON object per line: {json_format}")
-    parser.add_argument(
-        "--html", metavar="OUT.html", help="also write a self-contained HTML gallery (never over a file of yours)"
-    )
-    parser.add_argument(
-        "--grid", metavar="OUT.png", help="also write a contact sheet (never over a file of yours)"
-    )
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return int_at_least(0)(text)
-
-
-def add_inference_options(parser: argparse.ArgumentParser, workers: bool = True) -> None:
-    """How images are embedded: which engine runs the network, how many processes decode."""
-    parser.add_argument(
-        "--engine",
-        choices=("auto", "onnx", "torch"),  # models.onnx_engine.ENGINES
-        default="auto",
-        help="what runs the network: onnx (ONNX Runtime on an export cached once per model; its CUDA provider "
-        "on a GPU when installed), torch (on cuda when present), or auto: onnx when onnxruntime is installed "
-        "(default)",
-    )
-    if workers:
-        parser.add_argument(
-            "--workers",
-            type=non_negative_int,
-            help="processes decoding images while this one runs the network (default: free cores - 1, at "
-            "least 1; 0 decodes in this process)",
-        )
 
 
 def log(message: str) -> None:
@@ -130,7 +75,7 @@ def check_outputs(html: str | None, grid: str | None) -> None:
         if os.path.isdir(path):
             raise UsageError(f"{option} {path} is a folder: give a file name, e.g. {os.path.join(path, 'out' + ('.html' if option == '--html' else '.png'))}")
         if os.path.lexists(path):
-            from indexing.gallery import written_by_us  # only when there is a file to look at
+            from cli.gallery import written_by_us  # only when there is a file to look at
 
             if not written_by_us(path):
                 raise UsageError(f"{option} {path} exists and was not written by wordsight: refusing to overwrite it; choose a new file name")
@@ -147,7 +92,7 @@ def write_galleries(rows: list, heading: str, html: str | None, grid: str | None
     """Write the --html / --grid outputs requested, if any (atomically; a full disk is one line)."""
     if not (html or grid):
         return
-    from indexing.gallery import write_grid, write_html  # PIL: only when asked for
+    from cli.gallery import write_grid, write_html  # PIL: only when asked for
 
     if html:
         write_html(html, rows, heading)

@@ -7,17 +7,20 @@
   stopped when the last process using it exits (PyPI ``pgserver``: PostgreSQL 16 + pgvector 0.6 in a wheel;
   it listens on a Unix socket inside PATH only, never on the network).
 
-Nothing here knows the schema (``indexing.pg_store``). psycopg and pgserver are imported only here, and
+Nothing here knows the schema (``indexing.postgres.store``). psycopg and pgserver are imported only here, and
 only when a database spec is used: Annoy bundles never load them.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexing.bundle import BundleError, BundleMissing
+from foundation.atomic import process_alive
+from indexing.errors import BundleError, BundleMissing, reason
 
 EMBEDDED_PREFIX = "pg:"
 URI_PREFIXES = ("postgresql://", "postgres://")
@@ -64,20 +67,58 @@ def embedded_uri(folder: Path, create: bool) -> str:
         if not create and not (folder / "PG_VERSION").is_file():
             raise BundleMissing(f"no embedded database at {folder}: build it with "
                                 f"python -m indexing build-images PHOTOS --backend postgres --db pg:{folder}")
-        if folder.exists() and not folder.is_dir():
-            raise DatabaseError(f"{folder} is not a folder: choose another --db pg:PATH")
+        check_embedded_folder(folder)
         try:
             import pgserver
         except ImportError:
             raise DatabaseError("the embedded server needs pgserver: pip install pgserver") from None
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DatabaseError(f"cannot create {folder} ({reason(err)}): choose a --db pg:PATH in a folder you "
+                                "can write") from None
+        _forget_dead_handles(folder)
         try:
             _servers[key] = pgserver.get_server(folder, cleanup_mode="stop")
         except Exception as err:  # noqa: BLE001 - pg_ctl failures: CalledProcessError, TimeoutExpired, ...
             log = folder / "log"
-            raise DatabaseError(f"cannot start the embedded PostgreSQL in {folder} ({type(err).__name__}); "
-                                f"see {log}") from None
+            seen = f"see {log}" if log.is_file() else "check that the folder is on a local disk you can write"
+            raise DatabaseError(f"cannot start the embedded PostgreSQL in {folder} ({type(err).__name__}); {seen}") from None
     return _servers[key].get_uri()
+
+
+def check_embedded_folder(folder: Path) -> None:
+    """Refuse, before anything changes, a ``pg:`` folder that is neither new, empty nor a database: the
+    server would take it over (its owner and mode change to the server's)."""
+    if folder.exists() and not folder.is_dir():
+        raise DatabaseError(f"{folder} is not a folder: choose another --db pg:PATH")
+    try:
+        entries = os.listdir(folder) if folder.is_dir() else []
+    except OSError as err:
+        raise DatabaseError(f"cannot read {folder} ({reason(err)}): choose another --db pg:PATH") from None
+    if entries and not (folder / "PG_VERSION").is_file():
+        raise DatabaseError(f"{folder} is a folder that is not a database: refusing to use it; choose a new or "
+                            "empty folder for --db pg:PATH")
+
+
+def _forget_dead_handles(folder: Path) -> None:
+    """Drop from pgserver's list of processes using the server those that are gone.
+
+    pgserver stops the server when the last process in that list exits; a process killed with SIGKILL
+    never removes itself, so the server would outlive every later command. With the dead ones dropped,
+    the command now starting is the last user again, and stops the server when it ends.
+    """
+    from pgserver.postgres_server import PostgresServer
+
+    listing = folder / ".handle_pids.json"
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(listing.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and process_alive(pid)] if isinstance(pids, list) else []
+        if alive != pids:
+            listing.write_text(json.dumps(alive))
 
 
 def stop_embedded(folder: Path) -> None:

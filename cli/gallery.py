@@ -35,13 +35,16 @@ class Row:
 
 
 def thumbnail(path: str | os.PathLike):
-    """The image scaled to fit THUMB x THUMB (tiny images grow too), or a grey placeholder if unreadable."""
+    """The image scaled to fit THUMB x THUMB (tiny images grow too), or a grey placeholder if unreadable.
+
+    Decoded like the web app's thumbnails: the shared loader's draft decoding (``open_image(min_side=)``),
+    so a 4000x3000 JPEG decodes at 500x375, never in full."""
     from PIL import Image, ImageOps
 
     from foundation.images import BadImage, open_image
 
     try:
-        image = open_image(path)
+        image = open_image(path, min_side=THUMB)
     except BadImage:
         return Image.new("RGB", (THUMB, THUMB), _PLACEHOLDER)
     return ImageOps.contain(image, (THUMB, THUMB))

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import numpy as np
 
-from indexing import pg_store
-from indexing.bundle import BundleBuilder, BundleError, open_bundle
-from indexing.image_index import STATS, ImageFile
-from indexing.library_columns import Columns, Previous, open_features, read_meta
-from indexing.pg_server import connect, database_errors, parse_spec
+from indexing.build.files import ImageFile
+from indexing.bundle.builder import BundleBuilder
+from indexing.bundle.columns import Columns, Previous, open_features, read_meta
+from indexing.bundle.core import open_bundle
+from indexing.bundle.layout import STATS
+from indexing.errors import BundleError
+from indexing.postgres import store as pg_store
+from indexing.postgres.server import connect, database_errors, parse_spec
 
 MANIFEST_FACTS = ("vectors_source", "vectors_sha", "embedder_spec", "embedder_sha", "embedder", "sources",
                   "skipped", "duplicates")  # fmt: skip
@@ -80,10 +82,8 @@ def export_from_postgres(spec: str, out, log: Callable[[str], None] = lambda m: 
         rows = collection.conn.execute("SELECT path, size, mtime_ns, facts, embedding, features FROM ws_images "
                                        "ORDER BY path").fetchall()  # fmt: skip
     has_features = bool((manifest.get("library") or {}).get("features"))
-    previous = Previous()
-    previous.meta = [facts for _, _, _, facts, _, _ in rows]
-    if has_features:
-        previous.features = SimpleNamespace(vectors=np.stack([pg_store.as_array(r[5]) for r in rows]))
+    features = np.stack([pg_store.as_array(r[5]) for r in rows]) if has_features else None
+    previous = Previous([facts for _, _, _, facts, _, _ in rows], features)
     options = {} if n_trees is None else {"n_trees": n_trees}
     with BundleBuilder(out) as builder:
         writer = builder.rows(len(rows), collection.dim)

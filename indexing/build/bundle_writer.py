@@ -1,0 +1,201 @@
+"""The Annoy-bundle writer of the build driver: shares go to part folders, rank 0 writes the bundle.
+
+Every rank (a single process is rank 0 of 1) embeds its share into a part folder beside the bundle
+(``vectors.npy``, ``features.npy`` when the embedder gives pooled features, ``paths.json``; renamed into
+place when complete). Rank 0 then streams stored rows and the parts into a new generation in sorted path
+order, with the library columns (``indexing.bundle.columns``), under the build lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from foundation.atomic import remove_stale, temp_path, temp_prefix, write_atomic
+from foundation.sharding import chunks
+from indexing.ann.forest import DEFAULT_N_TREES
+from indexing.build.embedding import CHUNK, ChunkedEmbedder
+from indexing.build.files import ImageFile
+from indexing.build.plan import Plan, Stored
+from indexing.build.report import build_facts, none_readable
+from indexing.bundle.builder import BundleBuilder, RowWriter
+from indexing.bundle.columns import Columns, Previous
+from indexing.bundle.core import Bundle, open_bundle
+from indexing.bundle.layout import STATS, check_target
+from indexing.errors import BundleError, BundleMissing
+from indexing.generations.lock import build_lock
+
+PARTS_TAG = "shards"
+
+
+class BundleWriter:
+    def __init__(self, out: str | os.PathLike, inputs: Sequence[str | os.PathLike], embedder,
+                 log: Callable[[str], None], n_trees: int = DEFAULT_N_TREES, search_k: int | None = None,
+                 on_disk: bool = False):  # fmt: skip
+        self.out, self.inputs, self.embedder, self.log = Path(out), inputs, embedder, log
+        self.options = {"n_trees": n_trees, "search_k": search_k, "on_disk": on_disk}
+        self.shown = str(self.out)
+        self.previous: Bundle | None = None
+        self.previous_columns = Previous()
+
+    def lock(self):
+        """A second build of the same folder waits, then plans afresh; never a folder of the user's."""
+        return build_lock(check_target(self.out, self.inputs), self.log)
+
+    def stored(self, update: bool) -> dict[str, Stored]:
+        """The bundle's rows, when updating: the previous bundle stays open until the new one is written."""
+        if not update:
+            return {}
+        try:
+            self.previous = open_bundle(self.out, expect={"kind": "images", "embedder_sha": self.embedder.identity["sha"],
+                                                          "dim": self.embedder.dim})  # fmt: skip
+        except BundleMissing:
+            return {}
+        except BundleError as err:
+            raise BundleError(f"cannot --update: {err}") from None
+        self.previous_columns = _previous_columns(self.previous)
+        meta = self.previous_columns.meta
+        stats = self.previous.array(STATS).tolist()
+        hashes = [facts.get("hash") for facts in meta] if meta else [None] * len(stats)
+        return {path: Stored(size, mtime, digest)
+                for path, (size, mtime), digest in zip(self.previous.items, stats, hashes)}  # fmt: skip
+
+    def refuse(self, path: str) -> str | None:
+        return None  # a bundle holds any file name (undecodable bytes kept)
+
+    def start(self, plan: Plan) -> dict:
+        """A fresh part folder beside the bundle (parts of killed builds removed first)."""
+        out = self.out.absolute()
+        remove_stale(out.parent, temp_prefix(out, PARTS_TAG))
+        return {"folder": str(temp_path(out, PARTS_TAG))}
+
+    def write_share(self, started: dict, rank: int, files: list[ImageFile], embed: ChunkedEmbedder,
+                    hashes: dict) -> None:  # fmt: skip
+        """Embed ``files`` into ``folder/rank<r>``, streaming, atomically: vectors as they come (the bundle
+        normalises them), pooled features if every file has them."""
+        folder = Path(started["folder"])
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp, done = folder / f".rank{rank}.tmp", folder / f"rank{rank}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            part = _PartWriter(tmp, len(files), self.embedder.dim)
+            for chunk in chunks([f.path for f in files], CHUNK):
+                fresh = embed(chunk)
+                part.add([p for p in chunk if p in fresh], fresh, embed.features)
+            part.close()
+            os.replace(tmp, done)
+        except BaseException:  # Ctrl-C, a full disk: leave no part behind (a SIGKILL's is removed by the next build)
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # once no other rank's part is in it
+            raise
+
+    def finish(self, plan: Plan, started: dict, failed: list[tuple[str, str]]) -> Bundle:
+        """Stored rows and the parts, in path order, into a new generation of the bundle."""
+        parts = _Parts(Path(started["folder"]))
+        try:
+            return self._write(plan, parts, failed)
+        finally:
+            parts.remove()
+
+    def _write(self, plan: Plan, parts: _Parts, failed: list[tuple[str, str]]) -> Bundle:
+        files = plan.collected.files
+        old_rows = {path: row for row, path in enumerate(self.previous.items)} if self.previous else {}
+        kept: list[ImageFile] = []
+        with BundleBuilder(self.out, plan.inputs) as builder:
+            rows = builder.rows(len(files), self.embedder.dim)
+            columns = Columns(builder.tmp, len(files), self.previous_columns, plan.hashes)
+            for chunk in chunks(files, CHUNK):
+                here = [f for f in chunk if f.path in plan.kept or f.path in parts]
+                if not here:
+                    continue
+                reused = [old_rows[plan.kept[f.path]] if f.path in plan.kept else None for f in here]
+                rows.append(np.stack([self.previous.vectors[r] if r is not None else parts.vector(f.path)
+                                      for f, r in zip(here, reused)]))  # fmt: skip
+                for f, r in zip(here, reused):
+                    columns.add(f, r, parts.features(f.path) if r is None else None)
+                kept += here
+            if not kept:
+                none_readable(plan.collected.skipped + failed)
+            meta = {**build_facts(self.embedder, plan, failed), **columns.write(self.embedder.identity["sha"], self.log)}
+            arrays = {STATS: np.asarray([(f.size, f.mtime_ns) for f in kept], dtype=np.int64)}
+            return builder.commit("images", [f.path for f in kept], meta, arrays, log=self.log, **self.options)
+
+
+def _previous_columns(bundle: Bundle | None) -> Previous:
+    """The previous bundle's library columns; none if it cannot give them (they are then made afresh)."""
+    with contextlib.suppress(BundleError):
+        return Previous.of(bundle)
+    return Previous()
+
+
+class _PartWriter:
+    """One rank's part: vectors (and pooled features while every file has them) streamed to disk."""
+
+    def __init__(self, folder: Path, capacity: int, dim: int):
+        self.folder, self.capacity = folder, capacity
+        self.vectors = RowWriter(folder / "vectors.npy", capacity, dim, normalised=False)
+        self.features: RowWriter | None = None
+        self.with_features = True
+        self.paths: list[str] = []
+
+    def add(self, paths: list[str], vectors: dict, features: dict) -> None:
+        if not paths:
+            return
+        self.vectors.append(np.stack([vectors[p] for p in paths]))
+        self.paths += paths
+        self.with_features = self.with_features and all(p in features for p in paths)
+        if self.with_features:
+            if self.features is None:
+                dim = len(features[paths[0]])
+                self.features = RowWriter(self.folder / "features.npy", self.capacity, dim, dtype="<f2")  # unit length
+            self.features.append(np.stack([features[p] for p in paths]))
+
+    def close(self) -> None:
+        self.vectors.close()
+        if self.features is not None:
+            self.features.close()
+            if not self.with_features:
+                (self.folder / "features.npy").unlink()
+        write_atomic(self.folder / "paths.json", json.dumps({"paths": self.paths}))
+
+
+class _Parts:
+    """Every rank's part, looked up by path."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.where: dict[str, tuple[int, int]] = {}
+        self.vectors: list[np.ndarray] = []
+        self.feature_rows: list[np.ndarray | None] = []
+        for part in sorted(folder.glob("rank*")):
+            listing = json.loads((part / "paths.json").read_text())
+            number = len(self.vectors)
+            self.vectors.append(np.load(part / "vectors.npy", mmap_mode="r"))
+            features = part / "features.npy"
+            self.feature_rows.append(np.load(features, mmap_mode="r") if features.is_file() else None)
+            self.where.update({path: (number, row) for row, path in enumerate(listing["paths"])})
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.where
+
+    def vector(self, path: str) -> np.ndarray:
+        part, row = self.where[path]
+        return np.asarray(self.vectors[part][row])
+
+    def features(self, path: str) -> np.ndarray | None:
+        part, row = self.where[path]
+        features = self.feature_rows[part]
+        return None if features is None else np.asarray(features[row], dtype=np.float32)
+
+    def remove(self) -> None:
+        self.vectors.clear()
+        self.feature_rows.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)

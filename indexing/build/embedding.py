@@ -1,0 +1,48 @@
+"""Embedding a build's files chunk by chunk under one progress bar, collecting the files that were skipped.
+
+The embedder is any object with ``identity``, ``dim``, ``spec`` and ``embed_paths`` (``models.embedder``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
+
+
+class ChunkedEmbedder:
+    """Calls ``embed_paths`` chunk by chunk under one progress bar, collecting the skipped files.
+
+    Chunks bound memory (one chunk's vectors at a time) without a progress bar per chunk.
+    """
+
+    def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True, workers: int | None = None):
+        from tqdm import tqdm
+
+        self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
+        self.skipped: list[tuple[str, str]] = []
+        self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
+        self.bar = tqdm(
+            total=total, desc="embedding images", unit="img", file=sys.stderr, disable=not progress
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+        if hasattr(self.embedder, "close"):  # its decoding workers
+            self.embedder.close()
+
+    def __call__(self, paths: list[str]) -> dict[str, np.ndarray]:
+        """Vectors (not normalised) of the readable files among ``paths``, by path."""
+        if not paths:
+            return {}
+        result = self.embedder.embed_paths(paths, batch_size=self.batch_size, progress=False, workers=self.workers)
+        self.skipped += result.skipped
+        self.bar.update(len(paths))
+        features = getattr(result, "features", None)
+        self.features = dict(zip(result.paths, features)) if features is not None else {}
+        return dict(zip(result.paths, result.vectors))

@@ -1,0 +1,175 @@
+"""The photo-library columns of an image bundle, row-aligned with ``items.txt``; all optional.
+
+```
+meta.jsonl        one JSON object per item: folder, date (EXIF DateTimeOriginal, else mtime), content hash
+features.f16.npy  the backbone's pooled features, L2-normalised, float16, memory-mapped
+features.ann      their own Annoy forest: image -> image "same photo" search and duplicate finding
+```
+
+The manifest's ``library`` entry says which are present. A bundle built before these existed, or whose
+embedder gives no pooled features, simply lacks them: word search works as before, and image queries fall
+back to the word space with a note. They are files of the generation like any other: covered by the
+manifest's hashes and read from the same generation as the vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from indexing.ann.forest import build_forest, tune_search_k
+from indexing.ann.vectors import normalise
+from indexing.bundle.core import Bundle, load_forest
+from indexing.bundle.verify import check_file
+from indexing.errors import BundleDamaged, reason, rebuild_hint
+from library.metadata import photo_facts
+
+META_FILE = "meta.jsonl"
+FEATURES_FILE = "features.f16.npy"
+FEATURES_INDEX = "features.ann"
+FEATURE_TREES = 10
+MANIFEST_KEY = "library"
+
+
+class Previous:
+    """The columns of the bundle being updated (or exported): meta rows and feature vectors, if it had them."""
+
+    def __init__(self, meta: list[dict] | None = None, features: np.ndarray | None = None):
+        self.meta, self.features = meta, features
+
+    @classmethod
+    def of(cls, bundle: Bundle | None) -> Previous:
+        if bundle is None:
+            return cls()
+        features = open_features(bundle)
+        return cls(read_meta(bundle), features.vectors if features is not None else None)
+
+
+class Columns:
+    """Collects meta rows and features while a bundle is written; ``write`` finishes them in its folder."""
+
+    def __init__(self, folder: Path, capacity: int, previous: Previous, hashes: dict[str, str]):
+        self.folder, self.capacity, self.previous, self.hashes = folder, capacity, previous, hashes
+        self.meta: list[dict] = []
+        self._features: np.ndarray | None = None
+        self.features_missing = 0
+
+    def add(self, f, old_row: int | None, features: np.ndarray | None) -> None:
+        """One bundle row: file ``f`` (path, size, mtime_ns), its row in the previous bundle if reused."""
+        old = self.previous.meta[old_row] if old_row is not None and self.previous.meta else None
+        if old is not None:
+            facts = {**old, "folder": os.path.dirname(f.path)}
+        else:
+            facts = photo_facts(f.path, f.size, f.mtime_ns, self.hashes.get(f.path)).as_dict()
+        self.meta.append(facts)
+        if features is None and old_row is not None and self.previous.features is not None:
+            features = self.previous.features[old_row]
+        self._add_features(features)
+
+    def _add_features(self, features: np.ndarray | None) -> None:
+        row = len(self.meta) - 1
+        if features is None:
+            self.features_missing += 1
+            return
+        if self._features is None:
+            self._features = np.lib.format.open_memmap(
+                self.folder / FEATURES_FILE, mode="w+", dtype=np.float16, shape=(self.capacity, len(features))
+            )
+        self._features[row] = normalise(features).astype(np.float16)
+
+    def write(self, identity: str, log: Callable[[str], None] = lambda message: None) -> dict:
+        """Write meta.jsonl (and the features and their forest if every row has features); manifest entry."""
+        count = len(self.meta)
+        with open(self.folder / META_FILE, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(facts, sort_keys=True) + "\n" for facts in self.meta)
+        entry: dict = {"meta": META_FILE, "features": None}
+        if self._features is None or self.features_missing:
+            if self._features is not None or self.features_missing < count:
+                log(f"no visual features index: {self.features_missing} of {count} images have no pooled features "
+                    "(rebuild without --update to add them)")
+            self._features = None
+            (self.folder / FEATURES_FILE).unlink(missing_ok=True)
+            return {MANIFEST_KEY: entry}
+        self._features.flush()
+        dim = self._features.shape[1]
+        del self._features
+        entry["features"] = self._features_index(_shrunk(self.folder / FEATURES_FILE, count, dim), identity, log)
+        return {MANIFEST_KEY: entry}
+
+    def _features_index(self, features: np.ndarray, identity: str, log: Callable[[str], None]) -> dict:
+        """The visual features' own forest, tuned like the bundle's; its manifest entry."""
+        count, dim = features.shape
+        started = time.perf_counter()
+        annoy = build_forest(features, self.folder / FEATURES_INDEX, FEATURE_TREES, on_disk=False)
+        search_k, recall = tune_search_k(annoy, features)
+        annoy.unload()
+        build_s = time.perf_counter() - started
+        log(f"visual features: {count} x {dim} float16, {FEATURE_TREES} trees in {build_s:.1f}s, "
+            f"search_k {search_k} (recall@10 {recall:.3f})")
+        return {"file": FEATURES_FILE, "index": FEATURES_INDEX, "dim": int(dim), "identity": identity,
+                "n_trees": FEATURE_TREES, "search_k": search_k, "recall_at_10": recall,
+                "index_bytes": (self.folder / FEATURES_INDEX).stat().st_size, "build_seconds": round(build_s, 3)}  # fmt: skip
+
+
+def _shrunk(path: Path, count: int, dim: int) -> np.ndarray:
+    """The first ``count`` rows of the features file (rewritten shorter if files were skipped)."""
+    features = np.load(path, mmap_mode="r")
+    if len(features) != count:
+        tmp = path.with_name(path.name + ".part")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(count, dim))
+        for start in range(0, count, 1 << 14):
+            end = min(start + (1 << 14), count)
+            out[start:end] = features[start:end]
+        out.flush()
+        del out, features
+        os.replace(tmp, path)
+        features = np.load(path, mmap_mode="r")
+    return features
+
+
+def read_meta(bundle: Bundle) -> list[dict] | None:
+    """The bundle's meta rows (checked against the manifest, from the bundle's generation), or None if it
+    was built without them."""
+    if not (bundle.manifest.get(MANIFEST_KEY) or {}).get("meta"):
+        return None
+    file, hint = bundle.root / META_FILE, rebuild_hint(bundle.path, bundle.manifest)
+    check_file(bundle.path, file, bundle.manifest)
+    try:
+        meta = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError) as err:
+        raise BundleDamaged(f"{file} is damaged ({reason(err)}); {hint}") from None
+    if len(meta) != len(bundle) or not all(isinstance(facts, dict) for facts in meta):
+        raise BundleDamaged(f"{file} has {len(meta)} rows for {len(bundle)} images; {hint}")
+    return meta
+
+
+def open_features(bundle: Bundle) -> Bundle | None:
+    """The visual-feature space of an image bundle as a Bundle of its own (same items), or None.
+
+    Its files are checked against the manifest first, like the bundle's own: a damaged forest would crash
+    Annoy, a changed row would give wrong answers with exit 0."""
+    entry = (bundle.manifest.get(MANIFEST_KEY) or {}).get("features")
+    if not entry:
+        return None
+    hint = rebuild_hint(bundle.path, bundle.manifest)
+    try:
+        index_file, vectors_file, dim = bundle.root / entry["index"], bundle.root / entry["file"], int(entry["dim"])
+        index_bytes = int(entry["index_bytes"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleDamaged(f"{bundle.path}: the manifest's visual features entry is damaged; {hint}") from None
+    for file in (vectors_file, index_file):
+        check_file(bundle.path, file, bundle.manifest)
+    try:
+        vectors = np.load(vectors_file, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise BundleDamaged(f"{vectors_file} is damaged ({reason(err)}); {hint}") from None
+    if vectors.shape != (len(bundle), dim):
+        raise BundleDamaged(f"{vectors_file} holds {vectors.shape}, not {len(bundle)} x {dim}; {hint}")
+    annoy = load_forest(index_file, dim, len(bundle), index_bytes, hint)
+    manifest = {**entry, "kind": "features", "count": len(bundle)}
+    return Bundle(bundle.path, manifest, bundle.items, vectors, annoy, bundle.root)
