@@ -127,7 +127,7 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     """tag.py's options for how ConSE uses WordNet, defaults from ``taxonomy.hierarchy.DEFAULT_OPTIONS``."""
     d = DEFAULT_OPTIONS
     group = parser.add_argument_group(
-        "ConSE with WordNet (conse:<backbone> only; defaults measured, see README)",
+        "ConSE with WordNet (conse:<backbone> only; defaults measured, see docs/results.md)",
         "ConSE tags are scored exactly over the whole vocabulary (cosine + hierarchy - stacking), "
         "so --exact changes nothing for them.",
     )

@@ -2,7 +2,7 @@
 
 Two photos are duplicates when the cosine of their pooled backbone features reaches the threshold;
 groups are the connected components of that relation (union-find), largest first. The default threshold
-comes from ``python -m evaluation.duplicates`` (README: precision/recall on generated near-duplicates of
+comes from ``python -m evaluation.duplicates`` (docs/results.md: precision/recall on generated near-duplicates of
 real photos, with distinct photos of the same subject as the hard negatives).
 """
 

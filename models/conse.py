@@ -92,7 +92,7 @@ class HeadWithConSE(nn.Module):
 
     The head knows the classes it was trained on and pulls every image towards them; ConSE knows the
     1000 ImageNet classes and pulls an image of an unseen class towards its own words. Mixing the two
-    lifted zero-shot accuracy at little cost on seen classes (README, Results).
+    lifted zero-shot accuracy at little cost on seen classes (docs/results.md).
     """
 
     def __init__(self, head: nn.Module, conse: ConSE | None, weight: float):

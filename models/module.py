@@ -21,7 +21,7 @@ from models.network import network_from_hparams
 from scoring.metrics import flatten
 from scoring.test_time import score_test_split
 
-# Test-time zero-shot levers, both on by default (README "Results" measures them): calibrated stacking,
+# Test-time zero-shot levers, both on by default (docs/results.md measures them): calibrated stacking,
 # and a quarter of ConSE's vector mixed into the head's.
 DEFAULT_STACKING_RATE = 0.1
 DEFAULT_CONSE_WEIGHT = 0.25

@@ -81,7 +81,7 @@ def add_library_options(parser: argparse.ArgumentParser) -> None:
                         help="list groups of near-duplicate photos (visual features), largest first")
     parser.add_argument("--threshold", type=cli.options.cosine_score, default=DEFAULT_THRESHOLD, metavar="COSINE",
                         help=f"with --duplicates: feature cosine at which two photos count as duplicates "
-                        f"(default {DEFAULT_THRESHOLD}, chosen on generated near-duplicates, see README)")
+                        f"(default {DEFAULT_THRESHOLD}, chosen on generated near-duplicates, see docs/results.md)")
 
 
 def search(args: argparse.Namespace) -> int:

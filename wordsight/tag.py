@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--checkpoint",
         default=DEFAULT_MODEL,
         help=f"a .ckpt file, or conse:<backbone> for no training at all (default {DEFAULT_MODEL}: on real "
-        "photos it tags best; a Fashion-MNIST model knows only clothes, see README Results)",
+        "photos it tags best; a Fashion-MNIST model knows only clothes, see docs/results.md)",
     )
     parser.add_argument(
         "--vocabulary",
