@@ -165,6 +165,15 @@ def draft_scale(width: int, height: int, min_side: int) -> int:
     return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
+def reduced_decoding(paths) -> str:
+    """How ``open_image(path, min_side)`` may change these files' pixels from a full decode (part of
+    feature-cache keys): "jpeg-draft" (JPEG DCT scaling), "camera-reduced" (HEIC/AVIF/RAW through thumbnails,
+    previews, box reduction), both joined by "+", or "" when neither applies."""
+    suffixes = {os.path.splitext(p)[1].lower() for p in paths}
+    kinds = (("jpeg-draft", JPEG_EXTENSIONS), ("camera-reduced", ISOBMFF_EXTENSIONS | RAW_EXTENSIONS))
+    return "+".join(name for name, extensions in kinds if suffixes & extensions)
+
+
 def open_image(path: str | bytes | os.PathLike, min_side: int | None = None) -> Image.Image:
     """Open, fully decode and normalise one image to RGB, or raise ``BadImage(reason)``.
 
