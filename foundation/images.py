@@ -364,13 +364,14 @@ def _open_raw(path: Path, min_side: int | None) -> Image.Image:
     Which one was used goes to ``image.info["decoded_from"]`` and the ``wordsight.images`` debug log."""
     rawpy = _rawpy()
     try:
-        os.close(os.open(path, os.O_RDONLY))  # unreadable: say why, as for any other file
+        with open(path, "rb") as f:  # unreadable: say why, as for any other file
+            tiff = f.read(4) in (b"II*\x00", b"MM\x00*")  # most RAW formats are TIFF inside
         with _libraw_messages() as messages, warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rawpy's fork warning: _rawpy made forking safe
             try:
                 raw = rawpy.imread(_raw_source(path))
             except (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError):
-                raise BadImage("not a RAW file LibRaw can read") from None
+                raise BadImage("corrupt RAW header" if tiff else "not a RAW file LibRaw can read") from None
             # Never a preview smaller than what the half-size decode would give instead.
             needed = min(min_side or RAW_PREVIEW_MIN_SIDE, min(raw.sizes.width, raw.sizes.height) // 2)
             with raw:

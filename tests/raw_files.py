@@ -117,8 +117,6 @@ def make_dng(
         _entry(33422, _BYTE, [0, 1, 1, 2]),  # CFAPattern: RGGB
         _entry(50717, _LONG, WHITE_LEVEL),  # WhiteLevel
     ]
-    # Layout: header, IFD0 (+ preview), SubIFD, raw data last, as cameras write them.
-    ifd0_at = 8
     if preview:
         preview_entries = [
             _entry(254, _LONG, 1),  # NewSubFileType: reduced-resolution copy
@@ -133,25 +131,27 @@ def make_dng(
         ]
     else:  # a RAW without preview: IFD0 is a tiny placeholder that LibRaw passes over
         preview_entries = [_entry(254, _LONG, 1), _entry(256, _LONG, 0), _entry(257, _LONG, 0)]
-    placeholder = 0xFFFFFFFF
 
     def ifd0(preview_at: int, subifd_at: int) -> bytes:
         extra = [_entry(273, _LONG, preview_at), _entry(279, _LONG, len(preview_bytes))] if preview else []
-        return _ifd([*common, *preview_entries, *extra, _entry(330, _LONG, subifd_at)], ifd0_at)
+        return _ifd([*common, *preview_entries, *extra, _entry(330, _LONG, subifd_at)], 8)
 
-    size0 = len(ifd0(placeholder, placeholder))
-    preview_at = ifd0_at + size0 + (size0 % 2)
-    subifd_at = preview_at + len(preview_bytes) + (len(preview_bytes) % 2)
-
-    def subifd(raw_at: int) -> bytes:
+    def subifd(raw_at: int, subifd_at: int) -> bytes:
         strip = [_entry(273, _LONG, raw_at), _entry(279, _LONG, len(raw_bytes))]
         return _ifd([*raw_ifd_entries, *strip], subifd_at)
 
-    size1 = len(subifd(placeholder))
-    raw_at = subifd_at + size1 + (size1 % 2)
-    out = bytearray(b"II*\x00" + struct.pack("<I", ifd0_at))
-    for block, at in ((ifd0(preview_at, subifd_at), ifd0_at), (preview_bytes, preview_at),
-                      (subifd(raw_at), subifd_at), (raw_bytes, raw_at)):  # fmt: skip
+    # Layout as cameras write it: header, the IFDs, then the preview, the raw data last (so a file cut short
+    # keeps its IFDs and loses pictures). Offsets do not change an IFD's size: measure with zeros first.
+    subifd_at = _even(8 + len(ifd0(0, 0)))
+    preview_at = _even(subifd_at + len(subifd(0, 0)))
+    raw_at = _even(preview_at + len(preview_bytes))
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for block, at in ((ifd0(preview_at, subifd_at), 8), (subifd(raw_at, subifd_at), subifd_at),
+                      (preview_bytes, preview_at), (raw_bytes, raw_at)):  # fmt: skip
         out += b"\x00" * (at - len(out)) + block
     path.write_bytes(bytes(out))
     return path
+
+
+def _even(offset: int) -> int:
+    return offset + offset % 2

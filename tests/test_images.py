@@ -12,7 +12,14 @@ import pytest
 from PIL import Image
 
 from foundation import images
-from foundation.images import IMAGE_EXTENSIONS, RAW_EXTENSIONS, BadImage, describe_skips, list_images, open_image
+from foundation.images import (
+    IMAGE_EXTENSIONS,
+    RAW_EXTENSIONS,
+    BadImage,
+    describe_skips,
+    list_images,
+    open_image,
+)
 from tests.bad_inputs import (
     ANIMATED,
     EXIF_ROTATED,
@@ -36,6 +43,9 @@ REASONS = {
     "cat/unreadable.jpg": "unreadable: permission denied",
     "dog/broken_link.jpg": "not found",
     "dog/pipe.jpg": "not a regular file",
+    "cat/truncated.heic": "truncated",
+    "cat/truncated.dng": "truncated",
+    "cat/text.cr2": "not a RAW file LibRaw can read",
 }
 
 
