@@ -321,22 +321,43 @@ _ORIENTATION_TRANSPOSE = {
 
 
 def _rawpy():
-    """rawpy, imported on the first RAW file. Its LibRaw runs OpenMP loops, and an OpenMP thread pool in a
-    process that then forks decoding workers deadlocks them: its OpenMP library is loaded with one thread."""
-    if "rawpy" in sys.modules:
-        return sys.modules["rawpy"]
-    before = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # read once, when the OpenMP library rawpy ships is loaded
+    """rawpy, imported on the first RAW file."""
     try:
         import rawpy
     except ImportError:
         raise BadImage("camera RAW needs rawpy: pip install rawpy") from None
-    finally:
-        if before is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = before
     return rawpy
+
+
+_OPENMP_LIBRARIES: list = []  # (omp_get_max_threads, omp_set_num_threads) of each OpenMP library LibRaw may use
+
+
+@contextlib.contextmanager
+def _one_openmp_thread(rawpy):
+    """Run LibRaw's OpenMP loops on one thread in the calling thread, as it was before afterwards.
+
+    An OpenMP thread pool alive when a process forks deadlocks the child's next OpenMP loop, and decoding
+    workers are forked (the main process decodes the first items itself). LibRaw's loops run on the OpenMP
+    library already in the process (torch's, once torch is loaded) or on the one rawpy ships: both are set.
+    """
+    if not _OPENMP_LIBRARIES:
+        import ctypes
+        import glob
+
+        shipped = glob.glob(os.path.join(os.path.dirname(rawpy.__file__), os.pardir, "rawpy.libs", "libgomp*"))
+        for library in (ctypes.CDLL(None), *map(ctypes.CDLL, shipped)):
+            functions = getattr(library, "omp_get_max_threads", None), getattr(library, "omp_set_num_threads", None)
+            if all(functions):
+                _OPENMP_LIBRARIES.append(functions)
+        _OPENMP_LIBRARIES.append((None, None))  # looked: not again
+    before = [(get(), set_threads) for get, set_threads in _OPENMP_LIBRARIES if get]
+    for _, set_threads in before:
+        set_threads(1)
+    try:
+        yield
+    finally:
+        for threads, set_threads in before:
+            set_threads(threads)
 
 
 @contextlib.contextmanager
@@ -366,8 +387,8 @@ def _open_raw(path: Path, min_side: int | None) -> Image.Image:
     try:
         with open(path, "rb") as f:  # unreadable: say why, as for any other file
             tiff = f.read(4) in (b"II*\x00", b"MM\x00*")  # most RAW formats are TIFF inside
-        with _libraw_messages() as messages, warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # rawpy's fork warning: _rawpy made forking safe
+        with _libraw_messages() as messages, _one_openmp_thread(rawpy), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rawpy's fork warning: one thread makes it safe
             try:
                 raw = rawpy.imread(_raw_source(path))
             except (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError):
