@@ -6,6 +6,7 @@ RAW small enough to commit ships in a registry package.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -235,9 +236,9 @@ def _mixed_folder(root: Path) -> dict[str, str]:
     colours = {"red.jpg": "red", "green.heic": "green", "blue.avif": "blue", "yellow.png": "yellow",
                "purple.dng": "purple", "cyan.nef": "cyan"}  # fmt: skip
     for name, colour in colours.items():
-        im = Image.new("RGB", (240, 240), COLOURS[colour])
+        im = Image.new("RGB", (400, 400), COLOURS[colour])
         if name.endswith(".dng"):
-            make_dng(root / name, im, preview="jpeg", preview_size=240)
+            make_dng(root / name, im, preview="jpeg", preview_size=400)
         elif name.endswith(".nef"):  # no preview: the half-size decode
             make_dng(root / name, im, preview=None)
         else:
@@ -289,3 +290,16 @@ def test_real_network_tags_a_heic_and_a_raw_cat_through_tag_py(tmp_path):
     tags = {Path(r["image"]).name: [t["word"] for t in r["tags"]] for r in map(json.loads, done.stdout.splitlines())}
     assert set(tags) == {"chelsea.heic", "chelsea.dng", "chelsea_no_preview.cr2"}
     assert all("cat" in words for words in tags.values()), tags
+
+
+def test_web_and_gallery_thumbnails_of_every_format(tmp_path):
+    from indexing.gallery import THUMB, thumbnail
+    from webapp.thumbnails import GRID, render
+
+    colours = _mixed_folder(tmp_path / "mixed")
+    for name, colour in colours.items():
+        web = Image.open(io.BytesIO(render(tmp_path / "mixed" / name, GRID)))
+        gallery = thumbnail(tmp_path / "mixed" / name)
+        assert max(web.size) == GRID and max(gallery.size) == THUMB, name
+        for im in (web, gallery):
+            assert _near(np.asarray(im).reshape(-1, 3).mean(axis=0), COLOURS[colour], tolerance=30), name
