@@ -21,6 +21,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -57,7 +58,6 @@ MAX_PIXELS = 89_478_485
 # to Ghostscript or parse dozens of exotic formats nobody keeps in a photo folder. ("JPEG" also opens
 # phones' multi-picture MPO files.)
 _FORMATS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")
-_ISOBMFF_FORMATS = ("HEIF", "AVIF")  # registered on the first file with an "ftyp" box
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -284,7 +284,7 @@ def _isobmff_formats() -> tuple[str, ...]:
                 import pillow_avif  # noqa: F401 - registers the AVIF opener with Pillow
             _ISOBMFF_OPENERS["AVIF"] = ""
         except ImportError:
-            _ISOBMFF_OPENERS["AVIF"] = "AVIF needs a Pillow with AVIF or pillow-avif-plugin: pip install pillow-avif-plugin"
+            _ISOBMFF_OPENERS["AVIF"] = "AVIF needs pillow-avif-plugin: pip install pillow-avif-plugin"
     return tuple(name for name, missing in _ISOBMFF_OPENERS.items() if not missing)
 
 
@@ -360,15 +360,19 @@ def _one_openmp_thread(rawpy):
             set_threads(threads)
 
 
+_STDERR_SWAP = threading.Lock()
+
+
 @contextlib.contextmanager
 def _libraw_messages():
     """Collect what LibRaw prints on stderr ("<file>: Unexpected end of file") instead of letting it reach the
-    user's terminal; the yielded list holds it afterwards. (File descriptor 2 is the whole process's: a line
-    another thread writes meanwhile is collected too, so this wraps LibRaw calls only.)"""
+    user's terminal; the yielded list holds it afterwards. File descriptor 2 is the whole process's: one
+    thread at a time swaps it (a web server's threads take turns decoding RAWs; workers are processes), and a
+    line another thread writes meanwhile is collected too, so this wraps LibRaw calls only."""
     messages: list[str] = []
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
+    with _STDERR_SWAP, tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
         os.dup2(captured.fileno(), 2)
         try:
             yield messages
@@ -442,23 +446,24 @@ def _raw_preview(raw, rawpy, min_side: int | None, needed: int) -> tuple[Image.I
         return None, "no embedded preview"
     except rawpy.LibRawError:
         return None, "unreadable embedded preview"
-    if thumb.format == rawpy.ThumbFormat.JPEG:
-        kind = "JPEG"
-        try:
+    try:
+        if thumb.format == rawpy.ThumbFormat.JPEG:
+            kind, size = "JPEG", Image.open(io.BytesIO(thumb.data), formats=("JPEG",)).size  # reads the header
+        else:
+            pixels = np.asarray(thumb.data)
+            if pixels.dtype != np.uint8:
+                pixels = (pixels >> 8).astype(np.uint8)  # 16-bit bitmap previews
+            kind, image = "bitmap", Image.fromarray(pixels.squeeze()).convert("RGB")
+            size = image.size
+        if min(size) < needed:
+            return None, f"embedded preview {size[0]}x{size[1]} is smaller than {needed} px"
+        if kind == "JPEG":
             image = _decode(io.BytesIO(thumb.data), min_side, ("JPEG",), orient=False)  # the RAW's flip rules
-        except BadImage as reason:
-            return None, f"embedded preview {reason}"
-        except Exception as exc:  # noqa: BLE001 - a damaged preview: the RAW data may still be whole
-            return None, f"embedded preview {_decode_reason(exc)}"
-    else:
-        kind = "bitmap"
-        pixels = np.asarray(thumb.data)
-        if pixels.dtype != np.uint8:
-            pixels = (pixels >> 8).astype(np.uint8)  # 16-bit bitmap previews
-        image = Image.fromarray(pixels.squeeze()).convert("RGB")
-    if min(image.size) < needed:  # JPEG drafting never goes below min_side: this is the stored size
-        return None, f"embedded preview {image.width}x{image.height} is smaller than {needed} px"
-    stored = f"{image.width}x{image.height}"
+    except BadImage as reason:
+        return None, f"embedded preview {reason}"
+    except Exception as exc:  # noqa: BLE001 - a damaged preview: the RAW data may still be whole
+        return None, f"embedded preview {_decode_reason(exc)}"
+    stored = f"{size[0]}x{size[1]}"
     transpose = _ORIENTATION_TRANSPOSE.get(_FLIP_TO_ORIENTATION.get(raw.sizes.flip, 1))
     image = _reduce(image.transpose(transpose) if transpose is not None else image, min_side)
     image.info["decoded_from"] = f"embedded {kind} preview ({stored})"

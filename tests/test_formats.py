@@ -146,7 +146,8 @@ def test_raw_decodes_through_its_embedded_jpeg_preview_turned_upright(tmp_path, 
     assert image.size == (400, 600)
     assert _near(image.getpixel((image.width - 5, 5)), RED) and _near(image.getpixel((5, 5)), GREEN)
     assert f"{path}: embedded JPEG preview (600x400)" in caplog.text
-    assert open_image(path, min_side=100).size == (100, 150)  # the preview JPEG itself is drafted
+    drafted = open_image(path, min_side=100)  # the preview JPEG itself is drafted
+    assert drafted.size == (100, 150) and drafted.info["decoded_from"] == "embedded JPEG preview (600x400)"
 
 
 def test_a_bitmap_preview_is_used_too(tmp_path):
@@ -193,6 +194,21 @@ def test_a_truncated_raw_without_preview_is_skipped_and_libraw_prints_nothing(tm
     with pytest.raises(BadImage, match="^truncated$"):
         open_image(path)
     assert capfd.readouterr().err == ""
+
+
+def test_threads_decoding_broken_raws_at_once_leave_stderr_as_it_was(tmp_path):
+    """LibRaw's messages are collected by swapping file descriptor 2: threads (a web server's) take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    whole = make_dng(tmp_path / "whole.dng", _marked((400, 300)), preview=None).read_bytes()
+    paths = [tmp_path / f"cut{i}.dng" for i in range(12)]
+    for path in paths:
+        path.write_bytes(whole[: len(whole) // 2])
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as pool:
+        reasons = list(pool.map(lambda p: pytest.raises(BadImage, open_image, p).value.args[0], paths))
+    after = os.fstat(2)
+    assert reasons == ["truncated"] * 12 and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
 
 
 def test_a_raw_named_non_utf8_opens(tmp_path):
