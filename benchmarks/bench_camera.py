@@ -20,7 +20,13 @@ is recorded next to each figure, since the machine may be shared):
   process + its decoding workers) is recorded too, and the throughput it allows on this machine's cores
   when idle (``idle_machine_*``: a projection from CPU time, not a measurement);
 - ``cold``: ``tag.py one.jpg`` (ONNX export cached, word index built) wall and peak RSS, median of fresh
-  processes, also with ``--engine torch``; and the word query ``search.py dog``.
+  processes, also with ``--engine torch``; and the word query ``search.py dog``;
+- ``formats`` (``--format-images N`` of the photos; ``--only-formats`` runs just this): the same photos as
+  HEIC written as phones write them (512-px tiles, a 320-px thumbnail) and as camera RAW (DNG: the Bayer
+  mosaic + a 1620-px JPEG preview, as a Canon writes), against the JPEGs: decode ms per photo (JPEG draft,
+  HEIC through its thumbnail and in full, RAW through its preview, half-size and fully demosaiced), the
+  ConSE cosine of each reduced path against the full decode, and index building img/s (in this process)
+  and wall + peak RSS of ``python -m indexing build-images`` per format.
 """
 
 from __future__ import annotations
@@ -246,11 +252,117 @@ def cold_figures(photo: Path, work: Path) -> dict:
     return out
 
 
+def make_format_copies(paths: list[Path], kind: str) -> list[Path]:
+    """The photos as ``heic`` (phone-like: 512-px tiles, a 320-px thumbnail; x265's fastest preset, so the
+    files are larger than a phone's) or ``dng`` (mosaic + 1620-px JPEG preview), made once beside them."""
+    import pillow_heif
+
+    from tests.raw_files import make_dng
+
+    folder = paths[0].parent.with_name(f"{paths[0].parent.name}-{kind}")
+    folder.mkdir(exist_ok=True)
+    copies = [folder / f"{p.stem}.{kind}" for p in paths]
+    for jpeg, copy in zip(paths, copies):
+        if copy.is_file():
+            continue
+        tmp = copy.with_name(f".{copy.name}.tmp")
+        photo = Image.open(jpeg).convert("RGB")
+        if kind == "heic":
+            pillow_heif.from_pillow(photo).save(tmp, quality=80, thumbnails=[320], tile_size=512,
+                                                enc_params={"preset": "ultrafast"})  # fmt: skip
+        else:
+            make_dng(tmp, photo, preview="jpeg", preview_size=1620)
+        os.replace(tmp, copy)
+    return copies
+
+
+def format_figures(jpegs: list[Path], embedder, work: Path) -> dict:
+    """HEIC and RAW copies of ``jpegs`` against the JPEGs: decode, fidelity and index building, one run."""
+    import rawpy
+
+    from foundation.images import load_input, open_image
+    from indexing.image_index import build_image_index
+    from models.onnx_engine import unit
+
+    heics, raws = make_format_copies(jpegs, "heic"), make_format_copies(jpegs, "dng")
+    transform = embedder.transform
+
+    def full_raw(path):
+        with rawpy.imread(str(path)) as raw:
+            return Image.fromarray(raw.postprocess(use_camera_wb=True, output_bps=8))
+
+    def half_raw(path):
+        with rawpy.imread(str(path)) as raw:
+            return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+
+    ways = {
+        "jpeg_draft": (jpegs, lambda p: load_input(p, transform)),
+        "jpeg_full": (jpegs, lambda p: transform(open_image(p))),
+        "heic_thumbnail": (heics, lambda p: load_input(p, transform)),
+        "heic_full": (heics, lambda p: transform(open_image(p))),
+        "raw_preview": (raws, lambda p: load_input(p, transform)),
+        "raw_half_size": (raws, lambda p: transform(half_raw(p))),
+        "raw_full_demosaic": (raws, lambda p: transform(full_raw(p))),
+    }
+    few = min(len(jpegs), 8)
+    decode_ms, inputs = {}, {}
+    for name, (files, decode) in ways.items():
+        times, arrays = [], []
+        for path in files[:few]:
+            started = time.perf_counter()
+            arrays.append(decode(path))
+            times.append(1000 * (time.perf_counter() - started))
+        decode_ms[name], inputs[name] = round(statistics.median(times), 1), np.stack(arrays)
+    conse = {name: unit(embedder.combine(embedder.network.run(x))) for name, x in inputs.items()}
+
+    def cosine(a, b):
+        c = (conse[a] * conse[b]).sum(axis=1)
+        return {"min": round(float(c.min()), 4), "mean": round(float(c.mean()), 4)}
+
+    result = {
+        "photos": len(jpegs), "decoded_photos": few,
+        "mean_file_mb": {k: round(float(np.mean([p.stat().st_size for p in f])) / 1e6, 2)
+                         for k, f in (("jpeg", jpegs), ("heic", heics), ("dng", raws))},
+        "decode_ms": decode_ms,
+        "conse_cosine": {"heic_thumbnail_vs_heic_full": cosine("heic_thumbnail", "heic_full"),
+                         "heic_thumbnail_vs_jpeg_full": cosine("heic_thumbnail", "jpeg_full"),
+                         "raw_preview_vs_raw_full_demosaic": cosine("raw_preview", "raw_full_demosaic"),
+                         "raw_half_size_vs_raw_full_demosaic": cosine("raw_half_size", "raw_full_demosaic")},
+        "load_after_decode": load(),
+    }  # fmt: skip
+    index = {}
+    for name, files in (("jpeg", jpegs), ("heic", heics), ("raw", raws)):
+        started, cpu = time.perf_counter(), cpu_seconds()
+        build_image_index(files, work / f"idx-{name}", embedder, progress=False)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+        cli = measure([sys.executable, "-m", "indexing", "build-images", *map(str, files), "--out",
+                       str(work / f"cli-{name}"), "--checkpoint", "conse:efficientnet_lite0"])  # fmt: skip
+        index[name] = {"img_per_s": round(len(files) / seconds, 2), "cpu_ms_per_image": round(1000 * cpu / len(files), 1),
+                       "command_seconds": cli["seconds"], "command_peak_rss_mb": cli["peak_rss_mb"],
+                       "command_code": cli["code"], "load": load()}  # fmt: skip
+    result["index"] = index
+    result["heic_vs_jpeg_index_rate"] = round(index["heic"]["img_per_s"] / index["jpeg"]["img_per_s"], 2)
+    result["raw_vs_jpeg_index_rate"] = round(index["raw"]["img_per_s"] / index["jpeg"]["img_per_s"], 2)
+    result["raw_preview_vs_full_demosaic_decode"] = round(decode_ms["raw_full_demosaic"] / decode_ms["raw_preview"], 1)
+    result["raw_preview_vs_half_size_decode"] = round(decode_ms["raw_half_size"] / decode_ms["raw_preview"], 1)
+    result["heic_thumbnail_vs_full_decode"] = round(decode_ms["heic_full"] / decode_ms["heic_thumbnail"], 1)
+    return result
+
+
+def formats_targets(formats: dict) -> dict:
+    return {
+        "HEIC index rate >= JPEG / 1.5": formats["heic_vs_jpeg_index_rate"] >= 1 / 1.5,
+        "RAW preview decode >= 3x full RAW decode": formats["raw_preview_vs_full_demosaic_decode"] >= 3,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default=str(ROOT / "benchmarks/results/camera.json"))
     parser.add_argument("--images", type=int, default=288, help="camera photos to index (default 288)")
     parser.add_argument("--size", default="4000x3000")
+    parser.add_argument("--format-images", type=int, default=24, help="photos made as HEIC and RAW (default 24)")
+    parser.add_argument("--only-formats", action="store_true", help="only the HEIC / RAW vs JPEG figures")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     size = tuple(int(x) for x in args.size.split("x"))
@@ -261,6 +373,12 @@ def main() -> None:
 
     embedder = load_embedder("conse:efficientnet_lite0", engine="onnx")  # exports once if needed
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_start": load()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["formats"] = format_figures(paths[: args.format_images], embedder, Path(tmp))
+    print(json.dumps(result["formats"]), file=sys.stderr)
+    if args.only_formats:
+        result["targets"] = formats_targets(result["formats"])
+        return write(result, Path(args.out))
     result["decode"] = decode_figures(paths[:16], embedder)
     print(json.dumps(result["decode"]), file=sys.stderr)
     inputs = np.stack([embedder.transform(Image.open(p).reduce(8)) for p in paths[:32]])
@@ -283,10 +401,15 @@ def main() -> None:
         "tag one photo <= 400 MB": tag.get("peak_rss_mb", 9999) <= 400,
         "word query <= 0.5 s": result["cold"]["search_word_query"].get("median_seconds", 99) <= 0.5,
         "draft vs full cosine >= 0.99": result["decode"]["conse_cosine_draft_vs_full"]["min"] >= 0.99,
+        **formats_targets(result["formats"]),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written: {args.out}", file=sys.stderr)
+    write(result, Path(args.out))
+
+
+def write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written: {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

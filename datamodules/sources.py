@@ -20,7 +20,7 @@ from PIL import Image
 
 from datamodules.emoji import EmojiSource
 from foundation.errors import WordsightError
-from foundation.images import list_images, open_image
+from foundation.images import list_images, open_image, reduced_decoding
 from foundation.vectors import DEFAULT_VECTORS
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -49,8 +49,8 @@ class ImageSource:
         raise NotImplementedError
 
     def decoding(self) -> str:
-        """What besides the files changes decoded pixels: "jpeg-draft" when ``load(i, min_side)`` may decode
-        JPEGs at a reduced scale (part of the feature-cache key), else ""."""
+        """What besides the files changes decoded pixels when ``load(i, min_side)`` decodes at a reduced scale
+        (part of the feature-cache key): ``foundation.images.reduced_decoding`` of the files, else ""."""
         return ""
 
     def describe(self, i: int) -> str:
@@ -77,8 +77,7 @@ class FileListSource(ImageSource):
         return open_image(self.paths[i], min_side=min_side)
 
     def decoding(self) -> str:
-        jpeg = any(os.path.splitext(p)[1].lower() in (".jpg", ".jpeg", ".jpe", ".jfif") for p in self.paths)
-        return "jpeg-draft" if jpeg else ""
+        return reduced_decoding(self.paths)
 
     def describe(self, i: int) -> str:
         return os.fsdecode(self.paths[i])

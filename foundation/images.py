@@ -3,14 +3,25 @@
 Users point wordsight at whatever folder they have: half-copied JPEGs, text files renamed to .jpg,
 16-bit scans, CMYK exports, symlink loops, file names from old Windows code pages. Every such file must
 become a skip with a short reason, never a traceback halfway through a long run.
+
+Phone and camera formats decode here too, each through the cheapest picture that is large enough: HEIC/HEIF
+(``pillow-heif``) through an embedded thumbnail that covers ``min_side``, AVIF (Pillow's own, else
+``pillow-avif-plugin``), camera RAW (``rawpy``/LibRaw) through its largest embedded preview, else a
+half-size LibRaw decode. Their libraries are imported on the first such file only: ``tag.py one.jpg``
+never pays for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import itertools
 import os
 import stat
+import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -19,15 +30,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+# ISO base media files (HEIC/HEIF from phones, AVIF): told apart by their "ftyp" box, not by name.
+ISOBMFF_EXTENSIONS = frozenset({".heic", ".heif", ".hif", ".avif"})
+# Camera RAW files: LibRaw reads them; the name is what tells them from a TIFF (most are TIFF inside).
+RAW_EXTENSIONS = frozenset({
+    ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc", ".mef", ".mos",
+    ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f",
+})  # fmt: skip
+IMAGE_EXTENSIONS = frozenset(
+    {*JPEG_EXTENSIONS, ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", *ISOBMFF_EXTENSIONS, *RAW_EXTENSIONS}
+)
 # Pictures people keep next to their photos that no decoder here reads: listed as skipped, with why.
 UNSUPPORTED_EXTENSIONS = {
-    ".heic": "HEIC is not supported: convert it to JPEG",
-    ".heif": "HEIF is not supported: convert it to JPEG",
-    ".avif": "AVIF is not supported: convert it to JPEG",
     ".svg": "SVG is a vector drawing, not supported: export it as PNG",
     ".svgz": "SVG is a vector drawing, not supported: export it as PNG",
 }
+# Shorter side a RAW's embedded preview must have when the caller asks for the full image (no ``min_side``):
+# the network's input, so a tiny thumbnail never stands in for the photo.
+RAW_PREVIEW_MIN_SIDE = 224
+LOGGER = "wordsight.images"  # debug lines: which picture inside a RAW file was decoded
 
 # Pillow's own default; we reject above it ourselves so the reason can name the size.
 MAX_PIXELS = 89_478_485
@@ -99,6 +121,8 @@ def _unidentified_reason(head: bytes) -> str:
             return f"corrupt {name} header"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "corrupt WEBP header"
+    if head[4:8] == b"ftyp":
+        return f"corrupt {_isobmff_kind(head)} header"
     return "not an image"
 
 
@@ -145,19 +169,33 @@ def draft_scale(width: int, height: int, min_side: int) -> int:
     return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
+def reduced_decoding(paths) -> str:
+    """How ``open_image(path, min_side)`` may change these files' pixels from a full decode (part of
+    feature-cache keys): "jpeg-draft" (JPEG DCT scaling), "camera-reduced" (HEIC/AVIF/RAW through thumbnails,
+    previews, box reduction), both joined by "+", or "" when neither applies."""
+    suffixes = {os.path.splitext(p)[1].lower() for p in paths}
+    kinds = (("jpeg-draft", JPEG_EXTENSIONS), ("camera-reduced", ISOBMFF_EXTENSIONS | RAW_EXTENSIONS))
+    return "+".join(name for name, extensions in kinds if suffixes & extensions)
+
+
 def open_image(path: str | bytes | os.PathLike, min_side: int | None = None) -> Image.Image:
     """Open, fully decode and normalise one image to RGB, or raise ``BadImage(reason)``.
 
     Decoding happens here (``load()``) so truncation and corrupt data surface as ``BadImage`` now rather
-    than as an exception inside a worker later. Animated files give their first frame.
+    than as an exception inside a worker later. Animated files give their first frame; a HEIC holding
+    several images (bursts, a depth map, thumbnails) gives its primary image.
 
     ``min_side``: the caller only needs the shorter side to be at least this long (a transform that resizes
     the shorter side to it). JPEGs are then decoded by libjpeg at the smallest DCT scale (1/2, 1/4, 1/8)
     that still covers it (``Image.draft``): a 4000x3000 photo for a 224-px network decodes at 500x375,
-    ~5x faster, and the full-size image never exists in memory. Other formats decode in full.
+    ~5x faster, and the full-size image never exists in memory. A HEIC is decoded through the smallest
+    embedded thumbnail that covers it, a camera RAW through its embedded preview (``_open_raw``); what
+    still decodes larger (HEIC without such a thumbnail, AVIF) is box-reduced by the same scale at once.
+    PNG, TIFF and the rest decode in full.
     """
     path = Path(os.fsdecode(path))
-    unsupported = UNSUPPORTED_EXTENSIONS.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    unsupported = UNSUPPORTED_EXTENSIONS.get(suffix)
     if unsupported and path.is_file():
         raise BadImage(unsupported)
     try:
@@ -168,30 +206,272 @@ def open_image(path: str | bytes | os.PathLike, min_side: int | None = None) -> 
         raise BadImage("is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
     if st.st_size == 0:
         raise BadImage("empty file")
-    head = b""
+    if suffix in RAW_EXTENSIONS:
+        return _open_raw(path, min_side)
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
+        with open(path, "rb") as f:
             head = f.read(12)
             f.seek(0)
-            # We enforce MAX_PIXELS ourselves below with a clearer reason.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(f, formats=_FORMATS) as im:
-                width, height = im.size
-                if width * height > MAX_PIXELS:
-                    raise BadImage(f"too large ({width}x{height})")
-                if min_side and im.format in ("JPEG", "MPO") and draft_scale(width, height, min_side) > 1:
-                    im.draft(None, (min_side, min_side))  # keeps the mode (CMYK stays CMYK, converted below)
-                im.load()
-                return _to_rgb(_apply_orientation(im))
+            isobmff = head[4:8] == b"ftyp"
+            try:
+                return _decode(f, min_side, _FORMATS + _isobmff_formats() if isobmff else _FORMATS)
+            except BadImage:
+                raise
+            except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, ...
+                if isobmff and _ISOBMFF_OPENERS[_isobmff_kind(head)]:
+                    raise BadImage(_ISOBMFF_OPENERS[_isobmff_kind(head)]) from None
+                if isobmff and _isobmff_truncated(f, st.st_size):
+                    raise BadImage("truncated") from None
+                if isinstance(exc, UnidentifiedImageError):
+                    raise BadImage(_unidentified_reason(head)) from None
+                raise
     except BadImage:
         raise
-    except UnidentifiedImageError:
-        raise BadImage(_unidentified_reason(head)) from None
-    except Image.DecompressionBombError as exc:
-        pixels = next((w for w in str(exc).replace("(", " ").split() if w.isdigit()), "?")
-        raise BadImage(f"too large ({pixels} pixels)") from None
-    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+    except Exception as exc:  # noqa: BLE001 - see _decode_reason
         raise BadImage(_decode_reason(exc)) from None
+
+
+def _decode(f, min_side: int | None, formats: tuple[str, ...], orient: bool = True) -> Image.Image:
+    """Decode the image in file object ``f`` (at reduced scale where ``min_side`` allows) to a fresh RGB image;
+    ``orient``: apply its EXIF orientation. Pillow's errors propagate; a too-large image is ``BadImage``."""
+    with warnings.catch_warnings():
+        # We enforce MAX_PIXELS ourselves below with a clearer reason.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(f, formats=formats)
+        except Image.DecompressionBombError as exc:
+            pixels = next((w for w in str(exc).replace("(", " ").split() if w.isdigit()), "?")
+            raise BadImage(f"too large ({pixels} pixels)") from None
+        with im:
+            _check_pixels(*im.size)
+            if min_side and im.format in ("JPEG", "MPO") and draft_scale(*im.size, min_side) > 1:
+                im.draft(None, (min_side, min_side))  # keeps the mode (CMYK stays CMYK, converted below)
+            elif min_side and im.format == "HEIF":  # the smallest embedded thumbnail covering min_side, if any
+                im.draft(None, (min_side, min_side))
+            im.load()
+            box_reduce = im.format in ("HEIF", "AVIF")
+            rgb = _to_rgb(_apply_orientation(im) if orient else im)
+    return _reduce(rgb, min_side) if box_reduce else rgb
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"too large ({width}x{height})")
+
+
+def _reduce(image: Image.Image, min_side: int | None) -> Image.Image:
+    """A decoded image box-reduced by ``draft_scale``: what JPEG's DCT scaling gives, for formats without it
+    (the network's resize of a 4000x3000 image then runs on 500x375)."""
+    scale = draft_scale(*image.size, min_side) if min_side else 1
+    return image.reduce(scale) if scale > 1 else image
+
+
+_ISOBMFF_OPENERS: dict[str, str] = {}  # Pillow format name -> "" once registered, else why not
+
+
+def _isobmff_formats() -> tuple[str, ...]:
+    """Pillow format names of the HEIF and AVIF openers, registered on the first call (their libraries are
+    tens of MB that a folder of JPEGs never needs). A missing library leaves its format out: such a file is
+    then skipped with a reason naming the package to install."""
+    if not _ISOBMFF_OPENERS:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _ISOBMFF_OPENERS["HEIF"] = ""
+        except ImportError:
+            _ISOBMFF_OPENERS["HEIF"] = "HEIC/HEIF needs pillow-heif: pip install pillow-heif"
+        from PIL import features
+
+        try:
+            if not features.check("avif"):
+                import pillow_avif  # noqa: F401 - registers the AVIF opener with Pillow
+            _ISOBMFF_OPENERS["AVIF"] = ""
+        except ImportError:
+            _ISOBMFF_OPENERS["AVIF"] = "AVIF needs pillow-avif-plugin: pip install pillow-avif-plugin"
+    return tuple(name for name, missing in _ISOBMFF_OPENERS.items() if not missing)
+
+
+def _isobmff_kind(head: bytes) -> str:
+    """"AVIF" or "HEIF", by the brand in the file's "ftyp" box."""
+    return "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIF"
+
+
+def _isobmff_truncated(f, size: int) -> bool:
+    """Whether the top-level boxes of an ISO base media file (HEIC, AVIF) run past its end: a half-copied
+    file, which the decoders only report as "cannot identify"."""
+    offset = 0
+    while offset + 8 <= size:
+        f.seek(offset)
+        header = f.read(16)
+        box_size = int.from_bytes(header[:4], "big")
+        if box_size == 1 and len(header) == 16:
+            box_size = int.from_bytes(header[8:16], "big")
+        elif box_size == 0:  # the last box runs to the end of the file
+            return False
+        if box_size < 8 or offset + box_size > size:
+            return box_size >= 8
+        offset += box_size
+    return offset != size
+
+
+# LibRaw's flip code -> the EXIF orientation it came from (dcraw: flip = "50132467"[orientation & 7]).
+_FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # fmt: skip
+
+
+def _rawpy():
+    """rawpy, imported on the first RAW file."""
+    try:
+        import rawpy
+    except ImportError:
+        raise BadImage("camera RAW needs rawpy: pip install rawpy") from None
+    return rawpy
+
+
+_OPENMP_LIBRARIES: list = []  # (omp_get_max_threads, omp_set_num_threads) of each OpenMP library LibRaw may use
+
+
+@contextlib.contextmanager
+def _one_openmp_thread(rawpy):
+    """Run LibRaw's OpenMP loops on one thread in the calling thread, as it was before afterwards.
+
+    An OpenMP thread pool alive when a process forks deadlocks the child's next OpenMP loop, and decoding
+    workers are forked (the main process decodes the first items itself). LibRaw's loops run on the OpenMP
+    library already in the process (torch's, once torch is loaded) or on the one rawpy ships: both are set.
+    """
+    if not _OPENMP_LIBRARIES:
+        import ctypes
+        import glob
+
+        shipped = glob.glob(os.path.join(os.path.dirname(rawpy.__file__), os.pardir, "rawpy.libs", "libgomp*"))
+        for library in (ctypes.CDLL(None), *map(ctypes.CDLL, shipped)):
+            functions = getattr(library, "omp_get_max_threads", None), getattr(library, "omp_set_num_threads", None)
+            if all(functions):
+                _OPENMP_LIBRARIES.append(functions)
+        _OPENMP_LIBRARIES.append((None, None))  # looked: not again
+    before = [(get(), set_threads) for get, set_threads in _OPENMP_LIBRARIES if get]
+    for _, set_threads in before:
+        set_threads(1)
+    try:
+        yield
+    finally:
+        for threads, set_threads in before:
+            set_threads(threads)
+
+
+_STDERR_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libraw_messages():
+    """Collect what LibRaw prints on stderr ("<file>: Unexpected end of file") instead of letting it reach the
+    user's terminal; the yielded list holds it afterwards. File descriptor 2 is the whole process's: one
+    thread at a time swaps it (a web server's threads take turns decoding RAWs; workers are processes), and a
+    line another thread writes meanwhile is collected too, so this wraps LibRaw calls only."""
+    messages: list[str] = []
+    sys.stderr.flush()
+    with _STDERR_SWAP, tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            messages.extend(captured.read(4096).decode("utf-8", "replace").splitlines())
+
+
+def _open_raw(path: Path, min_side: int | None) -> Image.Image:
+    """A camera RAW as RGB, upright: its largest embedded preview if that covers ``min_side`` (or
+    ``RAW_PREVIEW_MIN_SIDE``), else a half-size LibRaw decode (no demosaicing, camera white balance).
+    Which one was used goes to ``image.info["decoded_from"]`` and the ``wordsight.images`` debug log."""
+    rawpy = _rawpy()
+    try:
+        with open(path, "rb") as f:  # unreadable: say why, as for any other file
+            tiff = f.read(4) in (b"II*\x00", b"MM\x00*")  # most RAW formats are TIFF inside
+        with _libraw_messages() as messages, _one_openmp_thread(rawpy), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rawpy's fork warning: one thread makes it safe
+            try:
+                raw = rawpy.imread(_raw_source(path))
+            except (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError):
+                raise BadImage("corrupt RAW header" if tiff else "not a RAW file LibRaw can read") from None
+            # Never a preview smaller than what the half-size decode would give instead.
+            needed = min(min_side or RAW_PREVIEW_MIN_SIDE, min(raw.sizes.width, raw.sizes.height) // 2)
+            with raw:
+                image, why_not = _raw_preview(raw, rawpy, min_side, needed)
+                if image is None:
+                    _check_pixels(raw.sizes.width // 2, raw.sizes.height // 2)
+                    # no demosaicing (a 2x2 cell is a pixel), camera white balance; LibRaw turns it upright
+                    pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+                    image = _reduce(Image.fromarray(pixels), min_side)
+                    image.info["decoded_from"] = f"half-size RAW decode ({why_not})"
+    except BadImage:
+        raise
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError):
+        truncated = any("end of file" in message.lower() for message in messages)
+        raise BadImage("truncated" if truncated else "corrupt RAW data") from None
+    except rawpy.LibRawTooBigError:
+        raise BadImage("too large (RAW)") from None
+    except MemoryError:
+        raise BadImage("too large (out of memory)") from None
+    except rawpy.LibRawError as exc:
+        kind = type(exc).__name__.removeprefix("LibRaw").removesuffix("Error")
+        raise BadImage(f"corrupt RAW ({kind})") from None
+    except OSError as exc:
+        raise BadImage(os_reason(exc)) from None
+    import logging  # here, not at the top: a JPEG-only run never imports it
+
+    logging.getLogger(LOGGER).debug("%s: %s", printable(path), image.info["decoded_from"])
+    return image
+
+
+def _raw_source(path: Path):
+    """What rawpy opens: the path (LibRaw then reads only what it needs), or the bytes when the name is not
+    valid UTF-8 (rawpy encodes paths as UTF-8)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return io.BytesIO(path.read_bytes())
+    return os.fspath(path)
+
+
+def _raw_preview(raw, rawpy, min_side: int | None, needed: int) -> tuple[Image.Image | None, str]:
+    """(the upright embedded preview, "") if it has at least ``needed`` px on its shorter side, else
+    (None, why not)."""
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None, "no embedded preview"
+    except rawpy.LibRawError:
+        return None, "unreadable embedded preview"
+    try:
+        if thumb.format == rawpy.ThumbFormat.JPEG:
+            kind, size = "JPEG", Image.open(io.BytesIO(thumb.data), formats=("JPEG",)).size  # reads the header
+        else:
+            pixels = np.asarray(thumb.data)
+            if pixels.dtype != np.uint8:
+                pixels = (pixels >> 8).astype(np.uint8)  # 16-bit bitmap previews
+            kind, image = "bitmap", Image.fromarray(pixels.squeeze()).convert("RGB")
+            size = image.size
+        if min(size) < needed:
+            return None, f"embedded preview {size[0]}x{size[1]} is smaller than {needed} px"
+        if kind == "JPEG":
+            image = _decode(io.BytesIO(thumb.data), min_side, ("JPEG",), orient=False)  # the RAW's flip rules
+    except BadImage as reason:
+        return None, f"embedded preview {reason}"
+    except Exception as exc:  # noqa: BLE001 - a damaged preview: the RAW data may still be whole
+        return None, f"embedded preview {_decode_reason(exc)}"
+    stored = f"{size[0]}x{size[1]}"
+    transpose = _ORIENTATION_TRANSPOSE.get(_FLIP_TO_ORIENTATION.get(raw.sizes.flip, 1))
+    image = _reduce(image.transpose(transpose) if transpose is not None else image, min_side)
+    image.info["decoded_from"] = f"embedded {kind} preview ({stored})"
+    return image, ""
 
 
 def load_input(path: str | bytes | os.PathLike, transform):

@@ -24,7 +24,8 @@ LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 class ImageTransform:
     """PIL image -> float32 (3, S, S) array: shorter side to S (bilinear, antialiased), centre crop, scaling.
 
-    ``min_side`` tells the decoder how small a JPEG may be decoded (``foundation.images.open_image``).
+    ``min_side`` tells the decoder how small a photo may be decoded (``foundation.images.open_image``: JPEG
+    DCT scaling, HEIC thumbnails, RAW previews).
     """
 
     def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]):

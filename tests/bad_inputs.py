@@ -25,13 +25,17 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image
+
+from tests.raw_files import make_dng
 
 EXIF_ROTATED = "dog/exif_rotated.jpg"
 EXIF_ROTATED_SIZE = (20, 40)  # (width, height) after applying Orientation=6 to a stored 40x20 image
 GRAY16 = "dog/gray16.png"  # 16-bit greyscale gradient over the full 0..65535 range
 PALETTE_ALPHA = "dog/palette_alpha.png"  # left half transparent black, right half opaque red
 ANIMATED = "dog/animated.gif"  # frame 0 red, frame 1 blue
+NO_PREVIEW_RAW = "dog/no_preview.dng"  # a camera RAW without embedded preview: decoded from its sensor data
 SYMLINK_LOOP = "cat/loop"
 IGNORED = "cat/notes.txt"
 NON_UTF8_NAME = os.fsdecode(b"cat/caf\xe9.jpg")
@@ -49,6 +53,12 @@ def _noise(size: tuple[int, int], tint: tuple[int, int, int], seed: int) -> Imag
 def _jpeg_bytes(im: Image.Image, **kwargs) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=95, **kwargs)
+    return buf.getvalue()
+
+
+def _heic_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(im).save(buf, quality=90)
     return buf.getvalue()
 
 
@@ -121,6 +131,11 @@ def make_bad_input_folder(root: Path) -> dict[str, str]:
     write("cat/text.jpg", b"this is not a picture\n", "skip")
     write("cat/new\nline.jpg", b"newline in the name must not break the one-line summary\n", "skip")
     write("cat/huge_header.png", png_declaring(30000, 30000), "skip")
+    heic = _heic_bytes(_noise((32, 32), red, seed=13))
+    write("cat/truncated.heic", heic[: len(heic) // 2], "skip")  # a phone photo copied halfway
+    raw = make_dng(cat / "truncated.dng", _noise((32, 32), red, seed=14)).read_bytes()
+    write("cat/truncated.dng", raw[: len(raw) // 4], "skip")  # cut inside its preview: neither picture is whole
+    write("cat/text.cr2", b"not a camera file, just named like one\n", "skip")
     expected["cat/unreadable.jpg"] = _write_unreadable(cat / "unreadable.jpg", whole)
     try:
         fd = os.open(os.fsencode(root / NON_UTF8_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -151,6 +166,11 @@ def make_bad_input_folder(root: Path) -> dict[str, str]:
     expected[ANIMATED] = "ok"
     make_exif_rotated_jpeg(root / EXIF_ROTATED)
     expected[EXIF_ROTATED] = "ok"
+    write("dog/phone.heic", _heic_bytes(_noise((32, 32), blue, seed=104)), "ok")
+    _noise((32, 32), blue, seed=105).save(root / "dog/phone.avif", quality=90)
+    expected["dog/phone.avif"] = "ok"
+    make_dng(root / NO_PREVIEW_RAW, _noise((32, 32), blue, seed=106), preview=None)
+    expected[NO_PREVIEW_RAW] = "ok"
     os.symlink("missing.jpg", dog / "broken_link.jpg")
     expected["dog/broken_link.jpg"] = "skip"
     if hasattr(os, "mkfifo"):

@@ -3,7 +3,7 @@
 Each case names what a user typed and the exit code wanted; a 2 must come with exactly one ``error:``
 line. tag.py, search.py and ``python -m indexing`` run in this process with the fake colour embedder
 (tests.fakes); train.py, ``python -m evaluation`` and ``python -m datamodules`` run as subprocesses.
-Damaged bundles (13 kinds) are in tests/test_reliability_round2.py and bad image files (17 kinds) in
+Damaged bundles (13 kinds) are in tests/test_reliability_round2.py and bad image files (23 kinds) in
 tests/bad_inputs.py; BAD_INPUT_KINDS counts all three.
 """
 
@@ -97,7 +97,7 @@ CASES = {
     "datamodules: --per-class -3": (("-m datamodules", ["export", "--out", "{tmp}/e", "--per-class", "-3"]), 2),
     "datamodules: --out is a file": (("-m datamodules", ["export", "--out", "{red}", "--per-class", "1"]), 2),
 }  # fmt: skip
-DAMAGED_BUNDLE_KINDS, BAD_IMAGE_KINDS = 13, 17
+DAMAGED_BUNDLE_KINDS, BAD_IMAGE_KINDS = 13, 23
 BAD_INPUT_KINDS = len(CASES) + DAMAGED_BUNDLE_KINDS + BAD_IMAGE_KINDS
 MAINS = {"search": search.main, "tag": tag.main, "indexing": indexing_main}
 

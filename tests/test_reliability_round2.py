@@ -448,14 +448,14 @@ def test_a_100k_character_query_gives_a_short_line(index, space, capfd):
     assert len(line) <= MAX_MESSAGE + len("search.py: error: ")
 
 
-def test_heic_and_svg_are_listed_as_skipped(tmp_path, space, photos, fake_embedder, capfd):
+def test_a_broken_heic_and_svg_are_listed_as_skipped(tmp_path, space, photos, fake_embedder, capfd):
     (photos / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 100)
     (photos / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     code = indexing_main(["build-images", str(photos), "--out", str(tmp_path / "i2"), "--checkpoint", "fake"])
     err = capfd.readouterr().err
-    assert code == 3 and "phone.HEIC (HEIC is not supported" in err and "logo.svg (SVG is a vector drawing" in err
+    assert code == 3 and "phone.HEIC (corrupt HEIF header)" in err and "logo.svg (SVG is a vector drawing" in err
     code = tag.main([str(photos / "phone.HEIC"), "--checkpoint", "fake", "--words-index", str(space.words_index)])
-    assert code == 3 and "HEIC is not supported" in capfd.readouterr().err
+    assert code == 3 and "corrupt HEIF header" in capfd.readouterr().err
 
 
 def test_word_prefix_forces_a_word_and_a_file_query_is_noted(index, space, photos, capfd, monkeypatch, fake_embedder):
