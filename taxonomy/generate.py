@@ -13,7 +13,13 @@ directly by ``taxonomy.wordnet`` (no nltk, which would need a ``lexnames`` file 
   paths through this table;
 - ``physical_nouns``: single-word, alphabetic lemmas whose most frequent noun sense lies under
   ``physical_entity`` (concrete things a photo can show), sorted;
-- ``colour_words``: single-word lemmas under ``chromatic_color`` and ``achromatic_color``.
+- ``colour_words``: single-word lemmas under ``chromatic_color`` and ``achromatic_color``;
+- ``synthesized``: the synsets ``models/data/<backbone>.npz`` holds synthesized classifiers for, in its
+  row order: under ``physical_entity``, not an ImageNet class, with a single-word lemma among GloVe 6B's
+  ``SYNTHESIZED_VOCABULARY`` most frequent words (a word a tag can be); ``more_synsets`` holds those
+  and their ancestors that ``synsets`` lacks, in the same form;
+- ``counts``: ``wnid -> per lemma, how often the tagged corpus used it in that sense`` (WordNet's
+  ``cntlist.rev``; synsets with any count only): how people name things (crow, not corvine bird).
 """
 
 from __future__ import annotations
@@ -25,11 +31,20 @@ import re
 import sys
 from pathlib import Path
 
-from taxonomy.wordnet import PHYSICAL_ENTITY, WORDNET_DIR, ancestors, depths, descendants, read_nouns, read_senses
+from taxonomy.wordnet import (
+    PHYSICAL_ENTITY,
+    WORDNET_DIR,
+    ancestors,
+    depths,
+    descendants,
+    read_nouns,
+    read_senses,
+)
 
 OUT = Path(__file__).with_name("imagenet_wordnet.json.gz")
 COLOUR_ROOTS = ("n04959672", "n04960079")  # chromatic_color, achromatic_color
 _ALPHABETIC = re.compile(r"[a-z]+")
+SYNTHESIZED_VOCABULARY = 50_000
 
 
 def single_words(lemmas) -> list[str]:
@@ -54,7 +69,22 @@ def build(wordnet_dir: Path, class_wnids: list[str], vocabulary: bool = True) ->
         )
         colours = descendants(synsets, COLOUR_ROOTS)
         data["colour_words"] = sorted({w for c in colours for w in single_words(synsets[c].lemmas)})
+        data["synthesized"] = synthesized(synsets, physical, set(class_wnids), frequent_words())
+        more = set(data["synthesized"]).union(*(ancestors(synsets, w) for w in data["synthesized"])) - keep
+        data["more_synsets"] = {w: [synsets[w].lemmas, synsets[w].hypernyms, depth[w]] for w in sorted(more)}
+        data["counts"] = {w: synsets[w].counts for w in sorted(keep | more) if any(synsets[w].counts)}
     return data
+
+
+def frequent_words(size: int = SYNTHESIZED_VOCABULARY) -> set[str]:
+    from foundation.vectors import load_word_vectors  # gensim: dev time only
+
+    return set(load_word_vectors().kv.index_to_key[:size])
+
+
+def synthesized(synsets: dict, physical: set[str], classes: set[str], words: set[str]) -> list[str]:
+    """The synsets that get synthesized classifiers (module doc), sorted."""
+    return sorted(w for w in physical - classes if any(x in words for x in single_words(synsets[w].lemmas)))
 
 
 def imagenet_wnids() -> list[str]:
