@@ -279,9 +279,9 @@ def make_format_copies(paths: list[Path], kind: str) -> list[Path]:
 def format_figures(jpegs: list[Path], embedder, work: Path) -> dict:
     """HEIC and RAW copies of ``jpegs`` against the JPEGs: decode, fidelity and index building, one run."""
     import rawpy
+    from indexing.image_index import build_image_index
 
     from foundation.images import load_input, open_image
-    from indexing.image_index import build_image_index
     from models.onnx_engine import unit
 
     heics, raws = make_format_copies(jpegs, "heic"), make_format_copies(jpegs, "dng")

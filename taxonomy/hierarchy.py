@@ -58,6 +58,13 @@ class HierarchyOptions:
     tag_decay: float = 0.8  # the mass reaching k steps up is multiplied by tag_decay ** k
     tag_synonyms: float = 0.5  # an ancestor's other lemmas get this share of its first's (beast < animal)
     stacking: float = 0.05  # subtracted from the 1000 classes' own words' scores
+    # synthesized WordNet classifiers (models.wordnet_classifiers) scored beside the 1000 real ones: the
+    # top-T synsets' probabilities, renormalised to sum 1, flow up as hierarchy tags with this weight
+    synthesized: bool = True
+    synthesized_weight: float = 1.0
+    # a synthesized synset's probability x ((1 + its tagged-corpus count) / (1 + SENSE_COUNT_FULL)) **
+    # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
+    sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
 
     @property
     def plain_vectors(self) -> bool:
@@ -72,7 +79,8 @@ class HierarchyOptions:
 
 
 DEFAULT_OPTIONS = HierarchyOptions()
-PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0)
+PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0, synthesized=False)
+SENSE_COUNT_FULL = 10
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -81,7 +89,7 @@ def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
 
 def tag_words(taxonomy: Taxonomy) -> set[str]:
     """The single words of the classes and of their hypernyms that may be tags (not the too general ones)."""
-    return {w for s in taxonomy.synsets.values() if not is_general(taxonomy, s.wnid) for w in s.words}
+    return {w for wnid in taxonomy.imagenet_part if not is_general(taxonomy, wnid) for w in taxonomy.synsets[wnid].words}
 
 
 def keyword_chain(word: str, nearest: int = 2, taxonomy: Taxonomy | None = None) -> tuple[str, ...] | None:
@@ -129,7 +137,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def _lemma_vector(lemma: str, kv) -> np.ndarray | None:
+def lemma_vector(lemma: str, kv) -> np.ndarray | None:
     """A lemma's unit vector: the word's, or the mean of a multi-word lemma's known words."""
     words = [w for w in lemma.lower().replace("-", "_").split("_") if w in kv.key_to_index]
     if not words:
@@ -143,7 +151,7 @@ def _synset_vector(taxonomy: Taxonomy, wnid: str, kv, lemmas: str) -> np.ndarray
     """Unit mean of a synset's lemma vectors (``first``: its first known lemma only)."""
     found = []
     for lemma in taxonomy.synsets[wnid].lemmas:
-        v = _lemma_vector(lemma, kv)
+        v = lemma_vector(lemma, kv)
         if v is not None:
             found.append(v)
             if lemmas == "first":
@@ -180,46 +188,77 @@ def hierse_label_vectors(kv, options: HierarchyOptions = DEFAULT_OPTIONS, taxono
     return vectors
 
 
+def sense_priors(taxonomy: Taxonomy, wnids, strength: float) -> np.ndarray:
+    """(len(wnids),) the open-vocabulary prior of these synsets (``HierarchyOptions.sense_prior``)."""
+    if not strength:
+        return np.ones(len(wnids), dtype=np.float32)
+    counts = np.array([sum(taxonomy.counts.get(w, ())) for w in wnids], dtype=np.float32)
+    return np.minimum(1.0, (1.0 + counts) / (1.0 + SENSE_COUNT_FULL)) ** strength
+
+
 class HierarchyTagger:
     """Scores every word of a vocabulary for one image: cosine + hierarchy mass - stacking.
 
     ``words`` are the vocabulary's words and ``unit_vectors`` their unit vectors (a VectorTable's
-    ``items`` and ``vectors``, memory-mapped or not).
+    ``items`` and ``vectors``, memory-mapped or not). The class probabilities are the 1000 ImageNet
+    classes', followed, when the embedder scores them, by the synthesized synsets' (``taxonomy.synthesized``
+    order), which first take the sense prior.
     """
 
     def __init__(self, words, unit_vectors, options: HierarchyOptions = DEFAULT_OPTIONS,
                  taxonomy: Taxonomy | None = None):  # fmt: skip
         self.words, self.vectors, self.options = list(words), unit_vectors, options
-        taxonomy = taxonomy or load_taxonomy()
-        forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
+        self.taxonomy = taxonomy = taxonomy or load_taxonomy()
+        self.forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
         self.class_rows = np.array(
-            sorted({r for w in taxonomy.class_words() for r in forms.get(w, ())}), dtype=np.int64
+            sorted({r for w in taxonomy.class_words() for r in self.forms.get(w, ())}), dtype=np.int64
         )
-        # per class: (vocabulary rows, weights) that its probability reaches
-        self.flows: list[tuple[np.ndarray, np.ndarray]] = []
-        for wnid in taxonomy.classes:
+        self.wnids = [*taxonomy.classes, *taxonomy.synthesized]
+        self._priors: np.ndarray | None = None
+        self._flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per class, made when first needed
+
+    def flow(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """(vocabulary rows, weights) that class ``c``'s probability reaches up its hypernym chains."""
+        if c not in self._flows:
+            taxonomy, options = self.taxonomy, self.options
             reach: dict[int, float] = {}
-            steps = {wnid: 0, **taxonomy.ancestors(wnid, options.tag_levels)}
+            steps = {self.wnids[c]: 0, **taxonomy.ancestors(self.wnids[c], options.tag_levels)}
             for s, k in steps.items():
                 if k and is_general(taxonomy, s):
                     continue
                 lemmas = taxonomy.synsets[s].names
                 for w in lemmas:  # multi-word names reach phrases of a --vocabulary (teddy bear)
                     weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
-                    for r in forms.get(w, ()):
+                    for r in self.forms.get(w, ()):
                         reach[r] = max(reach.get(r, 0.0), weight)
-            rows_, weights_ = (
-                np.fromiter(reach, np.int64, len(reach)),
-                np.fromiter(reach.values(), np.float32, len(reach)),
-            )
-            self.flows.append((rows_, weights_))
+            self._flows[c] = (np.fromiter(reach, np.int64, len(reach)),
+                              np.fromiter(reach.values(), np.float32, len(reach)))  # fmt: skip
+        return self._flows[c]
+
+    def synthesized_share(self, probs: np.ndarray) -> np.ndarray:
+        """The synthesized synsets' probabilities after the sense prior, their top-T renormalised to sum 1
+        (the rest 0): their share of the hierarchy mass does not shrink with how many synsets there are."""
+        n_real = len(self.taxonomy.classes)
+        if self._priors is None:
+            self._priors = sense_priors(self.taxonomy, self.wnids[n_real:], self.options.sense_prior)
+        weighted = probs[n_real:] * self._priors
+        top = np.argpartition(-weighted, self.options.top_t - 1)[: self.options.top_t]
+        share = np.zeros_like(weighted)
+        share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
+        return share
 
     def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
-        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains."""
+        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains, plus
+        ``synthesized_weight`` x the synthesized synsets' share when the embedder scored them."""
+        n_real = len(self.taxonomy.classes)
         mass = np.zeros(len(self.words), dtype=np.float32)
-        for c in np.argsort(-probs)[: self.options.top_t]:
-            rows, weights = self.flows[c]
-            np.add.at(mass, rows, probs[c] * weights)
+        parts = [(probs[:n_real], 0)]
+        if len(probs) > n_real and self.options.synthesized_weight:
+            parts.append((self.options.synthesized_weight * self.synthesized_share(probs), n_real))
+        for part, offset in parts:
+            for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]:
+                rows, weights = self.flow(offset + int(c))
+                np.add.at(mass, rows, part[c] * weights)
         return mass
 
     def scores(self, query: np.ndarray, probs: np.ndarray | None) -> np.ndarray:

@@ -117,7 +117,7 @@ def test_the_wheel_carries_the_data_files_and_the_command(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     wanted = [path.relative_to(ROOT).as_posix() for pattern in (
         "configs/*.yaml", "configs/base/*.yaml", "webapp/templates/*.html", "webapp/static/*",
-        "taxonomy/imagenet_wordnet.json.gz", "taxonomy/WORDNET_LICENSE", "wordsight/*.py",
+        "taxonomy/imagenet_wordnet.json.gz", "taxonomy/WORDNET_LICENSE", "models/data/*.npz", "wordsight/*.py",
     ) for path in ROOT.glob(pattern)]  # fmt: skip
     assert len(wanted) > 25 and not set(wanted) - names, sorted(set(wanted) - names)
     assert not {name for name in names if name.startswith(("tests/", "benchmarks/", "docs/"))}

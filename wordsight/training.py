@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see indexing/__init__.py
 
 import torch
+import yaml
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -31,7 +32,13 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from datamodules.image_words import ImageWordDataModule
 from evaluation.report import write_report
 from foundation.atomic import check_writable
-from foundation.config_files import DEFAULT_CONFIG, ConfigError, check_config_files, packaged_config_args
+from foundation.config_files import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    check_config_files,
+    config_paths,
+    packaged_config_args,
+)
 from foundation.errors import EXIT_OK, EXIT_SKIPPED, run_entry
 from models.checkpoints import (
     AtomicCheckpointIO,
@@ -109,8 +116,24 @@ class WordsightCLI(LightningCLI):
                                        "conse_weight": hp.conse_weight})  # fmt: skip
 
 
+def names_its_classes(args) -> bool:
+    """A config naming its model's class (``model: {class_path: ...}``, e.g. wordnet_classifiers.yaml) is an
+    experiment of its own, run without the image-model defaults."""
+    for path in config_paths(packaged_config_args(sys.argv[1:] if args is None else list(args))):
+        try:
+            config = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # the parser says what is wrong with it
+        if isinstance(config.get("model"), dict) and "class_path" in config["model"]:
+            return True
+    return False
+
+
 def cli_main(args=None) -> LightningCLI:
     keep_freed_memory()
+    if names_its_classes(args):
+        return LightningCLI(subclass_mode_model=True, subclass_mode_data=True, seed_everything_default=0,
+                            save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False}, args=args)
     return WordsightCLI(
         ImageToWordVector,
         ImageWordDataModule,

@@ -1,0 +1,159 @@
+"""Tags with the synthesized WordNet classifiers, lever by lever: ``python -m evaluation.wordnet_tags``.
+
+Every photo of ``evaluation.photo_sets`` is tagged exactly as ``tag.py`` tags it (the ConSE embedder's
+own network outputs, ``Combine`` and ``HierarchyTagger``), with a closed vocabulary (each source's own
+label words, as ``--vocabulary FILE``) and the open default tag vocabulary. Reported per source and as the
+macro-average over sources (one large source must not hide the others), on the ``report`` half of the
+photos; options are chosen on the ``tune`` half (``evaluation.real_photos.tune_half``). Each lever is
+measured alone and combined, helping or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.photo_sets import benchmark_photos
+from evaluation.real_photos import closed_vocabularies, photo_key, tune_half
+from foundation.atomic import user_cache_dir, write_atomic
+from foundation.vectors import load_word_vectors
+from indexing.word_index import visual_words
+from models.embedder import load_embedder
+from taxonomy import load_taxonomy
+from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, HierarchyTagger
+
+DEFAULT_OUT = Path("runs/evaluation/wordnet_tags")
+SPEC = "conse:efficientnet_lite0"
+TOP_K = (1, 5)
+WITHOUT = DEFAULT_OPTIONS.with_(synthesized=False)
+LEVERS = {
+    "without synthesized classifiers (before)": WITHOUT,
+    "+ synthesized, weight 0.5": DEFAULT_OPTIONS.with_(synthesized_weight=0.5),
+    "+ synthesized, weight 2": DEFAULT_OPTIONS.with_(synthesized_weight=2.0),
+    "+ sense prior 0.5": DEFAULT_OPTIONS.with_(sense_prior=0.5),
+    "+ sense prior 1": DEFAULT_OPTIONS.with_(sense_prior=1.0),
+    "all combined (default)": DEFAULT_OPTIONS,
+}
+SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 0.5, 1.0, 2.0)}
+
+
+def network_outputs(photos) -> dict[str, np.ndarray]:
+    """The ConSE embedder's network outputs (logits, features) of every photo, cached per photo set."""
+    embedder = load_embedder(SPEC, conse_options=WITHOUT)
+    keys = "|".join(photo_key(p) + f":{p.image.size}" for p in photos)
+    digest = hashlib.sha256(f"{embedder.identity['sha']}|{keys}".encode()).hexdigest()[:16]
+    cache = user_cache_dir() / "wordnet_tags" / f"outputs-{digest}.npz"
+    if cache.is_file():
+        with np.load(cache) as saved:
+            return {k: saved[k] for k in saved.files}
+    parts = [embedder.network.run(np.stack([embedder.transform(p.image) for p in photos[i : i + 16]]))
+             for i in range(0, len(photos), 16)]  # fmt: skip
+    outputs = {k: np.concatenate([p[k] for p in parts]) for k in ("logits", "features")}
+    buffer = io.BytesIO()
+    np.savez(buffer, **outputs)
+    write_atomic(cache, buffer.getvalue())
+    return outputs
+
+
+def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, top: int = 5) -> list[list[str]]:
+    """The top tags of the photos at ``rows`` from ``words``, as tag.py --vocabulary scores them."""
+    embedder = _embedder(options)
+    embedded = embedder.combine({k: v[rows] for k, v in outputs.items()})
+    unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
+    tagger = HierarchyTagger(words, unit.astype(np.float32), options)
+    dim = embedder.dim
+    return [[w for w, _ in tagger.tags(e[:dim], e[dim:], top)] for e in embedded]
+
+
+def _embedder(options: HierarchyOptions):
+    """tag.py's embedder for these options; options that only change the tagging share one export."""
+    base = load_embedder(SPEC, conse_options=DEFAULT_OPTIONS.with_(synthesized=options.synthesized))
+    return base.with_class_probabilities()
+
+
+def ranked(outputs, photos, options, wv, open_words, closed) -> dict[str, list[list[str]]]:
+    closed_tags: list = [None] * len(photos)
+    for group, words in closed.items():
+        idx = [i for i, p in enumerate(photos) if p.group == group]
+        for i, tags in zip(idx, tag_lists(outputs, idx, options, words, wv)):
+            closed_tags[i] = tags
+    return {"closed": closed_tags, "open": tag_lists(outputs, list(range(len(photos))), options, open_words, wv)}
+
+
+def summary(tags: list[list[str]], photos, half: np.ndarray, imagenet_words: set[str]) -> dict:
+    """hit@k per source and macro over sources, for each half; and non-ImageNet-word photos."""
+    hits = {k: np.array([bool(set(t[:k]) & set(p.words)) for t, p in zip(tags, photos)]) for k in TOP_K}
+    groups = list(dict.fromkeys(p.group for p in photos))
+    non_imagenet = np.array([not (set(p.words) & imagenet_words) for p in photos])
+    out = {}
+    for name, chosen in (("tune", half), ("report", ~half)):
+        for g in groups:
+            m = chosen & np.array([p.group == g for p in photos])
+            if m.any():
+                out[f"{name}/{g}"] = {f"hit@{k}": round(float(hits[k][m].mean()), 3) for k in TOP_K} | {"n": int(m.sum())}
+        sets = [f"{name}/{g}" for g in groups if f"{name}/{g}" in out]
+        out[f"{name}/macro"] = {f"hit@{k}": round(float(np.mean([out[s][f"hit@{k}"] for s in sets])), 3) for k in TOP_K}
+        m = chosen & non_imagenet
+        out[f"{name}/non-imagenet-word"] = {f"hit@{k}": round(float(hits[k][m].mean()), 3) for k in TOP_K} | {"n": int(m.sum())}
+    return out
+
+
+def run(out: Path, sweep: bool) -> dict:
+    wv = load_word_vectors()
+    photos = benchmark_photos(wv)
+    half = tune_half(photos)
+    outputs = network_outputs(photos)
+    closed = closed_vocabularies(photos)
+    open_words = visual_words(wv.kv.index_to_key)
+    imagenet_words = load_taxonomy().class_words()
+    levers = dict(LEVERS)
+    if sweep:
+        for field, values in SWEEP.items():
+            for value in values:
+                levers[f"sweep {field}={value}"] = DEFAULT_OPTIONS.with_(**{field: value})
+    results = {"photos": {g: int(sum(p.group == g for p in photos)) for g in dict.fromkeys(p.group for p in photos)},
+               "runs": {}, "examples": {}}  # fmt: skip
+    for name, options in levers.items():
+        tags = ranked(outputs, photos, options, wv, open_words, closed)
+        results["runs"][name] = {kind: summary(tags[kind], photos, half, imagenet_words) for kind in ("closed", "open")}
+        results["examples"][name] = {photo_key(p): t for p, t in zip(photos, tags["open"]) if p.group != "food"}
+        print(f"{name}: {line(results['runs'][name])}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(out / "results.md", markdown(results) + "\n")
+    return results
+
+
+def line(r: dict) -> str:
+    return " | ".join(f"{kind} {half} macro {r[kind][f'{half}/macro']['hit@5']} non-IN {r[kind][f'{half}/non-imagenet-word']['hit@5']}"
+                      for kind in ("closed", "open") for half in ("tune", "report"))  # fmt: skip
+
+
+def markdown(results: dict) -> str:
+    runs = results["runs"]
+    sources = [k.split("/", 1)[1] for k in next(iter(runs.values()))["closed"] if k.startswith("report/")]
+    head = "| lever (report half, hit@5 closed / open) | " + " | ".join(sources) + " |"
+    lines = [head, "|---|" + "---:|" * len(sources)]
+    for name, r in runs.items():
+        cells = [f"{r['closed'][f'report/{s}']['hit@5']:.3f} / {r['open'][f'report/{s}']['hit@5']:.3f}" for s in sources]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.wordnet_tags", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results.json + results.md (default {DEFAULT_OUT})")
+    parser.add_argument("--sweep", action="store_true", help="also each option's values one at a time (tune half decides)")
+    args = parser.parse_args(argv)
+    print(markdown(run(args.out, args.sweep)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The synthesized WordNet classifiers as shipped derived data, read with numpy alone (tag cold start).
+
+``models/data/<backbone>.npz`` holds, for the synsets ``taxonomy.Taxonomy.synthesized`` lists (in that
+order), classifier rows in the backbone's feature space that ``models.graph_classifiers`` synthesized:
+compressed as ``codes @ basis`` (float16, a truncated SVD: the rows span few directions; stored
+uncompressed, which reads faster and float16 codes barely compress), their bias,
+and the identity they were made from (backbone weights, word vectors and graph hashes) with the held-out
+metrics of the run. ``train.py fit --config configs/wordnet_classifiers.yaml`` rewrites it.
+
+``SynthesizedClassifiers.logits(features)`` scores pooled features (B, feature_dim) -> (B, synsets).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from foundation.atomic import write_atomic
+from foundation.hashing import text_sha
+
+ARTEFACT_DIR = Path(__file__).with_name("data")
+RANK = 128  # kept SVD directions (4.6 MB for 14760 synsets); the rebuilt rows' cosine is identity["svd_cosine"]
+
+
+@dataclass(frozen=True)
+class SynthesizedClassifiers:
+    wnids: tuple[str, ...]
+    codes: np.ndarray  # (synsets, rank) float16
+    basis: np.ndarray  # (rank, feature_dim) float16
+    bias: float
+    identity: dict
+
+    @property
+    def sha(self) -> str:
+        """Part of the embedder identity, so indexes and caches record which classifiers scored them."""
+        return text_sha(json.dumps(self.identity, sort_keys=True))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        projected = features.astype(np.float32) @ self.basis.T.astype(np.float32)
+        return projected @ self.codes.T.astype(np.float32) + np.float32(self.bias)
+
+
+def compress(rows: np.ndarray, rank: int = RANK) -> tuple[np.ndarray, np.ndarray, float]:
+    """(codes, basis, mean cosine of the rebuilt rows to the given ones) of a rank-``rank`` SVD."""
+    u, s, vt = np.linalg.svd(rows.astype(np.float32), full_matrices=False)
+    codes, basis = (u[:, :rank] * s[:rank]).astype(np.float16), vt[:rank].astype(np.float16)
+    rebuilt = codes.astype(np.float32) @ basis.astype(np.float32)
+    cosine = (rebuilt * rows).sum(1) / np.maximum(np.linalg.norm(rebuilt, axis=1) * np.linalg.norm(rows, axis=1), 1e-12)
+    return codes, basis, float(cosine.mean())
+
+
+def write_classifiers(out: Path, wnids: list[str], rows: np.ndarray, bias: float, identity: dict,
+                      metrics: dict, rank: int = RANK) -> None:  # fmt: skip
+    """Write the artefact atomically: rows compressed, identity and held-out metrics recorded beside."""
+    codes, basis, svd_cosine = compress(rows, rank)
+    identity = {**identity, "rank": rank, "svd_cosine": round(svd_cosine, 4), "metrics": metrics}
+    buffer = io.BytesIO()
+    np.savez(buffer, wnids=np.array(wnids), codes=codes, basis=basis, bias=np.float32(bias),
+                        identity=np.array(json.dumps(identity, sort_keys=True)))  # fmt: skip
+    write_atomic(out, buffer.getvalue())
+
+
+def read_classifiers(path: Path) -> SynthesizedClassifiers:
+    with np.load(path, allow_pickle=False) as data:
+        return SynthesizedClassifiers(tuple(str(w) for w in data["wnids"]), data["codes"], data["basis"],
+                                      float(data["bias"]), json.loads(str(data["identity"])))  # fmt: skip
+
+
+@lru_cache(maxsize=4)
+def shipped_classifiers(backbone: str) -> SynthesizedClassifiers | None:
+    """The shipped classifiers of ``backbone`` whose synsets are the taxonomy's ``synthesized`` ones, or None
+    (another backbone, or a taxonomy regenerated without them: tagging then goes on without)."""
+    from taxonomy import load_taxonomy
+
+    path = ARTEFACT_DIR / f"{backbone}.npz"
+    if not path.is_file():
+        return None
+    found = read_classifiers(path)
+    return found if found.wnids == tuple(load_taxonomy().synthesized) else None

@@ -1,0 +1,164 @@
+"""Synthesized WordNet classifiers: the graph, the GCN/DGP networks, training, the artefact and tagging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.wordnet_graph import WordNetGraphDataModule, distance_matrices, gcn_adjacency
+from taxonomy import load_taxonomy
+from taxonomy.wordnet import NounGraph, read_nouns
+
+# a tiny graph: root -> animal -> {dog -> puppy, cat}; root -> thing
+TINY = NounGraph(("root", "animal", "dog", "puppy", "cat", "thing"),
+                 (("root",), ("animal",), ("dog",), ("puppy",), ("cat",), ("thing",)),
+                 ((), (0,), (1,), (2,), (1,), (0,)))  # fmt: skip
+
+
+def dense(m: torch.Tensor) -> np.ndarray:
+    return m.to_dense().numpy()
+
+
+def test_dgp_joins_each_synset_to_its_ancestors_and_descendants_by_distance():
+    up, down = distance_matrices(TINY, 2)
+    assert len(up) == len(down) == 3
+    assert np.allclose(dense(up[0]), np.eye(6)) and np.allclose(dense(down[0]), np.eye(6))
+    assert dense(up[1])[3, 2] == 1 and dense(up[2])[3, 1] == 1  # puppy -> dog (1 step) -> animal (2)
+    assert np.allclose(dense(down[1])[1], [0, 0, 0.5, 0, 0.5, 0])  # animal's children share its row
+    assert dense(down[2])[0, 2] == 0.5 and dense(down[2])[0, 4] == 0.5  # root's grandchildren: dog, cat
+    for m in up + down:
+        sums = dense(m).sum(1)
+        assert np.allclose(sums[sums > 0], 1.0)  # row-normalised
+    gcn = dense(gcn_adjacency(TINY))
+    assert np.allclose(gcn, gcn.T) and (np.diag(gcn) > 0).all()
+
+
+@pytest.mark.parametrize("kind", ["gcn", "dgp"])
+def test_networks_give_unit_rows_for_the_rows_asked(kind):
+    from models.graph_classifiers import GraphNetwork
+
+    up, down = distance_matrices(TINY, 2)
+    batch = {"inputs": torch.randn(6, 4), "gcn": gcn_adjacency(TINY), "ancestors": up, "descendants": down}
+    net = GraphNetwork(kind, 4, 8, 5, max_steps=2).eval()
+    out = net(batch, torch.tensor([2, 4]))
+    assert out.shape == (2, 5) and torch.allclose(out.norm(dim=-1), torch.ones(2))
+    assert torch.allclose(net(batch)[[2, 4]], out, atol=1e-6)  # the same rows as from the whole graph
+
+
+def write_wordnet(folder: Path, classes: list[str]) -> Path:
+    """A WordNet whose root has two hypernym levels above some real ImageNet class wnids, and one more
+    synset (crow, its real wnid, under the first level) that no class is."""
+    folder.mkdir(parents=True)
+    parents = {"00000002": "00000001", "00000003": "00000001", "01579028": "00000002"}
+    parents |= {wnid[1:]: "00000002" if i % 2 else "00000003" for i, wnid in enumerate(classes)}
+    lemmas = {"00000001": "thing", "00000002": "animal", "00000003": "device", "01579028": "crow"}
+    lemmas |= {wnid[1:]: load_taxonomy().synsets[wnid].lemmas[0] for wnid in classes}
+    lines = []
+    for offset, lemma in lemmas.items():
+        pointers = [f"@ {parents[offset]} n 0000"] if offset in parents else []
+        pointers += [f"~ {child} n 0000" for child, parent in parents.items() if parent == offset]
+        lines.append(f"{offset} 05 n 01 {lemma} 0 {len(pointers):03d} {' '.join(pointers)} | gloss\n")
+    (folder / "data.noun").write_text("".join(lines))
+    (folder / "index.noun").write_text("thing n 1 0 1 0 00000001\n")
+    return folder
+
+
+def test_training_reduces_the_loss_and_writes_a_readable_artefact(tmp_path):
+    import pytorch_lightning as pl
+
+    from models.graph_classifiers import GraphClassifiers
+    from models.wordnet_classifiers import read_classifiers
+
+    classes = load_taxonomy().classes[::50]  # 20 classes
+    wordnet = write_wordnet(tmp_path / "wordnet", classes)
+    data = WordNetGraphDataModule(root="n00000001", max_steps=2, val_fraction=0.2, wordnet=str(wordnet))
+    model = GraphClassifiers(hidden_dim=32, lr=0.01, dropout=0.0, baseline_mix=0.5, out=str(tmp_path / "out.npz"))
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = pl.Trainer(max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Record()], accelerator="cpu")  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    assert losses[-1] < losses[0] - 0.05
+    assert len(data.val_classes) == 4 and len(data.train_classes) == 16
+    written = read_classifiers(tmp_path / "out.npz")
+    assert written.identity["graph_sha"] == data.graph.sha and written.identity["backbone"] == "efficientnet_lite0"
+    assert -1 <= written.identity["metrics"]["cosine"] <= 1 and "baseline_cosine" in written.identity["metrics"]
+    assert read_nouns(wordnet)["n01579028"].lemmas == ["crow"]
+
+
+def test_a_fast_dev_run_trains_one_step(tmp_path):
+    import pytorch_lightning as pl
+
+    from models.graph_classifiers import GraphClassifiers
+
+    wordnet = write_wordnet(tmp_path / "wordnet", load_taxonomy().classes[::100])
+    data = WordNetGraphDataModule(root="n00000001", max_steps=2, wordnet=str(wordnet))
+    model = GraphClassifiers(network="gcn", hidden_dim=16, out=str(tmp_path / "out.npz"))
+    pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, accelerator="cpu").fit(model, datamodule=data)
+    assert model.net is not None and model.net.kind == "gcn"
+
+
+def test_the_sense_prior_favours_the_senses_people_use():
+    from taxonomy.hierarchy import sense_priors
+
+    taxonomy = load_taxonomy()
+    unused = next(w for w in taxonomy.synthesized if not any(taxonomy.synsets[w].counts))  # a rare leaf
+    priors = sense_priors(taxonomy, ["n01579028", unused], 1.0)  # crow: used twice in the tagged corpus
+    assert priors[0] > priors[1] and (priors <= 1).all()
+    assert sense_priors(taxonomy, [unused], 0.0)[0] == 1.0  # strength 0: no prior
+
+
+@pytest.mark.slow
+def test_the_shipped_classifiers_tag_a_sample_photo():
+    """The real artefact: a fresh clone's tagger scores it with the 1000 classes and tags a photo."""
+    from datamodules.wordnet_graph import imagenet_samples
+    from foundation.images import open_image
+    from foundation.vectors import load_word_vectors
+    from models.embedder import load_embedder
+    from models.wordnet_classifiers import shipped_classifiers
+    from taxonomy.hierarchy import HierarchyTagger
+
+    shipped = shipped_classifiers("efficientnet_lite0")
+    assert shipped is not None and len(shipped.wnids) == len(load_taxonomy().synthesized)
+    samples = imagenet_samples()
+    if not samples:
+        pytest.skip("foolbox is not installed")
+    embedder = load_embedder("conse:efficientnet_lite0").with_class_probabilities()
+    assert embedder.combine.synthesized is shipped
+    path, label = samples[0]
+    row = embedder.embed_images([open_image(path)])[0]
+    probs = row[embedder.dim :]
+    assert row.shape == (embedder.dim + 1000 + len(shipped.wnids),)
+    assert np.isclose(probs[:1000].sum(), 1.0) and np.isclose(probs[1000:].sum(), 1.0)
+    assert probs[:1000].argmax() == label  # the real classes still decide what ImageNet knows
+    wv = load_word_vectors()
+    words = ["crow", "dog", "bird", "car", "tree", "fish", "cat", "house"]
+    unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
+    tags = HierarchyTagger(words, unit.astype(np.float32)).tags(row[: embedder.dim], row[embedder.dim :], 3)
+    assert len(tags) == 3 and tags[0][1] >= tags[-1][1]
+
+
+def test_combine_appends_the_synthesized_synsets_own_softmax():
+    from models.onnx_engine import Combine
+    from models.wordnet_classifiers import SynthesizedClassifiers, compress
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(6, 8)).astype(np.float32)
+    codes, basis, cosine = compress(rows, rank=8)
+    assert cosine > 0.99  # full rank: the rows come back (float16 aside)
+    synthesized = SynthesizedClassifiers(tuple(f"n{i}" for i in range(6)), codes, basis, 0.5, {})
+    combine = Combine("conse", rng.normal(size=(3, 4)).astype(np.float32), np.ones(3, bool), top_t=2,
+                      with_probabilities=True, synthesized=synthesized)  # fmt: skip
+    features = rng.normal(size=(2, 8)).astype(np.float32)
+    out = combine({"logits": rng.normal(size=(2, 3)).astype(np.float32), "features": features})
+    assert out.shape == (2, 4 + 3 + 6) and combine.extra_dims == 9
+    assert np.allclose(out[:, 4:7].sum(1), 1) and np.allclose(out[:, 7:].sum(1), 1)  # two softmaxes
+    expected = np.exp(features @ rows.T + 0.5)
+    assert np.allclose(out[:, 7:], expected / expected.sum(1, keepdims=True), atol=1e-2)
