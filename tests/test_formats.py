@@ -309,8 +309,7 @@ def test_real_network_tags_a_heic_and_a_raw_cat_through_tag_py(tmp_path):
 
 
 def test_web_and_gallery_thumbnails_of_every_format(tmp_path):
-    from indexing.gallery import THUMB, thumbnail
-
+    from cli.gallery import THUMB, thumbnail
     from webapp.thumbnails import GRID, render
 
     colours = _mixed_folder(tmp_path / "mixed")

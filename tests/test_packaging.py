@@ -30,7 +30,8 @@ def test_help_lists_every_command_without_importing_torch(tmp_path):
     script = "import sys; from wordsight.commands import main; code = main(['--help']); " \
              "print('torch loaded' if 'torch' in sys.modules else 'light'); sys.exit(code)"  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+                          check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     for name, command in commands.COMMANDS.items():
         assert re.search(rf"^  {name} +{re.escape(command.summary)}$", done.stdout, re.MULTILINE), done.stdout
