@@ -115,24 +115,23 @@ def depths(synsets: dict[str, Noun]) -> dict[str, int]:
     return depth
 
 
-def descendants(synsets: dict[str, Noun], roots) -> set[str]:
-    seen, stack = set(roots), list(roots)
+def _reachable(synsets: dict[str, Noun], starts, edge: str) -> set[str]:
+    """Every synset reached from ``starts`` by following ``edge`` (hyponyms or hypernyms) one or more times."""
+    seen, stack = set(), list(starts)
     while stack:
-        for child in synsets[stack.pop()].hyponyms:
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
+        for nxt in getattr(synsets[stack.pop()], edge):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
     return seen
+
+
+def descendants(synsets: dict[str, Noun], roots) -> set[str]:
+    return set(roots) | _reachable(synsets, roots, "hyponyms")
 
 
 def ancestors(synsets: dict[str, Noun], wnid: str) -> set[str]:
-    seen, stack = set(), [wnid]
-    while stack:
-        for parent in synsets[stack.pop()].hypernyms:
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
+    return _reachable(synsets, [wnid], "hypernyms")
 
 
 @dataclass(frozen=True)
