@@ -13,6 +13,12 @@ from collections.abc import Callable
 
 from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyOptions
 
+
+def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A door's parser: its epilog (examples, query syntax, exit codes) is printed as written."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+
 DEFAULT_TOP_K = 10
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cli import output
-from cli.options import add_inference_options, positive_int
+from cli.options import add_inference_options, command_parser, positive_int
 from foundation.atomic import check_writable
 from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
 from indexing.ann.forest import DEFAULT_N_TREES
@@ -51,11 +51,10 @@ EPILOG = f"""examples:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m indexing",
-        description="Build word and image indexes: Annoy bundles (index + vectors + items + manifest, atomically) or PostgreSQL collections.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "python -m indexing",
+        "Build word and image indexes: Annoy bundles (index + vectors + items + manifest, atomically) or PostgreSQL collections.",
+        EPILOG,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

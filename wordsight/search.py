@@ -37,12 +37,11 @@ JSON_FORMAT = '{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}'
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="search.py",
-        description="Find the images closest to each query: a word, several words in one quoted argument "
+    parser = cli.options.command_parser(
+        "search.py",
+        "Find the images closest to each query: a word, several words in one quoted argument "
         "(averaged), or an image file (image -> image).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     parser.add_argument(
         "queries", nargs="*", metavar="QUERY",

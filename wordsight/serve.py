@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 
-from cli.options import int_at_least
+from cli.options import command_parser, int_at_least
 from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing.word_index import WORDS_INDEX_HELP
 
@@ -45,11 +45,10 @@ def megabytes(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="serve.py",
-        description="Serve image indexes in the browser (search, photo pages, tagging) with a JSON API.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "serve.py",
+        "Serve image indexes in the browser (search, photo pages, tagging) with a JSON API.",
+        EPILOG,
     )
     parser.add_argument(
         "--index", "--db", dest="index", action="append", required=True, metavar="DIR_OR_DB",

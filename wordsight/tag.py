@@ -34,11 +34,10 @@ JSON_FORMAT = '{"image": PATH, "tags": [{"word": W, "score": S}, ...]} (best fir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="tag.py",
-        description="Print the nearest words for each image.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = cli.options.command_parser(
+        "tag.py",
+        "Print the nearest words for each image.",
+        EPILOG,
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)"
