@@ -132,6 +132,10 @@ class Tagger:
             tags = self.words.nearest(row, top_k, exact=exact)
         return above_min_score(tags, min_score)
 
+    def _tags(self, shown: str, row: np.ndarray, top_k: int, min_score: float | None, exact: bool) -> Tags:
+        """The Tags of one embedded row, with the photo's place in the word space kept for "similar"."""
+        return Tags(shown, self.tag_row(row, top_k, min_score, exact), row[: self.identity["dim"]])
+
     def tag(self, image: str | os.PathLike, top_k: int = 10, min_score: float | None = None,
             exact: bool = False, shown: str | None = None) -> Tags:  # fmt: skip
         """The tags of one image file (``shown``: the name to give it in the result, default its path);
@@ -142,8 +146,7 @@ class Tagger:
             result = model.embed_paths([path], progress=False)
         if result.skipped:
             raise UnreadableImage(shown, result.skipped[0][1])
-        row = np.asarray(result.vectors[0])
-        return Tags(shown, self.tag_row(row, top_k, min_score, exact), row[: self.identity["dim"]])
+        return self._tags(shown, np.asarray(result.vectors[0]), top_k, min_score, exact)
 
     def tag_files(self, files: Sequence, top_k: int = 10, min_score: float | None = None, exact: bool = False,
                   batch_size: int = 64, workers: int | None = None, progress: bool = True) -> Iterator[tuple[object, Tags]]:  # fmt: skip
@@ -159,9 +162,7 @@ class Tagger:
                     vectors = embed([f.path for f in chunk])
                     for f in chunk:
                         if f.path in vectors:
-                            row = vectors[f.path]
-                            yield f, Tags(f.given or f.path, self.tag_row(row, top_k, min_score, exact),
-                                          row[: self.identity["dim"]])  # fmt: skip
+                            yield f, self._tags(f.given or f.path, vectors[f.path], top_k, min_score, exact)
             finally:
                 self.skipped += embed.skipped
 
