@@ -40,6 +40,7 @@ class Hits:
 
     query: str
     results: list[tuple[str, float]]
+    by_image: bool = False  # the query was one image (visually similar photos), not words
 
     @property
     def images(self) -> list[str]:

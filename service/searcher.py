@@ -190,7 +190,8 @@ class Searcher:
         space, vector = self.query_vector(parsed, visual)
         if vector is None:
             return None
-        return Hits(query, above_min_score(spaces.nearest(space, vector, top_k, exact), min_score))
+        results = above_min_score(spaces.nearest(space, vector, top_k, exact), min_score)
+        return Hits(query, results, by_image=parsed.single_image)
 
     def similar(self, image: str, top_k: int = 10, *, semantic: bool = False, min_score: float | None = None,
                 exact: bool = False) -> Hits:  # fmt: skip
@@ -203,7 +204,7 @@ class Searcher:
         target = self.images if space == WORDS else self.features
         results = self.spaces().nearest(space, target.vectors[row], top_k + 1, exact)
         kept = [(path, score) for path, score in results if path != image][:top_k]
-        return Hits(image, above_min_score(kept, min_score))
+        return Hits(image, above_min_score(kept, min_score), by_image=True)
 
     def query_vector(self, query: Query, visual: bool) -> tuple[str, np.ndarray | None]:
         """``(space, vector)``: space FEATURES for a lone image when ``visual``, else WORDS; the vector is

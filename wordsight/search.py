@@ -104,8 +104,7 @@ def search(args: argparse.Namespace) -> int:
             if hits is None:
                 continue
             _print(out, hits, args)
-            is_image = searcher.parse(text).single_image
-            rows.append(Row(text, text if is_image else None, [Hit(_short(p), s, p) for p, s in hits.results]))
+            rows.append(Row(text, text if hits.by_image else None, [Hit(_short(p), s, p) for p, s in hits.results]))
     cli.output.write_galleries(rows, f"wordsight search: {searcher.images.path}", args.html, args.grid)
     return cli.output.finish(searcher.skipped, bad_input=unknown)
 
