@@ -38,6 +38,11 @@ def is_file_query(query: str) -> bool:
     return os.path.lexists(query) and not os.path.isdir(query)
 
 
+def in_database(images: Collection) -> bool:
+    """A PostgreSQL collection: filters are WHERE clauses and features live in the database."""
+    return getattr(images, "sql_filters", False)
+
+
 def looks_like_image_path(query: str) -> bool:
     from foundation.images import IMAGE_EXTENSIONS  # PIL: only on this error path
 
@@ -52,7 +57,7 @@ class Spaces:
 
         self.images, self.features, self.where = images, features, where
         self.mask = self.sql_where = None
-        if getattr(images, "sql_filters", False):  # a database: filters are WHERE clauses (indexing.postgres.store)
+        if in_database(images):
             self.sql_where = where if where.active else None
             if where.active:
                 log(f"{images.count(where)} of {len(images)} photos are {where.describe()}")
@@ -119,7 +124,7 @@ class Searcher:
         self.words_index, self._words = words_index, words
         self.checkpoint, self.engine, self._load_embedder = checkpoint, engine, load_embedder
         self.image_terms, self.log = ImageTerms(photo_ids), log
-        self.features = (self.images.features_space() if getattr(self.images, "sql_filters", False)
+        self.features = (self.images.features_space() if in_database(self.images)
                          else open_features(self.images))  # fmt: skip
         self._embedder = None
         self._lock = threading.Lock()
@@ -261,7 +266,7 @@ class Searcher:
         if self.features is None:
             raise BundleMismatch(f"{self.images.path} has no visual features (built before they existed, or "
                                  "sharded); rebuild it without --update to find duplicates")  # fmt: skip
-        if getattr(self.images, "sql_filters", False):
+        if in_database(self.images):
             self.features.check_duplicates_size()
         groups = duplicate_groups(self.features, DEFAULT_THRESHOLD if threshold is None else threshold)
         keep = spaces.keeps()
