@@ -30,6 +30,7 @@ from models.wordnet_classifiers import ARTEFACT_DIR, SynthesizedClassifiers, shi
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
+CLASSIFIER_WEIGHT = 1.0  # word search: the classifier score's weight against the word space's (z-scores)
 
 
 def imagenet_rows_file(backbone: str) -> Path:

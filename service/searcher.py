@@ -6,6 +6,9 @@ space (the same kind of thing); everything else in the word space. Word terms re
 the word index (no torch, no gensim, no Pillow: a fraction of a second); image terms are embedded by the
 model that built the index, loaded on first use. In the web app image terms are photo ids of the index
 (``ImageTerms.ids``): their stored vectors stand in, and no path ever comes from a request.
+A query of words only, on an index that stores visual features, is also scored by the words' WordNet
+classifiers on those features (``models.word_classifiers``) and the two scores fused (``fuse``); words
+without a visual WordNet sense leave the word space alone to answer.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
 """
 
@@ -19,11 +22,13 @@ from collections.abc import Callable
 import numpy as np
 
 from foundation.errors import UsageError
+from indexing.ann.vectors import normalise
 from indexing.bundle import BundleMismatch
 from indexing.collection import Collection
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
+from models.word_classifiers import CLASSIFIER_WEIGHT, WordClassifiers, word_classifiers
 from library.scores import above_min_score
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
@@ -41,6 +46,16 @@ def is_file_query(query: str) -> bool:
 def in_database(images: Collection) -> bool:
     """A PostgreSQL collection: filters are WHERE clauses and features live in the database."""
     return getattr(images, "sql_filters", False)
+
+
+def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
+    """One score per photo from its word-space cosines and classifier scores: z-scores over the searched
+    photos added at ``weight``, put back on the word-space cosine scale (so --min-score keeps its sense)."""
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+    return words.mean() + words.std() * (z(words) + weight * z(classifier)) / (1 + weight)
 
 
 def looks_like_image_path(query: str) -> bool:
@@ -77,6 +92,28 @@ class Spaces:
             return target.nearest(vector, k, exact=exact)
         return filtered_nearest(target, vector, k, self.mask, exact)
 
+    def cosines(self, space: str, vector: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Every kept photo's cosine to ``vector`` in ``space`` (paths in index order, scores)."""
+        target = self.features if space == FEATURES else self.images
+        if in_database(self.images):
+            return target.cosines(vector, self.sql_where)
+        rows = slice(None) if self.mask is None else self.mask.nonzero()[0]
+        scores = np.asarray(target.vectors[rows], dtype=np.float32) @ normalise(vector).reshape(-1)
+        items = self.images.items if self.mask is None else [self.images.items[i] for i in rows]
+        return items, scores
+
+    def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int) -> list[tuple[str, float]]:
+        """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words`` and feature score
+        under ``classifier`` (every kept photo is scored: the fusion needs the whole collection's spread)."""
+        items, word_scores = self.cosines(WORDS, words)
+        feature_items, feature_scores = self.cosines(FEATURES, classifier)
+        if feature_items != items:  # a photo without features: the collection's mean classifier score
+            by_item = dict(zip(feature_items, feature_scores))
+            mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
+            feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
+        scores = fuse(word_scores, feature_scores, weight)
+        return [(items[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
+
     def keeps(self) -> set[str] | None:
         """The photos the filter keeps (None: all of them)."""
         if self.sql_where is not None:
@@ -102,7 +139,8 @@ class Searcher:
 
     ``index`` is a bundle folder, a database spec or an already opened collection. ``checkpoint``: the
     index's model if it moved (default as recorded); ``load_embedder(spec)`` how it is loaded (default
-    ``models.embedder.load_embedder`` with ``engine``). ``photo_ids`` (id -> row) makes image terms photo
+    ``models.embedder.load_embedder`` with ``engine``). ``classifier_weight``: how much the words' WordNet
+    classifiers count against the word space in word queries (0: the word space alone). ``photo_ids`` (id -> row) makes image terms photo
     ids of the index instead of files. ``log`` hears notes and progress (stderr for the scripts).
     """
 
@@ -116,6 +154,7 @@ class Searcher:
         engine: str = "auto",
         load_embedder: Callable[[str], object] | None = None,
         photo_ids: dict[str, int] | None = None,
+        classifier_weight: float = CLASSIFIER_WEIGHT,
         log: Log = quiet,
     ):
         from indexing.bundle.columns import open_features
@@ -124,6 +163,7 @@ class Searcher:
         self.words_index, self._words = words_index, words
         self.checkpoint, self.engine, self._load_embedder = checkpoint, engine, load_embedder
         self.image_terms, self.log = ImageTerms(photo_ids), log
+        self.classifier_weight = classifier_weight
         self.features = (self.images.features_space() if in_database(self.images)
                          else open_features(self.images))  # fmt: skip
         self._embedder = None
@@ -137,6 +177,16 @@ class Searcher:
         if self._words is None:
             self._words = word_index_for(self.images, self.words_index, self.log)
         return self._words
+
+    @property
+    def classifiers(self) -> WordClassifiers | None:
+        """The WordNet classifiers of the backbone whose pooled features the index stores, or None (a
+        trained checkpoint's index, or no classifiers shipped for its backbone)."""
+        spec = str(self.images.manifest.get("embedder_spec", ""))
+        if self.features is None or not spec.startswith("conse:"):
+            return None
+        found = word_classifiers(spec.split(":", 1)[1])
+        return found if found is not None and found.real.shape[1] == self.features.vectors.shape[1] else None
 
     @property
     def embedder(self):
@@ -195,7 +245,12 @@ class Searcher:
         space, vector = self.query_vector(parsed, visual)
         if vector is None:
             return None
-        results = above_min_score(spaces.nearest(space, vector, top_k, exact), min_score)
+        classifier = self.classifier_vector(parsed) if space == WORDS else None
+        if classifier is None:
+            found = spaces.nearest(space, vector, top_k, exact)
+        else:
+            found = spaces.fused(vector, classifier, self.classifier_weight, top_k)
+        results = above_min_score(found, min_score)
         return Hits(query, results, by_image=parsed.single_image)
 
     def similar(self, image: str, top_k: int = 10, *, semantic: bool = False, min_score: float | None = None,
@@ -229,6 +284,20 @@ class Searcher:
                 return WORDS, None
             vectors.append(vector)
         return WORDS, combine(query, vectors) if len(vectors) > 1 else vectors[0]
+
+    def classifier_vector(self, query: Query) -> np.ndarray | None:
+        """The query's words as one direction in the visual-feature space: their classifier rows, weighted
+        as their word vectors are; None when an image term is in it, the weight is 0, or no word has a
+        visual WordNet sense (the word space alone answers)."""
+        if not self.classifier_weight or any(term.kind == IMAGE for term in query.terms):
+            return None
+        classifiers = self.classifiers
+        if classifiers is None:
+            return None
+        rows = [(term.weight, classifiers.row(term.text)) for term in query.terms]
+        rows = [weight * row for weight, row in rows if row is not None]
+        total = np.sum(rows, axis=0) if rows else None
+        return total if total is not None and float(np.linalg.norm(total)) > 1e-6 else None
 
     def _word_vector(self, term: Term) -> np.ndarray:
         try:

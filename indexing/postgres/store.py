@@ -372,6 +372,17 @@ class PgCollection:
             self.conn.execute("SET LOCAL enable_indexscan = off")  # exact: scan every (matching) row
             return [(p, float(s)) for p, s in self.conn.execute(sql, params).fetchall()]
 
+    def cosines(self, query: np.ndarray, where=None) -> tuple[list[str], np.ndarray]:
+        """Every stored image's cosine to ``query`` (paths, scores), among those ``where`` keeps: a sequential
+        scan, for scores that need the whole collection (fused word search)."""
+        condition, params = where_sql(where)
+        params["q"] = normalise(query).reshape(-1)
+        sql = (f"SELECT path, 1 - ({_vector_sql(self.space)}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
+               "ORDER BY path")  # fmt: skip
+        with self.guard():
+            found = self.conn.execute(sql, params).fetchall()
+        return [p for p, _ in found], np.array([s for _, s in found], dtype=np.float32)
+
     def close(self) -> None:
         self.conn.close()
 

@@ -1,0 +1,150 @@
+"""Word search with and without the WordNet classifiers, lever by lever: ``python -m evaluation.word_search``.
+
+Each source of ``evaluation.photo_sets`` is searched as a collection of its own (one large source must not
+hide the others), once per half of its photos (``evaluation.real_photos.tune_half``). The queries are the
+label words of the photos of that collection (a plural whose singular is also a query is left
+out); a photo is relevant when the word labels it. Average precision over the whole ranking, mean over
+the queries (mAP), per source and macro-averaged over sources. The photos are scored as ``search.py``
+scores an index built with the default model (``service.searcher.fuse``): the word space (cosine to the
+photos' ConSE vectors), the classifier score (``models.word_classifiers`` rows on the pooled features), and
+the two fused at a weight chosen on the ``tune`` half; the ``report`` half says how it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.photo_sets import benchmark_photos
+from evaluation.real_photos import tune_half
+from evaluation.wordnet_tags import SPEC, network_outputs
+from foundation.atomic import write_atomic
+from foundation.vectors import load_word_vectors
+from indexing.ann.vectors import normalise
+from models.embedder import load_embedder
+from models.word_classifiers import SENSES, WordClassifiers, word_classifiers
+from service.searcher import fuse
+
+DEFAULT_OUT = Path("runs/evaluation/word_search")
+WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
+WORD_SPACE, CLASSIFIER = 0.0, float("inf")  # weights meaning "the word space alone" and "the classifier alone"
+MIN_PHOTOS = 1  # a word that labels one photo still asks for it: its AP is 1 / its rank
+
+
+@dataclass(frozen=True)
+class Lever:
+    weight: float
+    sense: str = "visible"
+    synthesized: bool = True
+
+
+def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    order = np.argsort(-scores, kind="stable")
+    hits = relevant[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / max(hits.sum(), 1))
+
+
+def queries(photos, rows: np.ndarray, known) -> list[str]:
+    """The label words of at least MIN_PHOTOS photos at ``rows``, a plural left out beside its singular."""
+    counts: dict[str, int] = {}
+    for i in rows:
+        for word in set(photos[i].words):
+            counts[word] = counts.get(word, 0) + 1
+    words = {w for w, n in counts.items() if n >= MIN_PHOTOS and w in known}
+    return sorted(w for w in words if not (w.endswith("s") and (w[:-1] in words or w[:-2] in words)))
+
+
+def classifiers_for(lever: Lever) -> WordClassifiers:
+    base = word_classifiers(SPEC.split(":", 1)[1])
+    return WordClassifiers(base.taxonomy, base.real, base.synthesized if lever.synthesized else None,
+                           base.identity, lever.sense)  # fmt: skip
+
+
+def search_map(lever: Lever, photos, rows, vectors, features, wv) -> tuple[float, int, int]:
+    """(mAP, queries, queries with a classifier row) of one collection."""
+    classifiers = classifiers_for(lever)
+    aps, with_row = [], 0
+    for word in queries(photos, rows, wv.kv.key_to_index):
+        relevant = np.array([word in photos[i].words for i in rows])
+        words = vectors[rows] @ normalise(wv.kv[word].astype(np.float32))
+        row = classifiers.row(word) if lever.weight else None
+        with_row += row is not None
+        if row is None:
+            scores = words
+        elif lever.weight == CLASSIFIER:
+            scores = features[rows] @ row
+        else:
+            scores = fuse(words, features[rows] @ row, lever.weight)
+        aps.append(average_precision(scores, relevant))
+    return (float(np.mean(aps)) if aps else float("nan")), len(aps), with_row
+
+
+def levers() -> dict[str, Lever]:
+    named = {"word space alone (before)": Lever(WORD_SPACE), "classifier alone": Lever(CLASSIFIER)}
+    named |= {f"fused, weight {w}": Lever(w) for w in WEIGHTS}
+    named |= {f"fused, weight {w}, sense {s}": Lever(w, s) for w in WEIGHTS for s in SENSES if s != "visible"}
+    named |= {f"fused, weight {w}, ImageNet rows only": Lever(w, synthesized=False) for w in WEIGHTS}
+    return named
+
+
+def run(out: Path) -> dict:
+    wv = load_word_vectors()
+    photos = benchmark_photos(wv)
+    half = tune_half(photos)
+    outputs = network_outputs(photos)
+    vectors = normalise(load_embedder(SPEC).combine(outputs).astype(np.float32))
+    features = normalise(outputs["features"].astype(np.float32))
+    sources = list(dict.fromkeys(p.group for p in photos))
+    results: dict = {"photos": {g: int(sum(p.group == g for p in photos)) for g in sources}, "runs": {}}
+    for name, lever in levers().items():
+        run_result = {}
+        for part, chosen in (("tune", half), ("report", ~half)):
+            per_source = {}
+            for g in sources:
+                rows = np.nonzero(chosen & np.array([p.group == g for p in photos]))[0]
+                value, n, with_row = search_map(lever, photos, rows, vectors, features, wv)
+                if n:
+                    per_source[g] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
+            per_source["macro"] = {"mAP": round(float(np.mean([v["mAP"] for v in per_source.values()])), 3)}
+            run_result[part] = per_source
+        results["runs"][name] = run_result
+        print(f"{name}: tune {run_result['tune']['macro']['mAP']} report {run_result['report']['macro']['mAP']}",
+              file=sys.stderr)  # fmt: skip
+    fused = {n: r for n, r in results["runs"].items() if n.startswith("fused, weight") and "," not in n[14:]}
+    results["chosen_on_tune"] = max(fused, key=lambda n: fused[n]["tune"]["macro"]["mAP"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(out / "results.md", markdown(results) + "\n")
+    return results
+
+
+def markdown(results: dict) -> str:
+    runs = results["runs"]
+    sources = [s for s in next(iter(runs.values()))["report"] if s != "macro"]
+    counts = next(iter(runs.values()))["report"]
+    head = ("| lever (mAP, report half) | " + " | ".join(f"{s} ({counts[s]['queries']} words)" for s in sources)
+            + " | macro | tune macro |")  # fmt: skip
+    lines = [head, "|---|" + "---:|" * (len(sources) + 2)]
+    for name, r in runs.items():
+        cells = [f"{r['report'][s]['mAP']:.3f}" for s in sources]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['report']['macro']['mAP']:.3f} | {r['tune']['macro']['mAP']:.3f} |")
+    lines.append(f"\nchosen on the tune half: {results['chosen_on_tune']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.word_search", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results.json + results.md (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    print(markdown(run(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
