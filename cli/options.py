@@ -66,6 +66,26 @@ def cosine_score(text: str) -> float:
     return value
 
 
+def non_negative_number(text: str) -> float:
+    """argparse type: a finite number of at least 0 (a weight)."""
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def add_classifier_weight_option(parser: argparse.ArgumentParser) -> None:
+    """``--classifier-weight``: word queries fuse the word space with the words' WordNet classifiers."""
+    from models.word_classifiers import CLASSIFIER_WEIGHT  # numpy only
+
+    parser.add_argument(
+        "--classifier-weight", type=non_negative_number, default=CLASSIFIER_WEIGHT, metavar="W",
+        help="word queries: how much the words' WordNet classifiers, scored on the photos' stored visual "
+        f"features, count against the word space (z-scores over the photos; 0: the word space alone; default "
+        f"{CLASSIFIER_WEIGHT}, chosen on held-out photos, see docs/results.md)",
+    )
+
+
 def day(text: str) -> dt.date:
     """argparse type: a day as YYYY-MM-DD."""
     try:

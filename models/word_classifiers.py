@@ -30,7 +30,7 @@ from models.wordnet_classifiers import ARTEFACT_DIR, SynthesizedClassifiers, shi
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
-CLASSIFIER_WEIGHT = 1.0  # word search: the classifier score's weight against the word space's (z-scores)
+CLASSIFIER_WEIGHT = 2.0  # word search: the classifier z-score's weight against the word space's (chosen on the tune half of evaluation.word_search)
 
 
 def imagenet_rows_file(backbone: str) -> Path:

@@ -69,6 +69,7 @@ def add_library_options(parser: argparse.ArgumentParser) -> None:
     from library.duplicates import DEFAULT_THRESHOLD
 
     add_min_score_option(parser, "results")
+    cli.options.add_classifier_weight_option(parser)
     parser.add_argument("--paths", action="store_true", help="print bare paths, one a line (for piping)")
     parser.add_argument("--in", dest="folder", metavar="FOLDER", help="only photos in FOLDER or below it")
     parser.add_argument("--after", type=day, metavar="YYYY-MM-DD",
@@ -86,7 +87,7 @@ def add_library_options(parser: argparse.ArgumentParser) -> None:
 def search(args: argparse.Namespace) -> int:
     cli.output.check_outputs(args.html, args.grid)
     searcher = Searcher(args.index, words_index=args.words_index, checkpoint=args.checkpoint, engine=args.engine,
-                        log=cli.output.log)  # fmt: skip
+                        classifier_weight=args.classifier_weight, log=cli.output.log)  # fmt: skip
     cli.output.note_top_k(args.top_k, len(searcher.images), "images")
     spaces = searcher.spaces(args.folder, args.after, args.before)
     if args.duplicates:
