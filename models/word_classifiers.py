@@ -102,16 +102,14 @@ class WordClassifiers:
 
 
 @lru_cache(maxsize=4)
-def word_classifiers(backbone: str, backbone_identity: str | None = None) -> WordClassifiers | None:
-    """The shipped classifiers of ``backbone`` (made from the weights ``backbone_identity`` names, when
-    given), or None: word search then uses the word space alone."""
+def word_classifiers(backbone: str) -> WordClassifiers | None:
+    """The shipped classifiers of ``backbone``, or None: word search then uses the word space alone. The
+    synthesized rows join only when made from the same backbone weights as the real ones."""
     path = imagenet_rows_file(backbone)
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
         real, identity = data["rows"], json.loads(str(data["identity"]))
-    if backbone_identity is not None and identity["backbone_identity"] != backbone_identity:
-        return None
     synthesized = shipped_classifiers(backbone)
     if synthesized is not None and synthesized.identity.get("backbone_identity") != identity["backbone_identity"]:
         synthesized = None

@@ -28,8 +28,8 @@ from indexing.collection import Collection
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
-from models.word_classifiers import CLASSIFIER_WEIGHT, WordClassifiers, word_classifiers
 from library.scores import above_min_score
+from models.word_classifiers import CLASSIFIER_WEIGHT, WordClassifiers, word_classifiers
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
 
@@ -49,13 +49,17 @@ def in_database(images: Collection) -> bool:
 
 
 def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
-    """One score per photo from its word-space cosines and classifier scores: z-scores over the searched
-    photos added at ``weight``, put back on the word-space cosine scale (so --min-score keeps its sense)."""
+    """One score per photo from its word-space cosines and classifier scores: ranked by their z-scores over
+    the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so scores
+    stay cosines and --min-score keeps its sense."""
 
     def z(x: np.ndarray) -> np.ndarray:
         return (x - x.mean()) / max(float(x.std()), 1e-6)
 
-    return words.mean() + words.std() * (z(words) + weight * z(classifier)) / (1 + weight)
+    order = np.argsort(-(z(words) + weight * z(classifier)), kind="stable")
+    scores = np.empty_like(words)
+    scores[order] = np.sort(words)[::-1]
+    return scores
 
 
 def looks_like_image_path(query: str) -> bool:

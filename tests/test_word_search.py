@@ -1,0 +1,122 @@
+"""Word search fused with the words' WordNet classifiers: the sense chosen, the fusion, every door alike.
+
+A tiny taxonomy made here gives colour words of the fake colour space (tests/fakes.py) classifier rows in
+the fake embedder's feature space (a colour thumbnail), so the fused ranking is checked in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import search
+from indexing.__main__ import main as indexing_main
+from models.word_classifiers import WordClassifiers, lemma_key
+from models.wordnet_classifiers import SynthesizedClassifiers
+from service import searcher as searcher_module
+from service.searcher import Searcher, fuse
+from taxonomy import Taxonomy
+from tests.fakes import colour_space, install_fake_embedder_module
+from tests.library_photos import FeatureFakeEmbedder, build_library, sample, thumbnail_features
+
+FEATURE_DIM = FeatureFakeEmbedder.feature_dim
+
+
+def tiny_taxonomy(castle_as_palace: int = 1) -> Taxonomy:
+    """ImageNet classes n01 (castle) and n02 (red, a colour word of the fake space); synthesized n03
+    (palace, castle: the corpus uses "castle" for it ``castle_as_palace`` times) and n04 (blue)."""
+    return Taxonomy({
+        "classes": ["n01", "n02"],
+        "synsets": {"n01": [["castle"], ["n09"], 2], "n02": [["red"], ["n09"], 2], "n09": [["thing"], [], 1]},
+        "more_synsets": {"n03": [["palace", "castle"], ["n09"], 2], "n04": [["blue", "ice_cream"], ["n09"], 2]},
+        "synthesized": ["n03", "n04"],
+        "counts": {"n03": [4, castle_as_palace]},
+    })  # fmt: skip
+
+
+def tiny_classifiers(real: np.ndarray, synthesized_rows: np.ndarray, sense: str = "visible", **taxonomy) -> WordClassifiers:
+    synthesized = SynthesizedClassifiers(("n03", "n04"), synthesized_rows.astype(np.float16),
+                                         np.eye(synthesized_rows.shape[1], dtype=np.float16), 0.0, {})  # fmt: skip
+    return WordClassifiers(tiny_taxonomy(**taxonomy), real.astype(np.float16), synthesized, {}, sense)
+
+
+def test_the_visible_sense_is_chosen_and_the_frequent_one_on_request():
+    rng = np.random.default_rng(0)
+    real, synthesized = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+    visible = tiny_classifiers(real, synthesized)
+    assert visible.sense_of("castle") == "n01"  # an ImageNet class: seen, and used as often
+    assert tiny_classifiers(real, synthesized, "frequent").sense_of("castle") == "n03"
+    assert tiny_classifiers(real, synthesized, castle_as_palace=50).sense_of("castle") == "n03"  # far more used
+    assert visible.sense_of("Ice Cream") == "n04" and lemma_key("ice-cream") == "ice_cream"
+    assert visible.sense_of("filleraa") is None and visible.row("filleraa") is None
+    row = visible.row("blue")
+    assert np.isclose(np.linalg.norm(row), 1.0, atol=1e-3)
+    assert np.allclose(row, synthesized[1] / np.linalg.norm(synthesized[1]), atol=1e-2)
+    with pytest.raises(ValueError, match="sense"):
+        tiny_classifiers(real, synthesized, "first")
+
+
+def test_fuse_ranks_by_both_and_keeps_the_word_cosines():
+    words = np.array([0.9, 0.5, 0.1], np.float32)
+    classifier = np.array([0.0, 0.0, 3.0], np.float32)
+    assert np.allclose(fuse(words, classifier, 0.0), words, atol=1e-6)
+    assert np.argmax(fuse(words, classifier, 4.0)) == 2
+    assert np.argmax(fuse(words, classifier, 0.25)) == 0
+    assert sorted(fuse(words, classifier, 2.0)) == sorted(words)  # the same cosines, in the fused order
+
+
+@pytest.fixture
+def library(tmp_path, monkeypatch, capfd):
+    """A bundle of the photo library whose manifest names a ConSE backbone "tiny", and red's classifier
+    row: the thumbnail of the Hubble photo (not red at all), so the classifier and the word space disagree."""
+    photos = build_library(tmp_path / "Photos")
+    (tmp_path / "space").mkdir()
+    space = colour_space(tmp_path / "space")
+    identity = space.embedder.identity
+    embedder = FeatureFakeEmbedder(identity["vectors_source"], identity["vectors_sha"])
+    embedder.spec = "conse:tiny"
+    install_fake_embedder_module(monkeypatch, embedder)
+    index = tmp_path / "idx"
+    assert indexing_main(["build-images", str(tmp_path / "Photos"), "--out", str(index)]) == 0
+    capfd.readouterr()
+    hubble = thumbnail_features(sample("hubble_deep_field.jpg"))
+    real = np.stack([np.ones(FEATURE_DIM), hubble])
+    classifiers = tiny_classifiers(real, np.ones((2, FEATURE_DIM)))
+    monkeypatch.setattr(searcher_module, "word_classifiers", lambda name: classifiers if name == "tiny" else None)
+    return index, space, str(photos["2024/autumn/hubble.jpg"])
+
+
+def ranked(index, space, query: str, weight: float, **options) -> list[tuple[str, float]]:
+    searcher = Searcher(index, words_index=space.words_index, classifier_weight=weight)
+    return searcher.search(query, 11, **options).results
+
+
+def test_word_search_fuses_the_classifier_score(library):
+    index, space, hubble = library
+    word_space = ranked(index, space, "red", 0.0)
+    assert word_space[0][0] != hubble
+    assert ranked(index, space, "red", 8.0)[0][0] == hubble
+    assert [p for p, _ in ranked(index, space, "red", 0.0, exact=True)] == [p for p, _ in word_space]
+    scores = [s for _, s in ranked(index, space, "red", 2.0)]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    # no visual WordNet sense: the word space alone, whatever the weight
+    assert ranked(index, space, "green", 8.0) == ranked(index, space, "green", 0.0)
+    # filters still apply to the fused ranking
+    kept = ranked(index, space, "red", 8.0, folder=str(index.parent / "Photos" / "2023"))
+    assert kept and all("/2023/" in p for p, _ in kept) and hubble not in [p for p, _ in kept]
+
+
+def test_search_cli_gives_the_searchers_fused_answer(library, capfd):
+    index, space, hubble = library
+    argv = ["word:red", "--index", str(index), "--words-index", str(space.words_index), "--json", "--top-k", "11"]
+    assert search.main([*argv, "--classifier-weight", "8"]) == 0
+    record = json.loads(capfd.readouterr().out)
+    assert [(r["image"], round(r["score"], 4)) for r in record["results"]] == [
+        (p, round(s, 4)) for p, s in ranked(index, space, "word:red", 8.0)]  # fmt: skip
+    assert record["results"][0]["image"] == hubble
+    with pytest.raises(SystemExit) as exit_code:
+        search.main([*argv, "--classifier-weight", "-1"])
+    assert exit_code.value.code == 2
+    assert "negative" in capfd.readouterr().err
