@@ -7,6 +7,9 @@ the fake embedder's feature space (a colour thumbnail), so the fused ranking is 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +123,25 @@ def test_search_cli_gives_the_searchers_fused_answer(library, capfd):
         search.main([*argv, "--classifier-weight", "-1"])
     assert exit_code.value.code == 2
     assert "negative" in capfd.readouterr().err
+
+
+def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd):
+    pytest.importorskip("pgserver")
+    pytest.importorskip("psycopg")
+    from indexing.postgres import server as pg_server
+
+    index, space, hubble = library
+    root = Path(tempfile.mkdtemp(prefix="wordsight-pgtest-"))  # outside pytest's folder: see test_postgres.py
+    folder = root / "photos.pg"
+    try:
+        argv = ["build-images", str(tmp_path / "Photos"), "--backend", "postgres", "--db", f"pg:{folder}"]
+        assert indexing_main(argv) == 0, capfd.readouterr().err
+        for options in ({}, {"folder": str(tmp_path / "Photos" / "2024")}):
+            in_database = ranked(f"pg:{folder}", space, "red", 8.0, **options)
+            in_bundle = ranked(index, space, "red", 8.0, **options)
+            assert [p for p, _ in in_database] == [p for p, _ in in_bundle]
+            assert np.allclose([s for _, s in in_database], [s for _, s in in_bundle], atol=2e-3)
+        assert in_database[0][0] == hubble
+    finally:
+        pg_server.stop_embedded(folder)
+        shutil.rmtree(root, ignore_errors=True)
