@@ -11,7 +11,7 @@ alone answers):
   ImageNet's own class, not the mansion the corpus prefers);
 - ``frequent``: the sense the tagged corpus uses most, then WordNet's order.
 
-``models/data/<backbone>.imagenet.npz`` ships the 1000 real rows (float16) with the backbone weights
+``models/data/<backbone>.imagenet.npz`` ships the 1000 real rows (float16, uncompressed: it reads faster) with the backbone weights
 they were read from; ``python -m models.word_classifiers BACKBONE`` (torch) rewrites it.
 """
 
@@ -38,8 +38,13 @@ def imagenet_rows_file(backbone: str) -> Path:
 
 
 def lemma_key(text: str) -> str:
-    """How a query word and a WordNet lemma meet: lowercase, spaces and hyphens as underscores."""
+    """A query word as WordNet writes its lemmas (lowercased): spaces and hyphens as underscores."""
     return "_".join(text.lower().replace("-", " ").split())
+
+
+def same_lemma(lemma: str, key: str) -> bool:
+    """``lemma_key(lemma) == key`` for a WordNet lemma (no spaces), at a fraction of the cost."""
+    return lemma.lower().replace("-", "_") == key
 
 
 class WordClassifiers:
@@ -55,14 +60,12 @@ class WordClassifiers:
         self.class_row = {wnid: i for i, wnid in enumerate(taxonomy.classes)}
         self.synthesized_row = {w: i for i, w in enumerate(synthesized.wnids)} if synthesized is not None else {}
 
-    @cached_property
-    def senses(self) -> dict[str, list[str]]:
-        """lemma key -> the synsets with a row that have it as a lemma."""
-        found: dict[str, list[str]] = {}
-        for wnid in (*self.class_row, *self.synthesized_row):
-            for lemma in self.taxonomy.synsets[wnid].lemmas:
-                found.setdefault(lemma_key(lemma), []).append(wnid)
-        return found
+    def senses(self, key: str) -> list[str]:
+        """The synsets with a row that have the lemma ``key``: a scan of their lemma lists, cheaper for one
+        query than indexing every lemma first."""
+        table = self.taxonomy.synsets
+        return [wnid for wnid in (*self.class_row, *self.synthesized_row)
+                if any(same_lemma(lemma, key) for lemma in table.lemmas_of(wnid))]  # fmt: skip
 
     @cached_property
     def classes_below(self) -> dict[str, int]:
@@ -76,13 +79,13 @@ class WordClassifiers:
     def sense_of(self, word: str) -> str | None:
         """The chosen synset of ``word`` (see the module docstring), or None."""
         key = lemma_key(word)
-        candidates = self.senses.get(key)
+        candidates = self.senses(key)
         if not candidates:
             return None
 
         def used(wnid: str) -> int:
             synset = self.taxonomy.synsets[wnid]
-            return next((c for l, c in zip(synset.lemmas, synset.counts) if lemma_key(l) == key), 0)
+            return next((c for l, c in zip(synset.lemmas, synset.counts) if same_lemma(l, key)), 0)
 
         if self.sense == "visible":
             return max(candidates, key=lambda w: np.log1p(self.classes_below.get(w, 0)) + np.log1p(used(w)))
@@ -125,7 +128,7 @@ def write_imagenet_rows(backbone: str) -> Path:
     weights, _ = classifier_rows(network)
     identity = {"backbone": backbone, "backbone_identity": network.identity, "rows": "final layer, float16"}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, rows=weights.numpy().astype(np.float16), identity=np.array(json.dumps(identity)))
+    np.savez(buffer, rows=weights.numpy().astype(np.float16), identity=np.array(json.dumps(identity)))
     out = imagenet_rows_file(backbone)
     write_atomic(out, buffer.getvalue())
     return out

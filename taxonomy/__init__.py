@@ -47,6 +47,10 @@ class SynsetTable(dict):
         synset = self[wnid] = Synset(wnid, tuple(lemmas), tuple(hypernyms), depth, tuple(self._counts.get(wnid, ())))
         return synset
 
+    def lemmas_of(self, wnid: str) -> list[str]:
+        """The lemmas of ``wnid`` without making its Synset (a word query scans every synset's lemmas)."""
+        return self._raw[wnid][0]
+
     def _complete(self) -> None:
         if len(self._raw) != dict.__len__(self):
             for wnid in self._raw:
