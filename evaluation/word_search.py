@@ -61,9 +61,8 @@ def queries(photos, rows: np.ndarray, known) -> list[str]:
 
 
 def classifiers_for(lever: Lever) -> WordClassifiers:
-    base = word_classifiers(SPEC.split(":", 1)[1])
-    return WordClassifiers(base.taxonomy, base.real, base.synthesized if lever.synthesized else None,
-                           base.identity, lever.sense)  # fmt: skip
+    base = word_classifiers(SPEC.split(":", 1)[1], lever.sense)
+    return base if lever.synthesized else WordClassifiers(base.taxonomy, base.real, None, lever.sense)
 
 
 def search_map(lever: Lever, photos, rows, vectors, features, wv) -> tuple[float, int, int]:

@@ -11,7 +11,9 @@ alone answers):
   ImageNet's own class, not the mansion the corpus prefers);
 - ``frequent``: the sense the tagged corpus uses most, then WordNet's order.
 
-``models/data/<backbone>.imagenet.npz`` ships the 1000 real rows (float16, uncompressed: it reads faster) with the backbone weights
+Word search reads ``word_rows``: every lemma's chosen row number, worked out once from the taxonomy and
+cached (loading the taxonomy would cost a word query a tenth of a second). ``models/data/<backbone>.
+imagenet.npz`` ships the 1000 real rows (float16, uncompressed: reads faster) with the backbone weights
 they were read from; ``python -m models.word_classifiers BACKBONE`` (torch) rewrites it.
 """
 
@@ -26,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from foundation.atomic import write_atomic
-from models.wordnet_classifiers import ARTEFACT_DIR, SynthesizedClassifiers, shipped_classifiers
+from foundation.hashing import text_sha
+from models.wordnet_classifiers import ARTEFACT_DIR, SynthesizedClassifiers, read_classifiers, shipped_classifiers
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
+TABLE = "word-senses-v1"  # the cached sense table: a new way of choosing senses gets a new name
 CLASSIFIER_WEIGHT = 2.0  # word search: the classifier z-score's weight against the word space's (chosen on the tune half of evaluation.word_search)
 
 
@@ -38,54 +42,69 @@ def imagenet_rows_file(backbone: str) -> Path:
 
 
 def lemma_key(text: str) -> str:
-    """A query word as WordNet writes its lemmas (lowercased): spaces and hyphens as underscores."""
+    """A query word or a WordNet lemma as one key: lowercase, spaces and hyphens as underscores."""
     return "_".join(text.lower().replace("-", " ").split())
 
 
-def same_lemma(lemma: str, key: str) -> bool:
-    """``lemma_key(lemma) == key`` for a WordNet lemma (no spaces), at a fraction of the cost."""
-    return lemma.lower().replace("-", "_") == key
+def unit(vector: np.ndarray) -> np.ndarray:
+    vector = vector.astype(np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-class WordClassifiers:
-    """The unit classifier rows of the ImageNet classes (``real``, in the taxonomy's class order) and of
-    the synthesized synsets, reachable by word."""
+class Rows:
+    """The classifier rows by number: the ImageNet classes' ``real`` rows (taxonomy class order), then the
+    ``synthesized`` ones (their artefact's order)."""
+
+    def __init__(self, real: np.ndarray, synthesized: SynthesizedClassifiers | None):
+        self.real, self.synthesized = real, synthesized
+
+    def unit_row(self, number: int) -> np.ndarray:
+        if number < len(self.real):
+            return unit(self.real[number])
+        code = self.synthesized.codes[number - len(self.real)].astype(np.float32)
+        return unit(code @ self.synthesized.basis.astype(np.float32))
+
+
+class WordClassifiers(Rows):
+    """Every word's chosen sense, worked out from the taxonomy (``sense`` as in the module docstring)."""
 
     def __init__(self, taxonomy: Taxonomy, real: np.ndarray, synthesized: SynthesizedClassifiers | None,
-                 identity: dict, sense: str = "visible"):  # fmt: skip
+                 sense: str = "visible"):  # fmt: skip
         if sense not in SENSES:
             raise ValueError(f"unknown sense choice {sense!r}: one of {', '.join(SENSES)}")
-        self.taxonomy, self.real, self.synthesized, self.sense = taxonomy, real, synthesized, sense
-        self.identity = identity
-        self.class_row = {wnid: i for i, wnid in enumerate(taxonomy.classes)}
-        self.synthesized_row = {w: i for i, w in enumerate(synthesized.wnids)} if synthesized is not None else {}
+        super().__init__(real, synthesized)
+        self.taxonomy, self.sense = taxonomy, sense
+        wnids = [*taxonomy.classes, *(synthesized.wnids if synthesized is not None else ())]
+        self.number = {wnid: i for i, wnid in enumerate(wnids)}
 
-    def senses(self, key: str) -> list[str]:
-        """The synsets with a row that have the lemma ``key``: a scan of their lemma lists, cheaper for one
-        query than indexing every lemma first."""
-        table = self.taxonomy.synsets
-        return [wnid for wnid in (*self.class_row, *self.synthesized_row)
-                if any(same_lemma(lemma, key) for lemma in table.lemmas_of(wnid))]  # fmt: skip
+    @cached_property
+    def senses(self) -> dict[str, list[str]]:
+        """lemma key -> the synsets with a row that have that lemma."""
+        found: dict[str, list[str]] = {}
+        for wnid in self.number:
+            for lemma in self.taxonomy.synsets.lemmas_of(wnid):
+                found.setdefault(lemma_key(lemma), []).append(wnid)
+        return found
 
     @cached_property
     def classes_below(self) -> dict[str, int]:
         """wnid -> how many ImageNet classes are it or below it (how visible a sense is)."""
         counts: dict[str, int] = {}
-        for wnid in self.class_row:
+        for wnid in self.taxonomy.classes:
             for above in (wnid, *self.taxonomy.ancestors(wnid)):
                 counts[above] = counts.get(above, 0) + 1
         return counts
 
     def sense_of(self, word: str) -> str | None:
-        """The chosen synset of ``word`` (see the module docstring), or None."""
+        """The chosen synset of ``word``, or None (no visual WordNet noun)."""
         key = lemma_key(word)
-        candidates = self.senses(key)
+        candidates = self.senses.get(key)
         if not candidates:
             return None
 
         def used(wnid: str) -> int:
             synset = self.taxonomy.synsets[wnid]
-            return next((c for l, c in zip(synset.lemmas, synset.counts) if same_lemma(l, key)), 0)
+            return next((c for l, c in zip(synset.lemmas, synset.counts) if lemma_key(l) == key), 0)
 
         if self.sense == "visible":
             return max(candidates, key=lambda w: np.log1p(self.classes_below.get(w, 0)) + np.log1p(used(w)))
@@ -94,29 +113,76 @@ class WordClassifiers:
     def row(self, word: str) -> np.ndarray | None:
         """The unit classifier row of ``word``'s chosen sense (float32), or None."""
         wnid = self.sense_of(word)
-        if wnid is None:
-            return None
-        if wnid in self.class_row:
-            vector = self.real[self.class_row[wnid]].astype(np.float32)
-        else:
-            i = self.synthesized_row[wnid]
-            vector = self.synthesized.codes[i].astype(np.float32) @ self.synthesized.basis.astype(np.float32)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return None if wnid is None else self.unit_row(self.number[wnid])
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Every lemma key (sorted) and the row number of its chosen sense: what ``WordRows`` looks up."""
+        keys = sorted(self.senses)
+        return {"keys": np.array(keys), "rows": np.array([self.number[self.sense_of(k)] for k in keys], np.int32)}
 
 
-@lru_cache(maxsize=4)
-def word_classifiers(backbone: str) -> WordClassifiers | None:
-    """The shipped classifiers of ``backbone``, or None: word search then uses the word space alone. The
-    synthesized rows join only when made from the same backbone weights as the real ones."""
+class WordRows(Rows):
+    """What word search reads: the ``WordClassifiers`` table (cached, see ``word_rows``) and the rows; no
+    taxonomy to load, so a word query stays fast."""
+
+    def __init__(self, keys: np.ndarray, numbers: np.ndarray, real: np.ndarray, synthesized):
+        super().__init__(real, synthesized)
+        self.keys, self.numbers = keys, numbers
+
+    def row(self, word: str) -> np.ndarray | None:
+        key = lemma_key(word)
+        at = int(np.searchsorted(self.keys, key))
+        found = at < len(self.keys) and self.keys[at] == key
+        return self.unit_row(int(self.numbers[at])) if found else None
+
+
+def _real_rows(backbone: str) -> tuple[np.ndarray, dict] | None:
     path = imagenet_rows_file(backbone)
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
-        real, identity = data["rows"], json.loads(str(data["identity"]))
-    synthesized = shipped_classifiers(backbone)
-    if synthesized is not None and synthesized.identity.get("backbone_identity") != identity["backbone_identity"]:
-        synthesized = None
-    return WordClassifiers(load_taxonomy(), real, synthesized, identity)
+        return data["rows"], json.loads(str(data["identity"]))
+
+
+def _same_weights(synthesized: SynthesizedClassifiers | None, identity: dict) -> SynthesizedClassifiers | None:
+    """The synthesized rows when made from the backbone weights the real rows come from, else None."""
+    if synthesized is None or synthesized.identity.get("backbone_identity") != identity["backbone_identity"]:
+        return None
+    return synthesized
+
+
+@lru_cache(maxsize=4)
+def word_classifiers(backbone: str, sense: str = "visible") -> WordClassifiers | None:
+    """The shipped classifiers of ``backbone`` with the taxonomy, or None (none shipped)."""
+    found = _real_rows(backbone)
+    if found is None:
+        return None
+    real, identity = found
+    return WordClassifiers(load_taxonomy(), real, _same_weights(shipped_classifiers(backbone), identity), sense)
+
+
+@lru_cache(maxsize=4)
+def word_rows(backbone: str) -> WordRows | None:
+    """What word search looks words up in, or None (no classifiers shipped for ``backbone``: the word space
+    alone answers). The sense table is derived once per taxonomy, real and synthesized rows (their hashes
+    key it in the cache) and read back in milliseconds."""
+    from foundation.derived import derived_arrays
+    from foundation.hashing import file_sha
+    from taxonomy import DATA_FILE
+
+    found = _real_rows(backbone)
+    if found is None:
+        return None
+    real, identity = found
+    path = ARTEFACT_DIR / f"{backbone}.npz"
+    synthesized = _same_weights(read_classifiers(path), identity) if path.is_file() else None
+    made_from = f"{json.dumps(identity, sort_keys=True)}|{synthesized.sha if synthesized else None}|{file_sha(DATA_FILE)}"
+
+    def compute() -> dict[str, np.ndarray]:
+        return word_classifiers(backbone).table()
+
+    table = derived_arrays(text_sha(made_from), f"{TABLE}-{backbone}", compute)
+    return WordRows(table["keys"], table["rows"], real, synthesized)  # rows past the real ones only if it fit
 
 
 def write_imagenet_rows(backbone: str) -> Path:

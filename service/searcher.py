@@ -29,7 +29,7 @@ from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
-from models.word_classifiers import CLASSIFIER_WEIGHT, WordClassifiers, word_classifiers
+from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
 
@@ -183,13 +183,13 @@ class Searcher:
         return self._words
 
     @property
-    def classifiers(self) -> WordClassifiers | None:
+    def classifiers(self) -> WordRows | None:
         """The WordNet classifiers of the backbone whose pooled features the index stores, or None (a
         trained checkpoint's index, or no classifiers shipped for its backbone)."""
         spec = str(self.images.manifest.get("embedder_spec", ""))
         if self.features is None or not spec.startswith("conse:"):
             return None
-        found = word_classifiers(spec.split(":", 1)[1])
+        found = word_rows(spec.split(":", 1)[1])
         return found if found is not None and found.real.shape[1] == self.features.vectors.shape[1] else None
 
     @property

@@ -16,7 +16,7 @@ import pytest
 
 import search
 from indexing.__main__ import main as indexing_main
-from models.word_classifiers import WordClassifiers, lemma_key
+from models.word_classifiers import WordClassifiers, WordRows, lemma_key, word_classifiers, word_rows
 from models.wordnet_classifiers import SynthesizedClassifiers
 from service import searcher as searcher_module
 from service.searcher import Searcher, fuse
@@ -42,7 +42,7 @@ def tiny_taxonomy(castle_as_palace: int = 1) -> Taxonomy:
 def tiny_classifiers(real: np.ndarray, synthesized_rows: np.ndarray, sense: str = "visible", **taxonomy) -> WordClassifiers:
     synthesized = SynthesizedClassifiers(("n03", "n04"), synthesized_rows.astype(np.float16),
                                          np.eye(synthesized_rows.shape[1], dtype=np.float16), 0.0, {})  # fmt: skip
-    return WordClassifiers(tiny_taxonomy(**taxonomy), real.astype(np.float16), synthesized, {}, sense)
+    return WordClassifiers(tiny_taxonomy(**taxonomy), real.astype(np.float16), synthesized, sense)
 
 
 def test_the_visible_sense_is_chosen_and_the_frequent_one_on_request():
@@ -59,6 +59,29 @@ def test_the_visible_sense_is_chosen_and_the_frequent_one_on_request():
     assert np.allclose(row, synthesized[1] / np.linalg.norm(synthesized[1]), atol=1e-2)
     with pytest.raises(ValueError, match="sense"):
         tiny_classifiers(real, synthesized, "first")
+
+
+def looked_up(classifiers: WordClassifiers) -> WordRows:
+    table = classifiers.table()
+    return WordRows(table["keys"], table["rows"], classifiers.real, classifiers.synthesized)
+
+
+def test_the_search_table_gives_every_words_chosen_row():
+    rng = np.random.default_rng(1)
+    classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
+    rows = looked_up(classifiers)
+    for word in ("castle", "red", "palace", "blue", "ice cream", "Ice-Cream"):
+        assert np.array_equal(rows.row(word), classifiers.row(word)), word
+    assert rows.row("filleraa") is None and rows.row("zzz") is None and rows.row("") is None
+
+
+def test_the_shipped_classifiers_answer_search_from_the_cached_table():
+    shipped, cached = word_classifiers("efficientnet_lite0"), word_rows("efficientnet_lite0")
+    assert shipped is not None and cached is not None
+    for word in ("castle", "crow", "beach", "t-shirt", "dog"):  # ImageNet classes, synthesized, above classes
+        assert np.array_equal(cached.row(word), shipped.row(word)), word
+    assert shipped.sense_of("castle") == "n02980441"  # the fortress, ImageNet's class
+    assert cached.row("wordsight") is None
 
 
 def test_fuse_ranks_by_both_and_keeps_the_word_cosines():
@@ -86,8 +109,8 @@ def library(tmp_path, monkeypatch, capfd):
     capfd.readouterr()
     hubble = thumbnail_features(sample("hubble_deep_field.jpg"))
     real = np.stack([np.ones(FEATURE_DIM), hubble])
-    classifiers = tiny_classifiers(real, np.ones((2, FEATURE_DIM)))
-    monkeypatch.setattr(searcher_module, "word_classifiers", lambda name: classifiers if name == "tiny" else None)
+    rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM))))
+    monkeypatch.setattr(searcher_module, "word_rows", lambda name: rows if name == "tiny" else None)
     return index, space, str(photos["2024/autumn/hubble.jpg"])
 
 
