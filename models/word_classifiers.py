@@ -29,7 +29,12 @@ import numpy as np
 
 from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
-from models.wordnet_classifiers import ARTEFACT_DIR, SynthesizedClassifiers, read_classifiers, shipped_classifiers
+from models.wordnet_classifiers import (
+    ARTEFACT_DIR,
+    SynthesizedClassifiers,
+    read_classifiers,
+    shipped_classifiers,
+)
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
