@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("beach", "dog", "bird", "car", "cat", "flower")
+WORDS = ("beach", "dog", "horse", "bicycle", "camera", "bird")
 RUNS = 3
 FEATURE_DIM = 1280
 
