@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from foundation.errors import UsageError
-from indexing.ann.vectors import normalise
+from indexing.ann.vectors import all_cosines
 from indexing.bundle import BundleMismatch
 from indexing.collection import Collection
 from indexing.word_index import UnknownWord, query_vector
@@ -101,10 +101,11 @@ class Spaces:
         target = self.features if space == FEATURES else self.images
         if in_database(self.images):
             return target.cosines(vector, self.sql_where)
-        rows = slice(None) if self.mask is None else self.mask.nonzero()[0]
-        scores = np.asarray(target.vectors[rows], dtype=np.float32) @ normalise(vector).reshape(-1)
-        items = self.images.items if self.mask is None else [self.images.items[i] for i in rows]
-        return items, scores
+        scores = all_cosines(target.vectors, vector)
+        if self.mask is None:
+            return self.images.items, scores
+        rows = self.mask.nonzero()[0]
+        return [self.images.items[i] for i in rows], scores[rows]
 
     def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int) -> list[tuple[str, float]]:
         """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words`` and feature score

@@ -41,6 +41,15 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     return np.take_along_axis(best_ids, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
 
 
+def all_cosines(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(rows,) float32: every row of unit ``vectors`` against ``query`` (any length), walked in chunks so a
+    memory-mapped float16 file is never copied into memory whole."""
+    query = normalise(query).reshape(-1)
+    chunk = max(_EXACT_BUDGET * 16 // max(len(query), 1), 1)
+    parts = [np.asarray(vectors[start : start + chunk], dtype=np.float32) @ query for start in range(0, len(vectors), chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
 class VectorTable:
     """Named, normalised vectors searchable by exact cosine: an in-memory vocabulary, or a bundle's base."""
 
