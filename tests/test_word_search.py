@@ -168,3 +168,16 @@ def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd):
     finally:
         pg_server.stop_embedded(folder)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_benchmark_scores_rankings_and_asks_each_label_word_once():
+    from evaluation.photos import Photo
+    from evaluation.word_search import average_precision, queries
+
+    relevant = np.array([False, True, True])
+    assert average_precision(np.array([0.9, 0.8, 0.1]), relevant) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert average_precision(np.array([0.1, 0.8, 0.9]), relevant) == pytest.approx(1.0)
+    photos = [Photo("food", f"{i}.jpg", None, words) for i, words in
+              enumerate([["fig", "figs"], ["fig", "figs", "honey"], ["dal"], ["lentils"]])]  # fmt: skip
+    assert queries(photos, np.arange(4), {"fig", "figs", "honey", "dal"}) == ["dal", "fig", "honey"]
+    assert queries(photos, np.array([2, 3]), {"fig", "dal", "lentils"}) == ["dal", "lentils"]
