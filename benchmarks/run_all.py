@@ -1,5 +1,5 @@
-"""``make benchmark``: the training, index, memory, web app, library, bundle, backbone and camera-photo
-benchmarks, merged into benchmarks/results/benchmark.json.
+"""``make benchmark``: the training, index, memory, web app, library, bundle, backbone, camera-photo,
+PostgreSQL and word-search benchmarks, merged into benchmarks/results/benchmark.json.
 
     python benchmarks/run_all.py [--threads 1] [--skip-index] [--camera-images 288]
 
@@ -38,6 +38,7 @@ def main() -> None:
     subprocess.run([sys.executable, here / "bench_camera.py", RESULTS / "camera.json",
                     "--images", str(args.camera_images)], check=True)  # fmt: skip
     subprocess.run([sys.executable, here / "bench_postgres.py", RESULTS / "postgres.json"], check=True)
+    subprocess.run([sys.executable, here / "bench_word_search.py", RESULTS / "word_search.json"], check=True)
     out = RESULTS / "benchmark.json"
     merged = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json")) if path != out}
     out.write_text(json.dumps(merged, indent=1) + "\n")
