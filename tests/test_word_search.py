@@ -134,7 +134,9 @@ def test_word_search_fuses_the_classifier_score(library):
     assert kept and all("/2023/" in p for p, _ in kept) and hubble not in [p for p, _ in kept]
 
 
-def test_search_cli_gives_the_searchers_fused_answer(library, capfd):
+def test_the_cli_and_the_web_app_give_the_searchers_fused_answer(library, capfd, tmp_path):
+    from tests.test_service_parity import images_of, web
+
     index, space, hubble = library
     argv = ["word:red", "--index", str(index), "--words-index", str(space.words_index), "--json", "--top-k", "11"]
     assert search.main([*argv, "--classifier-weight", "8"]) == 0
@@ -142,6 +144,12 @@ def test_search_cli_gives_the_searchers_fused_answer(library, capfd):
     assert [(r["image"], round(r["score"], 4)) for r in record["results"]] == [
         (p, round(s, 4)) for p, s in ranked(index, space, "word:red", 8.0)]  # fmt: skip
     assert record["results"][0]["image"] == hubble
+    assert search.main(argv) == 0  # the default weight, as the web app uses
+    default = json.loads(capfd.readouterr().out)
+    client = web(index, space.words_index, None, tmp_path)
+    answer = client.get("/api/search", params={"q": "red", "k": 11}).json()
+    assert images_of(answer) == images_of(default)
+    assert [p for p, _ in images_of(default)] != [p for p, _ in ranked(index, space, "red", 0.0)]  # fused
     with pytest.raises(SystemExit) as exit_code:
         search.main([*argv, "--classifier-weight", "-1"])
     assert exit_code.value.code == 2
