@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import string
 import sys
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
+from foundation.spelling import text_pieces
 from models.wordnet_classifiers import (
     ARTEFACT_DIR,
     SynthesizedClassifiers,
@@ -58,10 +60,24 @@ def unit(vector: np.ndarray) -> np.ndarray:
 
 class Rows:
     """The classifier rows by number: the ImageNet classes' ``real`` rows (taxonomy class order), then the
-    ``synthesized`` ones (their artefact's order)."""
+    ``synthesized`` ones (their artefact's order); a subclass says which row a lemma key has."""
 
     def __init__(self, real: np.ndarray, synthesized: SynthesizedClassifiers | None):
         self.real, self.synthesized = real, synthesized
+
+    def key_row(self, key: str) -> int | None:
+        raise NotImplementedError
+
+    def row(self, text: str) -> np.ndarray | None:
+        """The unit row (float32) of query text read as labels are (``foundation.spelling``): the whole text
+        as one lemma (``ice cream``, ``Dog!``), else the sum of its words' rows (``summer dress``: dress), or
+        None when none has a visual WordNet sense."""
+        pieces = [piece.strip(string.punctuation) for piece in text_pieces(text)]
+        whole = self.key_row(lemma_key(" ".join(pieces)))
+        if whole is not None or len(pieces) < 2:
+            return None if whole is None else self.unit_row(whole)
+        found = [number for number in map(self.key_row, pieces) if number is not None]
+        return unit(np.sum([self.unit_row(n) for n in found], axis=0)) if found else None
 
     def unit_row(self, number: int) -> np.ndarray:
         if number < len(self.real):
@@ -115,10 +131,9 @@ class WordClassifiers(Rows):
             return max(candidates, key=lambda w: np.log1p(self.classes_below.get(w, 0)) + np.log1p(used(w)))
         return max(candidates, key=used)  # max keeps the first of equals: WordNet's order
 
-    def row(self, word: str) -> np.ndarray | None:
-        """The unit classifier row of ``word``'s chosen sense (float32), or None."""
-        wnid = self.sense_of(word)
-        return None if wnid is None else self.unit_row(self.number[wnid])
+    def key_row(self, key: str) -> int | None:
+        wnid = self.sense_of(key)
+        return None if wnid is None else self.number[wnid]
 
     def table(self) -> dict[str, np.ndarray]:
         """Every lemma key (sorted) and the row number of its chosen sense: what ``WordRows`` looks up."""
@@ -134,11 +149,9 @@ class WordRows(Rows):
         super().__init__(real, synthesized)
         self.keys, self.numbers = keys, numbers
 
-    def row(self, word: str) -> np.ndarray | None:
-        key = lemma_key(word)
+    def key_row(self, key: str) -> int | None:
         at = int(np.searchsorted(self.keys, key))
-        found = at < len(self.keys) and self.keys[at] == key
-        return self.unit_row(int(self.numbers[at])) if found else None
+        return int(self.numbers[at]) if at < len(self.keys) and self.keys[at] == key else None
 
 
 def _real_rows(backbone: str) -> tuple[np.ndarray, dict] | None:

@@ -70,9 +70,14 @@ def test_the_search_table_gives_every_words_chosen_row():
     rng = np.random.default_rng(1)
     classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
     rows = looked_up(classifiers)
-    for word in ("castle", "red", "palace", "blue", "ice cream", "Ice-Cream"):
+    for word in ("castle", "red", "palace", "blue", "ice cream", "Ice-Cream", "Blue!", "red filleraa blue"):
         assert np.array_equal(rows.row(word), classifiers.row(word)), word
     assert rows.row("filleraa") is None and rows.row("zzz") is None and rows.row("") is None
+    # several words: the whole as one lemma, else the words that have a row (text read as labels are)
+    assert np.allclose(rows.row("Blue!"), rows.row("blue"))
+    both = rows.row("red") + rows.row("blue")
+    assert np.allclose(rows.row("red filleraa blue"), both / np.linalg.norm(both), atol=1e-6)
+    assert rows.row("filleraa zzz") is None
 
 
 def test_the_shipped_classifiers_answer_search_from_the_cached_table():
