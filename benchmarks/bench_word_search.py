@@ -8,7 +8,7 @@ visible benchmark's small photo sets (scikit-image, foolbox, darknet; not the fo
 - ``cold``: wall seconds of a whole ``search.py word:W --index X --json`` process, fused (default) and
   with ``--classifier-weight 0`` (the word space alone), median of a few runs per word (target <= 0.3 s);
 - ``scan``: the fusion scores every photo: ms to score N stored float16 features (memory-mapped, warm
-  page cache) with one classifier row, for larger collections;
+  page cache) with one classifier row (``indexing.ann.vectors.all_cosines``), for larger collections;
 - ``examples``: the top 3 of a few words, fused and word space alone (docs/results.md shows them).
 
 Writes JSON (default benchmarks/results/word_search.json).
@@ -30,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from indexing.ann.vectors import all_cosines
 
 WORDS = ("beach", "dog", "horse", "bicycle", "camera", "bird")
 RUNS = 3
@@ -69,7 +71,7 @@ def scan_ms(folder: Path, count: int) -> float:
     best = float("inf")
     for _ in range(RUNS):
         started = time.perf_counter()
-        np.asarray(mapped, dtype=np.float32) @ row
+        all_cosines(mapped, row)
         best = min(best, time.perf_counter() - started)
     return round(best * 1000, 1)
 
