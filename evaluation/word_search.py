@@ -2,13 +2,13 @@
 
 Each source of ``evaluation.photo_sets`` is searched as a collection of its own (one large source must not
 hide the others), once per half of its photos (``evaluation.real_photos.tune_half``). The queries are the
-label words of the photos of that collection (a plural whose singular is also a query is left
-out); a photo is relevant when the word labels it. Average precision over the whole ranking, mean over
-the queries (mAP), per source and macro-averaged over sources. The photos are scored as ``search.py``
-scores an index built with the default model (``service.searcher.fuse``): the word space (cosine to the
-photos' ConSE vectors), the classifier score (``models.word_classifiers`` rows on the pooled features), and
-the two fused at a weight chosen on the ``tune`` half; the ``report`` half says how it does. All sources
-searched as one collection (``together``) are reported beside, as a mixed photo library would be.
+label words of the photos of that collection (a plural whose singular is also a query is left out); a
+photo is relevant when the word labels it. Average precision over the whole ranking, mean over the queries
+(mAP), per source and macro-averaged over sources. The photos are scored as ``search.py`` scores an index
+built with the default model: the word space (cosine to the photos' ConSE vectors), the classifier score
+(``models.word_classifiers`` rows on the pooled features), and the two fused (``fuse``) at a weight
+chosen on the ``tune`` half; the ``report`` half says how it does. All sources searched as one collection
+(``together``) are reported beside, as a mixed photo library would be.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from foundation.atomic import write_atomic
 from foundation.vectors import load_word_vectors
 from indexing.ann.vectors import normalise
 from models.embedder import load_embedder
-from models.word_classifiers import SENSES, WordClassifiers, word_classifiers
-from service.searcher import fuse
+from models.word_classifiers import SENSES, WordClassifiers, fuse, word_classifiers
 
 DEFAULT_OUT = Path("runs/evaluation/word_search")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)

@@ -11,10 +11,11 @@ alone answers):
   ImageNet's own class, not the mansion the corpus prefers);
 - ``frequent``: the sense the tagged corpus uses most, then WordNet's order.
 
-Word search reads ``word_rows``: every lemma's chosen row number, worked out once from the taxonomy and
-cached (loading the taxonomy would cost a word query a tenth of a second). ``models/data/<backbone>.
-imagenet.npz`` ships the 1000 real rows (float16, uncompressed: reads faster) with the backbone weights
-they were read from; ``python -m models.word_classifiers BACKBONE`` (torch) rewrites it.
+``fuse`` ranks the searched photos by both scores, the word space's and the classifier's. Word search
+reads ``word_rows``: every lemma's chosen row number, worked out once from the taxonomy and cached
+(loading the taxonomy would cost a word query a tenth of a second). ``models/data/<backbone>.imagenet.npz``
+ships the 1000 real rows (float16, uncompressed: reads faster) with the backbone weights they were read
+from; ``python -m models.word_classifiers BACKBONE`` (torch) rewrites it.
 """
 
 from __future__ import annotations
@@ -152,6 +153,20 @@ class WordRows(Rows):
     def key_row(self, key: str) -> int | None:
         at = int(np.searchsorted(self.keys, key))
         return int(self.numbers[at]) if at < len(self.keys) and self.keys[at] == key else None
+
+
+def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
+    """One score per photo from its word-space cosines and classifier scores: ranked by their z-scores over
+    the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so scores
+    stay cosines and --min-score keeps its sense."""
+
+    def z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+    order = np.argsort(-(z(words) + weight * z(classifier)), kind="stable")
+    scores = np.empty_like(words)
+    scores[order] = np.sort(words)[::-1]
+    return scores
 
 
 def _real_rows(backbone: str) -> tuple[np.ndarray, dict] | None:

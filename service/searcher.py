@@ -7,7 +7,7 @@ the word index (no torch, no gensim, no Pillow: a fraction of a second); image t
 model that built the index, loaded on first use. In the web app image terms are photo ids of the index
 (``ImageTerms.ids``): their stored vectors stand in, and no path ever comes from a request.
 A query of words only, on an index that stores visual features, is also scored by the words' WordNet
-classifiers on those features (``models.word_classifiers``) and the two scores fused (``fuse``); words
+classifiers on those features and the two scores fused (``models.word_classifiers.fuse``); words
 without a visual WordNet sense leave the word space alone to answer.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
 """
@@ -29,7 +29,7 @@ from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
-from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, word_rows
+from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
 
@@ -46,20 +46,6 @@ def is_file_query(query: str) -> bool:
 def in_database(images: Collection) -> bool:
     """A PostgreSQL collection: filters are WHERE clauses and features live in the database."""
     return getattr(images, "sql_filters", False)
-
-
-def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
-    """One score per photo from its word-space cosines and classifier scores: ranked by their z-scores over
-    the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so scores
-    stay cosines and --min-score keeps its sense."""
-
-    def z(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / max(float(x.std()), 1e-6)
-
-    order = np.argsort(-(z(words) + weight * z(classifier)), kind="stable")
-    scores = np.empty_like(words)
-    scores[order] = np.sort(words)[::-1]
-    return scores
 
 
 def looks_like_image_path(query: str) -> bool:
@@ -145,8 +131,9 @@ class Searcher:
     ``index`` is a bundle folder, a database spec or an already opened collection. ``checkpoint``: the
     index's model if it moved (default as recorded); ``load_embedder(spec)`` how it is loaded (default
     ``models.embedder.load_embedder`` with ``engine``). ``classifier_weight``: how much the words' WordNet
-    classifiers count against the word space in word queries (0: the word space alone). ``photo_ids`` (id -> row) makes image terms photo
-    ids of the index instead of files. ``log`` hears notes and progress (stderr for the scripts).
+    classifiers count against the word space in word queries (0: the word space alone). ``photo_ids``
+    (id -> row) makes image terms photo ids of the index instead of files. ``log`` hears notes and progress
+    (stderr for the scripts).
     """
 
     def __init__(

@@ -48,7 +48,7 @@ class SynsetTable(dict):
         return synset
 
     def lemmas_of(self, wnid: str) -> list[str]:
-        """The lemmas of ``wnid`` without making its Synset (a word query scans every synset's lemmas)."""
+        """The lemmas of ``wnid`` without making its Synset (word search's sense table reads them all)."""
         return self._raw[wnid][0]
 
     def _complete(self) -> None:

@@ -16,10 +16,10 @@ import pytest
 
 import search
 from indexing.__main__ import main as indexing_main
-from models.word_classifiers import WordClassifiers, WordRows, lemma_key, word_classifiers, word_rows
+from models.word_classifiers import WordClassifiers, WordRows, fuse, lemma_key, word_classifiers, word_rows
 from models.wordnet_classifiers import SynthesizedClassifiers
 from service import searcher as searcher_module
-from service.searcher import Searcher, fuse
+from service.searcher import Searcher
 from taxonomy import Taxonomy
 from tests.fakes import colour_space, install_fake_embedder_module
 from tests.library_photos import FeatureFakeEmbedder, build_library, sample, thumbnail_features
