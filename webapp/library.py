@@ -243,7 +243,7 @@ class Library:
                 shown = _data_uri(render(path, preview)) if preview else None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k)))["results"]
+        similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k), companions=snap.searcher.companions))["results"]
         record = dict(tags.record(), similar=similar)
         return dict(record, preview=shown) if preview else record
 
