@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from foundation.images import JPEG_EXTENSIONS, RAW_EXTENSIONS
-
 FACTS_KEY = "companions"  # in a row's facts (meta.jsonl, the database's facts): the shot's other files
 
 
 def pair_up(paths: Iterable[str]) -> dict[str, list[str]]:
     """The RAW companions of every JPEG that has any, by JPEG path: files of one folder whose names differ
     only in the extension (its case too). Of several JPEGs of one name, the first in sorted order is the photo."""
+    from foundation.images import JPEG_EXTENSIONS, RAW_EXTENSIONS  # Pillow: never for a word search
+
     jpegs: dict[str, str] = {}
     raws: dict[str, list[str]] = {}
     for path in sorted(paths):
@@ -34,6 +34,15 @@ def pair_up(paths: Iterable[str]) -> dict[str, list[str]]:
 def companion_paths(pairs: dict[str, list[str]]) -> set[str]:
     """Every file that is a companion (not a photo of its own) in ``pairs``."""
     return {path for companions in pairs.values() for path in companions}
+
+
+def unpaired_skips(pairs: dict[str, list[str]], skipped: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The RAW companions of JPEGs that could not be read (``skipped``: path, reason), as skips saying how to
+    get the RAW in: a photo is embedded from its JPEG only, so without that JPEG it is a photo of its own."""
+    unreadable = dict(skipped)
+    why = "its JPEG {} is unreadable ({}): remove that JPEG to use this RAW on its own"
+    return [(raw, why.format(os.path.basename(jpeg), unreadable[jpeg]))
+            for jpeg, raws in pairs.items() if jpeg in unreadable for raw in raws]  # fmt: skip
 
 
 def with_companions(facts: dict, companions: Iterable[str]) -> dict:

@@ -153,6 +153,18 @@ def test_pairs_survive_export_between_backends(shots, db, space, tmp_path):
     assert _index(str(tmp_path / "back"))[1] == {"IMG_0001.JPG": ["IMG_0001.DNG"]}
 
 
+def test_the_raw_of_an_unreadable_jpeg_is_skipped_with_the_fix(shots, space, fake_embedder, tmp_path, capfd):
+    whole = (shots / "IMG_0001.JPG").read_bytes()
+    (shots / "IMG_0001.JPG").write_bytes(whole[: len(whole) // 2])
+    report = build_image_index([shots], tmp_path / "idx", space.embedder, progress=False)
+    reasons = {Path(path).name: why for path, why in report.skipped}
+    assert reasons["IMG_0001.JPG"] == "truncated"
+    assert reasons["IMG_0001.DNG"] == "its JPEG IMG_0001.JPG is unreadable (truncated): remove that JPEG to use this RAW on its own"
+    code = tag.main([str(shots), "--checkpoint", "fake", "--words-index", str(space.words_index)])
+    err = capfd.readouterr().err
+    assert code == 3 and "IMG_0001.DNG (its JPEG IMG_0001.JPG is unreadable (truncated)" in err, err
+
+
 # ---- sidecars
 
 

@@ -33,7 +33,8 @@ EPILOG = f"""examples:
 {SYNTAX_HELP}
 
 {EXIT_CODES_HELP}"""
-JSON_FORMAT = '{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}'
+JSON_FORMAT = ('{"query": Q, "results": [{"image": PATH, "score": COSINE, "paths": [PATH, ...]}, ...]} (paths: '
+               'every file of the photo; a RAW+JPEG pair: the JPEG, then the RAW)')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

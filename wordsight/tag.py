@@ -18,7 +18,7 @@ from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing.build.files import collect_images
 from indexing.bundle import check_target
 from indexing.word_index import WORDS_INDEX_HELP, default_words_index
-from library.pairs import companion_paths, pair_up
+from library.pairs import companion_paths, pair_up, unpaired_skips
 from library.xmp import SidecarWriter
 from models.embedder import DEFAULT_MODEL
 from service.tagger import Tagger
@@ -110,7 +110,8 @@ def tag(args: argparse.Namespace) -> int:
     cli.output.write_galleries(rows, "wordsight tags", args.html, args.grid)
     if sidecars is not None:
         cli.output.log(sidecars.summary())
-    return cli.output.finish(collected.skipped + tagger.skipped + (sidecars.failed if sidecars else []))
+    unpaired = unpaired_skips(pairs, tagger.skipped)
+    return cli.output.finish(collected.skipped + tagger.skipped + unpaired + (sidecars.failed if sidecars else []))
 
 
 def main(argv: list[str] | None = None) -> int:

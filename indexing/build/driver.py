@@ -22,6 +22,7 @@ from indexing.build.plan import Plan, plan_build
 from indexing.build.report import BuildReport
 from indexing.build.shards import SINGLE, Shard, my_share
 from indexing.errors import BundleError
+from library.pairs import unpaired_skips
 from indexing.postgres.server import is_db_spec
 
 
@@ -87,6 +88,7 @@ def run_build(writer, inputs, embedder, update: bool, shard: Shard, batch_size: 
         if shard.rank != 0:
             return None
         failed = _in_plan_order([skip for skips in failed for skip in skips], plan)
+        failed += unpaired_skips(plan.companions, failed)
         collection = writer.finish(plan, message["started"], failed)
     finally:
         lock.__exit__(None, None, None)
