@@ -106,6 +106,8 @@ def test_a_pair_is_one_photo_embedded_from_its_jpeg_and_one_search_result(shots,
     assert red["image"] == str(shots / "IMG_0001.JPG")
     assert red["paths"] == [str(shots / "IMG_0001.JPG"), str(shots / "IMG_0001.DNG")]
     assert [r["paths"] for r in results[1:]] == [[r["image"]] for r in results[1:]]
+    assert search.main(["red", "--index", target, "--words-index", str(space.words_index), "--top-k", "1"]) == 0
+    assert capfd.readouterr().out.splitlines()[1].endswith(f"{shots / 'IMG_0001.JPG'} (+ IMG_0001.DNG)")
 
 
 def test_update_follows_raws_added_deleted_a_lost_jpeg_and_a_moved_pair(tmp_path, target, space):
