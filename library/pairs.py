@@ -4,7 +4,7 @@ A camera set to RAW+JPEG writes both files of a shot into one folder under one n
 embedded and tagged from the JPEG (the camera's own rendering, decoded faster than any RAW), with the RAW
 recorded as its *companion*. An index then holds one row for the shot (its facts list the companions), a
 search shows it once with both paths, and tags go into the sidecars of both files. A RAW with no JPEG of
-its name beside it is a photo of its own, seen through its embedded preview.
+its name beside it, or beside an unreadable one, is a photo of its own, seen through its embedded preview.
 """
 
 from __future__ import annotations
@@ -36,13 +36,18 @@ def companion_paths(pairs: dict[str, list[str]]) -> set[str]:
     return {path for companions in pairs.values() for path in companions}
 
 
-def unpaired_skips(pairs: dict[str, list[str]], skipped: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The RAW companions of JPEGs that could not be read (``skipped``: path, reason), as skips saying how to
-    get the RAW in: a photo is embedded from its JPEG only, so without that JPEG it is a photo of its own."""
-    unreadable = dict(skipped)
-    why = "its JPEG {} is unreadable ({}): remove that JPEG to use this RAW on its own"
-    return [(raw, why.format(os.path.basename(jpeg), unreadable[jpeg]))
-            for jpeg, raws in pairs.items() if jpeg in unreadable for raw in raws]  # fmt: skip
+def rescue(pairs: dict[str, list[str]], skipped: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The first RAW of each pair whose JPEG could not be read (``skipped``: path, reason), now a photo of its
+    own: RAW -> its other RAWs, its companions. Those pairs leave ``pairs``; a rescued RAW with companions
+    joins it. A card error that broke the JPEG then still leaves the shot searchable through its RAW."""
+    unreadable = {path for path, _ in skipped}
+    rescued: dict[str, list[str]] = {}
+    for jpeg in [jpeg for jpeg in pairs if jpeg in unreadable]:
+        first, *rest = pairs.pop(jpeg)
+        rescued[first] = rest
+        if rest:
+            pairs[first] = rest
+    return rescued
 
 
 def with_companions(facts: dict, companions: Iterable[str]) -> dict:

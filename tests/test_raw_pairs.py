@@ -155,16 +155,21 @@ def test_pairs_survive_export_between_backends(shots, db, space, tmp_path):
     assert _index(str(tmp_path / "back"))[1] == {"IMG_0001.JPG": ["IMG_0001.DNG"]}
 
 
-def test_the_raw_of_an_unreadable_jpeg_is_skipped_with_the_fix(shots, space, fake_embedder, tmp_path, capfd):
+def test_the_raw_of_an_unreadable_jpeg_is_indexed_and_tagged_after_all(shots, target, space, fake_embedder, capfd):
     whole = (shots / "IMG_0001.JPG").read_bytes()
     (shots / "IMG_0001.JPG").write_bytes(whole[: len(whole) // 2])
-    report = build_image_index([shots], tmp_path / "idx", space.embedder, progress=False)
-    reasons = {Path(path).name: why for path, why in report.skipped}
-    assert reasons["IMG_0001.JPG"] == "truncated"
-    assert reasons["IMG_0001.DNG"] == "its JPEG IMG_0001.JPG is unreadable (truncated): remove that JPEG to use this RAW on its own"
-    code = tag.main([str(shots), "--checkpoint", "fake", "--words-index", str(space.words_index)])
-    err = capfd.readouterr().err
-    assert code == 3 and "IMG_0001.DNG (its JPEG IMG_0001.JPG is unreadable (truncated)" in err, err
+    for update in (False, True):  # again with --update: the JPEG is tried again, the RAW's row stays
+        report = build_image_index([shots], target, space.embedder, update=update, progress=False)
+        assert report.skipped == [(str(shots / "IMG_0001.JPG"), "truncated")]
+        items, companions = _index(target)
+        assert "IMG_0001.DNG" in items and "IMG_0001.JPG" not in items and companions == {}
+        assert report.embedded == (5 if not update else 1) and len(report.collection) == 5
+    code = search.main(["red", "--index", target, "--words-index", str(space.words_index), "--json", "--top-k", "1"])
+    assert code == 0 and json.loads(capfd.readouterr().out)["results"][0]["image"] == str(shots / "IMG_0001.DNG")
+    code = tag.main([str(shots), "--json", "--checkpoint", "fake", "--words-index", str(space.words_index)])
+    out, err = capfd.readouterr()
+    tags = {Path(r["image"]).name: r["tags"][0]["word"] for r in map(json.loads, out.splitlines())}
+    assert code == 3 and "IMG_0001.JPG (truncated)" in err and tags["IMG_0001.DNG"] == "red", err
 
 
 # ---- sidecars

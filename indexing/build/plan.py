@@ -6,8 +6,9 @@ once); every other file is embedded; stored paths no longer present are deleted.
 every file is embedded again. A copy beside a still-present original is embedded like any new file.
 
 A RAW beside a JPEG of its name is no photo of its own but the JPEG's companion (``library.pairs``): the
-JPEG is embedded, the RAW recorded in its row. A kept row whose companions changed (a RAW added or deleted
-beside it) is ``regrouped``: its facts are written again, its vector kept.
+JPEG is embedded, the RAW recorded in its row; if the JPEG cannot be read, the RAW is embedded after all
+(``Plan.rescue``). A kept row whose companions changed (a RAW added or deleted beside it) is ``regrouped``:
+its facts are written again, its vector kept.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from indexing.build.files import Collected, ImageFile, collect_images
 from library.metadata import content_hashes
-from library.pairs import companion_paths, pair_up
+from library.pairs import companion_paths, pair_up, rescue
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,21 @@ class Plan:
     @property
     def renames(self) -> dict[str, str]:
         return {new: old for new, old in self.kept.items() if new != old}
+
+    def rescue(self, failed: list[tuple[str, str]]) -> list[ImageFile]:
+        """The RAW of each pair whose JPEG could not be embedded (``failed``), made a photo to embed
+        (``library.pairs.rescue``); the plan then holds it like any file to embed."""
+        rescued = []
+        for raw, rest in rescue(self.companions, failed).items():
+            try:
+                st = os.stat(raw)
+            except OSError:  # gone meanwhile: nothing to embed
+                continue
+            rescued.append(ImageFile(raw, st.st_size, st.st_mtime_ns))
+        self.collected.files = sorted([*self.collected.files, *rescued], key=lambda f: f.path)
+        self.to_embed += rescued
+        self.deletes = sorted(set(self.deletes) - {f.path for f in rescued})  # a RAW rescued by an earlier build
+        return rescued
 
 
 def plan_build(

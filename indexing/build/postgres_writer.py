@@ -33,7 +33,7 @@ class PostgresWriter:
 
     @property
     def conn(self):
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:  # closed by a share written after rank 0's own
             self._conn = connect(self.db, create=True)
         return self._conn
 
