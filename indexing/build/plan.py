@@ -51,7 +51,7 @@ class Plan:
         """The RAW of each pair whose JPEG could not be embedded (``failed``), made a photo to embed
         (``library.pairs.rescue``); the plan then holds it like any file to embed."""
         rescued = []
-        for raw, rest in rescue(self.companions, failed).items():
+        for raw in rescue(self.companions, failed):
             try:
                 st = os.stat(raw)
             except OSError:  # gone meanwhile: nothing to embed
