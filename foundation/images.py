@@ -41,6 +41,16 @@ RAW_EXTENSIONS = frozenset({
 IMAGE_EXTENSIONS = frozenset(
     {*JPEG_EXTENSIONS, ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", *ISOBMFF_EXTENSIONS, *RAW_EXTENSIONS}
 )
+# Who makes the cameras that write each RAW format: how a photo's format is named to people ("Canon RAW (CR2)").
+_RAW_MAKERS = {
+    ".3fr": "Hasselblad", ".arw": "Sony", ".cr2": "Canon", ".cr3": "Canon", ".crw": "Canon", ".dcr": "Kodak",
+    ".dng": "Digital Negative", ".erf": "Epson", ".iiq": "Phase One", ".k25": "Kodak", ".kdc": "Kodak",
+    ".mef": "Mamiya", ".mos": "Leaf", ".mrw": "Minolta", ".nef": "Nikon", ".nrw": "Nikon", ".orf": "Olympus",
+    ".pef": "Pentax", ".raf": "Fujifilm", ".raw": "camera", ".rw2": "Panasonic", ".rwl": "Leica", ".sr2": "Sony",
+    ".srf": "Sony", ".srw": "Samsung", ".x3f": "Sigma",
+}  # fmt: skip
+_FORMAT_NAMES = {**dict.fromkeys(JPEG_EXTENSIONS, "JPEG"), ".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF",
+                 ".tif": "TIFF", ".webp": "WebP"}  # fmt: skip
 # Pictures people keep next to their photos that no decoder here reads: listed as skipped, with why.
 UNSUPPORTED_EXTENSIONS = {
     ".svg": "SVG is a vector drawing, not supported: export it as PNG",
@@ -160,6 +170,14 @@ def _apply_orientation(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - any EXIF parsing failure: keep the image as stored
         return im
+
+
+def format_name(path: str | os.PathLike) -> str:
+    """A photo's file format as people call it, from its extension: "JPEG", "HEIC", "Canon RAW (CR2)"."""
+    suffix = os.path.splitext(os.fsdecode(path))[1].lower()
+    if suffix in _RAW_MAKERS:
+        return f"{_RAW_MAKERS[suffix]} RAW ({suffix[1:].upper()})"
+    return _FORMAT_NAMES.get(suffix, suffix[1:].upper() or "no extension")
 
 
 def draft_scale(width: int, height: int, min_side: int) -> int:
@@ -387,10 +405,10 @@ def _libraw_messages():
             messages.extend(captured.read(4096).decode("utf-8", "replace").splitlines())
 
 
-def _open_raw(path: Path, min_side: int | None) -> Image.Image:
-    """A camera RAW as RGB, upright: its largest embedded preview if that covers ``min_side`` (or
-    ``RAW_PREVIEW_MIN_SIDE``), else a half-size LibRaw decode (no demosaicing, camera white balance).
-    Which one was used goes to ``image.info["decoded_from"]`` and the ``wordsight.images`` debug log."""
+@contextlib.contextmanager
+def _libraw(path: Path):
+    """``(raw, rawpy)``: the RAW file opened by LibRaw, on one OpenMP thread, its messages kept off the
+    terminal; whatever LibRaw raises meanwhile (in the with-block too) becomes ``BadImage`` with a reason."""
     rawpy = _rawpy()
     try:
         with open(path, "rb") as f:  # unreadable: say why, as for any other file
@@ -401,16 +419,8 @@ def _open_raw(path: Path, min_side: int | None) -> Image.Image:
                 raw = rawpy.imread(_raw_source(path))
             except (rawpy.LibRawFileUnsupportedError, rawpy.LibRawIOError):
                 raise BadImage("corrupt RAW header" if tiff else "not a RAW file LibRaw can read") from None
-            # Never a preview smaller than what the half-size decode would give instead.
-            needed = min(min_side or RAW_PREVIEW_MIN_SIDE, min(raw.sizes.width, raw.sizes.height) // 2)
             with raw:
-                image, why_not = _raw_preview(raw, rawpy, min_side, needed)
-                if image is None:
-                    _check_pixels(raw.sizes.width // 2, raw.sizes.height // 2)
-                    # no demosaicing (a 2x2 cell is a pixel), camera white balance; LibRaw turns it upright
-                    pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
-                    image = _reduce(Image.fromarray(pixels), min_side)
-                    image.info["decoded_from"] = f"half-size RAW decode ({why_not})"
+                yield raw, rawpy
     except BadImage:
         raise
     except (rawpy.LibRawIOError, rawpy.LibRawDataError):
@@ -425,10 +435,38 @@ def _open_raw(path: Path, min_side: int | None) -> Image.Image:
         raise BadImage(f"corrupt RAW ({kind})") from None
     except OSError as exc:
         raise BadImage(os_reason(exc)) from None
+
+
+def _preview_needed(raw, min_side: int | None) -> int:
+    """The shorter side an embedded preview must have: ``min_side`` (or the network's input), never more
+    than the half-size decode would give instead."""
+    return min(min_side or RAW_PREVIEW_MIN_SIDE, min(raw.sizes.width, raw.sizes.height) // 2)
+
+
+def _open_raw(path: Path, min_side: int | None) -> Image.Image:
+    """A camera RAW as RGB, upright: its largest embedded preview if that covers ``min_side`` (or
+    ``RAW_PREVIEW_MIN_SIDE``), else a half-size LibRaw decode (no demosaicing, camera white balance).
+    Which one was used goes to ``image.info["decoded_from"]`` and the ``wordsight.images`` debug log."""
+    with _libraw(path) as (raw, rawpy):
+        image, why_not = _raw_preview(raw, rawpy, min_side, _preview_needed(raw, min_side))
+        if image is None:
+            _check_pixels(raw.sizes.width // 2, raw.sizes.height // 2)
+            # no demosaicing (a 2x2 cell is a pixel), camera white balance; LibRaw turns it upright
+            pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+            image = _reduce(Image.fromarray(pixels), min_side)
+            image.info["decoded_from"] = f"half-size RAW decode ({why_not})"
     import logging  # here, not at the top: a JPEG-only run never imports it
 
     logging.getLogger(LOGGER).debug("%s: %s", printable(path), image.info["decoded_from"])
     return image
+
+
+def raw_picture(path: str | os.PathLike, min_side: int | None = None) -> str:
+    """Which picture of a camera RAW ``open_image(path, min_side)`` decodes, as its ``decoded_from`` says
+    it, found without decoding any: "embedded JPEG preview (1620x1080)", or "half-size RAW decode (why)"."""
+    with _libraw(Path(os.fsdecode(path))) as (raw, rawpy):
+        preview, why_not = _find_preview(raw, rawpy, _preview_needed(raw, min_side))
+    return preview.described if preview is not None else f"half-size RAW decode ({why_not})"
 
 
 def _raw_source(path: Path):
@@ -441,9 +479,19 @@ def _raw_source(path: Path):
     return os.fspath(path)
 
 
-def _raw_preview(raw, rawpy, min_side: int | None, needed: int) -> tuple[Image.Image | None, str]:
-    """(the upright embedded preview, "") if it has at least ``needed`` px on its shorter side, else
-    (None, why not)."""
+class _Preview:
+    """A RAW's embedded preview, its size known (a JPEG's from its header, not yet decoded)."""
+
+    def __init__(self, kind: str, size: tuple[int, int], data, image: Image.Image | None = None):
+        self.kind, self.size, self.data, self.image = kind, size, data, image
+
+    @property
+    def described(self) -> str:
+        return f"embedded {self.kind} preview ({self.size[0]}x{self.size[1]})"
+
+
+def _find_preview(raw, rawpy, needed: int) -> tuple[_Preview | None, str]:
+    """(the embedded preview, "") if it has at least ``needed`` px on its shorter side, else (None, why not)."""
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
@@ -452,25 +500,38 @@ def _raw_preview(raw, rawpy, min_side: int | None, needed: int) -> tuple[Image.I
         return None, "unreadable embedded preview"
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:
-            kind, size = "JPEG", Image.open(io.BytesIO(thumb.data), formats=("JPEG",)).size  # reads the header
+            size = Image.open(io.BytesIO(thumb.data), formats=("JPEG",)).size  # reads the header
+            preview = _Preview("JPEG", size, thumb.data)
         else:
             pixels = np.asarray(thumb.data)
             if pixels.dtype != np.uint8:
                 pixels = (pixels >> 8).astype(np.uint8)  # 16-bit bitmap previews
-            kind, image = "bitmap", Image.fromarray(pixels.squeeze()).convert("RGB")
-            size = image.size
-        if min(size) < needed:
-            return None, f"embedded preview {size[0]}x{size[1]} is smaller than {needed} px"
-        if kind == "JPEG":
-            image = _decode(io.BytesIO(thumb.data), min_side, ("JPEG",), orient=False)  # the RAW's flip rules
-    except BadImage as reason:
-        return None, f"embedded preview {reason}"
+            image = Image.fromarray(pixels.squeeze()).convert("RGB")
+            preview = _Preview("bitmap", image.size, None, image)
     except Exception as exc:  # noqa: BLE001 - a damaged preview: the RAW data may still be whole
         return None, f"embedded preview {_decode_reason(exc)}"
-    stored = f"{size[0]}x{size[1]}"
+    if min(preview.size) < needed:
+        return None, f"embedded preview {preview.size[0]}x{preview.size[1]} is smaller than {needed} px"
+    return preview, ""
+
+
+def _raw_preview(raw, rawpy, min_side: int | None, needed: int) -> tuple[Image.Image | None, str]:
+    """(the upright embedded preview, "") if it has at least ``needed`` px on its shorter side, else
+    (None, why not)."""
+    preview, why_not = _find_preview(raw, rawpy, needed)
+    if preview is None:
+        return None, why_not
+    image = preview.image
+    if image is None:
+        try:
+            image = _decode(io.BytesIO(preview.data), min_side, ("JPEG",), orient=False)  # the RAW's flip rules
+        except BadImage as reason:
+            return None, f"embedded preview {reason}"
+        except Exception as exc:  # noqa: BLE001 - a damaged preview: the RAW data may still be whole
+            return None, f"embedded preview {_decode_reason(exc)}"
     transpose = _ORIENTATION_TRANSPOSE.get(_FLIP_TO_ORIENTATION.get(raw.sizes.flip, 1))
     image = _reduce(image.transpose(transpose) if transpose is not None else image, min_side)
-    image.info["decoded_from"] = f"embedded {kind} preview ({stored})"
+    image.info["decoded_from"] = preview.described
     return image, ""
 
 

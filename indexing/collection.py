@@ -5,7 +5,8 @@ What search.py, the web app and the exports use of an opened image collection (`
 - ``path`` (shown in messages), ``manifest`` (dict: kind, dim, vectors_source/sha, embedder_spec/sha,
   sources, library, ...), ``kind``, ``dim``;
 - ``items`` (paths, sorted), ``len()``, ``row(item) -> int | None``, ``vectors[row]`` (a unit vector);
-- ``nearest(query, k, exact=False) -> [(item, cosine)]``, best first, never short of ``min(k, len)``.
+- ``nearest(query, k, exact=False) -> [(item, cosine)]``, best first, never short of ``min(k, len)``;
+- ``companions_by_photo(collection)``: the RAW files recorded with each RAW+JPEG pair's photo.
 
 A PostgreSQL collection also has ``sql_filters = True``: ``nearest(..., where=Filter)`` filters in SQL,
 ``features_space()`` (the visual features, or None) and ``current_version()`` (moves with every write).
@@ -23,6 +24,7 @@ import numpy as np
 
 from indexing.bundle import open_bundle
 from indexing.postgres.server import DB_HELP, is_db_spec
+from library.pairs import companions_in
 
 INDEX_SPEC_HELP = f"an image index: a bundle folder (python -m indexing build-images), or a database: {DB_HELP}"
 
@@ -37,6 +39,19 @@ class Collection(Protocol):
     def row(self, item: str) -> int | None: ...
 
     def nearest(self, query: np.ndarray, k: int, exact: bool = False) -> list[tuple[str, float]]: ...
+
+
+def companions_by_photo(collection: Collection) -> dict[str, list[str]]:
+    """The RAW companions of each photo that has any (``library.pairs``), by path; read only from an index
+    whose manifest counts pairs, so searching an index of JPEGs never reads its meta rows for them."""
+    if not collection.manifest.get("pairs"):
+        return {}
+    if getattr(collection, "sql_filters", False):
+        return collection.companions()
+    from indexing.bundle.columns import read_meta
+
+    rows = zip(collection.items, read_meta(collection) or ())
+    return {path: list(companions_in(facts)) for path, facts in rows if companions_in(facts)}
 
 
 def open_collection(spec: str | os.PathLike, expect: dict | None = None) -> Collection:

@@ -1,7 +1,9 @@
 """XMP sidecars: read a photo's keywords, and merge wordsight's tags into its sidecar without losing anyone's.
 
 A sidecar is ``IMG_1234.JPG.xmp`` beside the photo (darktable, digiKam, immich) or ``IMG_1234.xmp``
-(Lightroom). Keywords live in ``dc:subject`` (a bag of strings), hierarchical keywords in
+(Lightroom). A RAW+JPEG pair (``library.pairs``) is tagged once and both files' sidecars get the tags:
+``IMG_1234.CR2.xmp`` and ``IMG_1234.JPG.xmp``, or for Lightroom ``IMG_1234.xmp`` (the RAW) and
+``IMG_1234.JPG.xmp`` (the JPEG), never one file for both. Keywords live in ``dc:subject`` (a bag of strings), hierarchical keywords in
 ``lr:hierarchicalSubject`` (``wordsight|animal|feline|cat``) and, for digiKam, ``digiKam:TagsList``
 (``wordsight/animal/feline/cat``).
 
@@ -132,6 +134,19 @@ def sidecar_path(photo: str | os.PathLike, lightroom: bool = False) -> Path:
     """``IMG_1234.JPG.xmp`` (default) or Lightroom's ``IMG_1234.xmp``."""
     photo = Path(photo)
     return photo.with_suffix(".xmp") if lightroom else photo.with_name(photo.name + ".xmp")
+
+
+def pair_sidecars(photo: str | os.PathLike, companions: Sequence[str | os.PathLike] = (), lightroom: bool = False) -> list[Path]:
+    """Where a photo's tags go when its RAW ``companions`` (``library.pairs``) share them: each file's own
+    ``X.EXT.xmp``; with ``lightroom``, Lightroom's ``X.xmp`` holds the RAW's and the JPEG's go to
+    ``X.JPG.xmp``, so the two never write one file (a photo without companions: ``X.xmp``)."""
+    if not lightroom:
+        found = [sidecar_path(path) for path in (photo, *companions)]
+    elif companions:
+        found = [sidecar_path(photo), *(sidecar_path(path, lightroom=True) for path in companions)]
+    else:
+        found = [sidecar_path(photo, lightroom=True)]
+    return list(dict.fromkeys(found))  # two RAWs of one shot (X.CR2, X.DNG) share Lightroom's X.xmp
 
 
 def existing_sidecars(photo: str | os.PathLike) -> list[Path]:
@@ -555,7 +570,11 @@ class WriteResult:
 
 def write_tags(photo: str | os.PathLike, tags: Sequence[Tag], lightroom: bool = False) -> WriteResult:
     """Merge ``tags`` into the photo's sidecar (created if missing); untouched if nothing changes."""
-    sidecar = sidecar_path(photo, lightroom)
+    return write_sidecar(sidecar_path(photo, lightroom), tags)
+
+
+def write_sidecar(sidecar: Path, tags: Sequence[Tag]) -> WriteResult:
+    """Merge ``tags`` into the sidecar file ``sidecar`` (created if missing); untouched if nothing changes."""
     found = _read_regular(sidecar)
     packet = Packet(found[0] if found else _EMPTY_PACKET, str(sidecar))
     current = packet.keywords()
@@ -581,18 +600,22 @@ class SidecarWriter:
         self.written = self.unchanged = 0
         self.failed: list[tuple[str, str]] = []
 
-    def __call__(self, photo: str | os.PathLike, tags: Sequence[tuple[str, float]]) -> None:
+    def __call__(self, photo: str | os.PathLike, tags: Sequence[tuple[str, float]],
+                 companions: Sequence[str | os.PathLike] = ()) -> None:  # fmt: skip
+        """Tags of ``photo`` into its sidecar, and into those of its RAW ``companions`` (``pair_sidecars``)."""
         chain = self.chain_of or (lambda word: None)
-        try:
-            result = write_tags(photo, [Tag(word, score, chain(word)) for word, score in tags], self.lightroom)
-        except SidecarError as err:
-            self.failed.append((err.where, f"sidecar not written: {err.reason}"))
-            return
-        if result.changed:
-            self.written += 1
-        else:
-            self.unchanged += 1
+        keywords = [Tag(word, score, chain(word)) for word, score in tags]
+        for sidecar in pair_sidecars(photo, companions, self.lightroom):
+            try:
+                result = write_sidecar(sidecar, keywords)
+            except SidecarError as err:
+                self.failed.append((err.where, f"sidecar not written: {err.reason}"))
+                continue
+            if result.changed:
+                self.written += 1
+            else:
+                self.unchanged += 1
 
     def summary(self) -> str:
-        naming = "IMG.xmp" if self.lightroom else "IMG.JPG.xmp"
+        naming = "IMG.xmp; a RAW+JPEG pair's JPEG: IMG.JPG.xmp" if self.lightroom else "IMG.JPG.xmp"
         return f"XMP sidecars ({naming}): {self.written} written, {self.unchanged} already up to date"

@@ -41,19 +41,24 @@ class Hits:
     query: str
     results: list[tuple[str, float]]
     by_image: bool = False  # the query was one image (visually similar photos), not words
+    companions: dict[str, list[str]] = field(default_factory=dict, repr=False)  # RAW files of RAW+JPEG pairs
 
     @property
     def images(self) -> list[str]:
         return [path for path, _ in self.results]
 
     def record(self) -> dict:
-        """``{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}``: one line of search.py --json."""
-        return search_record(self.query, self.results)
+        """``{"query": Q, "results": [{"image": PATH, "score": COSINE, "paths": [PATH, ...]}, ...]}``: one line
+        of search.py --json."""
+        return search_record(self.query, self.results, self.companions)
 
 
-def search_record(query: str, results: list[tuple[str, float]]) -> dict:
-    """``{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}``."""
-    return {"query": query, "results": [{"image": path, "score": _rounded(score)} for path, score in results]}
+def search_record(query: str, results: list[tuple[str, float]], companions: dict[str, list[str]] | None = None) -> dict:
+    """``{"query": Q, "results": [{"image": PATH, "score": COSINE, "paths": [PATH, ...]}, ...]}``: ``paths`` are
+    every file of the photo, the one it was embedded from first (a RAW+JPEG pair: the JPEG, then the RAW)."""
+    companions = companions or {}
+    return {"query": query, "results": [{"image": path, "score": _rounded(score), "paths": [path, *companions.get(path, ())]}
+                                        for path, score in results]}  # fmt: skip
 
 
 def tag_record(image: str, tags: list[tuple[str, float]]) -> dict:

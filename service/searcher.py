@@ -24,7 +24,7 @@ import numpy as np
 from foundation.errors import UsageError
 from indexing.ann.vectors import all_cosines
 from indexing.bundle import BundleMismatch
-from indexing.collection import Collection
+from indexing.collection import Collection, companions_by_photo
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
@@ -159,6 +159,7 @@ class Searcher:
         self.features = (self.images.features_space() if in_database(self.images)
                          else open_features(self.images))  # fmt: skip
         self._embedder = None
+        self._companions: dict[str, list[str]] | None = None
         self._lock = threading.Lock()
         self._spaces: dict[Filter, Spaces] = {}
         self.skipped: list[tuple[str, str]] = []  # image terms that could not be read
@@ -179,6 +180,13 @@ class Searcher:
             return None
         found = word_rows(spec.split(":", 1)[1])
         return found if found is not None and found.real.shape[1] == self.features.vectors.shape[1] else None
+
+    @property
+    def companions(self) -> dict[str, list[str]]:
+        """The RAW files recorded with RAW+JPEG pairs' photos (read on the first search), for results' paths."""
+        if self._companions is None:
+            self._companions = companions_by_photo(self.images)
+        return self._companions
 
     @property
     def embedder(self):
@@ -243,7 +251,7 @@ class Searcher:
         else:
             found = spaces.fused(vector, classifier, self.classifier_weight, top_k)
         results = above_min_score(found, min_score)
-        return Hits(query, results, by_image=parsed.single_image)
+        return Hits(query, results, by_image=parsed.single_image, companions=self.companions)
 
     def similar(self, image: str, top_k: int = 10, *, semantic: bool = False, min_score: float | None = None,
                 exact: bool = False) -> Hits:  # fmt: skip
@@ -256,7 +264,7 @@ class Searcher:
         target = self.images if space == WORDS else self.features
         results = self.spaces().nearest(space, target.vectors[row], top_k + 1, exact)
         kept = [(path, score) for path, score in results if path != image][:top_k]
-        return Hits(image, above_min_score(kept, min_score), by_image=True)
+        return Hits(image, above_min_score(kept, min_score), by_image=True, companions=self.companions)
 
     def query_vector(self, query: Query, visual: bool) -> tuple[str, np.ndarray | None]:
         """``(space, vector)``: space FEATURES for a lone image when ``visual``, else WORDS; the vector is

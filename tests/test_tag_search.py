@@ -64,8 +64,10 @@ def test_search_json_contract(index, space, photos, capfd):
     assert [r["query"] for r in records] == ["red", "red yellow"]
     for record in records:
         assert len(record["results"]) == 3
-        check_scored(record["results"], {"image", "score"})
-    assert records[0]["results"][0] == {"image": str((photos / "red.png").resolve()), "score": 1.0}
+        check_scored(record["results"], {"image", "score", "paths"})
+        assert all(entry["paths"] == [entry["image"]] for entry in record["results"])  # no RAW+JPEG pairs here
+    red = str((photos / "red.png").resolve())
+    assert records[0]["results"][0] == {"image": red, "score": 1.0, "paths": [red]}
     assert Path(records[1]["results"][0]["image"]).name == "orange.png"  # between red and yellow
 
 

@@ -98,12 +98,12 @@ def test_search_api_matches_search_py_json(client, index, space, capfd):
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     record = response.json()
     assert set(record) == {"query", "results"} and record["query"] == "red yellow"
-    assert all(set(r) == {"image", "score", "id"} for r in record["results"])
+    assert all(set(r) == {"image", "score", "paths", "id"} for r in record["results"])
     assert all(r["id"] == item_id(r["image"]) for r in record["results"])
     args = ["red yellow", "--index", index, "--words-index", space.words_index, "--top-k", 4, "--json"]
     assert search.main([str(a) for a in args]) == 0
     (cli_record,) = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
-    assert [{k: r[k] for k in ("image", "score")} for r in record["results"]] == cli_record["results"]
+    assert [{k: r[k] for k in ("image", "score", "paths")} for r in record["results"]] == cli_record["results"]
     assert Path(record["results"][0]["image"]).name == "orange.png"  # between red and yellow
 
 

@@ -33,6 +33,8 @@ class UnknownWordError(Error):
 class Photo(BaseModel):
     image: str = Field(description="the photo's file (absolute path, as indexed)")
     score: float = Field(description="cosine similarity, -1..1, rounded to 4 decimals")
+    paths: list[str] = Field(description="every file of the photo: a RAW+JPEG pair's JPEG (what it was embedded "
+                             "from), then its RAW; else the image alone")
     id: str = Field(description="the photo's id: /api/items/{id}/tags, /thumb/{id}")
 
 

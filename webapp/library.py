@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from foundation.images import RAW_EXTENSIONS, BadImage, format_name, raw_picture
 from indexing.bundle import MANIFEST_FILE, Bundle, BundleError
 from indexing.collection import Collection
 from indexing.postgres.server import is_db_spec
@@ -30,7 +31,7 @@ from service.indexes import open_index, word_index_for
 from service.records import Hits
 from service.searcher import Searcher
 from service.tagger import Tagger, UnreadableImage
-from webapp.thumbnails import render
+from webapp.thumbnails import LARGE, render
 from webapp.uploads import decoding_one_upload
 
 log = logging.getLogger("wordsight.webapp")
@@ -214,6 +215,13 @@ class Library:
         tags = snap.tagger.tag_indexed(snap.images.items[row], snap.images.vectors[row], k)
         return dict(tags.record(), id=identifier)
 
+    def files(self, name: str | None, identifier: str) -> dict:
+        """The files of an indexed photo (a RAW+JPEG pair: the JPEG, then its RAW) and its format in words."""
+        snap = self.get(name).snapshot()
+        path = snap.path(identifier)
+        companions = snap.searcher.companions.get(path, [])
+        return {"paths": [path, *companions], "format": describe_format(path, companions)}
+
     def similar(self, name: str | None, identifier: str, k: int, min_score: float = -1.0,
                 semantic: bool = False) -> dict:  # fmt: skip
         """The photos nearest to an indexed photo, itself left out: visually similar (like search.py PHOTO),
@@ -243,9 +251,24 @@ class Library:
                 shown = _data_uri(render(path, preview)) if preview else None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k)))["results"]
+        similar = snap.hits(Hits(tags.image, snap.images.nearest(tags.vector, k), companions=snap.searcher.companions))["results"]
         record = dict(tags.record(), similar=similar)
         return dict(record, preview=shown) if preview else record
+
+
+def describe_format(path: str, companions: list[str]) -> str:
+    """"JPEG", "Canon RAW (CR2), from its embedded JPEG preview (1620x1080)", "JPEG and Canon RAW (CR2): one
+    shot, shown from the JPEG": how the photo page names what it shows."""
+    if companions:
+        names = " and ".join(dict.fromkeys(map(format_name, [path, *companions])))
+        return f"{names}: one shot, shown from the {format_name(path)}"
+    if os.path.splitext(path)[1].lower() not in RAW_EXTENSIONS:
+        return format_name(path)
+    try:
+        picture = raw_picture(path, LARGE)
+    except BadImage as err:
+        return f"{format_name(path)}, unreadable now ({err})"
+    return f"{format_name(path)}, from its {picture}" if picture.startswith("embedded") else f"{format_name(path)}, from a {picture}"
 
 
 def _data_uri(jpeg: bytes) -> str:

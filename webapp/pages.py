@@ -64,7 +64,8 @@ def photo_page(
     library = _library(request)
     tags = library.tags(index, item, TAGS_K)
     similar = library.similar(index, item, SIMILAR_K, semantic=semantic)
-    return _render(request, "photo.html", item=item, tags=tags, similar=similar, semantic=semantic)
+    return _render(request, "photo.html", item=item, tags=tags, similar=similar, semantic=semantic,
+                   files=library.files(index, item))  # fmt: skip
 
 
 @router.get("/upload")

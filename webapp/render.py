@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup, escape
 
-from foundation.images import printable
+from foundation.images import IMAGE_EXTENSIONS, printable
 from webapp.library import Library
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +30,8 @@ def templates() -> Jinja2Templates:
     env.filters["printable"] = printable
     env.filters["code"] = lambda text: Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text or ""))))
     env.filters["short"] = lambda path: printable("/".join(str(path).rsplit("/", 2)[-2:]))
+    # what the upload form offers: browsers know no image/* type for HEIC or camera RAW files
+    env.globals["accepted"] = ",".join(["image/*", *sorted(IMAGE_EXTENSIONS)])
     return Jinja2Templates(env=env)
 
 

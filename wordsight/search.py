@@ -33,7 +33,8 @@ EPILOG = f"""examples:
 {SYNTAX_HELP}
 
 {EXIT_CODES_HELP}"""
-JSON_FORMAT = '{"query": Q, "results": [{"image": PATH, "score": COSINE}, ...]}'
+JSON_FORMAT = ('{"query": Q, "results": [{"image": PATH, "score": COSINE, "paths": [PATH, ...]}, ...]} (paths: '
+               'every file of the photo; a RAW+JPEG pair: the JPEG, then the RAW)')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -135,7 +136,13 @@ def _print(out, hits: Hits, args: argparse.Namespace) -> None:
     elif args.json:
         cli.output.emit_json(out, hits.record())
     else:
-        out.write(hits.query + "\n" + "".join(f"  {s:.3f}  {p}\n" for p, s in hits.results))
+        out.write(hits.query + "\n" + "".join(f"  {s:.3f}  {p}{_companions(hits, p)}\n" for p, s in hits.results))
+
+
+def _companions(hits: Hits, path: str) -> str:
+    """`` (+ IMG_1234.CR2)``: the RAW files of a RAW+JPEG pair, after its JPEG."""
+    found = hits.companions.get(path)
+    return f" (+ {', '.join(os.path.basename(c) for c in found)})" if found else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from foundation.errors import EXIT_CODES_HELP, run_entry
 from indexing.build.files import collect_images
 from indexing.bundle import check_target
 from indexing.word_index import WORDS_INDEX_HELP, default_words_index
+from library.pairs import companion_paths, pair_up, rescue
 from library.xmp import SidecarWriter
 from models.embedder import DEFAULT_MODEL
 from service.tagger import Tagger
@@ -74,7 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lightroom-sidecars",
         action="store_true",
-        help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp",
+        help="with --write-xmp: name sidecars IMG_1234.xmp (Lightroom) instead of IMG_1234.JPG.xmp; of a RAW+JPEG "
+        "pair (IMG_1234.CR2 beside IMG_1234.JPG, tagged once from the JPEG) IMG_1234.xmp holds the RAW's keywords "
+        "and IMG_1234.JPG.xmp the JPEG's (without it: IMG_1234.CR2.xmp and IMG_1234.JPG.xmp)",
     )
     add_hierarchy_options(parser)
     return parser.parse_args(argv)
@@ -85,17 +88,27 @@ def tag(args: argparse.Namespace) -> int:
     if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
         check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
+    every = {f.path: f for f in collected.files}
+    pairs = pair_up(every)  # a RAW beside its JPEG: tagged once, from the JPEG
+    paired = companion_paths(pairs)
+    collected.files = [f for f in collected.files if f.path not in paired]
     rows = []
     sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
     with cli.output.results_stdout() as out:
         tagger = Tagger(args.checkpoint, vocabulary=args.vocabulary, words_index=args.words_index,
                         engine=args.engine, options=hierarchy_options(args), log=cli.output.log)  # fmt: skip
         cli.output.note_top_k(args.top_k, len(tagger.words), "words")
-        found = tagger.tag_files(collected.files, args.top_k, args.min_score, args.exact,
-                                 batch_size=args.batch_size, workers=args.workers)  # fmt: skip
-        for f, tags in found:
+
+        def tagged():
+            options = {"batch_size": args.batch_size, "workers": args.workers}
+            yield from tagger.tag_files(collected.files, args.top_k, args.min_score, args.exact, **options)
+            # the RAW of a pair whose JPEG could not be read: tagged after all, as a photo of its own
+            rescued = [every[raw] for raw in rescue(pairs, tagger.skipped)]
+            yield from tagger.tag_files(rescued, args.top_k, args.min_score, args.exact, progress=False, **options)
+
+        for f, tags in tagged():
             if sidecars is not None:
-                sidecars(f.given, tags.tags)
+                sidecars(f.given, tags.tags, [every[path].given for path in pairs.get(f.path, ())])
             if args.json:
                 cli.output.emit_json(out, tags.record())
             else:

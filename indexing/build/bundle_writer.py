@@ -30,6 +30,7 @@ from indexing.bundle.core import Bundle, open_bundle
 from indexing.bundle.layout import STATS, check_target
 from indexing.errors import BundleError, BundleMissing
 from indexing.generations.lock import build_lock
+from library.pairs import companions_in
 
 PARTS_TAG = "shards"
 
@@ -62,9 +63,9 @@ class BundleWriter:
         self.previous_columns = _previous_columns(self.previous)
         meta = self.previous_columns.meta
         stats = self.previous.array(STATS).tolist()
-        hashes = [facts.get("hash") for facts in meta] if meta else [None] * len(stats)
-        return {path: Stored(size, mtime, digest)
-                for path, (size, mtime), digest in zip(self.previous.items, stats, hashes)}  # fmt: skip
+        meta = meta or [{}] * len(stats)
+        return {path: Stored(size, mtime, facts.get("hash"), companions_in(facts))
+                for path, (size, mtime), facts in zip(self.previous.items, stats, meta)}  # fmt: skip
 
     def refuse(self, path: str) -> str | None:
         return None  # a bundle holds any file name (undecodable bytes kept)
@@ -111,7 +112,7 @@ class BundleWriter:
         kept: list[ImageFile] = []
         with BundleBuilder(self.out, plan.inputs) as builder:
             rows = builder.rows(len(files), self.embedder.dim)
-            columns = Columns(builder.tmp, len(files), self.previous_columns, plan.hashes)
+            columns = Columns(builder.tmp, len(files), self.previous_columns, plan.hashes, plan.companions)
             for chunk in chunks(files, CHUNK):
                 here = [f for f in chunk if f.path in plan.kept or f.path in parts]
                 if not here:

@@ -6,8 +6,9 @@ What differs between the backends lives in their writers; planning, sharding and
 
 A writer offers ``shown``, ``lock()`` (held by rank 0 from planning to the end), ``stored(update)`` (what
 the index holds: path -> Stored), ``refuse(path)``, ``start(plan)`` (rank 0, before embedding: what every
-rank needs, broadcast), ``write_share(started, rank, files, embed, hashes)`` and
-``finish(plan, started, failed)`` (rank 0, once every share is written: the opened index).
+rank needs, broadcast), ``write_share(started, rank, files, embed, hashes)`` (rank 0 writes one more, as
+rank world_size: the RAWs of unreadable JPEGs) and ``finish(plan, started, failed)`` (rank 0, once every
+share is written: the opened index).
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def run_build(writer, inputs, embedder, update: bool, shard: Shard, batch_size: 
         if shard.rank != 0:
             return None
         failed = _in_plan_order([skip for skips in failed for skip in skips], plan)
+        rescued = plan.rescue(failed)  # RAWs of unreadable JPEGs: a few files, embedded here as a part of their own
+        if rescued:
+            with ChunkedEmbedder(embedder, len(rescued), batch_size, False, workers) as embed:
+                writer.write_share(message["started"], shard.world_size, rescued, embed, plan.hashes)
+            failed += embed.skipped
         collection = writer.finish(plan, message["started"], failed)
     finally:
         lock.__exit__(None, None, None)

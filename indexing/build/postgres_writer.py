@@ -20,6 +20,7 @@ from indexing.errors import BundleMismatch
 from indexing.postgres import store
 from indexing.postgres.server import connect, database_errors, parse_spec
 from library.metadata import photo_facts
+from library.pairs import with_companions
 
 
 class PostgresWriter:
@@ -32,7 +33,7 @@ class PostgresWriter:
 
     @property
     def conn(self):
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:  # closed by a share written after rank 0's own
             self._conn = connect(self.db, create=True)
         return self._conn
 
@@ -48,7 +49,8 @@ class PostgresWriter:
             if row is None:
                 return {}
             check_same_model(row[0], self.embedder, self.shown, update)
-            return {path: Stored(size, mtime, digest) for path, (size, mtime, digest) in store.stored_files(self.conn).items()}
+            return {path: Stored(size, mtime, digest, tuple(companions))
+                    for path, (size, mtime, digest, companions) in store.stored_files(self.conn).items()}  # fmt: skip
 
     def refuse(self, path: str) -> str | None:
         """PostgreSQL text is UTF-8: a file name of other bytes cannot be stored."""
@@ -61,7 +63,7 @@ class PostgresWriter:
     def start(self, plan: Plan) -> dict:
         with database_errors(self.shown):
             store.create_schema(self.conn, self.embedder.dim, getattr(self.embedder, "feature_dim", None))
-        return {}
+        return {"companions": {f.path: plan.companions[f.path] for f in plan.to_embed if f.path in plan.companions}}
 
     def write_share(self, started: dict, rank: int, files: list[ImageFile], embed: ChunkedEmbedder,
                     hashes: dict) -> None:  # fmt: skip
@@ -70,7 +72,7 @@ class PostgresWriter:
             writer = store.Writer(self.conn)
             for chunk in chunks(files, CHUNK):
                 fresh = embed([f.path for f in chunk])
-                writer.batch(_rows(chunk, fresh, embed.features, hashes))
+                writer.batch(_rows(chunk, fresh, embed.features, hashes, started["companions"]))
             if rank != 0:
                 self.conn.close()
 
@@ -86,8 +88,10 @@ class PostgresWriter:
         facts["library"] = _library_entry(conn, self.embedder)
         manifest = store.manifest_for(self.embedder.identity, facts.pop("embedder_spec"), self.embedder.dim, 0, facts)
         files = {f.path: f for f in plan.collected.files}
-        renames = [(old, new, photo_facts(new, files[new].size, files[new].mtime_ns, plan.hashes.get(new)).as_dict(),
-                    files[new].size, files[new].mtime_ns) for new, old in plan.renames.items()]  # fmt: skip
+        # a rename moves a row and writes its facts; a regrouped row is "renamed" to itself for its new companions
+        moved = [*plan.renames.items(), *((path, path) for path in plan.regrouped)]
+        renames = [(old, new, _facts(files[new], plan.hashes, plan.companions), files[new].size, files[new].mtime_ns)
+                   for new, old in moved]  # fmt: skip
         failed_paths = [path for path, _ in failed if self.refuse(path) is None]  # no longer readable: row gone
         store.Writer(conn).batch(renames=renames, deletes=plan.deletes + failed_paths)
         if not conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]:
@@ -107,9 +111,15 @@ def check_same_model(manifest: dict, embedder, shown: str, update: bool) -> None
                              "pass that --checkpoint, or build into another --db")  # fmt: skip
 
 
-def _rows(chunk: list[ImageFile], fresh: dict, features: dict, hashes: dict) -> list[store.Row]:
-    return [store.Row(f.path, f.size, f.mtime_ns, photo_facts(f.path, f.size, f.mtime_ns, hashes.get(f.path)).as_dict(),
-                      fresh[f.path], features.get(f.path)) for f in chunk if f.path in fresh]  # fmt: skip
+def _rows(chunk: list[ImageFile], fresh: dict, features: dict, hashes: dict, companions: dict) -> list[store.Row]:
+    return [store.Row(f.path, f.size, f.mtime_ns, _facts(f, hashes, companions), fresh[f.path], features.get(f.path))
+            for f in chunk if f.path in fresh]  # fmt: skip
+
+
+def _facts(f: ImageFile, hashes: dict, companions: dict) -> dict:
+    """A row's facts: the photo's (``library.metadata``) and its RAW companions, if any."""
+    facts = photo_facts(f.path, f.size, f.mtime_ns, hashes.get(f.path)).as_dict()
+    return with_companions(facts, companions.get(f.path, ()))
 
 
 def _has_hnsw(conn) -> bool:

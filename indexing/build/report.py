@@ -41,6 +41,7 @@ def build_facts(embedder, plan: Plan, failed: list[tuple[str, str]]) -> dict:
         "sources": [os.path.abspath(os.fsdecode(s)) for s in plan.inputs],
         "skipped": [[path, reason] for path, reason in plan.collected.skipped + failed],
         "duplicates": plan.collected.duplicates,
+        "pairs": len(plan.companions),  # photos with RAW companions: searches look them up only when there are any
     }
 
 

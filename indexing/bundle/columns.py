@@ -1,7 +1,8 @@
 """The photo-library columns of an image bundle, row-aligned with ``items.txt``; all optional.
 
 ```
-meta.jsonl        one JSON object per item: folder, date (EXIF DateTimeOriginal, else mtime), content hash
+meta.jsonl        one JSON object per item: folder, date (EXIF DateTimeOriginal, else mtime), content hash,
+                  companions (the RAW files of a RAW+JPEG pair, if any: library.pairs)
 features.f16.npy  the backbone's pooled features, L2-normalised, float16, memory-mapped
 features.ann      their own Annoy forest: image -> image "same photo" search and duplicate finding
 ```
@@ -28,6 +29,7 @@ from indexing.bundle.core import Bundle, load_forest
 from indexing.bundle.verify import check_file
 from indexing.errors import BundleDamaged, reason, rebuild_hint
 from library.metadata import photo_facts
+from library.pairs import with_companions
 
 META_FILE = "meta.jsonl"
 FEATURES_FILE = "features.f16.npy"
@@ -53,8 +55,11 @@ class Previous:
 class Columns:
     """Collects meta rows and features while a bundle is written; ``write`` finishes them in its folder."""
 
-    def __init__(self, folder: Path, capacity: int, previous: Previous, hashes: dict[str, str]):
+    def __init__(self, folder: Path, capacity: int, previous: Previous, hashes: dict[str, str],
+                 companions: dict[str, list[str]] | None = None):  # fmt: skip
+        """``companions``: each photo's RAW companions now (None: keep what the previous rows list)."""
         self.folder, self.capacity, self.previous, self.hashes = folder, capacity, previous, hashes
+        self.companions = companions
         self.meta: list[dict] = []
         self._features: np.ndarray | None = None
         self.features_missing = 0
@@ -66,6 +71,8 @@ class Columns:
             facts = {**old, "folder": os.path.dirname(f.path)}
         else:
             facts = photo_facts(f.path, f.size, f.mtime_ns, self.hashes.get(f.path)).as_dict()
+        if self.companions is not None:
+            facts = with_companions(facts, self.companions.get(f.path, ()))
         self.meta.append(facts)
         if features is None and old_row is not None and self.previous.features is not None:
             features = self.previous.features[old_row]

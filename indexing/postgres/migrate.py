@@ -21,7 +21,7 @@ from indexing.postgres import store as pg_store
 from indexing.postgres.server import connect, database_errors, parse_spec
 
 MANIFEST_FACTS = ("vectors_source", "vectors_sha", "embedder_spec", "embedder_sha", "embedder", "sources",
-                  "skipped", "duplicates")  # fmt: skip
+                  "skipped", "duplicates", "pairs")  # fmt: skip
 CHUNK = 4096
 
 

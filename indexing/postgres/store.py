@@ -135,9 +135,11 @@ def read_manifest(conn, shown: str) -> tuple[dict, int]:
     return row[0], int(row[1])
 
 
-def stored_files(conn) -> dict[str, tuple[int, int, str | None]]:
-    """path -> (size, mtime_ns, hash) of every stored row: what --update compares the folders with."""
-    return {p: (s, m, h) for p, s, m, h in conn.execute("SELECT path, size, mtime_ns, hash FROM ws_images")}
+def stored_files(conn) -> dict[str, tuple[int, int, str | None, list[str]]]:
+    """path -> (size, mtime_ns, hash, companions) of every stored row: what --update compares the folders
+    with (companions: the RAW files of a RAW+JPEG pair, ``library.pairs``)."""
+    rows = conn.execute("SELECT path, size, mtime_ns, hash, facts->'companions' FROM ws_images")
+    return {p: (s, m, h, c if isinstance(c, list) else []) for p, s, m, h, c in rows}
 
 
 class Writer:
@@ -329,6 +331,12 @@ class PgCollection:
         if len(self) > DUPLICATES_MAX:
             raise DatabaseError(f"--duplicates on a postgres collection handles up to {DUPLICATES_MAX} photos "
                                 f"({len(self)} here): export it to a bundle (python -m indexing export-from-postgres)")
+
+    def companions(self) -> dict[str, list[str]]:
+        """The RAW companions of each photo that has any (``library.pairs``), by path."""
+        with self.guard():
+            rows = self.conn.execute("SELECT path, facts->'companions' FROM ws_images WHERE facts ? 'companions'")
+            return {p: list(c) for p, c in rows}
 
     def vector(self, item: str) -> np.ndarray:
         found = self.vectors_of([item])
