@@ -1,0 +1,195 @@
+"""Int8 against fp32 (``--engine int8`` vs ``--engine onnx``): agreement per source, speed, index building.
+
+    python benchmarks/bench_int8.py [OUT.json] [--camera-images 96]
+
+Figures, every ratio from this one run (the load average is recorded beside each, the machine may be shared):
+- ``agreement``: on every photo of the real-photo benchmark (``evaluation.photo_sets``; none of them is a
+  calibration photo of ``models.quantize``), per source and macro-averaged over sources: how often int8's
+  top-1 ImageNet class is fp32's, the mean overlap of their top-5 classes, and hit@5 of the ConSE tags in
+  the default tag vocabulary (as ``evaluation.photos``) for both, with int8's loss;
+- ``forward``: img/s of one thread at batches 1, 4 and 16: the fp32 export, the same with its padding
+  folded (``models.onnx_graph``), and int8; best of three alternating passes;
+- ``index``: ``build_image_index`` on camera-size JPEGs (``benchmarks/bench_camera.py`` makes them) with
+  each engine, against the one-thread fp32 torch forward at batch 16 measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np
+
+from benchmarks.bench_camera import load, make_camera_photos
+from models.embedder import DEFAULT_MODEL, load_embedder
+from models.quantize import RECIPE, SKIMAGE_CALIBRATION, calibration_photos
+
+BATCHES = (1, 4, 16)
+ROUNDS = 3
+
+
+def run_network(network, inputs: np.ndarray, step: int = 16) -> dict[str, np.ndarray]:
+    parts = [network.run(inputs[i : i + step]) for i in range(0, len(inputs), step)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def agreement_figures(fp32, int8) -> dict:
+    """Top-1 agreement, top-5 overlap and tag hit@5 of int8 against fp32, per source and macro."""
+    import torch
+
+    from evaluation.photo_sets import benchmark_photos
+    from foundation.vectors import load_word_vectors
+    from scoring.metrics import open_vocabulary_hits
+    from scoring.test_time import tag_vocabulary
+
+    wv = load_word_vectors()
+    photos = benchmark_photos(wv)
+    inputs = np.stack([fp32.transform(p.image.convert("RGB")) for p in photos]).astype(np.float32)
+    assert calibration_photos() and not {p.name for p in photos} & set(SKIMAGE_CALIBRATION)  # held out
+    outputs = {"fp32": run_network(fp32.network, inputs), "int8": run_network(int8.network, inputs)}
+    words, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
+    target = torch.arange(len(photos))
+    hits = {name: open_vocabulary_hits(torch.from_numpy(fp32.combine(out)), target, vocabulary, word_ids, 5).numpy()
+            for name, out in outputs.items()}  # fmt: skip
+    ref, got = outputs["fp32"]["logits"], outputs["int8"]["logits"]
+    top1 = ref.argmax(1) == got.argmax(1)
+    top5 = np.array([len(set(a) & set(b)) / 5 for a, b in zip(np.argsort(-ref, 1)[:, :5], np.argsort(-got, 1)[:, :5])])
+    groups = np.array([p.group for p in photos])
+    sources = {}
+    for group in dict.fromkeys(groups):
+        rows = groups == group
+        sources[group] = {
+            "photos": int(rows.sum()),
+            "top1_agreement": round(float(top1[rows].mean()), 3),
+            "top5_overlap": round(float(top5[rows].mean()), 3),
+            "hit@5_fp32": round(float(hits["fp32"][rows].mean()), 3),
+            "hit@5_int8": round(float(hits["int8"][rows].mean()), 3),
+            "hit@5_loss": round(float(hits["fp32"][rows].mean() - hits["int8"][rows].mean()), 3),
+        }
+    macro = {key: round(float(np.mean([s[key] for s in sources.values()])), 3)
+             for key in ("top1_agreement", "top5_overlap", "hit@5_loss")}  # fmt: skip
+    bar = all(s["top1_agreement"] >= 0.95 and s["hit@5_loss"] <= 0.01 for s in sources.values())
+    return {"sources": sources, "macro": macro, "bar_top1_0.95_hit5_loss_0.01_every_source": bar, "load": load()}
+
+
+def session(path: Path, precision: str):
+    from models.onnx_engine import OnnxNetwork
+
+    network = OnnxNetwork(path, "bench", precision)
+    network.set_threads(1)
+    return network.session
+
+
+def forward_figures(fp32, int8, inputs: np.ndarray) -> dict:
+    """img/s of one thread per batch size: fp32 export, fp32 with folded padding, int8."""
+    import onnx
+
+    from models.onnx_graph import fold_static_padding
+
+    folded = Path(tempfile.mkdtemp()) / "folded.onnx"
+    onnx.save(fold_static_padding(onnx.load(str(fp32.network.path)), inputs.shape[-1]), str(folded))
+    sessions = {"fp32": session(fp32.network.path, "fp32"), "fp32_folded_padding": session(folded, "fp32"),
+                "int8": session(int8.network.path, "int8")}  # fmt: skip
+    speed: dict[str, dict[int, float]] = {name: {} for name in sessions}
+    for batch in BATCHES:
+        arrays = [inputs[i : i + batch] for i in range(0, len(inputs) - batch + 1, batch)]
+        for _ in range(ROUNDS):
+            for name, s in sessions.items():
+                s.run(None, {"images": arrays[0]})
+                started = time.perf_counter()
+                for x in arrays:
+                    s.run(None, {"images": x})
+                speed[name][batch] = max(speed[name].get(batch, 0.0), len(arrays) * batch / (time.perf_counter() - started))
+    by_batch = {name: {str(b): round(v, 1) for b, v in s.items()} for name, s in speed.items()}
+    return {
+        "threads": 1,
+        "img_per_s": by_batch,
+        "int8_vs_fp32": {str(b): round(speed["int8"][b] / speed["fp32"][b], 2) for b in BATCHES},
+        "int8_vs_fp32_folded_padding": {str(b): round(speed["int8"][b] / speed["fp32_folded_padding"][b], 2)
+                                        for b in BATCHES},  # fmt: skip
+        "load": load(),
+    }
+
+
+def raw_torch_forward(inputs: np.ndarray) -> float:
+    """img/s of the fp32 torch forward, one thread, batch 16: the yardstick of index building."""
+    import torch
+
+    from models.backbones import build_backbone
+    from models.runtime import keep_freed_memory
+
+    torch.set_num_threads(1)
+    keep_freed_memory()
+    backbone = build_backbone("efficientnet_lite0").eval()
+    batches = [torch.from_numpy(inputs[i : i + 16]) for i in range(0, len(inputs) - 15, 16)]
+    best = 0.0
+    with torch.inference_mode():
+        backbone.classify(batches[0])
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            for x in batches:
+                backbone.classify(x)
+            best = max(best, 16 * len(batches) / (time.perf_counter() - started))
+    torch.set_num_threads(os.cpu_count() or 1)
+    return best
+
+
+def index_figures(embedders: dict, photos: list[Path], raw_torch: float, work: Path) -> dict:
+    from indexing.build.driver import build_image_index
+
+    out = {"photos": len(photos), "raw_torch_forward_img_per_s": round(raw_torch, 1)}
+    for name, embedder in embedders.items():
+        started = time.perf_counter()
+        build_image_index(photos, work / f"idx-{name}", embedder, progress=False)
+        speed = len(photos) / (time.perf_counter() - started)
+        out[name] = {"img_per_s": round(speed, 1), "vs_raw_torch_forward": round(speed / raw_torch, 2), "load": load()}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "int8.json")
+    parser.add_argument("--camera-images", type=int, default=96)
+    args = parser.parse_args()
+    fp32 = load_embedder(DEFAULT_MODEL, engine="onnx")
+    int8 = load_embedder(DEFAULT_MODEL, engine="int8")
+    import onnxruntime
+
+    results = {"model": DEFAULT_MODEL, "cpu_flags": _cpu_flags(), "onnxruntime": onnxruntime.__version__,
+               "int8_model": int8.runtime, "recipe": RECIPE}  # fmt: skip
+    results["agreement"] = agreement_figures(fp32, int8)
+    print(json.dumps(results["agreement"]["macro"]), file=sys.stderr)
+    photos = make_camera_photos(args.camera_images, (4000, 3000))
+    from foundation.images import load_input
+
+    inputs = np.stack([load_input(p, fp32.transform) for p in photos[:48]]).astype(np.float32)
+    results["forward"] = forward_figures(fp32, int8, inputs)
+    print(json.dumps(results["forward"]["img_per_s"]), file=sys.stderr)
+    raw = raw_torch_forward(inputs)
+    with tempfile.TemporaryDirectory() as work:
+        results["index"] = index_figures({"onnx": fp32, "int8": int8}, photos, raw, Path(work))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
+    return [flag for flag in flags.split() if flag in wanted]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
