@@ -55,7 +55,7 @@ def agreement_figures(fp32, int8) -> dict:
     inputs = np.stack([fp32.transform(p.image.convert("RGB")) for p in photos]).astype(np.float32)
     assert calibration_photos() and not {p.name for p in photos} & set(SKIMAGE_CALIBRATION)  # held out
     outputs = {"fp32": run_network(fp32.network, inputs), "int8": run_network(int8.network, inputs)}
-    words, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
+    _, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
     target = torch.arange(len(photos))
     hits = {name: open_vocabulary_hits(torch.from_numpy(fp32.combine(out)), target, vocabulary, word_ids, 5).numpy()
             for name, out in outputs.items()}  # fmt: skip
@@ -114,7 +114,7 @@ def forward_figures(fp32, int8, inputs: np.ndarray) -> dict:
         "img_per_s": by_batch,
         "int8_vs_fp32": {str(b): round(speed["int8"][b] / speed["fp32"][b], 2) for b in BATCHES},
         "int8_vs_fp32_folded_padding": {str(b): round(speed["int8"][b] / speed["fp32_folded_padding"][b], 2)
-                                        for b in BATCHES},  # fmt: skip
+                                        for b in BATCHES},
         "load": load(),
     }
 

@@ -38,7 +38,7 @@ def fold_static_padding(model, image_size: int):
         begin, end = value.reshape(2, -1).tolist()  # ONNX pads: all begins, then all ends (N, C, H, W)
         users = consumers[node.output[0]]
         mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
-        if len(users) != 1 or users[0].op_type != "Conv" or mode != b"constant" or len(node.input) > 2:
+        if len(users) != 1 or users[0].op_type != "Conv" or mode != b"constant" or any(node.input[2:]):
             continue  # not the zero padding of one conv: left as it is
         if begin[:2] != [0, 0] or end[:2] != [0, 0]:
             continue
