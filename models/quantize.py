@@ -7,7 +7,8 @@ and measured by ``benchmarks/bench_int8.py`` on held-out photos of every kind:
   real-photo benchmark, foolbox's CIFAR-100 and Fashion-MNIST samples), each seen whole, cropped, shrunk
   onto a white canvas (a cut-out) and blurred up from 32 px (a thumbnail), so activation ranges cover them;
 - weights int8 per output channel, activations uint8; QDQ format;
-- the stem conv and the classifier stay in float (``float_nodes``): they hold most of the error.
+- the first layers (to a quarter of the image side), the last conv and the classifier stay in float
+  (``float_nodes``): measured layer by layer, that is where the int8 error starts and where it lands.
 
 The quantized model is a derived artefact cached beside the float export (``models.onnx_engine``), keyed
 by that export's key and this recipe, and its meta names the recipe, so an index records what ran.
@@ -34,7 +35,7 @@ RECIPE = {
     "weights": "int8 per-channel",
     "activations": "uint8",
     "calibration": "MinMax",
-    "float_nodes": "stem conv + classifier",
+    "float_nodes": "convs at >= 1/4 of the image side, last conv, classifier",
 }
 # scikit-image samples that are not in the real-photo or camera benchmarks (evaluation.photos.SKIMAGE_PHOTOS)
 SKIMAGE_CALIBRATION = ("cell.png", "clock_motion.png", "color.png", "horse.png", "ihc.png", "logo.png",
@@ -88,13 +89,21 @@ def calibration_inputs(transform) -> np.ndarray:
     return np.stack([transform(view) for view in views]).astype(np.float32)
 
 
-def float_nodes(model) -> list[str]:
-    """The nodes kept in float: the first Conv (it sees raw pixels) and the last Gemm/MatMul (the classifier,
-    whose logits ConSE ranks)."""
-    nodes = list(model.graph.node)
-    convs = [n.name for n in nodes if n.op_type == "Conv"]
-    dense = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-    return convs[:1] + dense[-1:]
+def float_nodes(model, image_size: int) -> list[str]:
+    """The nodes kept in float, where measured per layer the int8 error starts and where it lands: every conv
+    whose output is at least a quarter of the image side (in EfficientNet-Lite the stem and the first three
+    blocks: the first ImageNet features, from raw pixels), the last conv (the pooled features) and the
+    classifier (whose logits ConSE ranks)."""
+    import onnx
+
+    shapes = {}
+    for value in onnx.shape_inference.infer_shapes(model).graph.value_info:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = dims[-1].dim_value if len(dims) == 4 else 0
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    early = [n.name for n in convs if shapes.get(n.output[0], 0) * 4 >= image_size]
+    dense = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    return list(dict.fromkeys([convs[0].name, *early, convs[-1].name, *dense[-1:]]))
 
 
 def seven_bit_weights(model) -> dict:
@@ -135,7 +144,7 @@ def quantize_model(float_model: Path, out: Path, inputs: np.ndarray, keep_float:
         "weight_type": QuantType.QInt8,
         "activation_type": QuantType.QUInt8,
         "calibrate_method": CalibrationMethod.MinMax,
-        "nodes_to_exclude": float_nodes(model) if keep_float is None else keep_float,
+        "nodes_to_exclude": float_nodes(model, inputs.shape[-1]) if keep_float is None else keep_float,
     } | options
     quantize_static(model, str(out), _Batches(inputs), **settings)
 
