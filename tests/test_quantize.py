@@ -138,3 +138,15 @@ def test_int8_engine_tags_like_fp32_on_the_shipped_weights():
     a, b = fp32.embed_images(photos), int8.embed_images(photos)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosine.min() > 0.9
+
+
+def test_every_door_offers_the_int8_engine():
+    import argparse
+
+    from cli.options import add_inference_options
+    from models.onnx_engine import ENGINES
+
+    parser = argparse.ArgumentParser()
+    add_inference_options(parser)
+    engine = next(action for action in parser._actions if action.dest == "engine")
+    assert tuple(engine.choices) == ENGINES and parser.parse_args(["--engine", "int8"]).engine == "int8"
