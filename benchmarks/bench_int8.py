@@ -5,8 +5,9 @@
 Figures, every ratio from this one run (the load average is recorded beside each, the machine may be shared):
 - ``agreement``: on every photo of the real-photo benchmark (``evaluation.photo_sets``; none of them is a
   calibration photo of ``models.quantize``), per source and macro-averaged over sources: how often int8's
-  top-1 ImageNet class is fp32's, the mean overlap of their top-5 classes, and hit@5 of the ConSE tags in
-  the default tag vocabulary (as ``evaluation.photos``) for both, with int8's loss;
+  top-1 ImageNet class is fp32's (also where fp32's top-1 leads its runner-up by 0.05 in probability, and
+  how near the tie is where they differ), the mean overlap of their top-5 classes, and hit@5 of the ConSE
+  tags in the default tag vocabulary (as ``evaluation.photos``) for both, with int8's loss;
 - ``forward``: img/s of one thread at batches 1, 4 and 16: the fp32 export, the same with its padding
   folded (``models.onnx_graph``), and int8; best of three alternating passes;
 - ``index``: ``build_image_index`` on camera-size JPEGs (``benchmarks/bench_camera.py`` makes them) with
@@ -30,9 +31,11 @@ import numpy as np
 
 from benchmarks.bench_camera import load, make_camera_photos
 from models.embedder import DEFAULT_MODEL, load_embedder
+from models.onnx_engine import softmax
 from models.quantize import RECIPE, SKIMAGE_CALIBRATION, calibration_photos
 
 BATCHES = (1, 4, 16)
+MARGIN = 0.05  # fp32's top-1 probability minus its second's: below it, the two classes are nearly tied
 ROUNDS = 3
 
 
@@ -61,6 +64,9 @@ def agreement_figures(fp32, int8) -> dict:
             for name, out in outputs.items()}  # fmt: skip
     ref, got = outputs["fp32"]["logits"], outputs["int8"]["logits"]
     top1 = ref.argmax(1) == got.argmax(1)
+    probabilities = np.sort(softmax(ref), axis=1)
+    margin = probabilities[:, -1] - probabilities[:, -2]  # how far fp32's top-1 leads its runner-up
+    swapped = np.array([got[i].argmax() in np.argsort(-ref[i])[:2] for i in range(len(ref))])
     top5 = np.array([len(set(a) & set(b)) / 5 for a, b in zip(np.argsort(-ref, 1)[:, :5], np.argsort(-got, 1)[:, :5])])
     groups = np.array([p.group for p in photos])
     sources = {}
@@ -70,14 +76,22 @@ def agreement_figures(fp32, int8) -> dict:
             "photos": int(rows.sum()),
             "top1_agreement": round(float(top1[rows].mean()), 3),
             "top5_overlap": round(float(top5[rows].mean()), 3),
+            "top1_agreement_where_fp32_leads_by_0.05": round(float(top1[rows & (margin >= MARGIN)].mean()), 3),
             "hit@5_fp32": round(float(hits["fp32"][rows].mean()), 3),
             "hit@5_int8": round(float(hits["int8"][rows].mean()), 3),
             "hit@5_loss": round(float(hits["fp32"][rows].mean() - hits["int8"][rows].mean()), 3),
         }
     macro = {key: round(float(np.mean([s[key] for s in sources.values()])), 3)
              for key in ("top1_agreement", "top5_overlap", "hit@5_loss")}  # fmt: skip
+    differ = ~top1
+    ties = {"photos_differing": int(differ.sum()),
+            "median_fp32_margin_where_they_differ": round(float(np.median(margin[differ])), 3) if differ.any() else None,
+            "median_fp32_margin_all": round(float(np.median(margin)), 3),
+            "int8_top1_is_fp32_top2_where_they_differ": round(float(swapped[differ].mean()), 3) if differ.any() else None,
+            "photos_where_fp32_leads_by_0.05": int((margin >= MARGIN).sum()),
+            "top1_agreement_there": round(float(top1[margin >= MARGIN].mean()), 3)}  # fmt: skip
     bar = all(s["top1_agreement"] >= 0.95 and s["hit@5_loss"] <= 0.01 for s in sources.values())
-    return {"sources": sources, "macro": macro, "bar_top1_0.95_hit5_loss_0.01_every_source": bar, "load": load()}
+    return {"sources": sources, "macro": macro, "near_ties": ties, "bar_top1_0.95_hit5_loss_0.01_every_source": bar, "load": load()}
 
 
 def session(path: Path, precision: str):
