@@ -1,6 +1,7 @@
 """Int8 against fp32 (``--engine int8`` vs ``--engine onnx``): agreement per source, speed, index building.
 
     python benchmarks/bench_int8.py [OUT.json] [--camera-images 96]
+    python benchmarks/bench_int8.py --variants     # -> benchmarks/results/int8_variants.json
 
 Figures, every ratio from this one run (the load average is recorded beside each, the machine may be shared):
 - ``agreement``: on every photo of the real-photo benchmark (``evaluation.photo_sets``; none of them is a
@@ -11,7 +12,8 @@ Figures, every ratio from this one run (the load average is recorded beside each
 - ``forward``: img/s of one thread at batches 1, 4 and 16: the fp32 export, the same with its padding
   folded (``models.onnx_graph``), and int8; best of three alternating passes;
 - ``index``: ``build_image_index`` on camera-size JPEGs (``benchmarks/bench_camera.py`` makes them) with
-  each engine, against the one-thread fp32 torch forward at batch 16 measured in the same run.
+  each engine, against the one-thread fp32 torch forward at batch 16 measured in the same run;
+- ``--variants`` (alone): the top-1 agreement of the recipes the shipped one was chosen against.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from models.onnx_engine import softmax
 from models.quantize import RECIPE, SKIMAGE_CALIBRATION, calibration_photos
 
 BATCHES = (1, 4, 16)
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "int8.json"
 MARGIN = 0.05  # fp32's top-1 probability minus its second's: below it, the two classes are nearly tied
 ROUNDS = 3
 
@@ -44,21 +47,28 @@ def run_network(network, inputs: np.ndarray, step: int = 16) -> dict[str, np.nda
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def agreement_figures(fp32, int8) -> dict:
-    """Top-1 agreement, top-5 overlap and tag hit@5 of int8 against fp32, per source and macro."""
-    import torch
-
+def held_out_photos(fp32):
+    """The real-photo benchmark's photos (none is a calibration photo), their network inputs and tag vocabulary."""
     from evaluation.photo_sets import benchmark_photos
     from foundation.vectors import load_word_vectors
-    from scoring.metrics import open_vocabulary_hits
     from scoring.test_time import tag_vocabulary
 
     wv = load_word_vectors()
     photos = benchmark_photos(wv)
+    assert calibration_photos() and not {p.name for p in photos} & set(SKIMAGE_CALIBRATION)
     inputs = np.stack([fp32.transform(p.image.convert("RGB")) for p in photos]).astype(np.float32)
-    assert calibration_photos() and not {p.name for p in photos} & set(SKIMAGE_CALIBRATION)  # held out
-    outputs = {"fp32": run_network(fp32.network, inputs), "int8": run_network(int8.network, inputs)}
     _, vocabulary, word_ids = tag_vocabulary(wv, [p.words for p in photos])
+    return photos, inputs, vocabulary, word_ids
+
+
+def agreement_figures(fp32, int8_network, held) -> dict:
+    """Top-1 agreement, top-5 overlap and tag hit@5 of int8 against fp32, per source and macro."""
+    import torch
+
+    from scoring.metrics import open_vocabulary_hits
+
+    photos, inputs, vocabulary, word_ids = held
+    outputs = {"fp32": run_network(fp32.network, inputs), "int8": run_network(int8_network, inputs)}
     target = torch.arange(len(photos))
     hits = {name: open_vocabulary_hits(torch.from_numpy(fp32.combine(out)), target, vocabulary, word_ids, 5).numpy()
             for name, out in outputs.items()}  # fmt: skip
@@ -133,6 +143,36 @@ def forward_figures(fp32, int8, inputs: np.ndarray) -> dict:
     }
 
 
+def variant_figures(fp32, held) -> dict:
+    """Top-1 agreement of recipes the shipped one was chosen against, each quantized here on the same
+    calibration images: only the stem and classifier in float; the same run with ONNX Runtime's default
+    pairwise 16-bit sums; and 7-bit weights (``reduce_range``) with the shipped float nodes."""
+    import onnx
+
+    from models.onnx_engine import OnnxNetwork
+    from models.quantize import calibration_inputs, quantize_model
+
+    model = onnx.load(str(fp32.network.path))
+    stem_and_classifier = [next(n.name for n in model.graph.node if n.op_type == "Conv"),
+                           [n.name for n in model.graph.node if n.op_type == "Gemm"][-1]]  # fmt: skip
+    calibration = calibration_inputs(fp32.transform)
+    work = Path(tempfile.mkdtemp())
+    recipes = {"stem_and_classifier_float": {"keep_float": stem_and_classifier},
+               "seven_bit_weights": {"reduce_range": True}}  # fmt: skip
+    out = {}
+    for name, options in recipes.items():
+        quantize_model(fp32.network.path, work / f"{name}.onnx", calibration, **options)
+        for sums, precision in (("exact_sums", "int8"), ("pairwise_16_bit_sums", "fp32")):
+            if name == "seven_bit_weights" and sums == "pairwise_16_bit_sums":
+                continue  # 7-bit weights are the cure for those sums overflowing: measured with exact ones
+            network = OnnxNetwork(work / f"{name}.onnx", name, precision)  # "fp32": no exact-sums option
+            figures = agreement_figures(fp32, network, held)
+            out[f"{name}/{sums}"] = {"top1_agreement": {g: v["top1_agreement"] for g, v in figures["sources"].items()},
+                                     "macro": figures["macro"]["top1_agreement"]}  # fmt: skip
+            print(name, sums, json.dumps(out[f"{name}/{sums}"]), file=sys.stderr)
+    return out
+
+
 def raw_torch_forward(inputs: np.ndarray) -> float:
     """img/s of the fp32 torch forward, one thread, batch 16: the yardstick of index building."""
     import torch
@@ -170,16 +210,26 @@ def index_figures(embedders: dict, photos: list[Path], raw_torch: float, work: P
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "int8.json")
+    parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--camera-images", type=int, default=96)
+    parser.add_argument("--variants", action="store_true",
+                        help="only the top-1 agreement of other recipes (into int8_variants.json by default)")
     args = parser.parse_args()
+    if args.variants and args.out == DEFAULT_OUT:
+        args.out = DEFAULT_OUT.with_name("int8_variants.json")
     fp32 = load_embedder(DEFAULT_MODEL, engine="onnx")
     int8 = load_embedder(DEFAULT_MODEL, engine="int8")
     import onnxruntime
 
     results = {"model": DEFAULT_MODEL, "cpu_flags": _cpu_flags(), "onnxruntime": onnxruntime.__version__,
                "int8_model": int8.runtime, "recipe": RECIPE}  # fmt: skip
-    results["agreement"] = agreement_figures(fp32, int8)
+    held = held_out_photos(fp32)
+    if args.variants:
+        results["variants"] = variant_figures(fp32, held)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(results, indent=1))
+        return 0
+    results["agreement"] = agreement_figures(fp32, int8.network, held)
     print(json.dumps(results["agreement"]["macro"]), file=sys.stderr)
     photos = make_camera_photos(args.camera_images, (4000, 3000))
     from foundation.images import load_input

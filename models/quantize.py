@@ -17,6 +17,7 @@ by that export's key and this recipe, and its meta names the recipe, so an index
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from foundation.extras import require_extra
 from models.onnx_engine import read_export, write_export
 from models.onnx_graph import fold_static_padding
 
-# bump when the recipe below changes: every int8 model is made again
+# part of the int8 model's cache key: bump "format" when this module makes a different model without a change here
 RECIPE = {
     "format": 1,
     "quant_format": "QDQ",
@@ -52,8 +53,6 @@ def int8_key(float_key: str) -> str:
 def calibration_photos() -> list[Image.Image]:
     """The packaged calibration photos, RGB, in a fixed order (never a benchmark's own photos)."""
     require_extra("int8")
-    import importlib.util
-
     import skimage.data
 
     skimage_dir = Path(skimage.data.__file__).parent
@@ -106,19 +105,6 @@ def float_nodes(model, image_size: int) -> list[str]:
     return list(dict.fromkeys([convs[0].name, *early, convs[-1].name, *dense[-1:]]))
 
 
-def seven_bit_weights(model) -> dict:
-    """TensorQuantOverrides giving the weights of dense convs (group 1) 7 bits. Without VNNI, ONNX Runtime's
-    uint8 x int8 kernels add pairs of products in 16 bits, which 8-bit weights overflow; depthwise convs take
-    another kernel and keep 8 bits."""
-    inits = {init.name for init in model.graph.initializer}
-    overrides = {}
-    for node in model.graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type == "Conv" and group == 1 and node.input[1] in inits:
-            overrides[node.input[1]] = [{"reduce_range": True}]
-    return overrides
-
-
 class _Batches:
     """ONNX Runtime's CalibrationDataReader over an array, a few images at a time."""
 
@@ -133,7 +119,7 @@ class _Batches:
 def quantize_model(float_model: Path, out: Path, inputs: np.ndarray, keep_float: list[str] | None = None,
                    **options) -> None:  # fmt: skip
     """Write ``out``: ``float_model`` quantized statically on ``inputs``, ``keep_float`` nodes (default
-    ``float_nodes``) left in float. ``options`` override the recipe (``benchmarks/bench_int8.py`` tries others)."""
+    ``float_nodes``) left in float. ``options`` override the recipe (``benchmarks/bench_int8.py --variants`` measures others)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
