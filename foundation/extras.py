@@ -17,6 +17,7 @@ EXTRA_MODULES = {
     "web": ("fastapi", "uvicorn", "jinja2", "python_multipart"),
     "postgres": ("psycopg", "pgvector", "pgserver"),
     "benchmarks": ("cairosvg", "skimage", "foolbox"),
+    "int8": ("skimage", "foolbox"),
 }
 
 

@@ -182,13 +182,16 @@ def build_images(args: argparse.Namespace) -> int:
         check_writable(Path(target).absolute().parent)
     from models.embedder import load_embedder
 
-    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec") or DEFAULT_MODEL, engine=args.engine)
+    engine = args.engine
+    if engine == "auto" and (recorded.get("inference") or {}).get("precision") == "int8":
+        engine = "int8"  # --update embeds the new photos as the indexed ones were
+    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec") or DEFAULT_MODEL, engine=engine)
     shard = shards.from_environment()  # launched by torchrun: every rank embeds a share, rank 0 finishes
     options = {name: getattr(args, name) for name in BACKEND_OPTIONS[backend] if getattr(args, name) is not None}
     try:
         if shard is not None:
             embedder.to(shards.local_device())
-        elif args.engine == "auto" and hasattr(embedder, "use_gpu_if_present"):
+        elif engine == "auto" and hasattr(embedder, "use_gpu_if_present"):
             embedder.use_gpu_if_present()
         report = build_image_index(inputs, target, embedder, update=args.update, batch_size=args.batch_size,
                                    log=output.log if shard is None or shard.rank == 0 else lambda message: None,

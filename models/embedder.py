@@ -2,7 +2,7 @@
 
 ``load_embedder`` accepts a checkpoint path, ``conse:<backbone>`` (no training at all), or nothing
 (the newest checkpoint under ``checkpoints/``), and an engine: ``auto`` (ONNX Runtime when installed,
-else torch), ``onnx`` or ``torch``. The network is exported to ONNX once per embedder identity
+else torch), ``onnx``, ``int8`` (the export quantized, ``models.quantize``) or ``torch``. The network is exported to ONNX once per embedder identity
 (``models.onnx_engine``); afterwards loading it needs neither torch nor gensim: this module imports
 torch only when it must export, or when the torch engine is asked for. tag.py, search.py and index building
 only need this module, so they never import pytorch_lightning.
@@ -81,14 +81,15 @@ def load_embedder(
     keep_freed_memory()
     if engine not in ENGINES:
         raise EmbedderError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    use_onnx = engine == "onnx" or (engine == "auto" and onnxruntime_available())
+    use_onnx = engine in ("onnx", "int8") or (engine == "auto" and onnxruntime_available())
     if use_onnx and not onnxruntime_available():
-        raise EmbedderError("--engine onnx needs onnxruntime: pip install onnxruntime (or use --engine torch)")
+        raise EmbedderError(f"--engine {engine} needs onnxruntime: pip install onnxruntime (or use --engine torch)")
+    int8 = engine == "int8"
     try:
         with contextlib.redirect_stdout(sys.stderr):
             if spec and spec.startswith("conse:"):
-                return _conse_embedder(spec, use_onnx, conse_options or DEFAULT_OPTIONS)
-            return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir), use_onnx)
+                return _conse_embedder(spec, use_onnx, conse_options or DEFAULT_OPTIONS, int8)
+            return _checkpoint_embedder(Path(spec) if spec else newest_checkpoint(checkpoints_dir), use_onnx, int8)
     except BackboneError as error:
         raise EmbedderError(str(error)) from None
 
@@ -123,7 +124,7 @@ def conse_module(spec: str, top_t: int = DEFAULT_OPTIONS.top_t):
     return ConSE(backbone, torch.from_numpy(vectors), torch.from_numpy(valid), top_t=top_t)
 
 
-def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Embedder:
+def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: bool = False) -> Embedder:
     from dataclasses import asdict
 
     name = spec.split(":", 1)[1]
@@ -163,7 +164,7 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
     found = read_export(key)
     if found is None or not _export_still_valid(found[1]):
         found = _export(key, torch_network(), transform.size, meta)
-    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, torch_network)
+    return Embedder(spec, identity, transform, _onnx_network(found, key, transform, int8), combine, torch_network)
 
 
 def _synthesized_classifiers(name: str, backbone_identity: str | None, vectors_sha: str, options: HierarchyOptions):
@@ -240,7 +241,17 @@ def load_checkpoint_network(path: Path) -> tuple:
     return net.eval(), hparams
 
 
-def _checkpoint_embedder(path: Path, use_onnx: bool) -> Embedder:
+def _onnx_network(found: tuple[Path, dict], key: str, transform, int8: bool) -> OnnxNetwork:
+    """The export run by ONNX Runtime; for ``--engine int8`` its int8 model (``models.quantize``, made once)."""
+    if not int8:
+        return OnnxNetwork(found[0], key)
+    from models.quantize import int8_export
+
+    path, _, quantized_key = int8_export(key, *found, transform)
+    return OnnxNetwork(path, quantized_key, "int8")
+
+
+def _checkpoint_embedder(path: Path, use_onnx: bool, int8: bool = False) -> Embedder:
     if not path.is_file():
         raise EmbedderError(f"checkpoint {path} not found: pass a .ckpt file or conse:efficientnet_lite0")
     spec = str(path)
@@ -250,7 +261,7 @@ def _checkpoint_embedder(path: Path, use_onnx: bool) -> Embedder:
         if found is not None and _export_still_valid(found[1]):
             meta = found[1]
             transform = pixel_transform(meta["backbone"], meta["image_size"])
-            network = OnnxNetwork(found[0], key)
+            network = _onnx_network(found, key, transform, int8)
             return Embedder(spec, meta["identity"], transform, network, _head_combine(meta), lambda: _torch_network(path)[0])
     network, identity, meta = _torch_network(path)
     transform = pixel_transform(meta["backbone"], meta["image_size"])
@@ -259,7 +270,8 @@ def _checkpoint_embedder(path: Path, use_onnx: bool) -> Embedder:
         return Embedder(spec, identity, transform, network, combine)
     key = export_key(identity)
     found = _export(key, network, transform.size, meta)
-    return Embedder(spec, identity, transform, OnnxNetwork(found[0], key), combine, lambda: _torch_network(path)[0])
+    network = _onnx_network(found, key, transform, int8)
+    return Embedder(spec, identity, transform, network, combine, lambda: _torch_network(path)[0])
 
 
 def _head_combine(meta: dict) -> Combine:

@@ -35,7 +35,7 @@ from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
 OUTPUTS = ("logits", "features", "vector")  # "vector" only for trained heads
-ENGINES = ("auto", "onnx", "torch")
+ENGINES = ("auto", "onnx", "int8", "torch")  # int8: the ONNX export quantized (models.quantize)
 # On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
 # thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the
 # cache; 4 keeps the per-call overhead low. A small step also overlaps the network with the decoding finely,
@@ -106,8 +106,8 @@ class OnnxNetwork:
 
     cpu_batch = CPU_BATCH  # images per network call on the CPU (``Embedder.embed_paths`` steps by it)
 
-    def __init__(self, path: Path, key: str):
-        self.path, self.key = Path(path), key
+    def __init__(self, path: Path, key: str, precision: str = "fp32"):
+        self.path, self.key, self.precision = Path(path), key, precision
         self.device = "cpu"  # use_gpu_if_present() / to("cuda") move it
         self.threads = _threads(available_cores())
         self._session = None
@@ -148,6 +148,8 @@ class OnnxNetwork:
             options.log_severity_level = 3
             # No pre-planned activation block per input shape: peak RSS 512 -> 352 MB at batch 16, 224 px.
             options.enable_mem_pattern = False
+            if self.precision == "int8":  # CPUs without VNNI: exact int32 sums, not pairs saturating in int16
+                options.add_session_config_entry("session.x64quantprecision", "1")
             try:
                 self._session = ort.InferenceSession(str(self.path), options, providers=self._providers())
             except Exception:  # a CUDA provider without a usable GPU: run on the CPU
@@ -168,7 +170,8 @@ class OnnxNetwork:
     @property
     def runtime(self) -> dict:
         provider = "CUDAExecutionProvider" if self.device.startswith("cuda") else "CPUExecutionProvider"
-        return {"engine": "onnxruntime", "provider": provider, "onnx_key": self.key, "onnx_model": str(self.path)}
+        return {"engine": "onnxruntime", "provider": provider, "precision": self.precision, "onnx_key": self.key,
+                "onnx_model": str(self.path)}  # fmt: skip
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -122,6 +122,8 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
         print("Loaded pretrained weights for fake")
         embedder.loaded_as = {"spec": spec, "engine": engine}
         embedder.runtime = {"engine": engine}  # what a real embedder reports, and the manifest records
+        if engine == "int8":
+            embedder.runtime["precision"] = "int8"
         return embedder
 
     module.load_embedder = load_embedder

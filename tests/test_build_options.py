@@ -54,3 +54,16 @@ def test_annoy_build_records_the_engine_asked_for(tmp_path, monkeypatch, capfd):
     assert indexing_main(["build-images", str(photos), "--out", str(tmp_path / "idx"), "--engine", "torch"]) == 0
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert space.embedder.loaded_as["engine"] == "torch" and manifest["inference"] == {"engine": "torch"}
+
+
+def test_update_of_an_int8_index_embeds_new_photos_with_int8(tmp_path, monkeypatch, capfd):
+    space = colour_space(tmp_path)
+    install_fake_embedder_module(monkeypatch, space.embedder)
+    photos = tmp_path / "photos"
+    write_colour_images(photos)
+    index = str(tmp_path / "idx")
+    assert indexing_main(["build-images", str(photos), "--out", index, "--engine", "int8", "--workers", "0"]) == 0
+    assert indexing_main(["build-images", "--update", "--out", index, "--workers", "0"]) == 0
+    assert space.embedder.loaded_as["engine"] == "int8"  # recorded, not the default fp32
+    assert indexing_main(["build-images", "--update", "--out", index, "--engine", "onnx", "--workers", "0"]) == 0
+    assert space.embedder.loaded_as["engine"] == "onnx"  # asked for: obeyed
