@@ -146,7 +146,8 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
     }
     class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
     identity["dim"] = int(class_vectors.shape[1])
-    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized)
+    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized,
+                      regions=options.regions, region_weight=options.region_weight)  # fmt: skip
     transform = pixel_transform(name, default_image_size(name))
 
     def torch_network():

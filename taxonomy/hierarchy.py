@@ -65,6 +65,10 @@ class HierarchyOptions:
     # a synthesized synset's probability x ((1 + its tagged-corpus count) / (1 + SENSE_COUNT_FULL)) **
     # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
     sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
+    # scenes: each class also scored on a grid of windows, its `regions` best averaged and mixed into the
+    # whole photo's probabilities with `region_weight` (models.onnx_engine.Combine); 0: whole photo only
+    regions: int = 0
+    region_weight: float = 0.5
 
     @property
     def plain_vectors(self) -> bool:
