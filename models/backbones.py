@@ -82,7 +82,11 @@ class Backbone(nn.Module):
         can score each part of a photo apart (several things in one scene). Only ``has_feature_map``
         backbones: VGG16's features (fc2) are no pooled map."""
         feature_map = self._feature_map(images.contiguous(memory_format=torch.channels_last))
-        windows = torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, grid), 2).transpose(1, 2)
+        side = min(feature_map.shape[-2:])  # a constant when exported (one image size)
+        stride = max(1, side // grid)  # 7 x 7, grid 3: windows of 3 cells every 2 (adaptive pooling's bins)
+        kernel = max(1, side - (grid - 1) * stride)
+        windows = nn.functional.avg_pool2d(feature_map, kernel, stride)
+        windows = torch.flatten(windows, 2).transpose(1, 2)
         return torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, 1), 1), windows
 
     def freeze_all(self) -> None:

@@ -33,10 +33,10 @@ class NetworkOutputs(nn.Module):
     """images -> (logits, features, region_features, region_logits) for a bare backbone with a feature map,
     (logits, features) for one without (VGG16), (logits, features, vector) with a head."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module | None = None):
+    def __init__(self, backbone: Backbone, head: nn.Module | None = None, regions: bool = True):
         super().__init__()
         self.backbone, self.head = backbone, head
-        self.regions = head is None and backbone.has_feature_map
+        self.regions = regions and head is None and backbone.has_feature_map
         self.names = ("logits", "features", "vector") if head is not None else ("logits", "features")
         if self.regions:
             self.names += ("region_features", "region_logits")
