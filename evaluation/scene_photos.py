@@ -61,17 +61,19 @@ SCENES = {
     "darknet:horses.jpg": ["horse|horses", "field|meadow|grass|pasture", "mountains|hills|mountain"],
 }
 TOP_HIT, TOP_RECALL = 5, 10
-BEFORE = DEFAULT_OPTIONS.with_(regions=0)
+BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0)
 LEVERS = {
     "whole photo only (before)": BEFORE,
-    "regions only: best window per class (k 1, weight 1)": DEFAULT_OPTIONS.with_(regions=1, region_weight=1.0),
-    "k 1, weight 0.5": DEFAULT_OPTIONS.with_(regions=1, region_weight=0.5),
-    "k 2, weight 0.5": DEFAULT_OPTIONS.with_(regions=2, region_weight=0.5),
-    "k 3, weight 0.5": DEFAULT_OPTIONS.with_(regions=3, region_weight=0.5),
-    "k 2, weight 0.25": DEFAULT_OPTIONS.with_(regions=2, region_weight=0.25),
+    "regions: the best window (k 1)": BEFORE.with_(regions=1),
+    "regions: the 2 best windows (k 2)": BEFORE.with_(regions=2),
+    "diversity 0.25": BEFORE.with_(diversity=0.25),
+    "diversity 0.5": BEFORE.with_(diversity=0.5),
+    "diversity 1": BEFORE.with_(diversity=1.0),
+    "regions k 1 + diversity 0.5": BEFORE.with_(regions=1, diversity=0.5),
+    "regions k 1 + diversity 1": BEFORE.with_(regions=1, diversity=1.0),
     "default": DEFAULT_OPTIONS,
 }
-SWEEP = {"regions": (1, 2, 3, 5, 9), "region_weight": (0.25, 0.5, 0.75, 1.0)}
+SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5)}
 
 
 class ScenePhoto(Photo):
@@ -186,8 +188,8 @@ def network_cost(repeats: int = 5, batch: int = 4) -> dict:
                 times.append(time.perf_counter() - start)
             cost[name] = round(min(times) / batch, 4)
     embedder = load_embedder(SPEC).with_class_probabilities()
-    named = dict(zip(("logits", "features", "region_features", "region_logits"), outputs))
-    for name, options_ in (("combine without regions", BEFORE), ("combine with regions k 2", BEFORE.with_(regions=2))):
+    named = dict(zip(("logits", "features", "region_logits"), outputs))
+    for name, options_ in (("combine without regions", BEFORE), ("combine with regions k 1", BEFORE.with_(regions=1))):
         combine = combine_for(embedder, options_)
         start = time.perf_counter()
         for _ in range(repeats):
@@ -207,7 +209,7 @@ def run(out: Path, sweep: bool, cost: bool) -> dict:
     if sweep:
         for field, values in SWEEP.items():
             for value in values:
-                levers[f"sweep {field}={value}"] = DEFAULT_OPTIONS.with_(**{"regions": 2, field: value})
+                levers[f"sweep {field}={value}"] = BEFORE.with_(**{field: value})
     results = {"scenes": {g: sum(p.group == g for p in scenes) for g in dict.fromkeys(p.group for p in scenes)},
                "objects": {g: sum(p.group == g for p in objects) for g in dict.fromkeys(p.group for p in objects)},
                "runs": {}}  # fmt: skip

@@ -2,9 +2,9 @@
 
 ``NetworkOutputs`` wraps a backbone (and a trained head) so that one forward returns ``logits`` (ImageNet,
 for ConSE), ``features`` (pooled backbone features, e.g. for visual duplicate search) and ``vector`` (the
-head's word-space vector); a bare backbone (ConSE) also returns ``region_features`` and ``region_logits``,
-its feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows and their ImageNet logits,
-which tag the several things of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like ``models.onnx_engine.OnnxNetwork`` runs its export:
+head's word-space vector); a bare backbone (ConSE) also returns ``region_logits``: the ImageNet logits of its
+feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows, which tag the several things
+of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like ``models.onnx_engine.OnnxNetwork`` runs its export:
 torch is the fallback engine (``--engine torch``, no onnxruntime) and what training keeps using.
 """
 
@@ -30,7 +30,7 @@ REGION_GRID = 3
 
 
 class NetworkOutputs(nn.Module):
-    """images -> (logits, features, region_features, region_logits) for a bare backbone with a feature map,
+    """images -> (logits, features, region_logits) for a bare backbone with a feature map,
     (logits, features) for one without (VGG16), (logits, features, vector) with a head."""
 
     def __init__(self, backbone: Backbone, head: nn.Module | None = None, regions: bool = True):
@@ -39,12 +39,12 @@ class NetworkOutputs(nn.Module):
         self.regions = regions and head is None and backbone.has_feature_map
         self.names = ("logits", "features", "vector") if head is not None else ("logits", "features")
         if self.regions:
-            self.names += ("region_features", "region_logits")
+            self.names += ("region_logits",)
 
     def forward(self, images: torch.Tensor):
         if self.regions:
             features, windows = self.backbone.regions(images, REGION_GRID)
-            return self.backbone.logits(features), features, windows, self.backbone.logits(windows)
+            return self.backbone.logits(features), features, self.backbone.logits(windows)
         features = self.backbone(images)
         logits = self.backbone.logits(features)
         if self.head is None:

@@ -65,10 +65,13 @@ class HierarchyOptions:
     # a synthesized synset's probability x ((1 + its tagged-corpus count) / (1 + SENSE_COUNT_FULL)) **
     # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
     sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
-    # scenes: each class also scored on a grid of windows, its `regions` best averaged and mixed into the
-    # whole photo's probabilities with `region_weight` (models.onnx_engine.Combine); 0: whole photo only
+    # scenes: the 1000 classes also scored on a grid of windows; a class confident in its `regions` best
+    # windows adds that gain x `region_weight` (models.onnx_engine.Combine); 0: whole photo only
     regions: int = 0
-    region_weight: float = 0.5
+    region_weight: float = 1.0
+    # each next tag loses `diversity` x its largest cosine to the tags before it, so a scene's top tags name
+    # several things instead of one thing's synonyms and hypernyms (dog, canine, carnivore); 0: off
+    diversity: float = 0.0
 
     @property
     def plain_vectors(self) -> bool:
@@ -85,6 +88,7 @@ class HierarchyOptions:
 DEFAULT_OPTIONS = HierarchyOptions()
 PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0, synthesized=False)
 SENSE_COUNT_FULL = 10
+DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -277,7 +281,27 @@ class HierarchyTagger:
     def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         """The ``k`` best words as ``(word, score)``, best first."""
         scores = self.scores(query, probs)
+        if self.options.diversity:
+            return self.diverse(scores, k)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
+
+    def diverse(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Maximal marginal relevance among the best DIVERSITY_POOL x k words: each next tag is the best
+        score less ``diversity`` x its largest cosine to the tags already chosen (the score shown)."""
+        n = min(len(scores), DIVERSITY_POOL * k)
+        pool = np.sort(np.argpartition(-scores, n - 1)[:n])  # sorted: memory-mapped rows read in file order
+        vectors = np.asarray(self.vectors[pool], dtype=np.float32)
+        similarity = vectors @ vectors.T
+        penalty = np.zeros(n, dtype=np.float32)
+        adjusted = scores[pool].astype(np.float32)
+        chosen: list[tuple[str, float]] = []
+        for _ in range(min(k, n)):
+            current = adjusted - self.options.diversity * penalty
+            i = int(np.argmax(current))
+            chosen.append((self.words[pool[i]], float(current[i])))
+            adjusted[i] = -np.inf
+            penalty = np.maximum(penalty, similarity[i])
+        return chosen

@@ -11,47 +11,65 @@ from models import onnx_engine
 from models.backbones import build_backbone
 from models.export import REGION_GRID, NetworkOutputs
 from models.onnx_engine import Combine, export_key, softmax
+from taxonomy.hierarchy import PLAIN, HierarchyTagger
 
 
-def _combine(regions: int, weight: float) -> Combine:
+def _combine(regions: int) -> Combine:
     classes = 4
     return Combine("conse", np.eye(classes, dtype=np.float32), np.ones(classes, bool), top_t=2,
-                   with_probabilities=True, regions=regions, region_weight=weight)  # fmt: skip
+                   with_probabilities=True, regions=regions)  # fmt: skip
 
 
-def _outputs() -> dict[str, np.ndarray]:
+def _outputs(small_thing_logit: float = 8.0) -> dict[str, np.ndarray]:
     """One photo: class 0 fills it, class 3 is strong in one window of nine only."""
     logits = np.array([[4.0, 0.0, 0.0, 1.0]], dtype=np.float32)
     windows = np.tile(np.array([4.0, 0.0, 0.0, 0.0], dtype=np.float32), (1, 9, 1))
-    windows[0, 4, 3] = 8.0
+    windows[0, 4, 3] = small_thing_logit
     return {"logits": logits, "features": np.zeros((1, 8), np.float32), "region_logits": windows}
 
 
 def test_without_regions_the_whole_photo_alone():
     outputs = _outputs()
-    rows = _combine(0, 0.5)(outputs)
-    np.testing.assert_allclose(rows[0, 4:], softmax(outputs["logits"])[0], rtol=1e-6)
+    np.testing.assert_allclose(_combine(0)(outputs)[0, 4:], softmax(outputs["logits"])[0], rtol=1e-6)
 
 
-def test_a_thing_in_one_window_gains_by_the_best_window():
-    whole = _combine(0, 0.5)(_outputs())[0, 4:]
-    best_window = _combine(1, 0.5)(_outputs())[0, 4:]
-    assert best_window[3] > 3 * whole[3]  # the small thing is no longer drowned by the whole photo
-    assert np.argmax(best_window) == 0 and best_window.sum() == pytest.approx(1.0, abs=1e-5)
-    all_windows = _combine(9, 0.5)(_outputs())[0, 4:]
-    assert whole[3] < all_windows[3] < best_window[3]  # averaging every window dilutes it again
+def test_a_thing_confident_in_one_window_gains_what_it_has_there():
+    whole = _combine(0)(_outputs())[0, 4:]
+    regions = _combine(1)(_outputs())[0, 4:]
+    window = softmax(_outputs()["region_logits"][0])[4]
+    assert regions[3] == pytest.approx(window[3], rel=1e-5)  # whole + (best window - whole)
+    assert regions[0] >= whole[0]  # nothing taken from the main thing
+    np.testing.assert_allclose(regions[1:3], whole[1:3], rtol=1e-6)  # nor given to classes no window is sure of
+    assert _combine(2)(_outputs())[0, 7] < regions[3]  # averaging it with a second window dilutes it
 
 
-def test_conse_vector_follows_the_mixed_probabilities():
-    whole = _combine(0, 1.0)(_outputs())[0, :4]
-    regions = _combine(1, 1.0)(_outputs())[0, :4]
-    assert regions[3] > whole[3]
+def test_an_unconfident_window_adds_nothing():
+    outputs = _outputs()
+    outputs["region_logits"] = np.repeat(outputs["logits"][:, None], 9, axis=1)  # windows as the whole photo
+    outputs["region_logits"][0, 4, 3] = 4.0  # a tie with the main class there: 0.49, below REGION_CONFIDENCE
+    np.testing.assert_allclose(_combine(1)(outputs), _combine(0)(outputs), rtol=1e-6)
+
+
+def test_regions_leave_the_word_vector_alone():
+    np.testing.assert_allclose(_combine(1)(_outputs())[:, :4], _combine(0)(_outputs())[:, :4])
 
 
 def test_network_without_region_outputs_is_unchanged():
     outputs = _outputs()
     del outputs["region_logits"]
-    np.testing.assert_allclose(_combine(1, 0.5)(outputs), _combine(0, 0.5)(outputs))
+    np.testing.assert_allclose(_combine(1)(outputs), _combine(0)(outputs))
+
+
+def test_diversity_lets_a_second_thing_past_the_first_ones_synonyms():
+    words = ["dog", "canine", "bicycle"]
+    vectors = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]], dtype=np.float32)
+    probs = np.zeros(1000, dtype=np.float32)
+    plain = HierarchyTagger(words, vectors, PLAIN)
+    query = np.array([1.0, 0.5], dtype=np.float32)
+    assert [w for w, _ in plain.tags(query, probs, 2)] == ["canine", "dog"]
+    diverse = HierarchyTagger(words, vectors, PLAIN.with_(diversity=1.0))
+    assert [w for w, _ in diverse.tags(query, probs, 2)] == ["canine", "bicycle"]
+    assert [w for w, _ in diverse.tags(query, probs, 3)] == ["canine", "bicycle", "dog"]  # reordered, not dropped
 
 
 def test_backbone_windows_pool_to_its_features():
@@ -65,6 +83,7 @@ def test_backbone_windows_pool_to_its_features():
         np.testing.assert_allclose(named["region_logits"].numpy(), backbone.logits(windows).numpy(), atol=1e-5)
     assert windows.shape == (2, REGION_GRID**2, backbone.feature_dim)
     assert NetworkOutputs(backbone, regions=False).names == ("logits", "features")
+    assert module.names == ("logits", "features", "region_logits")
 
 
 def test_export_format_is_part_of_the_cache_key(monkeypatch):
