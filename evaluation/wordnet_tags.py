@@ -43,12 +43,12 @@ LEVERS = {
 SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 0.5, 1.0, 2.0)}
 
 
-def network_outputs(photos) -> dict[str, np.ndarray]:
-    """The ConSE embedder's network outputs (logits, features, region outputs) of every photo, cached per
-    photo set."""
-    embedder = load_embedder(SPEC, conse_options=WITHOUT)
+def network_outputs(photos, regions: bool = False) -> dict[str, np.ndarray]:
+    """The ConSE embedder's network outputs (logits, features, and ``region_logits`` when asked for) of
+    every photo, cached per photo set."""
+    embedder = load_embedder(SPEC, conse_options=WITHOUT.with_(regions=int(regions)))
     keys = "|".join(photo_key(p) + f":{p.image.size}" for p in photos)
-    digest = hashlib.sha256(f"{embedder.identity['sha']}|{embedder.runtime.get('onnx_key')}|{keys}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{embedder.identity['sha']}|{keys}".encode()).hexdigest()[:16]
     cache = user_cache_dir() / "wordnet_tags" / f"outputs-{digest}.npz"
     if cache.is_file():
         with np.load(cache) as saved:

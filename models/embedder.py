@@ -154,7 +154,8 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
         from models.backbones import build_backbone
         from models.export import NetworkOutputs, TorchNetwork
 
-        return TorchNetwork(NetworkOutputs(build_backbone(name)))
+        # region outputs cost ~8% of the forward: exported only when asked for (their own identity and key)
+        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0))
 
     meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),
             "image_size": transform.size, "transform": repr(transform), "identity": identity}  # fmt: skip

@@ -2,7 +2,7 @@
 
 ``NetworkOutputs`` wraps a backbone (and a trained head) so that one forward returns ``logits`` (ImageNet,
 for ConSE), ``features`` (pooled backbone features, e.g. for visual duplicate search) and ``vector`` (the
-head's word-space vector); a bare backbone (ConSE) also returns ``region_logits``: the ImageNet logits of its
+head's word-space vector); a bare backbone (ConSE) asked for ``regions`` also returns ``region_logits``: the ImageNet logits of its
 feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows, which tag the several things
 of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like ``models.onnx_engine.OnnxNetwork`` runs its export:
 torch is the fallback engine (``--engine torch``, no onnxruntime) and what training keeps using.
@@ -24,16 +24,16 @@ from models.backbones import Backbone
 from models.runtime import keep_freed_memory
 
 OPSET = 17
-# 3 x 3 overlapping windows of the 7 x 7 map (each about 3 x 3 cells, a third of the photo's side): the
-# ImageNet classifier on 9 windows adds ~3% to Lite0's forward, on its 49 cells ~16%
+# 3 x 3 overlapping windows of the 7 x 7 map (each 3 x 3 cells, under half the photo's side): with the
+# ImageNet classifier on the 9 windows Lite0's forward takes ~8% longer (docs/results.md)
 REGION_GRID = 3
 
 
 class NetworkOutputs(nn.Module):
-    """images -> (logits, features, region_logits) for a bare backbone with a feature map,
-    (logits, features) for one without (VGG16), (logits, features, vector) with a head."""
+    """images -> (logits, features, vector) with a head, else (logits, features), and ``region_logits``
+    after them when ``regions`` asks and the backbone has a feature map (not VGG16)."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module | None = None, regions: bool = True):
+    def __init__(self, backbone: Backbone, head: nn.Module | None = None, regions: bool = False):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.regions = regions and head is None and backbone.has_feature_map

@@ -33,9 +33,9 @@ from foundation.atomic import new_temp_folder, publish_folder, user_cache_dir
 from foundation.images import decoding_halves, load_input, split_readable
 from foundation.workers import DecodePool, available_cores, default_workers
 
-EXPORT_FORMAT = 2  # bump when the graph's inputs/outputs change: every export is redone (2: region outputs)
-OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": bare
-# backbones with a feature map (models.export.NetworkOutputs)
+EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
+OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": ConSE
+# with HierarchyOptions.regions (part of the identity, so of the export key: never a cached export without them)
 ENGINES = ("auto", "onnx", "torch")
 # On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
 # thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the

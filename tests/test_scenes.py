@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from evaluation.scene_photos import ScenePhoto, scene_scores
-from models import onnx_engine
 from models.backbones import build_backbone
 from models.export import REGION_GRID, NetworkOutputs
 from models.onnx_engine import Combine, export_key, softmax
-from taxonomy.hierarchy import PLAIN, HierarchyTagger
+from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger
 
 
 def _combine(regions: int) -> Combine:
@@ -78,19 +77,22 @@ def test_backbone_windows_pool_to_its_features():
     with torch.inference_mode():
         features, windows = backbone.regions(images, REGION_GRID)
         np.testing.assert_allclose(features.numpy(), backbone(images).numpy(), atol=1e-5)
-        module = NetworkOutputs(backbone)
+        module = NetworkOutputs(backbone, regions=True)
         named = dict(zip(module.names, module(images)))
         np.testing.assert_allclose(named["region_logits"].numpy(), backbone.logits(windows).numpy(), atol=1e-5)
     assert windows.shape == (2, REGION_GRID**2, backbone.feature_dim)
-    assert NetworkOutputs(backbone, regions=False).names == ("logits", "features")
+    assert NetworkOutputs(backbone).names == ("logits", "features")  # the default export is as before
     assert module.names == ("logits", "features", "region_logits")
 
 
-def test_export_format_is_part_of_the_cache_key(monkeypatch):
-    identity = {"embedder": "conse:efficientnet_lite0", "sha": "abc"}
-    before = export_key(identity)
-    monkeypatch.setattr(onnx_engine, "EXPORT_FORMAT", onnx_engine.EXPORT_FORMAT + 1)
-    assert export_key(identity) != before  # an export without region outputs is never reused
+def test_an_export_with_region_outputs_has_its_own_cache_key():
+    from models.embedder import load_embedder
+
+    def identity(regions: int) -> dict:
+        options = DEFAULT_OPTIONS.with_(regions=regions)
+        return load_embedder("conse:efficientnet_lite0", engine="torch", conse_options=options).identity
+
+    assert export_key(identity(0)) != export_key(identity(1))  # the export without region_logits is never reused
 
 
 def test_scene_scores_count_each_thing_once():
