@@ -61,7 +61,7 @@ SCENES = {
     "darknet:horses.jpg": ["horse|horses", "field|meadow|grass|pasture", "mountains|hills|mountain"],
 }
 TOP_HIT, TOP_RECALL = 5, 10
-BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0)
+BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0)
 LEVERS = {
     "whole photo only (before)": BEFORE,
     "regions: the best window (k 1)": BEFORE.with_(regions=1),
@@ -71,9 +71,12 @@ LEVERS = {
     "diversity 1": BEFORE.with_(diversity=1.0),
     "regions k 1 + diversity 0.5": BEFORE.with_(regions=1, diversity=0.5),
     "regions k 1 + diversity 1": BEFORE.with_(regions=1, diversity=1.0),
+    "explaining away 0.5": BEFORE.with_(explaining=0.5),
+    "explaining away 1": BEFORE.with_(explaining=1.0),
+    "regions k 1 + explaining away 1": BEFORE.with_(regions=1, explaining=1.0),
     "default": DEFAULT_OPTIONS,
 }
-SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5)}
+SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 
 
 class ScenePhoto(Photo):

@@ -72,6 +72,9 @@ class HierarchyOptions:
     # each next tag loses `diversity` x its largest cosine to the tags before it, so a scene's top tags name
     # several things instead of one thing's synonyms and hypernyms (dog, canine, carnivore); 0: off
     diversity: float = 0.0
+    # scenes: a chosen tag explains away this share of the class mass that reached it, so the next tags come
+    # from the photo's other classes (HierarchyTagger.explained); 0: off
+    explaining: float = 0.0
 
     @property
     def plain_vectors(self) -> bool:
@@ -255,18 +258,22 @@ class HierarchyTagger:
         share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
         return share
 
-    def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
-        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains, plus
-        ``synthesized_weight`` x the synthesized synsets' share when the embedder scored them."""
+    def top_flows(self, probs: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(mass, vocabulary rows, weights) of each top-T class whose probability flows up the hypernym
+        chains: the real classes', then ``synthesized_weight`` x the synthesized synsets' share when the
+        embedder scored them."""
         n_real = len(self.taxonomy.classes)
-        mass = np.zeros(len(self.words), dtype=np.float32)
         parts = [(probs[:n_real], 0)]
         if len(probs) > n_real and self.options.synthesized_weight:
             parts.append((self.options.synthesized_weight * self.synthesized_share(probs), n_real))
-        for part, offset in parts:
-            for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]:
-                rows, weights = self.flow(offset + int(c))
-                np.add.at(mass, rows, part[c] * weights)
+        return [(float(part[c]), *self.flow(offset + int(c)))
+                for part, offset in parts for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]]  # fmt: skip
+
+    def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
+        """(V,) the probability of the top classes that reaches each word up the hypernym chains."""
+        mass = np.zeros(len(self.words), dtype=np.float32)
+        for share, rows, weights in self.top_flows(probs):
+            np.add.at(mass, rows, share * weights)
         return mass
 
     def scores(self, query: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
@@ -280,6 +287,8 @@ class HierarchyTagger:
 
     def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         """The ``k`` best words as ``(word, score)``, best first."""
+        if self.options.explaining and probs is not None and self.options.tag_weight:
+            return self.explained(query, probs, k)
         scores = self.scores(query, probs)
         if self.options.diversity:
             return self.diverse(scores, k)
@@ -287,6 +296,25 @@ class HierarchyTagger:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
+
+    def explained(self, query: np.ndarray, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,
+        every top class whose probability reached it keeps (1 - ``explaining``) of it, so the next tag is what
+        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal)."""
+        flows = self.top_flows(probs)
+        reach = np.zeros((len(flows), len(self.words)), dtype=np.float32)
+        for i, (_, rows, weights) in enumerate(flows):
+            reach[i, rows] = weights
+        mass = self.options.tag_weight * np.array([share for share, _, _ in flows], dtype=np.float32)
+        base = self.scores(query, None)
+        chosen: list[tuple[str, float]] = []
+        for _ in range(min(k, len(self.words))):
+            scores = base + mass @ reach
+            i = int(np.argmax(scores))
+            chosen.append((self.words[i], float(scores[i])))
+            base[i] = -np.inf
+            mass *= np.where(reach[:, i] > 0, 1.0 - self.options.explaining, 1.0).astype(np.float32)
+        return chosen
 
     def diverse(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Maximal marginal relevance among the best DIVERSITY_POOL x k words: each next tag is the best
