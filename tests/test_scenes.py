@@ -71,6 +71,24 @@ def test_diversity_lets_a_second_thing_past_the_first_ones_synonyms():
     assert [w for w, _ in diverse.tags(query, probs, 3)] == ["canine", "bicycle", "dog"]  # reordered, not dropped
 
 
+def test_explaining_away_lets_the_second_class_past_the_first_ones_hypernyms():
+    from taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    dog, bike = (taxonomy.classes.index(w) for w in ("n02099601", "n02835271"))  # golden retriever, bicycle-built-for-two
+    words = ["retriever", "dog", "canine", "bicycle", "tandem"]
+    vectors = np.eye(len(words), dtype=np.float32)
+    probs = np.zeros(len(taxonomy.classes), dtype=np.float32)
+    probs[dog], probs[bike] = 0.85, 0.15
+    query = np.zeros(len(words), dtype=np.float32)
+    options = DEFAULT_OPTIONS.with_(synthesized=False, stacking=0.0)
+    plain = [w for w, _ in HierarchyTagger(words, vectors, options, taxonomy).tags(query, probs, 3)]
+    explained = [w for w, _ in HierarchyTagger(words, vectors, options.with_(explaining=1.0), taxonomy).tags(query, probs, 3)]
+    assert plain[0] == explained[0] == "retriever"
+    assert not set(plain[:3]) & {"tandem", "bicycle"}  # the dog's hypernyms come before the bicycle
+    assert explained[1] in {"tandem", "bicycle"}  # the dog's mass is spent: the bicycle comes second
+
+
 def test_backbone_windows_pool_to_its_features():
     backbone = build_backbone("efficientnet_lite0", weights="random")
     images = torch.randn(2, 3, 96, 96)  # a 3 x 3 feature map
