@@ -109,7 +109,7 @@ def scene_scores(tags: list[str], photo: ScenePhoto) -> tuple[bool, float]:
 
 def combine_for(embedder, options: HierarchyOptions):
     """tag.py's Combine for ``options`` on one export: the region options only change the numpy side."""
-    return replace(embedder.combine, regions=options.regions, region_weight=options.region_weight)
+    return replace(embedder.combine, regions=options.regions)
 
 
 def top_tags(outputs, rows, combine, dim: int, options, words: list[str], wv, top: int) -> list[list[str]]:

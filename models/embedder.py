@@ -146,15 +146,14 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions) -> Emb
     }
     class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
     identity["dim"] = int(class_vectors.shape[1])
-    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized,
-                      regions=options.regions, region_weight=options.region_weight)  # fmt: skip
+    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized, regions=options.regions)
     transform = pixel_transform(name, default_image_size(name))
 
     def torch_network():
         from models.backbones import build_backbone
         from models.export import NetworkOutputs, TorchNetwork
 
-        # region outputs cost ~8% of the forward: exported only when asked for (their own identity and key)
+        # region outputs cost 4-9% of the forward: exported only when asked for (their own identity and key)
         return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0))
 
     meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),

@@ -2,10 +2,11 @@
 
 ``NetworkOutputs`` wraps a backbone (and a trained head) so that one forward returns ``logits`` (ImageNet,
 for ConSE), ``features`` (pooled backbone features, e.g. for visual duplicate search) and ``vector`` (the
-head's word-space vector); a bare backbone (ConSE) asked for ``regions`` also returns ``region_logits``: the ImageNet logits of its
-feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows, which tag the several things
-of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like ``models.onnx_engine.OnnxNetwork`` runs its export:
-torch is the fallback engine (``--engine torch``, no onnxruntime) and what training keeps using.
+head's word-space vector); a bare backbone (ConSE) asked for ``regions`` also returns ``region_logits``,
+the ImageNet logits of its feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows,
+which tag the several things of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like
+``models.onnx_engine.OnnxNetwork`` runs its export: torch is the fallback engine (``--engine torch``, no
+onnxruntime) and what training keeps using.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from models.runtime import keep_freed_memory
 
 OPSET = 17
 # 3 x 3 overlapping windows of the 7 x 7 map (each 3 x 3 cells, under half the photo's side): with the
-# ImageNet classifier on the 9 windows Lite0's forward takes ~8% longer (docs/results.md)
+# ImageNet classifier on the 9 windows Lite0's forward takes 4-9% longer (docs/results.md)
 REGION_GRID = 3
 
 

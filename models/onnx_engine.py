@@ -221,8 +221,7 @@ class Combine:
 
     With ``regions`` (k > 0), a ConSE photo's 1000 real classes are also scored window by window (the
     network's ``region_logits``): a class whose k best windows average more than ``REGION_CONFIDENCE`` gets
-    what it has there beyond its whole-photo probability, times ``region_weight``, so the dog beside a bicycle
-    tags both. Only confident windows count and nothing is taken away: mixing region and whole-photo
+    what it has there beyond its whole-photo probability, so the dog beside a bicycle tags both. Only confident windows count and nothing is taken away: mixing region and whole-photo
     probabilities took single objects' first tags (docs/results.md).
     """
 
@@ -234,7 +233,6 @@ class Combine:
     with_probabilities: bool = False  # ConSE: append the class probabilities (hierarchy tags need them)
     synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
     regions: int = 0  # windows averaged per class (top-k mean); 0: the whole photo alone
-    region_weight: float = 1.0  # times a class's confident gain in its best windows
 
     @property
     def extra_dims(self) -> int:
@@ -245,7 +243,7 @@ class Combine:
     def class_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         probs = softmax(outputs["logits"].astype(np.float32))
         if self.regions and "region_logits" in outputs:
-            probs = probs + self.region_weight * confident_regions(probs, outputs["region_logits"], self.regions)
+            probs = probs + confident_regions(probs, outputs["region_logits"], self.regions)
         if self.synthesized is None:
             return probs
         return np.concatenate([probs, softmax(self.synthesized.logits(outputs["features"]))], axis=1)

@@ -66,9 +66,8 @@ class HierarchyOptions:
     # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
     sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
     # scenes: the 1000 classes also scored on a grid of windows; a class confident in its `regions` best
-    # windows adds that gain x `region_weight` (models.onnx_engine.Combine); 0: whole photo only
+    # windows adds what it gains there (models.onnx_engine.Combine); 0: whole photo only
     regions: int = 0
-    region_weight: float = 1.0
     # each next tag loses `diversity` x its largest cosine to the tags before it, so a scene's top tags name
     # several things instead of one thing's synonyms and hypernyms (dog, canine, carnivore); 0: off
     diversity: float = 0.0
