@@ -43,6 +43,9 @@ TOO_GENERAL = frozenset({
 })  # fmt: skip
 
 
+KEYED_WHEN_ON = ("regions", "diversity", "explaining")
+
+
 @dataclass(frozen=True)
 class HierarchyOptions:
     """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
@@ -80,8 +83,10 @@ class HierarchyOptions:
         return self.lemmas == "plain"
 
     def key(self) -> str:
-        """A short stable hash: part of the embedder identity, so indexes record what made them."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short stable hash: part of the embedder identity, so indexes record what made them. The scene
+        options count only when on, so exports and indexes made before they existed stay valid."""
+        fields = {k: v for k, v in asdict(self).items() if k not in KEYED_WHEN_ON or v}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_(self, **changes) -> HierarchyOptions:
         return replace(self, **changes)

@@ -118,3 +118,10 @@ def test_scene_scores_count_each_thing_once():
     hit, recall = scene_scores(["car", "dogs", "dog", "bike", "x", "y", "z", "a", "b", "c", "truck"], photo)
     assert hit and recall == pytest.approx(2 / 3)  # "truck" comes 11th: outside the first 10
     assert scene_scores(["car"] * 10, photo) == (False, 0.0)
+
+
+def test_scene_options_change_the_identity_only_when_on():
+    base = DEFAULT_OPTIONS.key()
+    off = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0).key()
+    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining")}
+    assert off == base and base not in on and len(on) == 3  # indexes made before the options stay valid
