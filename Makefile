@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (178 vs 269 img/s). `OMP_WAIT_POLICY=ACTIVE make demo` when the machine is yours alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install system-deps benchmark eval-photos eval-search eval-emoji lint clean
+.PHONY: demo test install system-deps benchmark eval-photos eval-search eval-scenes eval-emoji lint clean
 
 # Every extra and the test tools, editable: the `wordsight` command and the root scripts run this checkout.
 # torch/torchvision are pinned in pyproject.toml only: on this kind of machine pip takes them from local disk.
@@ -70,6 +70,12 @@ eval-photos: install system-deps
 eval-search: install system-deps
 	@dpkg -s darknet >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq darknet >/dev/null
 	$(PY) -m evaluation.word_search
+
+# Scenes, several things in one photo (docs/results.md): 24 photos of Debian opencv-doc and darknet, beside the
+# real-photo sets; the region and tag-diversity levers, each alone and combined. Writes runs/evaluation/scene_photos/.
+eval-scenes: install system-deps
+	@dpkg -s opencv-doc darknet >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq opencv-doc darknet >/dev/null
+	$(PY) -m evaluation.scene_photos --sweep --cost
 
 # The many-class zero-shot emoji benchmark (docs/results.md): the emoji packages are fetched once with npm into
 # $$WORDSIGHT_CACHE/emoji (never the repository), then heads are trained on cached features and scored

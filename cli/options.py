@@ -171,6 +171,15 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
                        help=f"hypernym levels the probabilities flow up (default {d.tag_levels})")
     group.add_argument("--stacking", type=number, default=d.stacking, metavar="S",
                        help=f"subtracted from the 1000 ImageNet class words' scores (default {d.stacking})")
+    group.add_argument("--regions", type=non_negative_int, default=d.regions, metavar="K",
+                       help="scenes: also score the photo's 3 x 3 windows; an ImageNet class confident in its K best "
+                       f"windows gains that, so several things in one photo get tags; 0 = whole photo only (default {d.regions})")
+    group.add_argument("--diversity", type=number, default=d.diversity, metavar="D",
+                       help="each next tag loses D x its largest cosine to the tags before it, so several things "
+                       f"of a scene come out instead of one thing's synonyms; 0 = off (default {d.diversity})")
+    group.add_argument("--explain-away", type=number, default=d.explaining, metavar="E",
+                       help="a chosen tag takes share E of the class probability that reached it, so the next tags "
+                       f"come from the photo's other things, not that class's hypernyms; 0 = off (default {d.explaining})")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -182,4 +191,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
     return DEFAULT_OPTIONS.with_(
         top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
+        regions=args.regions, diversity=args.diversity, explaining=args.explain_away,
     )  # fmt: skip

@@ -76,6 +76,19 @@ class Backbone(nn.Module):
         """(B, feature_dim) features, e.g. cached ones -> (B, 1000) ImageNet logits."""
         return self._logits(features)
 
+    def regions(self, images: Tensor, grid: int) -> tuple[Tensor, Tensor]:
+        """(features, region features): the pooled features, and the spatial feature map (before pooling)
+        averaged over ``grid`` x ``grid`` overlapping windows, (B, grid*grid, feature_dim), so classifiers
+        can score each part of a photo apart (several things in one scene). Only ``has_feature_map``
+        backbones: VGG16's features (fc2) are no pooled map."""
+        feature_map = self._feature_map(images.contiguous(memory_format=torch.channels_last))
+        side = min(feature_map.shape[-2:])  # a constant when exported (one image size)
+        stride = max(1, side // grid)  # 7 x 7, grid 3: windows of 3 cells every 2 (adaptive pooling's bins)
+        kernel = max(1, side - (grid - 1) * stride)
+        windows = nn.functional.avg_pool2d(feature_map, kernel, stride)
+        windows = torch.flatten(windows, 2).transpose(1, 2)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, 1), 1), windows
+
     def freeze_all(self) -> None:
         self.set_trainable_blocks(0)
 
@@ -112,6 +125,12 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def _features(self, images: Tensor) -> Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self._feature_map(images), 1), 1)
+
+    has_feature_map = True
+
+    def _feature_map(self, images: Tensor) -> Tensor:
+        """(B, feature_dim, H, W): the features before global average pooling."""
         raise NotImplementedError
 
     def _logits(self, features: Tensor) -> Tensor:
@@ -128,8 +147,8 @@ class _EfficientNetLite(Backbone):
     def feature_dim(self) -> int:
         return self.net._fc.in_features
 
-    def _features(self, images: Tensor) -> Tensor:
-        return torch.flatten(self.net._avg_pooling(self.net.extract_features(images)), 1)
+    def _feature_map(self, images: Tensor) -> Tensor:
+        return self.net.extract_features(images)
 
     def _logits(self, features: Tensor) -> Tensor:
         return self.net._fc(self.net._dropout(features))
@@ -151,6 +170,8 @@ class _VGG16(Backbone):
         x = torch.flatten(self.net.avgpool(self.net.features(images)), 1)
         return self.net.classifier[:_VGG_FC2_END](x)
 
+    has_feature_map = False
+
     def _logits(self, features: Tensor) -> Tensor:
         return self.net.classifier[_VGG_FC2_END:](features)
 
@@ -167,11 +188,10 @@ class _ResNet(Backbone):
     def feature_dim(self) -> int:
         return self.net.fc.in_features
 
-    def _features(self, images: Tensor) -> Tensor:
+    def _feature_map(self, images: Tensor) -> Tensor:
         n = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(images))))
-        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
-        return torch.flatten(n.avgpool(x), 1)
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
     def _logits(self, features: Tensor) -> Tensor:
         return self.net.fc(features)

@@ -147,14 +147,15 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
     }
     class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
     identity["dim"] = int(class_vectors.shape[1])
-    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized)
+    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized, regions=options.regions)
     transform = pixel_transform(name, default_image_size(name))
 
     def torch_network():
         from models.backbones import build_backbone
         from models.export import NetworkOutputs, TorchNetwork
 
-        return TorchNetwork(NetworkOutputs(build_backbone(name)))
+        # region outputs cost 4-9% of the forward: exported only when asked for (their own identity and key)
+        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0))
 
     meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),
             "image_size": transform.size, "transform": repr(transform), "identity": identity}  # fmt: skip

@@ -2,8 +2,11 @@
 
 ``NetworkOutputs`` wraps a backbone (and a trained head) so that one forward returns ``logits`` (ImageNet,
 for ConSE), ``features`` (pooled backbone features, e.g. for visual duplicate search) and ``vector`` (the
-head's word-space vector). ``TorchNetwork`` runs it like ``models.onnx_engine.OnnxNetwork`` runs its export:
-torch is the fallback engine (``--engine torch``, no onnxruntime) and what training keeps using.
+head's word-space vector); a bare backbone (ConSE) asked for ``regions`` also returns ``region_logits``,
+the ImageNet logits of its feature map pooled over a ``REGION_GRID`` x ``REGION_GRID`` grid of windows,
+which tag the several things of a scene (``models.onnx_engine.Combine``). ``TorchNetwork`` runs it like
+``models.onnx_engine.OnnxNetwork`` runs its export: torch is the fallback engine (``--engine torch``, no
+onnxruntime) and what training keeps using.
 """
 
 from __future__ import annotations
@@ -22,17 +25,27 @@ from models.backbones import Backbone
 from models.runtime import keep_freed_memory
 
 OPSET = 17
+# 3 x 3 overlapping windows of the 7 x 7 map (each 3 x 3 cells, under half the photo's side): with the
+# ImageNet classifier on the 9 windows Lite0's forward takes 4-9% longer (docs/results.md)
+REGION_GRID = 3
 
 
 class NetworkOutputs(nn.Module):
-    """images -> (logits, features) for a bare backbone, (logits, features, vector) with a head."""
+    """images -> (logits, features, vector) with a head, else (logits, features), and ``region_logits``
+    after them when ``regions`` asks and the backbone has a feature map (not VGG16)."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module | None = None):
+    def __init__(self, backbone: Backbone, head: nn.Module | None = None, regions: bool = False):
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.regions = regions and head is None and backbone.has_feature_map
         self.names = ("logits", "features", "vector") if head is not None else ("logits", "features")
+        if self.regions:
+            self.names += ("region_logits",)
 
     def forward(self, images: torch.Tensor):
+        if self.regions:
+            features, windows = self.backbone.regions(images, REGION_GRID)
+            return self.backbone.logits(features), features, self.backbone.logits(windows)
         features = self.backbone(images)
         logits = self.backbone.logits(features)
         if self.head is None:

@@ -34,7 +34,8 @@ from foundation.images import decoding_halves, load_input, split_readable
 from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
-OUTPUTS = ("logits", "features", "vector")  # "vector" only for trained heads
+OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": ConSE
+# with HierarchyOptions.regions (part of the identity, so of the export key: never a cached export without them)
 ENGINES = ("auto", "onnx", "int8", "torch")  # int8: the ONNX export quantized (models.quantize)
 # On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
 # thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the
@@ -198,6 +199,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+REGION_CONFIDENCE = 0.5  # the lowest of 0.2, 0.3, 0.5 that costs the ImageNet samples no first tag
+
+
+def confident_regions(whole: np.ndarray, region_logits: np.ndarray, k: int) -> np.ndarray:
+    """(B, C): what each class's ``k`` best windows give it beyond ``whole``, its whole-photo probability,
+    where that window mean exceeds REGION_CONFIDENCE; else 0. ``region_logits``: (B, windows, C)."""
+    per_window = np.exp(region_logits - region_logits.max(axis=-1, keepdims=True), dtype=np.float32)
+    per_window /= per_window.sum(axis=-1, keepdims=True)
+    k = min(k, per_window.shape[1])
+    pooled = -np.partition(-per_window, k - 1, axis=1)[:, :k].mean(axis=1)
+    return np.where(pooled > REGION_CONFIDENCE, np.maximum(pooled - whole, 0.0), 0.0).astype(np.float32)
+
+
 @dataclass
 class Combine:
     """Network outputs -> word-space vectors: ConSE, a trained head, or the head + ``conse_weight`` x ConSE.
@@ -207,6 +221,11 @@ class Combine:
     are given, the softmax of their synsets' logits on the pooled features. Two softmaxes, not one: the
     real classifiers are far sharper and would take all the mass; the tagger weighs the two (calibrated
     stacking, ``HierarchyOptions.synthesized_weight``).
+
+    With ``regions`` (k > 0), a ConSE photo's 1000 real classes are also scored window by window (the
+    network's ``region_logits``): a class whose k best windows average more than ``REGION_CONFIDENCE`` gets
+    what it has there beyond its whole-photo probability, so the dog beside a bicycle tags both. Only confident windows count and nothing is taken away: mixing region and whole-photo
+    probabilities took single objects' first tags (docs/results.md).
     """
 
     kind: str  # "conse" or "head"
@@ -216,6 +235,7 @@ class Combine:
     conse_weight: float = 0.0
     with_probabilities: bool = False  # ConSE: append the class probabilities (hierarchy tags need them)
     synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
+    regions: int = 0  # windows averaged per class (top-k mean); 0: the whole photo alone
 
     @property
     def extra_dims(self) -> int:
@@ -225,6 +245,8 @@ class Combine:
 
     def class_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         probs = softmax(outputs["logits"].astype(np.float32))
+        if self.regions and "region_logits" in outputs:
+            probs = probs + confident_regions(probs, outputs["region_logits"], self.regions)
         if self.synthesized is None:
             return probs
         return np.concatenate([probs, softmax(self.synthesized.logits(outputs["features"]))], axis=1)

@@ -43,6 +43,9 @@ TOO_GENERAL = frozenset({
 })  # fmt: skip
 
 
+KEYED_WHEN_ON = ("regions", "diversity", "explaining")
+
+
 @dataclass(frozen=True)
 class HierarchyOptions:
     """How ConSE uses WordNet. ``PLAIN`` is ConSE as published: first synonyms, no hierarchy."""
@@ -65,14 +68,25 @@ class HierarchyOptions:
     # a synthesized synset's probability x ((1 + its tagged-corpus count) / (1 + SENSE_COUNT_FULL)) **
     # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
     sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
+    # scenes: the 1000 classes also scored on a grid of windows; a class confident in its `regions` best
+    # windows adds what it gains there (models.onnx_engine.Combine); 0: whole photo only
+    regions: int = 0
+    # each next tag loses `diversity` x its largest cosine to the tags before it, so a scene's top tags name
+    # several things instead of one thing's synonyms and hypernyms (dog, canine, carnivore); 0: off
+    diversity: float = 0.0
+    # scenes: a chosen tag explains away this share of the class mass that reached it, so the next tags come
+    # from the photo's other classes (HierarchyTagger.explained); 0: off
+    explaining: float = 0.0
 
     @property
     def plain_vectors(self) -> bool:
         return self.lemmas == "plain"
 
     def key(self) -> str:
-        """A short stable hash: part of the embedder identity, so indexes record what made them."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short stable hash: part of the embedder identity, so indexes record what made them. The scene
+        options count only when on, so exports and indexes made before they existed stay valid."""
+        fields = {k: v for k, v in asdict(self).items() if k not in KEYED_WHEN_ON or v}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_(self, **changes) -> HierarchyOptions:
         return replace(self, **changes)
@@ -81,6 +95,7 @@ class HierarchyOptions:
 DEFAULT_OPTIONS = HierarchyOptions()
 PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0, synthesized=False)
 SENSE_COUNT_FULL = 10
+DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -247,18 +262,22 @@ class HierarchyTagger:
         share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
         return share
 
-    def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
-        """(V,) the probability of the top-T classes that reaches each word up the hypernym chains, plus
-        ``synthesized_weight`` x the synthesized synsets' share when the embedder scored them."""
+    def top_flows(self, probs: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(mass, vocabulary rows, weights) of each top-T class whose probability flows up the hypernym
+        chains: the real classes', then ``synthesized_weight`` x the synthesized synsets' share when the
+        embedder scored them."""
         n_real = len(self.taxonomy.classes)
-        mass = np.zeros(len(self.words), dtype=np.float32)
         parts = [(probs[:n_real], 0)]
         if len(probs) > n_real and self.options.synthesized_weight:
             parts.append((self.options.synthesized_weight * self.synthesized_share(probs), n_real))
-        for part, offset in parts:
-            for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]:
-                rows, weights = self.flow(offset + int(c))
-                np.add.at(mass, rows, part[c] * weights)
+        return [(float(part[c]), *self.flow(offset + int(c)))
+                for part, offset in parts for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]]  # fmt: skip
+
+    def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
+        """(V,) the probability of the top classes that reaches each word up the hypernym chains."""
+        mass = np.zeros(len(self.words), dtype=np.float32)
+        for share, rows, weights in self.top_flows(probs):
+            np.add.at(mass, rows, share * weights)
         return mass
 
     def scores(self, query: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
@@ -272,8 +291,49 @@ class HierarchyTagger:
 
     def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
         """The ``k`` best words as ``(word, score)``, best first."""
+        if self.options.explaining and probs is not None and self.options.tag_weight:
+            return self.explained(query, probs, k)
         scores = self.scores(query, probs)
+        if self.options.diversity:
+            return self.diverse(scores, k)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
+
+    def explained(self, query: np.ndarray, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,
+        every top class whose probability reached it keeps (1 - ``explaining``) of it, so the next tag is what
+        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal)."""
+        flows = self.top_flows(probs)
+        reach = np.zeros((len(flows), len(self.words)), dtype=np.float32)
+        for i, (_, rows, weights) in enumerate(flows):
+            reach[i, rows] = weights
+        mass = self.options.tag_weight * np.array([share for share, _, _ in flows], dtype=np.float32)
+        base = self.scores(query, None)
+        chosen: list[tuple[str, float]] = []
+        for _ in range(min(k, len(self.words))):
+            scores = base + mass @ reach
+            i = int(np.argmax(scores))
+            chosen.append((self.words[i], float(scores[i])))
+            base[i] = -np.inf
+            mass *= np.where(reach[:, i] > 0, 1.0 - self.options.explaining, 1.0).astype(np.float32)
+        return chosen
+
+    def diverse(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Maximal marginal relevance among the best DIVERSITY_POOL x k words: each next tag is the best
+        score less ``diversity`` x its largest cosine to the tags already chosen (the score shown)."""
+        n = min(len(scores), DIVERSITY_POOL * k)
+        pool = np.sort(np.argpartition(-scores, n - 1)[:n])  # sorted: memory-mapped rows read in file order
+        vectors = np.asarray(self.vectors[pool], dtype=np.float32)
+        similarity = vectors @ vectors.T
+        penalty = np.zeros(n, dtype=np.float32)
+        adjusted = scores[pool].astype(np.float32)
+        chosen: list[tuple[str, float]] = []
+        for _ in range(min(k, n)):
+            current = adjusted - self.options.diversity * penalty
+            i = int(np.argmax(current))
+            chosen.append((self.words[pool[i]], float(current[i])))
+            adjusted[i] = -np.inf
+            penalty = np.maximum(penalty, similarity[i])
+        return chosen

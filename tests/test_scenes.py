@@ -1,0 +1,127 @@
+"""Scenes: classifiers scored on windows of the feature map, pooled per class, mixed with the whole photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.scene_photos import ScenePhoto, scene_scores
+from models.backbones import build_backbone
+from models.export import REGION_GRID, NetworkOutputs
+from models.onnx_engine import Combine, export_key, softmax
+from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger
+
+
+def _combine(regions: int) -> Combine:
+    classes = 4
+    return Combine("conse", np.eye(classes, dtype=np.float32), np.ones(classes, bool), top_t=2,
+                   with_probabilities=True, regions=regions)  # fmt: skip
+
+
+def _outputs(small_thing_logit: float = 8.0) -> dict[str, np.ndarray]:
+    """One photo: class 0 fills it, class 3 is strong in one window of nine only."""
+    logits = np.array([[4.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+    windows = np.tile(np.array([4.0, 0.0, 0.0, 0.0], dtype=np.float32), (1, 9, 1))
+    windows[0, 4, 3] = small_thing_logit
+    return {"logits": logits, "features": np.zeros((1, 8), np.float32), "region_logits": windows}
+
+
+def test_without_regions_the_whole_photo_alone():
+    outputs = _outputs()
+    np.testing.assert_allclose(_combine(0)(outputs)[0, 4:], softmax(outputs["logits"])[0], rtol=1e-6)
+
+
+def test_a_thing_confident_in_one_window_gains_what_it_has_there():
+    whole = _combine(0)(_outputs())[0, 4:]
+    regions = _combine(1)(_outputs())[0, 4:]
+    window = softmax(_outputs()["region_logits"][0])[4]
+    assert regions[3] == pytest.approx(window[3], rel=1e-5)  # whole + (best window - whole)
+    assert regions[0] >= whole[0]  # nothing taken from the main thing
+    np.testing.assert_allclose(regions[1:3], whole[1:3], rtol=1e-6)  # nor given to classes no window is sure of
+    assert _combine(2)(_outputs())[0, 7] < regions[3]  # averaging it with a second window dilutes it
+
+
+def test_an_unconfident_window_adds_nothing():
+    outputs = _outputs()
+    outputs["region_logits"] = np.repeat(outputs["logits"][:, None], 9, axis=1)  # windows as the whole photo
+    outputs["region_logits"][0, 4, 3] = 4.0  # a tie with the main class there: 0.49, below REGION_CONFIDENCE
+    np.testing.assert_allclose(_combine(1)(outputs), _combine(0)(outputs), rtol=1e-6)
+
+
+def test_regions_leave_the_word_vector_alone():
+    np.testing.assert_allclose(_combine(1)(_outputs())[:, :4], _combine(0)(_outputs())[:, :4])
+
+
+def test_network_without_region_outputs_is_unchanged():
+    outputs = _outputs()
+    del outputs["region_logits"]
+    np.testing.assert_allclose(_combine(1)(outputs), _combine(0)(outputs))
+
+
+def test_diversity_lets_a_second_thing_past_the_first_ones_synonyms():
+    words = ["dog", "canine", "bicycle"]
+    vectors = np.array([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0]], dtype=np.float32)
+    probs = np.zeros(1000, dtype=np.float32)
+    plain = HierarchyTagger(words, vectors, PLAIN)
+    query = np.array([1.0, 0.5], dtype=np.float32)
+    assert [w for w, _ in plain.tags(query, probs, 2)] == ["canine", "dog"]
+    diverse = HierarchyTagger(words, vectors, PLAIN.with_(diversity=1.0))
+    assert [w for w, _ in diverse.tags(query, probs, 2)] == ["canine", "bicycle"]
+    assert [w for w, _ in diverse.tags(query, probs, 3)] == ["canine", "bicycle", "dog"]  # reordered, not dropped
+
+
+def test_explaining_away_lets_the_second_class_past_the_first_ones_hypernyms():
+    from taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    dog, bike = (taxonomy.classes.index(w) for w in ("n02099601", "n02835271"))  # golden retriever, bicycle-built-for-two
+    words = ["retriever", "dog", "canine", "bicycle", "tandem"]
+    vectors = np.eye(len(words), dtype=np.float32)
+    probs = np.zeros(len(taxonomy.classes), dtype=np.float32)
+    probs[dog], probs[bike] = 0.85, 0.15
+    query = np.zeros(len(words), dtype=np.float32)
+    options = DEFAULT_OPTIONS.with_(synthesized=False, stacking=0.0)
+    plain = [w for w, _ in HierarchyTagger(words, vectors, options, taxonomy).tags(query, probs, 3)]
+    explained = [w for w, _ in HierarchyTagger(words, vectors, options.with_(explaining=1.0), taxonomy).tags(query, probs, 3)]
+    assert plain[0] == explained[0] == "retriever"
+    assert not set(plain[:3]) & {"tandem", "bicycle"}  # the dog's hypernyms come before the bicycle
+    assert explained[1] in {"tandem", "bicycle"}  # the dog's mass is spent: the bicycle comes second
+
+
+def test_backbone_windows_pool_to_its_features():
+    backbone = build_backbone("efficientnet_lite0", weights="random")
+    images = torch.randn(2, 3, 96, 96)  # a 3 x 3 feature map
+    with torch.inference_mode():
+        features, windows = backbone.regions(images, REGION_GRID)
+        np.testing.assert_allclose(features.numpy(), backbone(images).numpy(), atol=1e-5)
+        module = NetworkOutputs(backbone, regions=True)
+        named = dict(zip(module.names, module(images)))
+        np.testing.assert_allclose(named["region_logits"].numpy(), backbone.logits(windows).numpy(), atol=1e-5)
+    assert windows.shape == (2, REGION_GRID**2, backbone.feature_dim)
+    assert NetworkOutputs(backbone).names == ("logits", "features")  # the default export is as before
+    assert module.names == ("logits", "features", "region_logits")
+
+
+def test_an_export_with_region_outputs_has_its_own_cache_key():
+    from models.embedder import load_embedder
+
+    def identity(regions: int) -> dict:
+        options = DEFAULT_OPTIONS.with_(regions=regions)
+        return load_embedder("conse:efficientnet_lite0", engine="torch", conse_options=options).identity
+
+    assert export_key(identity(0)) != export_key(identity(1))  # the export without region_logits is never reused
+
+
+def test_scene_scores_count_each_thing_once():
+    photo = ScenePhoto("test", "x.jpg", None, ["dog|dogs", "bicycle|bike", "truck"])
+    hit, recall = scene_scores(["car", "dogs", "dog", "bike", "x", "y", "z", "a", "b", "c", "truck"], photo)
+    assert hit and recall == pytest.approx(2 / 3)  # "truck" comes 11th: outside the first 10
+    assert scene_scores(["car"] * 10, photo) == (False, 0.0)
+
+
+def test_scene_options_change_the_identity_only_when_on():
+    base = DEFAULT_OPTIONS.key()
+    off = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0).key()
+    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining")}
+    assert off == base and base not in on and len(on) == 3  # indexes made before the options stay valid
