@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from foundation.vocabulary import frequent_words
+from indexing.ann import recall as ann_recall
 from indexing.ann import vectors as vector_maths
 from indexing.bundle import (
     BundleBuilder,
@@ -71,6 +72,29 @@ def test_round_trip(tmp_path):
     assert [s for _, s in annoy_hits] == sorted((s for _, s in annoy_hits), reverse=True)
     # nothing left beside the bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def near_copies(n=500, dim=50, seed=0) -> np.ndarray:
+    """Noisy copies of a few photos, like a library's bursts and edits: near-ties an index can miss."""
+    rng = np.random.default_rng(seed)
+    originals = rng.normal(size=(n // 20, dim))
+    return (originals[rng.integers(0, len(originals), n)] + 0.05 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_a_small_bundle_answers_exactly_whatever_its_forest(tmp_path, monkeypatch):
+    """A 500-photo collection answers every query with the exact top-10, even from a forest too poor to find
+    it (one tree, search_k 1), so answers never depend on a build's randomness."""
+    vectors = near_copies()
+    bundle = build(tmp_path / "idx", vectors, n_trees=1, search_k=1)
+    queries = near_copies(40, seed=1)
+
+    def answers():
+        return [[item for item, _ in bundle.nearest(q, 10)] for q in queries]
+
+    truth = [[item for item, _ in bundle.nearest(q, 10, exact=True)] for q in queries]
+    assert answers() == truth
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)  # the same forest consulted: it misses some
+    assert answers() != truth
 
 
 def test_items_keep_undecodable_file_names(tmp_path):

@@ -163,7 +163,7 @@ def test_the_last_day_there_is_as_before_keeps_every_photo(db, library, embedder
 
 
 def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, capfd, monkeypatch):
-    build(library, db, capfd)
+    build(library, db, capfd, "--ef-search", 40)  # the index, though a scan of 10 photos would be as fast
     collection = pg_store.open_store(db)
     from library.filters import make_filter
 
@@ -176,6 +176,7 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
 
 def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
     monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)  # as if large: the recall decides
     err = build(library, db, capfd, "--hnsw-m", 24, "--ef-construction", 80)
     assert "queries scan exactly" in err
     collection = pg_store.open_store(db)
@@ -222,14 +223,39 @@ def _virtual_rows(vectors: np.ndarray, tag: str) -> list[pg_store.Row]:
             "date_source": "mtime", "hash": f"{tag}{i}"}, v) for i, v in enumerate(vectors)]  # fmt: skip
 
 
-def _virtual_collection(spec: str, vectors: np.ndarray) -> None:
+def _virtual_collection(spec: str, vectors: np.ndarray, **hnsw) -> None:
     conn = pg_server.connect(spec, create=True)
     pg_store.create_schema(conn, vectors.shape[1], None)
     identity = {"vectors_source": "virtual", "vectors_sha": "v", "sha": "virtualckpt"}
     manifest = pg_store.manifest_for(identity, "virtual", vectors.shape[1], len(vectors),
                                      {"library": {"meta": "ws_images", "features": None}, "sources": []})  # fmt: skip
     pg_store.Writer(conn).batch(_virtual_rows(vectors, "a"), manifest=manifest)
-    pg_store.create_vector_indexes(conn, lambda m: None, features=False)
+    pg_store.create_vector_indexes(conn, lambda m: None, features=False, **hnsw)
+    conn.close()
+
+
+def test_a_small_collection_answers_exactly_whatever_its_graph(db):
+    """500 near-copies under a poor HNSW graph (m 2): recorded as exact (a scan is as fast), so every query
+    gets the exact top-10 in every build; forcing the index on the same graph misses some."""
+    from tests.test_bundle import near_copies
+
+    vectors = near_copies()
+    queries = vectors[::10] + vectors[5::10]  # between two photos: no stored row of its own
+    _virtual_collection(db, vectors, m=2, ef_construction=4)
+    logged = []
+    conn = pg_server.connect(db)
+    spec = pg_server.parse_spec(db)
+    manifest, _ = pg_store.read_manifest(conn, db)
+    collection = pg_store.finish(conn, spec, manifest, logged.append)
+    assert collection.manifest["embedding_search"] == "exact" and any("as fast as the index" in m for m in logged)
+
+    def answers(collection):
+        return [[p for p, _ in collection.nearest(q, 10)] for q in queries]
+
+    truth = [[p for p, _ in collection.nearest(q, 10, exact=True)] for q in queries]
+    assert answers(collection) == truth
+    forced = pg_store.finish(conn, spec, manifest, logged.append, ef_search=10)
+    assert forced.manifest["embedding_search"] == "hnsw" and answers(forced) != truth
     conn.close()
 
 

@@ -1,5 +1,6 @@
 """The one recall tuner: the cheapest search setting (Annoy ``search_k``, HNSW ``ef_search``) that finds
-TARGET_RECALL of the exact top-10, measured at build time and recorded in the manifest.
+TARGET_RECALL of the exact top-10, measured at build time and recorded in the manifest; and the size below
+which no approximate index is used at all (``exact_is_as_fast``).
 
 Queries are midpoints of random item pairs: like a two-word query they are not items themselves, so an
 item's own row does not inflate recall. The sample is seeded: a rebuild measures the same queries.
@@ -16,9 +17,20 @@ from indexing.ann.vectors import exact_top_k, normalise
 TARGET_RECALL = 0.95
 RECALL_K = 10
 RECALL_SAMPLE = 200
+# Below this many rows x dimensions an exact scan costs about what an index query does, so both backends
+# answer exactly and results never depend on a build's randomness. Measured (benchmarks/bench_scale.py
+# --exact-size, one thread): 50-d float32 word vectors, exact 0.30 ms vs Annoy 0.19 ms at 10,000 rows;
+# 1280-d float16 features, exact 1.3 ms vs 0.23 ms at 250 rows and 2.6 ms at 500 (the float16 upcast
+# dominates). About 12,800 word-space rows, 500 feature rows.
+EXACT_CELLS = 640_000
 
 # search(query, k, setting) -> the row ids an approximate index answers with that setting
 Search = Callable[[np.ndarray, int, int], Iterable[int]]
+
+
+def exact_is_as_fast(rows: int, dim: int) -> bool:
+    """Whether a collection of ``rows`` vectors of ``dim`` answers every query exactly (see EXACT_CELLS)."""
+    return rows * dim <= EXACT_CELLS
 
 
 def tune_setting(

@@ -17,8 +17,9 @@ nothing: the server rolls its transaction back when the connection drops.
 
 ``ef_search`` is tuned at build time like Annoy's search_k: the smallest of EF_STEPS whose recall@10 on
 midpoints of random item pairs reaches 0.95 against exact search, recorded in the manifest. If even
-ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), the manifest records
-``embedding_search: exact`` and queries scan exactly: slower, never worse than the target.
+ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), or the collection is small
+enough that a scan is as fast (``indexing.ann.recall.exact_is_as_fast``), the manifest records
+``embedding_search: exact`` and queries scan exactly.
 
 Filters (``--in``, ``--after``, ``--before``) are SQL WHERE clauses. pgvector before 0.8 filters the HNSW
 candidates after the scan (so a selective filter can return fewer than k rows); the query then falls back to
@@ -420,10 +421,16 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
     return ef, measured
 
 
-def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
-    """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
-    heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
-    if recall >= ann_recall.TARGET_RECALL or chosen is not None:
+def _search_mode(collection: PgCollection, recall: float, chosen: int | None, what: str, log) -> str:
+    """"hnsw", or "exact": when a scan is as fast as the index (a small collection: answers then never
+    depend on how the graph happened to be built), or when even ef_search 1000 stays below the recall
+    target (heavily clustered collections, many near-copies, can defeat HNSW). ``--ef-search`` forces HNSW."""
+    if chosen is not None:
+        return "hnsw"
+    if ann_recall.exact_is_as_fast(len(collection), collection.dim):
+        log(f"{what}: {len(collection)} rows, an exact scan is as fast as the index: queries scan exactly")
+        return "exact"
+    if recall >= ann_recall.TARGET_RECALL:
         return "hnsw"
     log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {ann_recall.TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
         "queries scan exactly (pass --ef-search to use the index anyway)")
@@ -457,12 +464,12 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) 
     collection = PgCollection(db, conn, manifest, 0)
     ef, recall = tune_ef_search(collection, log, ef_search)
     manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))
-    manifest["embedding_search"] = _search_mode(recall, ef_search, "word space", log)
+    manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
     features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
     if features is not None:
         features_ef, features_recall = tune_ef_search(features, log)
         manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall)
-        manifest["features_search"] = _search_mode(features_recall, None, "visual features", log)
+        manifest["features_search"] = _search_mode(features, features_recall, None, "visual features", log)
     writer.batch(manifest=manifest)
     stored, version = read_manifest(conn, db.shown)
     return PgCollection(db, conn, stored, version)
