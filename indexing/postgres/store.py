@@ -6,8 +6,9 @@ ws_manifest  one row: the collection's manifest as JSONB (the same facts as a bu
              recall_at_10, ...) and a version bumped by every committed write
 ws_images    one row per image: path (primary key), size, mtime_ns, content hash, folder, date,
              facts (JSONB: what a bundle's meta.jsonl holds), embedding vector(dim) (unit length),
-             features vector(fdim) (the backbone's pooled features, unit length; NULL if none)
-indexes      HNSW (vector_cosine_ops) on embedding and on features; btree on folder, date and hash
+             features halfvec(fdim) (the backbone's pooled features, unit length, 16-bit as in a bundle; NULL if
+             none; vector(fdim) on pgvector before 0.7, which has no halfvec)
+indexes      HNSW (cosine) on embedding and on features; btree on folder, date and hash
 ```
 
 Every write is one transaction (``Writer.batch``): rows upserted, renamed or deleted together with the
@@ -60,6 +61,7 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
 HNSW_GROWTH = ((HNSW_M, HNSW_EF_CONSTRUCTION), (32, 128), (48, 256))
 BACKEND = "postgres"
 SPACES = ("embedding", "features")
+HALFVEC_SINCE = (0, 7)  # the pgvector version with 16-bit vectors
 DUPLICATES_MAX = 5_000  # library.duplicates.EXACT_BELOW: every pair exactly, no Annoy forest needed
 
 
@@ -79,7 +81,8 @@ def create_schema(conn, dim: int, feature_dim: int | None) -> None:
     with conn.transaction():
         conn.execute("CREATE TABLE IF NOT EXISTS ws_manifest (id int PRIMARY KEY CHECK (id = 1), "
                      "manifest jsonb NOT NULL, version bigint NOT NULL DEFAULT 0)")  # fmt: skip
-        features = f"vector({feature_dim})" if feature_dim else "vector"
+        kind = "halfvec" if vector_version(conn) >= HALFVEC_SINCE else "vector"
+        features = f"{kind}({feature_dim})" if feature_dim else kind
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS ws_images (path text PRIMARY KEY, size bigint NOT NULL, "
             f"mtime_ns bigint NOT NULL, hash text, folder text NOT NULL, date text NOT NULL, facts jsonb NOT NULL, "
@@ -106,7 +109,13 @@ def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: i
 
 def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
     conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
-                 f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+                 f"({column} {column_type(conn, column)}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+
+
+def column_type(conn, column: str) -> str:
+    """"vector" or "halfvec": how the column stores its vectors."""
+    return conn.execute("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
+                        "AND attname = %s", (column,)).fetchone()[0]  # fmt: skip
 
 
 def _fix_feature_dims(conn) -> None:
@@ -117,7 +126,8 @@ def _fix_feature_dims(conn) -> None:
     if typmod and typmod[0] < 0:
         dims = conn.execute("SELECT max(vector_dims(features)) FROM ws_images").fetchone()[0]
         if dims:
-            conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE vector({int(dims)})")
+            kind = column_type(conn, "features")
+            conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE {kind}({int(dims)})")
 
 
 def hnsw_options(conn, column: str = "embedding") -> dict:
@@ -157,6 +167,7 @@ class Writer:
               deletes: Sequence[str] = (), manifest: dict | None = None) -> int:  # fmt: skip
         """Upsert ``rows`` (streamed by COPY), apply ``renames`` (old path, new path, facts), delete paths,
         optionally replace the manifest; all or nothing. Returns the rows upserted."""
+        from pgvector import HalfVector
         from psycopg.types.json import Jsonb
 
         conn = self.conn
@@ -165,13 +176,16 @@ class Writer:
             # so two writers touching the same rows in different orders can never deadlock
             conn.execute("SELECT version FROM ws_manifest WHERE id = 1 FOR UPDATE")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ws_staging (LIKE ws_images) ON COMMIT DELETE ROWS")
-            count = 0
+            count, half = 0, column_type(conn, "features") == "halfvec"
             with conn.cursor().copy("COPY ws_staging (path, size, mtime_ns, hash, folder, date, facts, embedding, "
                                     "features) FROM STDIN WITH (FORMAT BINARY)") as copy:  # fmt: skip
-                copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector", "vector"])
+                copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector",
+                                "halfvec" if half else "vector"])  # fmt: skip
                 for row in rows:
                     facts = row.facts
                     features = None if row.features is None else normalise(row.features)
+                    if half and features is not None:
+                        features = HalfVector(features)
                     copy.write_row((row.path, row.size, row.mtime_ns, facts.get("hash"), facts["folder"],
                                     facts["date"], Jsonb(facts), normalise(row.embedding),
                                     features))  # fmt: skip
@@ -204,8 +218,8 @@ def as_array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _vector_sql(column: str) -> str:
-    return f"{column} <=> %(q)s::vector"
+def _vector_sql(column: str, kind: str) -> str:
+    return f"{column} <=> %(q)s::vector::{kind}"
 
 
 def where_sql(where) -> tuple[str, dict]:
@@ -277,6 +291,7 @@ class PgCollection:
         self._rows: dict[str, int] | None = None
         self.vectors = PgRows(self)
         self._iterative = vector_version(conn) >= (0, 8)
+        self._kind = "vector"  # the column's vector type, what a query vector is cast to
 
     @contextlib.contextmanager
     def guard(self):
@@ -317,6 +332,8 @@ class PgCollection:
         other = PgCollection.__new__(PgCollection)
         other.__dict__.update(self.__dict__)
         other.space, other.vectors = "features", None
+        with self.guard():
+            other._kind = column_type(self.conn, "features")
         other.vectors = PgRows(other)
         other.manifest = {**self.manifest, "kind": "features"}
         return other
@@ -363,7 +380,7 @@ class PgCollection:
             return []
         condition, params = where_sql(where)
         params.update(q=query, k=k)
-        distance = _vector_sql(self.space)
+        distance = _vector_sql(self.space, self._kind)
         sql = (f"SELECT path, 1 - ({distance}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
                f"ORDER BY {distance}, path LIMIT %(k)s")  # fmt: skip
         approx = sql.replace(", path LIMIT", " LIMIT")  # an extra sort key would stop the index scan
