@@ -362,10 +362,11 @@ class PgCollection:
 
     def vectors_of(self, paths: list[str] | None) -> dict[str, np.ndarray]:
         with self.guard():
+            cursor = self.conn.cursor(binary=True)  # vectors as binary: parsing their text is 10x slower
             if paths is None:
-                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images")
+                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images")
             else:
-                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
+                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
             return {p: as_array(v) for p, v in rows}
 
     def nearest(self, query: np.ndarray, k: int, exact: bool = False, where=None) -> list[tuple[str, float]]:
@@ -387,12 +388,16 @@ class PgCollection:
         exact = exact or self.manifest.get(f"{self.space}_search") == "exact"  # HNSW short of the target
         with self.guard(), self.conn.transaction():
             if not exact:
+                # an index, never a sequential scan: with large vectors stored out of line (TOAST) the planner
+                # prices a scan of every row below the HNSW index (measured: 100 ms instead of 1 ms at 5k rows)
+                self.conn.execute("SET LOCAL enable_seqscan = off")
                 self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.ef_search, k))}")
                 if self._iterative and condition != "TRUE":
                     self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 found = self.conn.execute(approx, params).fetchall()
                 if len(found) == k or (condition == "TRUE" and len(found) == len(self.items)):
                     return [(p, float(s)) for p, s in found]
+            self.conn.execute("SET LOCAL enable_seqscan = on")
             self.conn.execute("SET LOCAL enable_indexscan = off")  # exact: scan every (matching) row
             return [(p, float(s)) for p, s in self.conn.execute(sql, params).fetchall()]
 
