@@ -279,6 +279,32 @@ def test_the_hnsw_graph_grows_while_ef_search_falls_short(db, monkeypatch):
     conn.close()
 
 
+def test_filtered_queries_fill_k_from_the_index_by_iterative_scans(db):
+    """pgvector >= 0.8: a filter keeping 5% of the rows still gets k rows from the HNSW scan (iterative), the
+    exact ones here, with no exact fallback query."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    _virtual_collection(db, vectors[:1])
+    conn, spec = pg_server.connect(db), pg_server.parse_spec(db)
+    folders = [f"/virtual/{'kept' if i % 20 == 0 else 'other'}" for i in range(len(vectors))]
+    pg_store.Writer(conn).batch([pg_store.Row(f"{folder}/img{i:04d}.jpg", 1, 1, {"folder": folder, "date": "2024-01-01",
+                                 "hash": str(i)}, v) for i, (folder, v) in enumerate(zip(folders, vectors))])  # fmt: skip
+    manifest, _ = pg_store.read_manifest(conn, db)
+    collection = pg_store.finish(conn, spec, manifest, lambda m: None, ef_search=10)
+    if pg_server.vector_version(conn) < (0, 8):
+        pytest.skip("the server's pgvector has no iterative index scans")
+    from library.filters import Filter
+
+    where, statements = Filter("/virtual/kept"), []
+    execute = conn.execute
+    conn.execute = lambda sql, *args, **kwargs: statements.append(sql) or execute(sql, *args, **kwargs)
+    for query in rng.normal(size=(10, 8)).astype(np.float32):
+        found = collection.nearest(query, 10, where=where)
+        assert len(found) == 10 and all("/kept/" in path for path, _ in found)
+    assert not any("enable_indexscan = off" in sql for sql in statements)  # never the exact fallback
+    conn.close()
+
+
 def test_concurrent_writers_and_reader_see_old_or_new_state_only(db):
     rng = np.random.default_rng(0)
     states = {"a": rng.normal(size=(30, 8)).astype(np.float32), "b": rng.normal(size=(30, 8)).astype(np.float32)}
