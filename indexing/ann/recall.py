@@ -18,11 +18,12 @@ from indexing.ann.vectors import exact_top_k, normalise
 TARGET_RECALL = 0.95
 RECALL_K = 10
 RECALL_SAMPLE = 200
-# Below this many rows x dimensions an exact scan costs about what an index query does, so both backends
-# answer exactly and results never depend on a build's randomness. Measured (benchmarks/bench_scale.py
-# --exact-size, one thread): 50-d float32 word vectors, exact 0.30 ms vs Annoy 0.19 ms at 10,000 rows;
-# 1280-d float16 features, exact 1.3 ms vs 0.23 ms at 250 rows and 2.6 ms at 500 (the float16 upcast
-# dominates). About 12,800 word-space rows, 500 feature rows.
+# Below this many rows x dimensions an exact scan costs about what an index query does (a millisecond or
+# two), so both backends answer exactly and results never depend on a build's randomness. Measured
+# (benchmarks/bench_scale.py --exact-size, p50, one thread, a loaded machine): 50-d float32 word vectors,
+# exact 0.14 ms vs Annoy 0.11 ms at 10,000 rows (0.33 vs 0.15 at 30,000); 1280-d float16 features, exact
+# 0.7 ms vs 0.14 ms at 250 rows, 1.6 vs 0.3 at 500, 4.6 vs 0.3 at 1,000 (the float16 upcast dominates).
+# About 12,800 word-space rows, 500 feature rows.
 EXACT_CELLS = 640_000
 
 T = TypeVar("T")
