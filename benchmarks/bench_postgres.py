@@ -1,4 +1,4 @@
-"""Annoy bundle vs PostgreSQL + pgvector (embedded pgserver) on the same real-feature collection.
+"""Annoy bundle vs PostgreSQL + pgvector (the embedded server) on the same real-feature collection.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_postgres.py [OUT.json] [--n 100000]
 
@@ -210,7 +210,7 @@ def main() -> None:
                           "update_1pct_s": round(update_s, 3), "query_ms": percentiles(seconds),
                           "exact_query_ms": percentiles(exact_seconds), "recall_at_10": recall(found, truth),
                           "ef_search": ef, "recall_at_10_at_build": collection_pg.manifest["recall_at_10"],
-                          "hnsw": {"m": pg_store.HNSW_M, "ef_construction": pg_store.HNSW_EF_CONSTRUCTION},
+                          "hnsw": collection_pg.manifest["hnsw"],
                           "disk_bytes": table_bytes, "data_folder_bytes": folder_bytes(data),
                           "pgvector": ".".join(map(str, pg_server.vector_version(conn)))}  # fmt: skip
     print(json.dumps(result["postgres"]), file=sys.stderr, flush=True)

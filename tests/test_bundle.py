@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from foundation.vocabulary import frequent_words
+from indexing.ann import recall as ann_recall
 from indexing.ann import vectors as vector_maths
+from indexing.ann.forest import DEFAULT_N_TREES, TREE_GROWTH
 from indexing.bundle import (
     BundleBuilder,
     BundleError,
@@ -71,6 +73,42 @@ def test_round_trip(tmp_path):
     assert [s for _, s in annoy_hits] == sorted((s for _, s in annoy_hits), reverse=True)
     # nothing left beside the bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def near_copies(n=500, dim=50, seed=0) -> np.ndarray:
+    """Noisy copies of a few photos, like a library's bursts and edits: near-ties an index can miss."""
+    rng = np.random.default_rng(seed)
+    originals = rng.normal(size=(n // 20, dim))
+    return (originals[rng.integers(0, len(originals), n)] + 0.05 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_a_small_bundle_answers_exactly_whatever_its_forest(tmp_path, monkeypatch):
+    """A 500-photo collection answers every query with the exact top-10, even from a forest too poor to find
+    it (one tree, search_k 1), so answers never depend on a build's randomness."""
+    vectors = near_copies()
+    bundle = build(tmp_path / "idx", vectors, n_trees=1, search_k=1)
+    queries = near_copies(40, seed=1)
+
+    def answers():
+        return [[item for item, _ in bundle.nearest(q, 10)] for q in queries]
+
+    truth = [[item for item, _ in bundle.nearest(q, 10, exact=True)] for q in queries]
+    assert answers() == truth
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)  # the same forest consulted: it misses some
+    assert answers() != truth
+
+
+def test_trees_grow_until_the_recall_target_and_are_recorded(tmp_path, monkeypatch):
+    """The fewest trees of the growth steps whose tuned search_k reaches the target, recorded with its recall;
+    an unreachable target tries every step and records the largest with the recall it reached."""
+    vectors = near_copies(3000, dim=32)
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)
+    first = build(tmp_path / "easy", vectors).manifest
+    assert first["n_trees"] == DEFAULT_N_TREES and first["recall_at_10"] >= ann_recall.TARGET_RECALL
+    monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)
+    grown = build(tmp_path / "hard", vectors).manifest
+    assert grown["n_trees"] == DEFAULT_N_TREES * TREE_GROWTH[-1] and 0 < grown["recall_at_10"] <= 1
+    assert build(tmp_path / "chosen", vectors, n_trees=7).manifest["n_trees"] == 7  # --n-trees: no growing
 
 
 def test_items_keep_undecodable_file_names(tmp_path):
@@ -153,6 +191,7 @@ def test_missing_bundle_says_how_to_build(tmp_path):
 KILL_SCRIPT = """
 import os, sys, time
 import numpy as np
+from indexing.ann import forest
 from indexing.bundle import builder as bundle
 from tests.test_bundle import build, random_vectors
 
@@ -163,12 +202,12 @@ def pause():
     time.sleep(60)
 
 if point == "building":  # the Annoy forest is half written in the temp directory
-    real_build = bundle.build_forest
+    real_build = forest.build_forest
     def slow_build(*args):
         annoy = real_build(*args)
         pause()
         return annoy
-    bundle.build_forest = slow_build
+    forest.build_forest = slow_build
 else:  # "swapping": the new generation is in the bundle folder, "current" still names the old one
     real_replace = os.replace
     def slow_replace(src, dst):

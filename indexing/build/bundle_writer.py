@@ -19,7 +19,6 @@ import numpy as np
 
 from foundation.atomic import remove_stale, temp_path, temp_prefix, write_atomic
 from foundation.sharding import chunks
-from indexing.ann.forest import DEFAULT_N_TREES
 from indexing.build.embedding import CHUNK, ChunkedEmbedder
 from indexing.build.files import ImageFile
 from indexing.build.plan import Plan, Stored
@@ -37,7 +36,7 @@ PARTS_TAG = "shards"
 
 class BundleWriter:
     def __init__(self, out: str | os.PathLike, inputs: Sequence[str | os.PathLike], embedder,
-                 log: Callable[[str], None], n_trees: int = DEFAULT_N_TREES, search_k: int | None = None,
+                 log: Callable[[str], None], n_trees: int | None = None, search_k: int | None = None,
                  on_disk: bool = False):  # fmt: skip
         self.out, self.inputs, self.embedder, self.log = Path(out), inputs, embedder, log
         self.options = {"n_trees": n_trees, "search_k": search_k, "on_disk": on_disk}

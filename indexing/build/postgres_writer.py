@@ -99,7 +99,8 @@ class PostgresWriter:
         if not _has_hnsw(conn):
             store.create_vector_indexes(conn, self.log, features=manifest["library"]["features"] is not None,
                                         m=self.hnsw_m, ef_construction=self.ef_construction)  # fmt: skip
-        return store.finish(conn, self.db, manifest, self.log, self.ef_search)
+        chosen = self.hnsw_m is not None or self.ef_construction is not None
+        return store.finish(conn, self.db, manifest, self.log, self.ef_search, grow=not chosen)
 
 
 def check_same_model(manifest: dict, embedder, shown: str, update: bool) -> None:

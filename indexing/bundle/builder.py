@@ -17,7 +17,7 @@ import numpy as np
 
 from foundation import hashing
 from foundation.atomic import fsync_tree, new_temp_folder, write_error, write_errors
-from indexing.ann.forest import DEFAULT_N_TREES, METRIC, build_forest, forest_bytes_estimate, tune_search_k
+from indexing.ann.forest import DEFAULT_N_TREES, METRIC, build_tuned_forest, forest_bytes_estimate
 from indexing.ann.recall import RECALL_K, RECALL_SAMPLE
 from indexing.ann.vectors import normalise
 from indexing.bundle.core import Bundle, open_bundle
@@ -124,7 +124,7 @@ class BundleBuilder:
         items: Sequence[str],
         meta: dict,
         arrays: dict[str, np.ndarray] | None = None,
-        n_trees: int = DEFAULT_N_TREES,
+        n_trees: int | None = None,
         search_k: int | None = None,
         on_disk: bool = False,
         log: Callable[[str], None] = lambda message: None,
@@ -156,26 +156,24 @@ class BundleBuilder:
         hashing.prune(verified_dir())
         return open_bundle(self.target)
 
-    def _forest(self, kind: str, items: Sequence[str], n_trees: int, search_k: int | None, on_disk: bool,
+    def _forest(self, kind: str, items: Sequence[str], n_trees: int | None, search_k: int | None, on_disk: bool,
                 log: Callable[[str], None]) -> dict:  # fmt: skip
         """Build and tune the Annoy forest over the written vectors; its manifest entries."""
         vectors = np.load(self.tmp / VECTORS_FILE, mmap_mode="r")
         n, dim = vectors.shape
-        check_space(self.tmp, forest_bytes_estimate(n, dim, n_trees) + sum(len(i) + 1 for i in items), "the Annoy forest")
+        check_space(self.tmp, forest_bytes_estimate(n, dim, n_trees or DEFAULT_N_TREES) + sum(len(i) + 1 for i in items), "the Annoy forest")
         started = time.perf_counter()
         try:
-            annoy = build_forest(vectors, self.tmp / INDEX_FILE, n_trees, on_disk)
+            annoy, facts = build_tuned_forest(vectors, self.tmp / INDEX_FILE, n_trees, search_k, on_disk)
         except OSError as err:  # Annoy reports a failed write without an errno
             raise write_error(err, self.tmp) or BundleError(
                 f"cannot write {self.tmp / INDEX_FILE} ({reason(err)}): free some space or choose another --out"
             ) from None
-        log(f"built {n_trees} trees over {len(items)} {kind} in {time.perf_counter() - started:.1f}s")
-        search_k, recall = tune_search_k(annoy, vectors, search_k)
         annoy.unload()
         sample = min(RECALL_SAMPLE, len(items))
-        log(f"search_k {search_k}: recall@{RECALL_K} {recall:.3f} vs exact on {sample} queries")
-        return {"n_trees": n_trees, "search_k": search_k, "recall_at_10": recall, "recall_sample": sample,
-                "on_disk_build": on_disk}  # fmt: skip
+        log(f"built {facts['n_trees']} trees over {len(items)} {kind} in {time.perf_counter() - started:.1f}s")
+        log(f"search_k {facts['search_k']}: recall@{RECALL_K} {facts['recall_at_10']:.3f} vs exact on {sample} queries")
+        return {**facts, "recall_sample": sample, "on_disk_build": on_disk}
 
 
 def check_space(folder: Path, needed: int, what: str) -> None:

