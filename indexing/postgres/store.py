@@ -414,7 +414,7 @@ class PgCollection:
         scan, for scores that need the whole collection (fused word search)."""
         condition, params = where_sql(where)
         params["q"] = normalise(query).reshape(-1)
-        sql = (f"SELECT path, 1 - ({_vector_sql(self.space)}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
+        sql = (f"SELECT path, 1 - ({_vector_sql(self.space, self._kind)}) FROM ws_images WHERE {self.space} IS NOT NULL AND {condition} "
                "ORDER BY path")  # fmt: skip
         with self.guard():
             found = self.conn.execute(sql, params).fetchall()
