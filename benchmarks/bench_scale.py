@@ -292,7 +292,8 @@ def updated(data: dict, name: str, keep: np.ndarray, work: Path) -> np.ndarray:
     out = np.lib.format.open_memmap(work / f"updated_{name}.npy", mode="w+", dtype=rows.dtype,
                                     shape=(len(keep) + len(new) - len(changed), rows.shape[1]))  # fmt: skip
     for start in range(0, len(keep), 1 << 16):
-        out[start : start + (1 << 16)] = rows[keep[start : start + (1 << 16)]]
+        ids = keep[start : start + (1 << 16)]
+        out[start : start + len(ids)] = rows[ids]
     out[np.searchsorted(keep, changed)] = new[: len(changed)]
     out[len(keep) :] = new[len(changed) :]
     out.flush()
