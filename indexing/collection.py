@@ -41,12 +41,17 @@ class Collection(Protocol):
     def nearest(self, query: np.ndarray, k: int, exact: bool = False) -> list[tuple[str, float]]: ...
 
 
+def in_database(collection: Collection) -> bool:
+    """A PostgreSQL collection: filters are WHERE clauses and features live in the database."""
+    return getattr(collection, "sql_filters", False)
+
+
 def companions_by_photo(collection: Collection) -> dict[str, list[str]]:
     """The RAW companions of each photo that has any (``library.pairs``), by path; read only from an index
     whose manifest counts pairs, so searching an index of JPEGs never reads its meta rows for them."""
     if not collection.manifest.get("pairs"):
         return {}
-    if getattr(collection, "sql_filters", False):
+    if in_database(collection):
         return collection.companions()
     from indexing.bundle.columns import read_meta
 

@@ -24,7 +24,7 @@ import numpy as np
 from foundation.errors import UsageError
 from indexing.ann.vectors import all_cosines
 from indexing.bundle import BundleMismatch
-from indexing.collection import Collection, companions_by_photo
+from indexing.collection import Collection, companions_by_photo, in_database
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
@@ -41,11 +41,6 @@ def is_file_query(query: str) -> bool:
     """Anything at that path but a folder is an image term: a FIFO or a broken link is then skipped with
     its reason rather than looked up as a word."""
     return os.path.lexists(query) and not os.path.isdir(query)
-
-
-def in_database(images: Collection) -> bool:
-    """A PostgreSQL collection: filters are WHERE clauses and features live in the database."""
-    return getattr(images, "sql_filters", False)
 
 
 def looks_like_image_path(query: str) -> bool:
