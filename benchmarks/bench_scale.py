@@ -284,6 +284,16 @@ def score(found: list[list[str]], truth: np.ndarray) -> dict:
 # ---- Annoy
 
 
+def measure_queries(result: dict, truth: dict, words, visual, filtered) -> None:
+    """Each kind of query of ``truth`` timed and scored against exact into ``result``, one backend's way:
+    ``words(q)`` and ``visual(q)`` search, ``filtered(kind)`` gives the search under that filter."""
+    for kind, (queries, expected) in truth.items():
+        search = words if kind == "words" else visual if kind == "visual" else filtered(kind)
+        found, seconds = timed(lambda q, search=search: [p for p, _ in search(q)], queries)
+        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
+        print(kind, result[kind], file=sys.stderr, flush=True)
+
+
 def updated(data: dict, name: str, keep: np.ndarray, work: Path) -> np.ndarray:
     """The library's ``name`` rows after the 1% update (deleted rows gone, changed ones replaced, new ones
     last), written chunk by chunk to a memory-mapped file: a copy of a million rows would not fit beside
@@ -337,18 +347,14 @@ def run_annoy(folder: Path, work: Path) -> dict:
     truth = queries_and_truth(data)
     result = {"build_s": round(build_s, 1), "tuned": tuned,
               "disk_mb": round(folder_bytes(work) / 1e6)}  # fmt: skip
-    for kind, (queries, expected) in truth.items():
-        if kind == "words":
-            found, seconds = timed(lambda q: [p for p, _ in bundle.nearest(q, K)], queries)
-        elif kind == "visual":
-            found, seconds = timed(lambda q: [p for p, _ in visual.nearest(q, K)], queries)
-        else:
-            started = time.perf_counter()
-            mask = filter_mask(kind, data)  # the Searcher computes it once per filter
-            result[f"{kind}_mask_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            found, seconds = timed(lambda q, mask=mask: [p for p, _ in filtered_nearest(bundle, q, K, mask)], queries)
-        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
-        print(kind, result[kind], file=sys.stderr, flush=True)
+
+    def filtered(kind: str):
+        started = time.perf_counter()
+        mask = filter_mask(kind, data)  # the Searcher computes it once per filter
+        result[f"{kind}_mask_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return lambda q: filtered_nearest(bundle, q, K, mask)
+
+    measure_queries(result, truth, lambda q: bundle.nearest(q, K), lambda q: visual.nearest(q, K), filtered)
     exact_q = truth["words"][0][:50]
     result["words_exact_query_ms"] = percentiles(timed(lambda q: bundle.nearest(q, K, exact=True), exact_q)[1])
     # the 1% update: a bundle is rewritten whole (both forests rebuilt and tuned again)
@@ -421,17 +427,12 @@ def run_postgres(folder: Path, work: Path) -> dict:
               "data_folder_mb": round(folder_bytes(work / "pg") / 1e6)}  # fmt: skip
     visual = collection.features_space()
     truth = queries_and_truth(data)
-    for kind, (queries, expected) in truth.items():
-        if kind == "words":
-            found, seconds = timed(lambda q: [p for p, _ in collection.nearest(q, K)], queries)
-        elif kind == "visual":
-            found, seconds = timed(lambda q: [p for p, _ in visual.nearest(q, K)], queries)
-        else:
-            where_folder, after, before = FILTERS[kind]
-            where = Filter(where_folder, after, before)
-            found, seconds = timed(lambda q, where=where: [p for p, _ in collection.nearest(q, K, where=where)], queries)
-        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
-        print(kind, result[kind], file=sys.stderr, flush=True)
+
+    def filtered(kind: str):
+        where = Filter(*FILTERS[kind])
+        return lambda q: collection.nearest(q, K, where=where)
+
+    measure_queries(result, truth, lambda q: collection.nearest(q, K), lambda q: visual.nearest(q, K), filtered)
     exact_q = truth["words"][0][:20]
     result["words_exact_query_ms"] = percentiles(timed(lambda q: collection.nearest(q, K, exact=True), exact_q)[1])
     changed, deleted = np.asarray(data["changed"]), np.asarray(data["deleted"])
