@@ -86,7 +86,7 @@ def unpack_images(archive: Path, into: Path) -> int:
     def keep(name: str, data: bytes) -> None:
         nonlocal count
         target = into / name
-        if not is_image(name) or ".." in Path(name).parts:
+        if not is_image(name) or Path(name).is_absolute() or ".." in Path(name).parts:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
