@@ -26,7 +26,7 @@ from foundation.vectors import load_word_vectors
 from indexing.word_index import visual_words
 from models.embedder import load_embedder
 from taxonomy import load_taxonomy
-from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, HierarchyTagger
+from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, HierarchyTagger, synset_frequency_ranks
 
 DEFAULT_OUT = Path("runs/evaluation/wordnet_tags")
 SPEC = "conse:efficientnet_lite0"
@@ -38,9 +38,12 @@ LEVERS = {
     "+ synthesized, weight 2": DEFAULT_OPTIONS.with_(synthesized_weight=2.0),
     "+ sense prior 0.5": DEFAULT_OPTIONS.with_(sense_prior=0.5),
     "+ sense prior 1": DEFAULT_OPTIONS.with_(sense_prior=1.0),
+    "+ frequency prior 0.5": DEFAULT_OPTIONS.with_(frequency_prior=0.5),
+    "+ frequency prior 1": DEFAULT_OPTIONS.with_(frequency_prior=1.0),
     "all combined (default)": DEFAULT_OPTIONS,
 }
-SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 0.5, 1.0, 2.0)}
+SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 0.5, 1.0, 2.0),
+         "frequency_prior": (0.25, 0.5, 1.0, 2.0, 4.0)}  # fmt: skip
 
 
 def network_outputs(photos, regions: bool = False) -> dict[str, np.ndarray]:
@@ -67,9 +70,20 @@ def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, to
     embedder = _embedder(options)
     embedded = embedder.combine({k: v[rows] for k, v in outputs.items()})
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
-    tagger = HierarchyTagger(words, unit.astype(np.float32), options)
+    tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
     dim = embedder.dim
     return [[w for w, _ in tagger.tags(e[:dim], e[dim:], top)] for e in embedded]
+
+
+_RANKS: dict[str, np.ndarray] = {}  # vectors hash -> the synthesized synsets' ranks
+
+
+def synthesized_ranks(wv) -> np.ndarray:
+    """The synthesized synsets' word-frequency ranks in ``wv`` (the frequency prior's input), made once."""
+    if wv.sha not in _RANKS:
+        taxonomy = load_taxonomy()
+        _RANKS[wv.sha] = synset_frequency_ranks(taxonomy, taxonomy.synthesized, wv.kv.key_to_index)
+    return _RANKS[wv.sha]
 
 
 def _embedder(options: HierarchyOptions):

@@ -43,7 +43,7 @@ TOO_GENERAL = frozenset({
 })  # fmt: skip
 
 
-KEYED_WHEN_ON = ("regions", "diversity", "explaining")
+KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ class HierarchyOptions:
     # a synthesized synset's probability x ((1 + its tagged-corpus count) / (1 + SENSE_COUNT_FULL)) **
     # sense_prior (at most 1): a sense people use (crow) keeps its mass, rare leaves (fulmar) lose theirs
     sense_prior: float = 0.0  # measured: no help on the visible benchmark (README), so off
+    # a synthesized synset's probability x min(1, FREQUENCY_RANK_FULL / rank of its most frequent one-word
+    # lemma in the word vectors, which are frequency-ordered) ** frequency_prior: basic-level names (crow,
+    # rank ~10k) keep more of their mass than rare leaves (fulmar, ~100k); needs HierarchyTagger's ranks
+    frequency_prior: float = 0.0
     # scenes: the 1000 classes also scored on a grid of windows; a class confident in its `regions` best
     # windows adds what it gains there (models.onnx_engine.Combine); 0: whole photo only
     regions: int = 0
@@ -95,6 +99,7 @@ class HierarchyOptions:
 DEFAULT_OPTIONS = HierarchyOptions()
 PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0, synthesized=False)
 SENSE_COUNT_FULL = 10
+FREQUENCY_RANK_FULL = 5000  # a synset named by one of the 5000 most frequent words keeps all its mass
 DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
 
 
@@ -211,18 +216,35 @@ def sense_priors(taxonomy: Taxonomy, wnids, strength: float) -> np.ndarray:
     return np.minimum(1.0, (1.0 + counts) / (1.0 + SENSE_COUNT_FULL)) ** strength
 
 
+def synset_frequency_ranks(taxonomy: Taxonomy, wnids, rank_of) -> np.ndarray:
+    """(len(wnids),) each synset's most frequent one-word lemma's 1-based rank in ``rank_of`` (a word ->
+    0-based index mapping of frequency-ordered vectors, GloVe's ``key_to_index``); past the end if none."""
+    unknown = len(rank_of) + 1
+    return np.array([min((rank_of[w] + 1 for w in taxonomy.synsets[s].words if w in rank_of), default=unknown)
+                     for s in wnids], dtype=np.float32)  # fmt: skip
+
+
+def frequency_priors(ranks: np.ndarray, strength: float) -> np.ndarray:
+    """The open-vocabulary prior of synsets of these ranks (``HierarchyOptions.frequency_prior``)."""
+    return np.minimum(1.0, FREQUENCY_RANK_FULL / ranks) ** strength
+
+
 class HierarchyTagger:
     """Scores every word of a vocabulary for one image: cosine + hierarchy mass - stacking.
 
     ``words`` are the vocabulary's words and ``unit_vectors`` their unit vectors (a VectorTable's
     ``items`` and ``vectors``, memory-mapped or not). The class probabilities are the 1000 ImageNet
     classes', followed, when the embedder scores them, by the synthesized synsets' (``taxonomy.synthesized``
-    order), which first take the sense prior.
+    order), which first take the sense and frequency priors (``synthesized_ranks``: ``synset_frequency_ranks``
+    of ``taxonomy.synthesized``, needed when ``options.frequency_prior`` is on).
     """
 
     def __init__(self, words, unit_vectors, options: HierarchyOptions = DEFAULT_OPTIONS,
-                 taxonomy: Taxonomy | None = None):  # fmt: skip
+                 taxonomy: Taxonomy | None = None, synthesized_ranks: np.ndarray | None = None):  # fmt: skip
+        if options.frequency_prior and synthesized_ranks is None:
+            raise ValueError("frequency_prior needs the synthesized synsets' word ranks (synset_frequency_ranks)")
         self.words, self.vectors, self.options = list(words), unit_vectors, options
+        self.synthesized_ranks = synthesized_ranks
         self.taxonomy = taxonomy = taxonomy or load_taxonomy()
         self.forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
         self.class_rows = np.array(
@@ -251,11 +273,13 @@ class HierarchyTagger:
         return self._flows[c]
 
     def synthesized_share(self, probs: np.ndarray) -> np.ndarray:
-        """The synthesized synsets' probabilities after the sense prior, their top-T renormalised to sum 1
+        """The synthesized synsets' probabilities after the sense and frequency priors, their top-T renormalised to sum 1
         (the rest 0): their share of the hierarchy mass does not shrink with how many synsets there are."""
         n_real = len(self.taxonomy.classes)
         if self._priors is None:
             self._priors = sense_priors(self.taxonomy, self.wnids[n_real:], self.options.sense_prior)
+            if self.options.frequency_prior:
+                self._priors = self._priors * frequency_priors(self.synthesized_ranks, self.options.frequency_prior)
         weighted = probs[n_real:] * self._priors
         top = np.argpartition(-weighted, self.options.top_t - 1)[: self.options.top_t]
         share = np.zeros_like(weighted)

@@ -115,6 +115,28 @@ def test_the_sense_prior_favours_the_senses_people_use():
     assert sense_priors(taxonomy, [unused], 0.0)[0] == 1.0  # strength 0: no prior
 
 
+def test_the_frequency_prior_favours_words_people_use_and_needs_the_ranks():
+    from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, frequency_priors, synset_frequency_ranks
+
+    taxonomy = load_taxonomy()
+    rank_of = {"crow": 9_999, "fulmar": 99_999}  # 0-based places in frequency-ordered vectors
+    crow = next(s for s in taxonomy.synsets if taxonomy.synsets[s].words[:1] == ["crow"])
+    ranks = synset_frequency_ranks(taxonomy, [crow, "n00002684"], rank_of)  # object: none of its words known
+    assert ranks.tolist() == [10_000, len(rank_of) + 1]
+    priors = frequency_priors(np.array([10_000.0, 100_000.0, 10.0]), 1.0)
+    assert priors[0] > priors[1] and priors[2] == 1.0  # a frequent word keeps all its mass
+    assert (frequency_priors(np.array([100_000.0]), 0.0) == 1.0).all()
+    with pytest.raises(ValueError, match="frequency_prior"):
+        HierarchyTagger(["crow"], np.ones((1, 2), np.float32), DEFAULT_OPTIONS.with_(frequency_prior=1.0))
+
+
+def test_an_option_off_leaves_the_identity_of_earlier_exports():
+    from taxonomy.hierarchy import DEFAULT_OPTIONS
+
+    assert DEFAULT_OPTIONS.with_(frequency_prior=0.0).key() == DEFAULT_OPTIONS.key()
+    assert DEFAULT_OPTIONS.with_(frequency_prior=1.0).key() != DEFAULT_OPTIONS.key()
+
+
 @pytest.mark.slow
 def test_the_shipped_classifiers_tag_a_sample_photo():
     """The real artefact: a fresh clone's tagger scores it with the 1000 classes and tags a photo."""
