@@ -26,7 +26,7 @@ from evaluation.package_photos import PACKAGES, package_files
 from evaluation.photo_sets import DARKNET_DATA, GIMP_HELP, OPENCV_EXAMPLES, SCRIBUS, benchmark_photos
 from evaluation.photos import Photo
 from evaluation.real_photos import closed_vocabularies, tune_half
-from evaluation.wordnet_tags import SPEC, network_outputs
+from evaluation.wordnet_tags import SPEC, network_outputs, synthesized_ranks
 from foundation.atomic import write_atomic
 from foundation.images import open_image
 from foundation.vectors import load_word_vectors
@@ -112,6 +112,8 @@ LEVERS = {
     "explaining away 1": BEFORE.with_(explaining=1.0),
     "regions k 1 + explaining away 1": BEFORE.with_(regions=1, explaining=1.0),
     "default": DEFAULT_OPTIONS,
+    "default + frequency prior 1": DEFAULT_OPTIONS.with_(frequency_prior=1.0),
+    "default + frequency prior 2": DEFAULT_OPTIONS.with_(frequency_prior=2.0),
 }
 SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 
@@ -155,7 +157,7 @@ def combine_for(embedder, options: HierarchyOptions):
 def top_tags(outputs, rows, combine, dim: int, options, words: list[str], wv, top: int) -> list[list[str]]:
     embedded = combine({k: v[rows] for k, v in outputs.items()})
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
-    tagger = HierarchyTagger(words, unit.astype(np.float32), options)
+    tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
     return [[w for w, _ in tagger.tags(e[:dim], e[dim:], top)] for e in embedded]
 
 
