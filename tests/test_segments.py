@@ -3,6 +3,7 @@ collection a fresh build gives, a crash leaves the old generation, and a large d
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from indexing.bundle import core, open_bundle
 from indexing.bundle.columns import open_features, read_meta
 from indexing.bundle.layout import STATS
 from library import duplicates, filters
+from tests.fakes import install_fake_embedder_module
 from tests.library_photos import FeatureFakeEmbedder
+from wordsight import search
 
 PHOTOS = 100
 
@@ -127,3 +130,25 @@ def test_a_large_update_compacts_into_a_full_build(photos, embedder, tmp_path):
     updated = open_bundle(index)
     assert "delta" not in updated.manifest and updated.segments is None and len(updated) == PHOTOS - PHOTOS // 5
     assert any(line.startswith("compacting:") for line in lines), lines
+
+
+def test_the_search_command_answers_from_a_delta_as_from_a_fresh_build(photos, embedder, space, tmp_path, approximate,
+                                                                        monkeypatch, capfd):  # fmt: skip
+    install_fake_embedder_module(monkeypatch, embedder)
+    index, fresh = tmp_path / "idx", tmp_path / "fresh"
+    build_image_index([photos], index, embedder, progress=False)
+    _edit(photos, 0)
+    build_image_index([photos], index, embedder, update=True, progress=False)
+    build_image_index([photos], fresh, embedder, progress=False)
+    assert "delta" in open_bundle(index).manifest and "delta" not in open_bundle(fresh).manifest
+    new_photo = photos / "f1" / "new0.png"
+    for args in (["red"], [str(new_photo)], ["blue", "--in", str(photos / "f5")], ["--duplicates", "--threshold", "0.5"]):
+        answers = []
+        for where in (index, fresh):
+            capfd.readouterr()
+            code = search.main([*args, "--index", str(where), "--words-index", str(space.words_index), "--json",
+                                "--top-k", "8"])  # fmt: skip
+            out, err = capfd.readouterr()
+            assert code == 0, err
+            answers.append([json.loads(line) for line in out.splitlines()])
+        assert answers[0] == answers[1] and answers[0], args
