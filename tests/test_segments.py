@@ -21,7 +21,7 @@ from tests.fakes import install_fake_embedder_module
 from tests.library_photos import FeatureFakeEmbedder
 from wordsight import search
 
-PHOTOS = 100
+PHOTOS = 200
 
 
 @pytest.fixture

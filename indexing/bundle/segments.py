@@ -34,7 +34,7 @@ from indexing.errors import BundleDamaged, reason, rebuild_hint
 DELTA_KEY = "delta"
 PREFIX = "delta."
 TOMBSTONES = PREFIX + "tombstones.npy"
-COMPACT_AT = 0.10  # (added + deleted) / base rows past which an update rebuilds: docs/backends.md, "Updates"
+COMPACT_AT = 0.05  # (added + deleted) / base rows past which an update rebuilds: docs/backends.md, "Updates"
 OVERFETCH_ROUNDS = 4
 
 
