@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from indexing.bundle import builder as bundle_builder
 from indexing.bundle import core, open_bundle
 from indexing.bundle.columns import open_features, read_meta
 from indexing.bundle.layout import STATS
+from indexing.postgres import server as pg_server
+from indexing.postgres.migrate import export_to_postgres
 from library import duplicates, filters
 from tests.fakes import install_fake_embedder_module
 from tests.library_photos import FeatureFakeEmbedder
@@ -152,3 +156,25 @@ def test_the_search_command_answers_from_a_delta_as_from_a_fresh_build(photos, e
             assert code == 0, err
             answers.append([json.loads(line) for line in out.splitlines()])
         assert answers[0] == answers[1] and answers[0], args
+
+
+def test_export_to_postgres_copies_the_merged_collection(photos, embedder, tmp_path):
+    index, fresh = tmp_path / "idx", tmp_path / "fresh"
+    build_image_index([photos], index, embedder, progress=False)
+    _edit(photos, 0)
+    build_image_index([photos], index, embedder, update=True, progress=False)
+    truth = build_image_index([photos], fresh, embedder, progress=False).collection
+    root = Path(tempfile.mkdtemp(prefix="wordsight-pgtest-"))  # outside pytest's folder: see tests/test_postgres.py
+    try:
+        exported = export_to_postgres(index, f"pg:{root / 'db'}")
+        try:
+            assert exported.items == truth.items
+            np.testing.assert_allclose(np.asarray(exported.vectors), np.asarray(truth.vectors), atol=1e-6)
+            seen, expected = exported.features_space(), open_features(truth)
+            np.testing.assert_allclose(np.asarray(seen.vectors, np.float32), np.asarray(expected.vectors, np.float32),
+                                       atol=1e-3)  # fmt: skip
+        finally:
+            exported.close()
+    finally:
+        pg_server.stop_embedded(root / "db")
+        shutil.rmtree(root, ignore_errors=True)
