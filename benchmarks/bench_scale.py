@@ -18,7 +18,8 @@ Measured per backend (each in its own process, so peak RSS is its own; PostgreSQ
 sampled separately): build time (write + index + tuning trees / graph and search setting to recall@10
 >= 0.95), disk, peak RSS; p50/p99 and recall@10 against exact of word queries (midpoints of two rows),
 visual queries (a row's features, itself excluded from neither side) and filtered word queries (10%
-folder, 1% date range); the 1% update (half changed rows, a quarter new, a quarter deleted).
+folder, 1% date range); the 1% update (half changed rows, a quarter new, a quarter deleted): on Annoy as
+``--update`` writes it (a delta), queries after it, a sweep of delta sizes, and the rebuild a compaction costs.
 """
 
 from __future__ import annotations
