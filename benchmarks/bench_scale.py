@@ -18,7 +18,8 @@ Measured per backend (each in its own process, so peak RSS is its own; PostgreSQ
 sampled separately): build time (write + index + tuning trees / graph and search setting to recall@10
 >= 0.95), disk, peak RSS; p50/p99 and recall@10 against exact of word queries (midpoints of two rows),
 visual queries (a row's features, itself excluded from neither side) and filtered word queries (10%
-folder, 1% date range); the 1% update (half changed rows, a quarter new, a quarter deleted).
+folder, 1% date range); the 1% update (half changed rows, a quarter new, a quarter deleted): on Annoy as
+``--update`` writes it (a delta), queries after it, a sweep of delta sizes, and the rebuild a compaction costs.
 """
 
 from __future__ import annotations
@@ -275,8 +276,8 @@ def timed(nearest, queries) -> tuple[list, list[float]]:
     return found, seconds
 
 
-def score(found: list[list[str]], truth: np.ndarray) -> dict:
-    expected = [{path_of(i) for i in row} for row in truth.tolist()]
+def score(found: list[list[str]], truth: np.ndarray, name=path_of) -> dict:
+    expected = [{name(i) for i in row} for row in truth.tolist()]
     hits = [len(e & set(f)) / K for e, f in zip(expected, found)]
     return {"recall_at_10": round(float(np.mean(hits)), 4), "min_results": min(len(f) for f in found)}
 
@@ -284,13 +285,14 @@ def score(found: list[list[str]], truth: np.ndarray) -> dict:
 # ---- Annoy
 
 
-def measure_queries(result: dict, truth: dict, words, visual, filtered) -> None:
+def measure_queries(result: dict, truth: dict, words, visual, filtered, name=path_of) -> None:
     """Each kind of query of ``truth`` timed and scored against exact into ``result``, one backend's way:
-    ``words(q)`` and ``visual(q)`` search, ``filtered(kind)`` gives the search under that filter."""
+    ``words(q)`` and ``visual(q)`` search, ``filtered(kind)`` gives the search under that filter; ``name(row)``
+    is the path of a row of the truth."""
     for kind, (queries, expected) in truth.items():
         search = words if kind == "words" else visual if kind == "visual" else filtered(kind)
         found, seconds = timed(lambda q, search=search: [p for p, _ in search(q)], queries)
-        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected)}
+        result[kind] = {"query_ms": percentiles(seconds), **score(found, expected, name)}
         print(kind, result[kind], file=sys.stderr, flush=True)
 
 
@@ -357,13 +359,75 @@ def run_annoy(folder: Path, work: Path) -> dict:
     measure_queries(result, truth, lambda q: bundle.nearest(q, K), lambda q: visual.nearest(q, K), filtered)
     exact_q = truth["words"][0][:50]
     result["words_exact_query_ms"] = percentiles(timed(lambda q: bundle.nearest(q, K, exact=True), exact_q)[1])
-    # the 1% update: a bundle is rewritten whole (both forests rebuilt and tuned again)
-    bundle = visual = annoy = None
+    # the 1% update as --update writes it: a delta beside the linked base (changed rows are deleted and added)
     keep, added = np.setdiff1d(np.arange(n), np.asarray(data["deleted"])), len(data["new_words"]) - len(data["changed"])
-    items = [paths[i] for i in keep] + [f"/lib/new/{i:07d}.jpg" for i in range(added)]
-    update_s, _ = build(updated(data, "words", keep, work), updated(data, "features", keep, work), items)
-    result["update_1pct_s"] = round(update_s, 1)
+    changed = np.asarray(data["changed"])
+    new_paths = [f"/lib/new/{i:07d}.jpg" for i in range(added)]
+    tombstones = np.union1d(np.asarray(data["deleted"]), changed)
+    result["update_1pct_s"] = round(delta_update(work, bundle, [paths[i] for i in changed] + new_paths, tombstones,
+                                                 data["new_words"], data["new_features"]), 1)  # fmt: skip
+    items = [paths[i] for i in keep] + new_paths
+    words, features = updated(data, "words", keep, work), updated(data, "features", keep, work)
+    after = {"words": (truth["words"][0], exact_top_k(words, truth["words"][0], K)[0]),
+             "visual": (truth["visual"][0], exact_top_k(features, truth["visual"][0], K)[0])}  # fmt: skip
+    bundle = open_bundle(work / "bundle")
+    visual = merged_features(work, bundle, feature_vectors, annoy, tuned)
+    result["after_update"] = {"delta": bundle.manifest["delta"]}
+    measure_queries(result["after_update"], after, lambda q: bundle.nearest(q, K), lambda q: visual.nearest(q, K),
+                    None, name=items.__getitem__)  # fmt: skip
+    result["delta_sweep"] = delta_sweep(work, data, paths, truth, feature_vectors, annoy, tuned)
+    # what a compaction costs: the bundle rewritten whole (both forests rebuilt and tuned again)
+    bundle = visual = annoy = feature_vectors = None
+    rebuild_s, _ = build(words, features, items)
+    result["rebuild_1pct_s"] = round(rebuild_s, 1)
     return {**result, **rss.report()}
+
+
+def delta_update(work: Path, base, items: list[str], tombstones: np.ndarray, words, features) -> float:
+    """Seconds to publish ``base`` with a delta: ``items`` (their word rows and features) added, ``tombstones``
+    deleted; the features' delta is written as the bundle's own (the base features sit beside it here)."""
+    from indexing.bundle import BundleBuilder
+    from indexing.bundle.columns import FEATURES_FILE
+    from indexing.bundle.layout import VECTORS_FILE
+    from indexing.bundle.segments import delta_name
+
+    started = time.perf_counter()
+    with BundleBuilder(work / "bundle") as builder:
+        builder.rows(len(items), words.shape[1], delta_name(VECTORS_FILE)).append(np.asarray(words, dtype=np.float32))
+        np.save(builder.tmp / delta_name(FEATURES_FILE), np.asarray(features, dtype=np.float16))
+        builder.commit_delta(base, items, tombstones, {})
+    return time.perf_counter() - started
+
+
+def merged_features(work: Path, bundle, feature_vectors, annoy, tuned: dict):
+    """The visual space of ``bundle``: the base features and their forest merged with the bundle's delta."""
+    from indexing.bundle.columns import FEATURES_FILE
+    from indexing.bundle.core import Bundle
+
+    vectors, forest = bundle.segments.space(feature_vectors, annoy, FEATURES_FILE)
+    return Bundle(work, {**tuned["features"], "kind": "features"}, bundle.items, vectors, forest)
+
+
+def delta_sweep(work: Path, data: dict, paths: list[str], truth: dict, feature_vectors, annoy, tuned: dict) -> dict:
+    """Merged queries as the delta grows: a share of the rows moved (deleted from the base, added to the delta
+    under new paths), so the collection and its exact answers stay those before the update. What COMPACT_AT
+    is chosen from."""
+    from indexing.bundle import open_bundle
+
+    sweep, rng = {}, np.random.default_rng(3)
+    for changes in (0.02, 0.05, 0.1, 0.2):  # added + deleted, of the base rows
+        moved = np.sort(rng.choice(len(paths), size=int(len(paths) * changes / 2), replace=False))
+        moved_to = {int(i): f"/lib/moved/{i:07d}.jpg" for i in moved}
+        seconds = delta_update(work, open_bundle(work / "bundle"), list(moved_to.values()), moved,
+                               data["words"][moved], data["features"][moved])  # fmt: skip
+        bundle = open_bundle(work / "bundle")
+        visual = merged_features(work, bundle, feature_vectors, annoy, tuned)
+        point = {"write_s": round(seconds, 1)}
+        measure_queries(point, {kind: truth[kind] for kind in ("words", "visual")},
+                        lambda q, bundle=bundle: bundle.nearest(q, K), lambda q, visual=visual: visual.nearest(q, K),
+                        None, name=lambda i, moved_to=moved_to: moved_to.get(i, paths[i]))  # fmt: skip
+        sweep[f"{changes:.0%}"] = point
+    return sweep
 
 
 # ---- PostgreSQL

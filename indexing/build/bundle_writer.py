@@ -24,9 +24,10 @@ from indexing.build.files import ImageFile
 from indexing.build.plan import Plan, Stored
 from indexing.build.report import build_facts, none_readable
 from indexing.bundle.builder import BundleBuilder, RowWriter
-from indexing.bundle.columns import Columns, Previous
+from indexing.bundle.columns import FEATURES_FILE, MANIFEST_KEY, META_FILE, Columns, Previous
 from indexing.bundle.core import Bundle, open_bundle
-from indexing.bundle.layout import STATS, check_target
+from indexing.bundle.layout import STATS, VECTORS_FILE, check_target
+from indexing.bundle.segments import COMPACT_AT, delta_name, needs_compaction
 from indexing.errors import BundleError, BundleMissing
 from indexing.generations.lock import build_lock
 from library.pairs import companions_in
@@ -106,27 +107,90 @@ class BundleWriter:
             parts.remove()
 
     def _write(self, plan: Plan, parts: _Parts, failed: list[tuple[str, str]]) -> Bundle:
-        files = plan.collected.files
         old_rows = {path: row for row, path in enumerate(self.previous.items)} if self.previous else {}
-        kept: list[ImageFile] = []
+        rows = [(f, old_rows[plan.kept[f.path]] if f.path in plan.kept else None)
+                for f in plan.collected.files if f.path in plan.kept or f.path in parts]  # fmt: skip
+        if not rows:
+            none_readable(plan.collected.skipped + failed)
+        split = self._as_delta(plan, parts, rows)
+        if split is not None:
+            return self._write_delta(plan, parts, failed, *split)
+        return self._write_whole(plan, parts, failed, rows)
+
+    def _as_delta(self, plan: Plan, parts: _Parts, rows: list) -> tuple[list, np.ndarray] | None:
+        """The rows to write as a delta and the base rows it deletes, or None: write the whole bundle.
+
+        A row stays in the base when its photo is unchanged there (same path, same facts); every other row
+        goes to the delta. None when there is nothing to add to, when the options ask for a new forest, when
+        the base has visual features some delta row lacks, or when the delta would pass ``COMPACT_AT``.
+        """
+        previous = self.previous
+        if previous is None or "files" not in previous.manifest or self.options["n_trees"] or self.options["search_k"]:
+            return None
+        segments = previous.segments
+        base_count = segments.base_count if segments else len(previous)
+        physical = segments.order if segments else np.arange(len(previous))
+        regrouped = set(plan.regrouped)
+        in_base = np.zeros(base_count, dtype=bool)
+        added = []
+        for f, row in rows:
+            if row is not None and plan.kept[f.path] == f.path and f.path not in regrouped and physical[row] < base_count:
+                in_base[physical[row]] = True
+            else:
+                added.append((f, row))
+        tombstones = np.flatnonzero(~in_base)
+        if needs_compaction(len(added), len(tombstones), base_count):
+            self.log(f"compacting: {len(added)} rows added and {len(tombstones)} deleted since the last full build "
+                     f"of {base_count} pass {COMPACT_AT:.0%} of it: rebuilding the whole index")  # fmt: skip
+            return None
+        features = (previous.manifest.get("library") or {}).get("features")
+        if features and (self.previous_columns.features is None
+                         or any(row is None and parts.features(f.path) is None for f, row in added)):  # fmt: skip
+            return None  # the full build says which images lack them
+        return added, tombstones
+
+    def _write_delta(self, plan: Plan, parts: _Parts, failed: list[tuple[str, str]], added: list,
+                     tombstones: np.ndarray) -> Bundle:  # fmt: skip
+        """A generation sharing the previous base's files, with the ``added`` rows and ``tombstones`` as its delta."""
         with BundleBuilder(self.out, plan.inputs) as builder:
-            rows = builder.rows(len(files), self.embedder.dim)
-            columns = Columns(builder.tmp, len(files), self.previous_columns, plan.hashes, plan.companions)
-            for chunk in chunks(files, CHUNK):
-                here = [f for f in chunk if f.path in plan.kept or f.path in parts]
-                if not here:
-                    continue
-                reused = [old_rows[plan.kept[f.path]] if f.path in plan.kept else None for f in here]
-                rows.append(np.stack([self.previous.vectors[r] if r is not None else parts.vector(f.path)
-                                      for f, r in zip(here, reused)]))  # fmt: skip
-                for f, r in zip(here, reused):
-                    columns.add(f, r, parts.features(f.path) if r is None else None)
-                kept += here
-            if not kept:
-                none_readable(plan.collected.skipped + failed)
+            vectors = builder.rows(len(added), self.embedder.dim, delta_name(VECTORS_FILE))
+            scratch = builder.tmp / "columns"
+            scratch.mkdir()
+            columns = Columns(scratch, len(added), self.previous_columns, plan.hashes, plan.companions)
+            self._fill(vectors, columns, parts, added)
+            library = columns.write(self.embedder.identity["sha"], forest=False)[MANIFEST_KEY]
+            base_features = (self.previous.manifest.get("library") or {}).get("features")
+            if base_features and not added:  # no rows: an empty delta of the features still merges
+                np.save(scratch / FEATURES_FILE, np.zeros((0, int(base_features["dim"])), dtype=np.float16))
+            for name in (META_FILE, FEATURES_FILE) if base_features else (META_FILE,):
+                os.replace(scratch / name, builder.tmp / delta_name(name))
+            shutil.rmtree(scratch)
+            self.log(f"update written as a delta: {len(added)} rows added, {len(tombstones)} deleted, "
+                     "the rest kept from the last full build")  # fmt: skip
+            return builder.commit_delta(self.previous, [f.path for f, _ in added], tombstones,
+                                        build_facts(self.embedder, plan, failed), {STATS: _stats(added)}, library)  # fmt: skip
+
+    def _write_whole(self, plan: Plan, parts: _Parts, failed: list[tuple[str, str]], rows: list) -> Bundle:
+        """Every row into a new generation: a full build, with its forests built and tuned."""
+        with BundleBuilder(self.out, plan.inputs) as builder:
+            columns = Columns(builder.tmp, len(rows), self.previous_columns, plan.hashes, plan.companions)
+            self._fill(builder.rows(len(rows), self.embedder.dim), columns, parts, rows)
             meta = {**build_facts(self.embedder, plan, failed), **columns.write(self.embedder.identity["sha"], self.log)}
-            arrays = {STATS: np.asarray([(f.size, f.mtime_ns) for f in kept], dtype=np.int64)}
-            return builder.commit("images", [f.path for f in kept], meta, arrays, log=self.log, **self.options)
+            arrays = {STATS: _stats(rows)}
+            return builder.commit("images", [f.path for f, _ in rows], meta, arrays, log=self.log, **self.options)
+
+    def _fill(self, vectors: RowWriter, columns: Columns, parts: _Parts, rows: list) -> None:
+        """Stream ``rows`` (file, its row in the previous bundle or None) into ``vectors`` and ``columns``."""
+        for chunk in chunks(rows, CHUNK):
+            vectors.append(np.stack([self.previous.vectors[r] if r is not None else parts.vector(f.path)
+                                     for f, r in chunk]))  # fmt: skip
+            for f, r in chunk:
+                columns.add(f, r, parts.features(f.path) if r is None else None)
+
+
+def _stats(rows: list) -> np.ndarray:
+    """The (size, mtime_ns) of each row's file: what the next --update compares."""
+    return np.asarray([(f.size, f.mtime_ns) for f, _ in rows], dtype=np.int64).reshape(-1, 2)
 
 
 def _previous_columns(bundle: Bundle | None) -> Previous:

@@ -31,6 +31,7 @@ from indexing.bundle.layout import (
     write_items,
 )
 from indexing.bundle.manifest import manifest_sha
+from indexing.bundle.segments import COMPACT_AT, DELTA_KEY, PREFIX, TOMBSTONES, delta_name
 from indexing.bundle.verify import verified_dir
 from indexing.errors import BundleError, reason
 from indexing.generations.folders import prepare, publish
@@ -112,10 +113,11 @@ class BundleBuilder:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._lock.__exit__(*exc_info)
 
-    def rows(self, capacity: int, dim: int) -> RowWriter:
-        """The writer for the bundle's vectors; at most ``capacity`` rows of ``dim``."""
+    def rows(self, capacity: int, dim: int, name: str = VECTORS_FILE) -> RowWriter:
+        """The writer for the bundle's vectors (or, named ``delta_name(VECTORS_FILE)``, its delta's); at most
+        ``capacity`` rows of ``dim``."""
         check_space(self.tmp, capacity * dim * 4, "the vectors")
-        self._writer = RowWriter(self.tmp / VECTORS_FILE, capacity, dim)
+        self._writer = RowWriter(self.tmp / name, capacity, dim)
         return self._writer
 
     def commit(
@@ -147,10 +149,47 @@ class BundleBuilder:
                         "count": len(items), **forest, "index_bytes": files[INDEX_FILE]["bytes"], **meta,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
                         "files": files}  # fmt: skip
-            manifest["manifest_sha"] = manifest_sha(manifest)
-            (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
-            fsync_tree(self.tmp)
-            root = publish(self.tmp, self.target, [*files, MANIFEST_FILE])
+            return self._publish(manifest)
+
+    def commit_delta(self, base: Bundle, items: Sequence[str], tombstones: np.ndarray, meta: dict,
+                     arrays: dict[str, np.ndarray] | None = None, library: dict | None = None) -> Bundle:  # fmt: skip
+        """Publish ``base``'s files unchanged (hard links) plus a delta (``indexing.bundle.segments``): the rows
+        written through ``rows(..., delta_name(VECTORS_FILE))`` named ``items``, the base rows ``tombstones``
+        deletes, ``arrays`` and the delta columns already in the temp folder (their ``library`` entry).
+
+        ``base`` is the bundle being updated: a full build, or a base with the delta this one replaces.
+        """
+        writer = self._writer
+        writer.close()
+        if len(items) != writer.count:
+            raise ValueError(f"{len(items)} items for {writer.count} vectors")
+        base_files = {name: facts for name, facts in base.manifest["files"].items() if not name.startswith(PREFIX)}
+        with write_errors(self.tmp):
+            for name in base_files:
+                _link_or_copy(base.root / name, self.tmp / name)
+            write_items(self.tmp / delta_name(ITEMS_FILE), items)
+            np.save(self.tmp / TOMBSTONES, np.asarray(tombstones, dtype=np.int64))
+            for name, array in (arrays or {}).items():
+                np.save(self.tmp / delta_name(f"{name}.npy"), array)
+            files = {**base_files, **{child.name: {"bytes": child.stat().st_size, "sha256": hashing.file_sha(child, 64)}
+                                      for child in sorted(self.tmp.iterdir()) if child.name.startswith(PREFIX)}}  # fmt: skip
+            previous = base.manifest.get(DELTA_KEY) or {}
+            base_count = base.segments.base_count if base.segments else len(base)
+            delta = {"base_count": base_count, "added": len(items), "deleted": len(tombstones),
+                     "base_created": previous.get("base_created", base.manifest["created"]),
+                     "compact_at": COMPACT_AT, "library": library or {}}  # fmt: skip
+            manifest = {**base.manifest, **meta, "count": base_count - len(tombstones) + len(items), DELTA_KEY: delta,
+                        "library": base.manifest.get("library"), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "versions": _versions(), "files": files}  # fmt: skip
+            return self._publish(manifest)
+
+    def _publish(self, manifest: dict) -> Bundle:
+        """Write the manifest last, publish the temp folder as the new generation, open it."""
+        manifest["manifest_sha"] = manifest_sha(manifest)
+        (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+        fsync_tree(self.tmp)
+        files = manifest["files"]
+        root = publish(self.tmp, self.target, [name for name in [*files, MANIFEST_FILE] if not name.startswith(PREFIX)])
         for name, recorded in files.items():  # hashed as written: the first open need not read them again
             hashing.remember(root / name, recorded["sha256"], verified_dir())
         hashing.prune(verified_dir())
@@ -174,6 +213,14 @@ class BundleBuilder:
         log(f"built {facts['n_trees']} trees over {len(items)} {kind} in {time.perf_counter() - started:.1f}s")
         log(f"search_k {facts['search_k']}: recall@{RECALL_K} {facts['recall_at_10']:.3f} vs exact on {sample} queries")
         return {**facts, "recall_sample": sample, "on_disk_build": on_disk}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to the immutable ``source`` (no bytes written), or a copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def check_space(folder: Path, needed: int, what: str) -> None:

@@ -89,8 +89,9 @@ class Columns:
             )
         self._features[row] = normalise(features).astype(np.float16)
 
-    def write(self, identity: str, log: Callable[[str], None] = lambda message: None) -> dict:
-        """Write meta.jsonl (and the features and their forest if every row has features); manifest entry."""
+    def write(self, identity: str, log: Callable[[str], None] = lambda message: None, forest: bool = True) -> dict:
+        """Write meta.jsonl (and the features and, unless ``forest`` is False, their forest if every row has
+        features); the manifest entry."""
         count = len(self.meta)
         with open(self.folder / META_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(facts, sort_keys=True) + "\n" for facts in self.meta)
@@ -105,7 +106,8 @@ class Columns:
         self._features.flush()
         dim = self._features.shape[1]
         del self._features
-        entry["features"] = self._features_index(_shrunk(self.folder / FEATURES_FILE, count, dim), identity, log)
+        features = _shrunk(self.folder / FEATURES_FILE, count, dim)
+        entry["features"] = self._features_index(features, identity, log) if forest else {"file": FEATURES_FILE, "dim": dim}
         return {MANIFEST_KEY: entry}
 
     def _features_index(self, features: np.ndarray, identity: str, log: Callable[[str], None]) -> dict:
@@ -149,6 +151,8 @@ def read_meta(bundle: Bundle) -> list[dict] | None:
         meta = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
     except (OSError, ValueError) as err:
         raise BundleDamaged(f"{file} is damaged ({reason(err)}); {hint}") from None
+    if bundle.segments is not None:
+        meta = bundle.segments.merged_lines(meta, META_FILE)
     if len(meta) != len(bundle) or not all(isinstance(facts, dict) for facts in meta):
         raise BundleDamaged(f"{file} has {len(meta)} rows for {len(bundle)} images; {hint}")
     return meta
@@ -174,8 +178,11 @@ def open_features(bundle: Bundle) -> Bundle | None:
         vectors = np.load(vectors_file, mmap_mode="r")
     except (OSError, ValueError) as err:
         raise BundleDamaged(f"{vectors_file} is damaged ({reason(err)}); {hint}") from None
-    if vectors.shape != (len(bundle), dim):
-        raise BundleDamaged(f"{vectors_file} holds {vectors.shape}, not {len(bundle)} x {dim}; {hint}")
-    annoy = load_forest(index_file, dim, len(bundle), index_bytes, hint)
+    count = bundle.segments.base_count if bundle.segments else len(bundle)
+    if vectors.shape != (count, dim):
+        raise BundleDamaged(f"{vectors_file} holds {vectors.shape}, not {count} x {dim}; {hint}")
+    annoy = load_forest(index_file, dim, count, index_bytes, hint)
+    if bundle.segments is not None:
+        vectors, annoy = bundle.segments.space(vectors, annoy, vectors_file.name)
     manifest = {**entry, "kind": "features", "count": len(bundle)}
     return Bundle(bundle.path, manifest, bundle.items, vectors, annoy, bundle.root)

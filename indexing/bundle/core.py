@@ -17,6 +17,7 @@ from indexing.ann.recall import exact_is_as_fast
 from indexing.ann.vectors import VectorTable, normalise
 from indexing.bundle.layout import INDEX_FILE, ITEMS_FILE, VECTORS_FILE, read_items
 from indexing.bundle.manifest import read_manifest
+from indexing.bundle.segments import Segments, read_segments
 from indexing.bundle.verify import check_file
 from indexing.errors import BundleDamaged, BundleError, BundleMismatch, BundleMissing, reason, rebuild_hint
 from indexing.generations.folders import generation
@@ -25,16 +26,18 @@ from indexing.generations.folders import generation
 class Bundle(VectorTable):
     """An opened bundle: items, memory-mapped vectors, the Annoy forest and the manifest.
 
-    ``path`` is the bundle folder as given; ``root`` the generation folder all of it was read from.
+    ``path`` is the bundle folder as given; ``root`` the generation folder all of it was read from;
+    ``segments`` its delta since the last full build, already merged into items, vectors and annoy.
     """
 
     def __init__(self, path: Path, manifest: dict, items: list[str], vectors: np.ndarray, annoy: AnnoyIndex,
-                 root: Path | None = None):  # fmt: skip
+                 root: Path | None = None, segments: Segments | None = None):  # fmt: skip
         super().__init__(items, vectors)
         self.path = path
         self.root = root or path
         self.manifest = manifest
         self.annoy = annoy
+        self.segments = segments
 
     @property
     def kind(self) -> str:
@@ -52,6 +55,8 @@ class Bundle(VectorTable):
             array = np.load(file, mmap_mode="r")
         except (OSError, ValueError) as err:
             raise BundleDamaged(f"{file} is unreadable ({reason(err)}); {rebuild_hint(self.path, self.manifest)}") from None
+        if self.segments is not None:
+            array = self.segments.rows(array, file.name)
         if len(array) != len(self):
             raise BundleDamaged(f"{file} has {len(array)} rows for {len(self)} items; {rebuild_hint(self.path, self.manifest)}")
         return array
@@ -114,15 +119,19 @@ def open_generation(path: Path, root: Path, expect: dict, rebuild: dict | None) 
             )
     for name in (INDEX_FILE, VECTORS_FILE, ITEMS_FILE):
         check_file(path, root / name, manifest)
-    items, vectors = _read_rows(path, root, manifest)
-    annoy = load_forest(root / INDEX_FILE, manifest["dim"], manifest["count"], manifest["index_bytes"],
-                        rebuild_hint(path, manifest))  # fmt: skip
-    return Bundle(path, manifest, items, vectors, annoy, root)
+    segments = read_segments(path, root, manifest)
+    count = segments.base_count if segments else manifest["count"]
+    items, vectors = _read_rows(path, root, manifest, count)
+    annoy = load_forest(root / INDEX_FILE, manifest["dim"], count, manifest["index_bytes"], rebuild_hint(path, manifest))
+    if segments is not None:
+        items = segments.merge(items)
+        vectors, annoy = segments.space(vectors, annoy, VECTORS_FILE)
+    return Bundle(path, manifest, items, vectors, annoy, root, segments)
 
 
-def _read_rows(path: Path, root: Path, manifest: dict) -> tuple[list[str], np.ndarray]:
-    """items.txt and the memory-mapped vectors.npy, of the shape the manifest records."""
-    count, dim, hint = manifest["count"], manifest["dim"], rebuild_hint(path, manifest)
+def _read_rows(path: Path, root: Path, manifest: dict, count: int) -> tuple[list[str], np.ndarray]:
+    """items.txt and the memory-mapped vectors.npy of the base: ``count`` rows of the manifest's dim."""
+    dim, hint = manifest["dim"], rebuild_hint(path, manifest)
     try:
         vectors = np.load(root / VECTORS_FILE, mmap_mode="r")
         items = read_items(root / ITEMS_FILE)

@@ -7,6 +7,8 @@ gen-<id>/        one generation (``indexing.generations``):
   items.txt      the item names in Annoy order, one per line (words, or absolute resolved image paths)
   <name>.npy     optional per-item arrays, e.g. image file sizes and mtimes for --update
   meta.jsonl, features.f16.npy, features.ann   an image bundle's library columns (``indexing.bundle.columns``)
+  delta.*        after an --update: the rows added and the base rows deleted since the full build whose
+                 files the generation links (``indexing.bundle.segments``)
   manifest.json  what the bundle was built from and how, with the sha256 of every file; written last
 ```
 """
