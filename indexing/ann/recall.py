@@ -27,8 +27,9 @@ RECALL_SAMPLE = 200
 EXACT_CELLS = 640_000
 
 T = TypeVar("T")
+S = TypeVar("S")  # a search setting: search_k, ef_search, or (that, candidates re-ranked)
 # search(query, k, setting) -> the row ids an approximate index answers with that setting
-Search = Callable[[np.ndarray, int, int], Iterable[int]]
+Search = Callable[[np.ndarray, int, S], Iterable[int]]
 
 
 def exact_is_as_fast(rows: int, dim: int) -> bool:
@@ -54,10 +55,10 @@ def first_reaching(candidates: Iterable[T], measure: Callable[[T], float],
 def tune_setting(
     vectors: np.ndarray,
     search: Search,
-    steps: Sequence[int],
-    chosen: int | None = None,
-    enough: Callable[[int], bool] = lambda setting: False,
-) -> tuple[int, float]:
+    steps: Sequence[S],
+    chosen: S | None = None,
+    enough: Callable[[S], bool] = lambda setting: False,
+) -> tuple[S, float]:
     """The first of ``steps`` whose sampled recall@10 reaches TARGET_RECALL (or ``chosen``), and its recall.
 
     ``enough(setting)``: a setting beyond which a larger one cannot do better (stop there).
@@ -70,7 +71,7 @@ def tune_setting(
     truth, _ = exact_top_k(vectors, queries, k)
     truth_sets = [set(row) for row in truth.tolist()]
 
-    def recall(setting: int) -> float:
+    def recall(setting: S) -> float:
         found = sum(len(expected.intersection(search(q, k, setting))) for q, expected in zip(queries, truth_sets))
         return found / (k * len(queries))
 
