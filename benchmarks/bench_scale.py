@@ -421,8 +421,9 @@ def run_postgres(folder: Path, work: Path) -> dict:
     result = {"server_start_s": round(start_s, 1), "build_s": round(build_s, 1), "copy_s": round(copy_s, 1),
               "hnsw_index_s": round(index_s, 1), "pgvector": ".".join(map(str, pg_server.vector_version(conn))),
               "tuned": {"words": {k: m.get(k) for k in ("hnsw", "ef_search", "recall_at_10", "embedding_search")},
-                        "features": {k: m.get(k) for k in ("features_hnsw", "features_ef_search",
-                                                           "features_recall_at_10", "features_search")}},
+                        "features": {k: m.get(k) for k in ("features_hnsw", "features_ef_search", "features_candidates",
+                                                           "features_recall_at_10", "features_search",
+                                                           "features_reduced")}},
               "features_column": pg_store.column_type(conn, "features"),
               "disk_mb": round(pg_store.database_bytes(conn) / 1e6),
               "data_folder_mb": round(folder_bytes(work / "pg") / 1e6)}  # fmt: skip

@@ -108,7 +108,8 @@ def build_tuned_forest(vectors: np.ndarray, index_file: Path, n_trees: int | Non
 
 def build_reduced_forest(vectors: np.ndarray, index_file: Path, first_trees: int) -> tuple[AnnoyIndex, Projection, dict]:
     """A forest over a projection of wide ``vectors`` (``indexing.ann.reduced``) whose candidates are re-ranked
-    with the full vectors: trees, search_k and candidates tuned against the exact FULL-vector top-10.
+    with the full vectors: trees, search_k and candidates tuned against the exact FULL-vector top-10 of photo
+    queries (stored rows: ``tune_setting``'s ``row_queries``).
 
     Returns the forest, the projection and the manifest facts (n_trees, search_k, candidates, recall_at_10)."""
     projection = Projection.fit(vectors)
@@ -121,7 +122,7 @@ def build_reduced_forest(vectors: np.ndarray, index_file: Path, first_trees: int
             return [row for row, _ in reranked(vectors, ids, query, k)]
 
         every_node = len(vectors) * annoy.get_n_trees()
-        (budget, candidates), recall = tune_setting(vectors, search, REDUCED_STEPS,
+        (budget, candidates), recall = tune_setting(vectors, search, REDUCED_STEPS, row_queries=True,
                                                     enough=lambda setting: setting[0] >= every_node)  # fmt: skip
         return {"search_k": budget, "candidates": candidates}, recall
 

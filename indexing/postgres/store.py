@@ -496,7 +496,7 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
 
     vectors = np.asarray(collection.vectors)  # the full vectors: recall against their exact top-10
     steps = reduced.REDUCED_STEPS if collection.projection is not None else EF_STEPS
-    setting, measured = tune_setting(vectors, search, steps, ef_search)
+    setting, measured = tune_setting(vectors, search, steps, ef_search, row_queries=collection.projection is not None)
     if ef_search is None:
         log(f"{collection.space}: hnsw.ef_search {setting}: recall@{RECALL_K} {measured:.3f} vs exact on "
             f"{min(RECALL_SAMPLE, len(vectors))} queries")
