@@ -113,8 +113,9 @@ def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: i
 def reduces_features(conn) -> bool:
     """Whether the stored features get a reduced index (``indexing.postgres.reduced``) instead of a graph of
     their own: above the exact size, on a server with halfvec."""
-    count, dim = conn.execute("SELECT count(*), max(vector_dims(features)) FROM ws_images").fetchone()
-    return bool(dim) and not ann_recall.exact_is_as_fast(int(count), int(dim)) and column_type(conn, "features") == "halfvec"
+    count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
+    dim = _feature_dims(conn)  # the column's type, not its rows: reading every stored vector costs minutes at 1M
+    return dim > 0 and not ann_recall.exact_is_as_fast(int(count), dim) and column_type(conn, "features") == "halfvec"
 
 
 def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
@@ -131,13 +132,18 @@ def column_type(conn, column: str) -> str:
 def _fix_feature_dims(conn) -> None:
     """An index needs a typed column: when the schema was made before the feature size was known (an
     embedder that reports it only with its first batch), type the column from the stored rows."""
-    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
-                          "AND attname = 'features'").fetchone()  # fmt: skip
-    if typmod and typmod[0] < 0:
+    if _feature_dims(conn) < 0:
         dims = conn.execute("SELECT max(vector_dims(features)) FROM ws_images").fetchone()[0]
         if dims:
             kind = column_type(conn, "features")
             conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE {kind}({int(dims)})")
+
+
+def _feature_dims(conn) -> int:
+    """The features column's dimensions as typed (-1: untyped, 0: no such column)."""
+    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
+                          "AND attname = 'features'").fetchone()  # fmt: skip
+    return int(typmod[0]) if typmod else 0
 
 
 def hnsw_options(conn, column: str = "embedding") -> dict:
