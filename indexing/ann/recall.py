@@ -4,8 +4,8 @@ which no approximate index is used at all (``exact_is_as_fast``).
 
 Queries are midpoints of random item pairs: like a two-word query they are not items themselves, so an
 item's own row does not inflate recall. Visual queries are photos ("more like this one"), so a visual index
-is tuned on stored rows' own features (``row_queries``; the row itself counts, as in the scale benchmark): a
-midpoint of two unrelated photos lies among near-ties no photo query meets. The sample is seeded: a rebuild
+is tuned on stored rows' own features (``row_queries``), each scored on its ten nearest OTHER rows (the row
+itself would be a free hit): a midpoint of two unrelated photos lies among near-ties no photo query meets. The sample is seeded: a rebuild
 measures the same queries.
 """
 
@@ -73,12 +73,19 @@ def tune_setting(
     pairs = rng.integers(0, n, size=(min(RECALL_SAMPLE, n), 2))
     second = 0 if row_queries else np.asarray(vectors[pairs[:, 1]])
     queries = normalise(np.asarray(vectors[pairs[:, 0]]) + second)
-    k = min(RECALL_K, n)
-    truth, _ = exact_top_k(vectors, queries, k)
-    truth_sets = [set(row) for row in truth.tolist()]
+    own = pairs[:, 0].tolist() if row_queries else [-1] * len(queries)  # the row a query is, left out
+    k = min(RECALL_K, n - int(row_queries))
+    asked = k + int(row_queries)
+    truth, _ = exact_top_k(vectors, queries, asked)
+
+    def others(ids: Iterable[int], row: int) -> set[int]:
+        return set([i for i in ids if i != row][:k])
+
+    truth_sets = [others(ids, row) for ids, row in zip(truth.tolist(), own)]
 
     def recall(setting: S) -> float:
-        found = sum(len(expected.intersection(search(q, k, setting))) for q, expected in zip(queries, truth_sets))
+        found = sum(len(expected & others(search(q, asked, setting), row))
+                    for q, expected, row in zip(queries, truth_sets, own))  # fmt: skip
         return found / (k * len(queries))
 
     return first_reaching([chosen] if chosen is not None else steps, recall, enough)
