@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
-from indexing.ann.recall import exact_is_as_fast, first_reaching, tune_setting
+from indexing.ann.recall import PHOTO_RECALL_SAMPLE, exact_is_as_fast, first_reaching, tune_setting
 from indexing.ann.reduced import Projection, reranked
 
 METRIC = "angular"
@@ -123,8 +123,9 @@ def build_reduced_forest(vectors: np.ndarray, index_file: Path, first_trees: int
 
         every_node = len(vectors) * annoy.get_n_trees()
         (budget, candidates), recall = tune_setting(vectors, search, REDUCED_STEPS, row_queries=True,
+                                                    sample=PHOTO_RECALL_SAMPLE,
                                                     enough=lambda setting: setting[0] >= every_node)  # fmt: skip
-        return {"search_k": budget, "candidates": candidates}, recall
+        return {"search_k": budget, "candidates": candidates, "recall_sample": min(PHOTO_RECALL_SAMPLE, len(vectors))}, recall
 
     annoy, facts = build_tuned_forest(reduced, index_file, None, None, False, first_trees, tune, exact_sized=False)
     return annoy, projection, facts

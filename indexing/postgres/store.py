@@ -42,7 +42,7 @@ import numpy as np
 
 from indexing.ann import recall as ann_recall
 from indexing.ann.forest import METRIC
-from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
+from indexing.ann.recall import PHOTO_RECALL_SAMPLE, RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
 from indexing.ann.reduced import PROJECTION_SAMPLE
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
@@ -502,10 +502,12 @@ def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_sear
 
     vectors = np.asarray(collection.vectors)  # the full vectors: recall against their exact top-10
     steps = reduced.REDUCED_STEPS if collection.projection is not None else EF_STEPS
-    setting, measured = tune_setting(vectors, search, steps, ef_search, row_queries=collection.projection is not None)
+    photos = collection.projection is not None
+    sample = PHOTO_RECALL_SAMPLE if photos else RECALL_SAMPLE
+    setting, measured = tune_setting(vectors, search, steps, ef_search, row_queries=photos, sample=sample)
     if ef_search is None:
         log(f"{collection.space}: hnsw.ef_search {setting}: recall@{RECALL_K} {measured:.3f} vs exact on "
-            f"{min(RECALL_SAMPLE, len(vectors))} queries")
+            f"{min(sample, len(vectors))} queries")
     return setting, measured
 
 
