@@ -313,9 +313,9 @@ def updated(data: dict, name: str, keep: np.ndarray, work: Path) -> np.ndarray:
 
 
 def run_annoy(folder: Path, work: Path) -> dict:
-    from indexing.ann.forest import build_tuned_forest
+    from indexing.ann.reduced import Projection
     from indexing.bundle import BundleBuilder, open_bundle
-    from indexing.bundle.columns import FEATURE_TREES
+    from indexing.bundle.columns import FEATURES_INDEX, PROJECTION_FILE, features_forest
     from indexing.bundle.core import Bundle
     from library.filters import filtered_nearest
 
@@ -333,8 +333,7 @@ def run_annoy(folder: Path, work: Path) -> dict:
             bundle = builder.commit("images", items, {})
         features_file = work / "features.f16.npy"
         np.save(features_file, features)
-        _, forest = build_tuned_forest(np.load(features_file, mmap_mode="r"), work / "features.ann", None, None,
-                                       False, first_trees=FEATURE_TREES)  # fmt: skip
+        forest = features_forest(np.load(features_file, mmap_mode="r"), work)
         return time.perf_counter() - started, {"words": {k: bundle.manifest[k] for k in ("n_trees", "search_k", "recall_at_10")},
                                                "features": forest}  # fmt: skip
 
@@ -343,9 +342,11 @@ def run_annoy(folder: Path, work: Path) -> dict:
     feature_vectors = np.load(work / "features.f16.npy", mmap_mode="r")
     from annoy import AnnoyIndex
 
-    annoy = AnnoyIndex(feature_vectors.shape[1], "angular")
-    annoy.load(str(work / "features.ann"))
-    visual = Bundle(work, {**tuned["features"], "kind": "features"}, paths, feature_vectors, annoy)
+    reduced = tuned["features"].get("reduced")
+    projection = Projection.load(work / PROJECTION_FILE, feature_vectors.shape[1], reduced["dims"]) if reduced else None
+    annoy = AnnoyIndex(projection.dims if projection else feature_vectors.shape[1], "angular")
+    annoy.load(str(work / FEATURES_INDEX))
+    visual = Bundle(work, {**tuned["features"], "kind": "features"}, paths, feature_vectors, annoy, projection=projection)
     truth = queries_and_truth(data)
     result = {"build_s": round(build_s, 1), "tuned": tuned,
               "disk_mb": round(folder_bytes(work) / 1e6)}  # fmt: skip
@@ -484,8 +485,9 @@ def run_postgres(folder: Path, work: Path) -> dict:
     result = {"server_start_s": round(start_s, 1), "build_s": round(build_s, 1), "copy_s": round(copy_s, 1),
               "hnsw_index_s": round(index_s, 1), "pgvector": ".".join(map(str, pg_server.vector_version(conn))),
               "tuned": {"words": {k: m.get(k) for k in ("hnsw", "ef_search", "recall_at_10", "embedding_search")},
-                        "features": {k: m.get(k) for k in ("features_hnsw", "features_ef_search",
-                                                           "features_recall_at_10", "features_search")}},
+                        "features": {k: m.get(k) for k in ("features_hnsw", "features_ef_search", "features_candidates",
+                                                           "features_recall_at_10", "features_search",
+                                                           "features_reduced")}},
               "features_column": pg_store.column_type(conn, "features"),
               "disk_mb": round(pg_store.database_bytes(conn) / 1e6),
               "data_folder_mb": round(folder_bytes(work / "pg") / 1e6)}  # fmt: skip

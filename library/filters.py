@@ -77,7 +77,7 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
         return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
     fetch = int(min(len(mask), k * np.ceil(len(mask) / len(rows)) * 2))
     for _ in range(OVERFETCH_ROUNDS):
-        ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(space.search_k, fetch * 10))
+        ids = space.candidates(query, fetch, max(space.search_k, fetch * 10))
         ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
         if len(ids) >= k:
             return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]

@@ -4,7 +4,10 @@
 meta.jsonl        one JSON object per item: folder, date (EXIF DateTimeOriginal, else mtime), content hash,
                   companions (the RAW files of a RAW+JPEG pair, if any: library.pairs)
 features.f16.npy  the backbone's pooled features, L2-normalised, float16, memory-mapped
-features.ann      their own Annoy forest: image -> image "same photo" search and duplicate finding
+features.ann      their own Annoy forest: image -> image "same photo" search and duplicate finding; above
+                  the exact size, over a 64-d projection of the features (indexing.ann.reduced), whose
+                  candidates are re-ranked with the full features
+features.projection.npy  that projection (1280 x 64 float32), fitted on the collection's own rows
 ```
 
 The manifest's ``library`` entry says which are present. A bundle built before these existed, or whose
@@ -23,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.ann.forest import build_tuned_forest
+from indexing.ann.forest import build_reduced_forest, build_tuned_forest
+from indexing.ann.recall import exact_is_as_fast
+from indexing.ann.reduced import Projection
 from indexing.ann.vectors import normalise
 from indexing.bundle.core import Bundle, load_forest
 from indexing.bundle.verify import check_file
@@ -34,6 +39,7 @@ from library.pairs import with_companions
 META_FILE = "meta.jsonl"
 FEATURES_FILE = "features.f16.npy"
 FEATURES_INDEX = "features.ann"
+PROJECTION_FILE = "features.projection.npy"
 FEATURE_TREES = 10
 MANIFEST_KEY = "library"
 
@@ -107,21 +113,38 @@ class Columns:
         dim = self._features.shape[1]
         del self._features
         features = _shrunk(self.folder / FEATURES_FILE, count, dim)
-        entry["features"] = self._features_index(features, identity, log) if forest else {"file": FEATURES_FILE, "dim": dim}
+        entry["features"] = features_entry(features, self.folder, identity, log) if forest else {"file": FEATURES_FILE, "dim": dim}
         return {MANIFEST_KEY: entry}
 
-    def _features_index(self, features: np.ndarray, identity: str, log: Callable[[str], None]) -> dict:
-        """The visual features' own forest, tuned like the bundle's; its manifest entry."""
-        count, dim = features.shape
-        started = time.perf_counter()
-        annoy, forest = build_tuned_forest(features, self.folder / FEATURES_INDEX, None, None, on_disk=False,
+
+def features_entry(features: np.ndarray, folder: Path, identity: str, log: Callable[[str], None]) -> dict:
+    """The visual features' own forest in ``folder`` (FEATURES_FILE there holds ``features``), tuned like the
+    bundle's; its manifest entry."""
+    count, dim = features.shape
+    started = time.perf_counter()
+    forest = features_forest(features, folder)
+    build_s = time.perf_counter() - started
+    reduced = f", over {forest['reduced']['dims']} dims, {forest['candidates']} candidates" if "reduced" in forest else ""
+    log(f"visual features: {count} x {dim} float16, {forest['n_trees']} trees in {build_s:.1f}s, "
+        f"search_k {forest['search_k']}{reduced} (recall@10 {forest['recall_at_10']:.3f})")
+    return {"file": FEATURES_FILE, "index": FEATURES_INDEX, "dim": int(dim), "identity": identity, **forest,
+            "index_bytes": (folder / FEATURES_INDEX).stat().st_size, "build_seconds": round(build_s, 3)}  # fmt: skip
+
+
+def features_forest(features: np.ndarray, folder: Path) -> dict:
+    """FEATURES_INDEX (and PROJECTION_FILE) in ``folder`` over ``features``; the manifest facts of the forest.
+
+    Below the exact size the forest is over the full features (queries answer exactly anyway); above it over
+    their projection, its candidates re-ranked with the full features, all tuned against the exact top-10."""
+    if exact_is_as_fast(*features.shape):
+        annoy, forest = build_tuned_forest(features, folder / FEATURES_INDEX, None, None, on_disk=False,
                                            first_trees=FEATURE_TREES)  # fmt: skip
-        annoy.unload()
-        build_s = time.perf_counter() - started
-        log(f"visual features: {count} x {dim} float16, {forest['n_trees']} trees in {build_s:.1f}s, "
-            f"search_k {forest['search_k']} (recall@10 {forest['recall_at_10']:.3f})")
-        return {"file": FEATURES_FILE, "index": FEATURES_INDEX, "dim": int(dim), "identity": identity, **forest,
-                "index_bytes": (self.folder / FEATURES_INDEX).stat().st_size, "build_seconds": round(build_s, 3)}  # fmt: skip
+    else:
+        annoy, projection, forest = build_reduced_forest(features, folder / FEATURES_INDEX, FEATURE_TREES)
+        projection.save(folder / PROJECTION_FILE)
+        forest["reduced"] = {"dims": projection.dims, "projection": PROJECTION_FILE, "projection_sha": projection.identity}
+    annoy.unload()
+    return forest
 
 
 def _shrunk(path: Path, count: int, dim: int) -> np.ndarray:
@@ -181,8 +204,28 @@ def open_features(bundle: Bundle) -> Bundle | None:
     count = bundle.segments.base_count if bundle.segments else len(bundle)
     if vectors.shape != (count, dim):
         raise BundleDamaged(f"{vectors_file} holds {vectors.shape}, not {count} x {dim}; {hint}")
-    annoy = load_forest(index_file, dim, count, index_bytes, hint)
+    projection = _projection(bundle, entry, dim, hint)
+    annoy = load_forest(index_file, projection.dims if projection else dim, count, index_bytes, hint)
     if bundle.segments is not None:
         vectors, annoy = bundle.segments.space(vectors, annoy, vectors_file.name)
     manifest = {**entry, "kind": "features", "count": len(bundle)}
-    return Bundle(bundle.path, manifest, bundle.items, vectors, annoy, bundle.root)
+    return Bundle(bundle.path, manifest, bundle.items, vectors, annoy, bundle.root, projection=projection)
+
+
+def _projection(bundle: Bundle, entry: dict, dim: int, hint: str) -> Projection | None:
+    """The projection a reduced features forest indexes (checked like every file), or None: a full forest."""
+    reduced = entry.get("reduced")
+    if not reduced:
+        return None
+    try:
+        file, dims = bundle.root / reduced["projection"], int(reduced["dims"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleDamaged(f"{bundle.path}: the manifest's reduced features entry is damaged; {hint}") from None
+    check_file(bundle.path, file, bundle.manifest)
+    try:
+        projection = Projection.load(file, dim, dims)
+    except (OSError, ValueError) as err:
+        raise BundleDamaged(f"{file} is damaged ({reason(err)}); {hint}") from None
+    if projection.identity != reduced.get("projection_sha"):
+        raise BundleDamaged(f"{file} is not the projection the features forest was built with; {hint}")
+    return projection

@@ -14,6 +14,7 @@ from annoy import AnnoyIndex
 
 from indexing.ann.forest import METRIC, node_bytes
 from indexing.ann.recall import exact_is_as_fast
+from indexing.ann.reduced import Projection, reranked
 from indexing.ann.vectors import VectorTable, normalise
 from indexing.bundle.layout import INDEX_FILE, ITEMS_FILE, VECTORS_FILE, read_items
 from indexing.bundle.manifest import read_manifest
@@ -28,16 +29,19 @@ class Bundle(VectorTable):
 
     ``path`` is the bundle folder as given; ``root`` the generation folder all of it was read from;
     ``segments`` its delta since the last full build, already merged into items, vectors and annoy.
+    ``projection``: the forest indexes a projection of the vectors (``indexing.ann.reduced``), not the vectors.
     """
 
     def __init__(self, path: Path, manifest: dict, items: list[str], vectors: np.ndarray, annoy: AnnoyIndex,
-                 root: Path | None = None, segments: Segments | None = None):  # fmt: skip
+                 root: Path | None = None, segments: Segments | None = None,
+                 projection: Projection | None = None):  # fmt: skip
         super().__init__(items, vectors)
         self.path = path
         self.root = root or path
         self.manifest = manifest
         self.annoy = annoy
         self.segments = segments
+        self.projection = projection
 
     @property
     def kind(self) -> str:
@@ -61,23 +65,28 @@ class Bundle(VectorTable):
             raise BundleDamaged(f"{file} has {len(array)} rows for {len(self)} items; {rebuild_hint(self.path, self.manifest)}")
         return array
 
+    def candidates(self, query: np.ndarray, count: int, search_k: int) -> list[int]:
+        """The ``count`` rows Annoy finds nearest to unit ``query`` (through the projection, if reduced)."""
+        probe = query if self.projection is None else self.projection.reduce(query)
+        return self.annoy.get_nns_by_vector(np.ravel(probe).tolist(), count, search_k=search_k)
+
     def nearest(self, query: np.ndarray, k: int, exact: bool = False) -> list[tuple[str, float]]:
         """Annoy candidates (with the manifest's tuned search_k) rescored by exact cosine; or brute force.
 
         ``k`` beyond the item count returns every item. When Annoy finds fewer than ``k`` candidates (its
         search_k budget caps how many nodes it visits), the answer is the exact one, so never short. A
-        bundle small enough that exact search is as fast answers exactly (``exact_is_as_fast``).
+        bundle small enough that exact search is as fast answers exactly (``exact_is_as_fast``). A reduced
+        forest re-ranks the manifest's number of ``candidates`` with the full vectors.
         """
         k = min(k, len(self))
         if exact or k == len(self) or exact_is_as_fast(len(self), self.dim):
             return super().nearest(query, k, exact=True)
         query = normalise(query)
-        ids = self.annoy.get_nns_by_vector(query.tolist(), k, search_k=max(self.search_k, k * self.annoy.get_n_trees()))
+        count = max(k, int(self.manifest.get("candidates", k)))
+        ids = self.candidates(query, count, max(self.search_k, count * self.annoy.get_n_trees()))
         if len(ids) < k:
             return super().nearest(query, k, exact=True)
-        scores = np.asarray(self.vectors[ids]) @ query if ids else np.zeros(0, dtype=np.float32)
-        ranked = sorted(zip(ids, scores.tolist()), key=lambda pair: -pair[1])
-        return [(self.items[i], s) for i, s in ranked]
+        return [(self.items[i], s) for i, s in reranked(self.vectors, ids, query, k)]
 
 
 def open_bundle(path: str | os.PathLike, expect: dict | None = None, rebuild: dict | None = None) -> Bundle:

@@ -42,10 +42,13 @@ import numpy as np
 
 from indexing.ann import recall as ann_recall
 from indexing.ann.forest import METRIC
-from indexing.ann.recall import RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
+from indexing.ann.recall import PHOTO_RECALL_SAMPLE, RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
+from indexing.ann.reduced import PROJECTION_SAMPLE
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import FORMAT_VERSION
 from indexing.errors import BundleMismatch, BundleMissing
+from indexing.postgres import reduced
+from indexing.postgres.reduced import as_array
 from indexing.postgres.server import (
     DatabaseError,
     DbSpec,
@@ -100,11 +103,19 @@ def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: i
     conn.execute("SET maintenance_work_mem = '512MB'")
     if features:
         _fix_feature_dims(conn)
-    for column in SPACES if features else SPACES[:1]:
+    for column in SPACES if features and not reduces_features(conn) else SPACES[:1]:
         _create_hnsw(conn, column, m, ef_construction)
     seconds = time.perf_counter() - started
     log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
     return seconds
+
+
+def reduces_features(conn) -> bool:
+    """Whether the stored features get a reduced index (``indexing.postgres.reduced``) instead of a graph of
+    their own: above the exact size, on a server with halfvec."""
+    count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
+    dim = _feature_dims(conn)  # the column's type, not its rows: reading every stored vector costs minutes at 1M
+    return dim > 0 and not ann_recall.exact_is_as_fast(int(count), dim) and column_type(conn, "features") == "halfvec"
 
 
 def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
@@ -121,13 +132,18 @@ def column_type(conn, column: str) -> str:
 def _fix_feature_dims(conn) -> None:
     """An index needs a typed column: when the schema was made before the feature size was known (an
     embedder that reports it only with its first batch), type the column from the stored rows."""
-    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
-                          "AND attname = 'features'").fetchone()  # fmt: skip
-    if typmod and typmod[0] < 0:
+    if _feature_dims(conn) < 0:
         dims = conn.execute("SELECT max(vector_dims(features)) FROM ws_images").fetchone()[0]
         if dims:
             kind = column_type(conn, "features")
             conn.execute(f"ALTER TABLE ws_images ALTER COLUMN features TYPE {kind}({int(dims)})")
+
+
+def _feature_dims(conn) -> int:
+    """The features column's dimensions as typed (-1: untyped, 0: no such column)."""
+    typmod = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'ws_images'::regclass "
+                          "AND attname = 'features'").fetchone()  # fmt: skip
+    return int(typmod[0]) if typmod else 0
 
 
 def hnsw_options(conn, column: str = "embedding") -> dict:
@@ -178,25 +194,30 @@ class Writer:
             # so two writers touching the same rows in different orders can never deadlock
             conn.execute("SELECT version FROM ws_manifest WHERE id = 1 FOR UPDATE")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS ws_staging (LIKE ws_images) ON COMMIT DELETE ROWS")
+            projection = reduced.read_projection(conn)  # rows of a reduced collection get their reduced vector
+            columns = ["path", "size", "mtime_ns", "hash", "folder", "date", "facts", "embedding", "features"]
+            if projection is not None:
+                conn.execute(f"ALTER TABLE ws_staging ADD COLUMN IF NOT EXISTS {reduced.COLUMN} halfvec")
+                columns.append(reduced.COLUMN)
             count, half = 0, column_type(conn, "features") == "halfvec"
-            with conn.cursor().copy("COPY ws_staging (path, size, mtime_ns, hash, folder, date, facts, embedding, "
-                                    "features) FROM STDIN WITH (FORMAT BINARY)") as copy:  # fmt: skip
+            with conn.cursor().copy(f"COPY ws_staging ({', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["text", "int8", "int8", "text", "text", "text", "jsonb", "vector",
-                                "halfvec" if half else "vector"])  # fmt: skip
+                                "halfvec" if half else "vector", "halfvec"][: len(columns)])  # fmt: skip
                 for row in rows:
                     facts = row.facts
                     features = None if row.features is None else normalise(row.features)
-                    if half and features is not None:
-                        features = HalfVector(features)
-                    copy.write_row((row.path, row.size, row.mtime_ns, facts.get("hash"), facts["folder"],
-                                    facts["date"], Jsonb(facts), normalise(row.embedding),
-                                    features))  # fmt: skip
+                    values = [row.path, row.size, row.mtime_ns, facts.get("hash"), facts["folder"], facts["date"],
+                              Jsonb(facts), normalise(row.embedding),
+                              HalfVector(features) if half and features is not None else features]  # fmt: skip
+                    if projection is not None:
+                        values.append(None if features is None else HalfVector(projection.reduce(features)))
+                    copy.write_row(values)
                     count += 1
             if count:  # sorted: two writers lock shared rows in the same order (no deadlock)
-                conn.execute("INSERT INTO ws_images SELECT * FROM ws_staging ORDER BY path ON CONFLICT (path) DO "
-                             "UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, hash = EXCLUDED.hash, "
-                             "folder = EXCLUDED.folder, date = EXCLUDED.date, facts = EXCLUDED.facts, "
-                             "embedding = EXCLUDED.embedding, features = EXCLUDED.features")  # fmt: skip
+                names = ", ".join(columns)
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+                conn.execute(f"INSERT INTO ws_images ({names}) SELECT {names} FROM ws_staging ORDER BY path "
+                             f"ON CONFLICT (path) DO UPDATE SET {updates}")  # fmt: skip
             with conn.cursor() as cur:
                 if renames:
                     cur.executemany("UPDATE ws_images SET path = %s, folder = %s, facts = %s, size = %s, "
@@ -212,12 +233,6 @@ class Writer:
             else:
                 conn.execute("UPDATE ws_manifest SET version = version + 1")
         return count
-
-
-def as_array(value) -> np.ndarray:
-    """A vector column's value (pgvector's Vector, or an array) as float32."""
-    value = value.to_numpy() if hasattr(value, "to_numpy") else value
-    return np.asarray(value, dtype=np.float32)
 
 
 def _vector_sql(column: str, kind: str) -> str:
@@ -294,6 +309,7 @@ class PgCollection:
         self.vectors = PgRows(self)
         self._iterative = vector_version(conn) >= (0, 8)
         self._kind = "vector"  # the column's vector type, what a query vector is cast to
+        self.projection = None  # the features space of a reduced collection: candidates from its reduced column
 
     @contextlib.contextmanager
     def guard(self):
@@ -312,6 +328,16 @@ class PgCollection:
     def ef_search(self) -> int:
         key = "ef_search" if self.space == "embedding" else "features_ef_search"
         return int(self.manifest.get(key) or 40)
+
+    @property
+    def index_column(self) -> str:
+        """The column whose HNSW graph answers this space's queries."""
+        return reduced.COLUMN if self.projection is not None else self.space
+
+    @property
+    def candidates(self) -> int:
+        """Rows a reduced query takes from the reduced column before re-ordering them by the full features."""
+        return int(self.manifest.get("features_candidates") or RECALL_K)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -338,6 +364,13 @@ class PgCollection:
             other._kind = column_type(self.conn, "features")
         other.vectors = PgRows(other)
         other.manifest = {**self.manifest, "kind": "features"}
+        recorded = self.manifest.get("features_reduced")
+        if recorded:
+            with self.guard():
+                other.projection = reduced.read_projection(self.conn)
+            if other.projection is None or other.projection.identity != recorded.get("projection_sha"):
+                raise BundleMismatch(f"{self.db.shown}: the projection of the visual features is not the one its "
+                                     f"reduced index was built with; {_rebuild_hint(self.manifest, self.db.shown)}")  # fmt: skip
         return other
 
     def count(self, where=None) -> int:
@@ -394,12 +427,17 @@ class PgCollection:
                f"ORDER BY {distance}, path LIMIT %(k)s")  # fmt: skip
         approx = sql.replace(", path LIMIT", " LIMIT")  # an extra sort key would stop the index scan
         exact = exact or self.manifest.get(f"{self.space}_search") == "exact"  # HNSW short of the target
+        ef_search = max(self.ef_search, k)
+        if self.projection is not None:
+            approx = reduced.query_sql(condition)
+            params.update(r=self.projection.reduce(query), c=max(self.candidates, k))
+            ef_search = max(ef_search, params["c"])
         with self.guard(), self.conn.transaction():
             if not exact:
                 # an index, never a sequential scan: with large vectors stored out of line (TOAST) the planner
                 # prices a scan of every row below the HNSW index (measured: 100 ms instead of 1 ms at 5k rows)
                 self.conn.execute("SET LOCAL enable_seqscan = off")
-                self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(self.ef_search, k))}")
+                self.conn.execute(f"SET LOCAL hnsw.ef_search = {min(1000, ef_search)}")
                 if self._iterative and condition != "TRUE":
                     self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 found = self.conn.execute(approx, params).fetchall()
@@ -456,16 +494,21 @@ def _rebuild_hint(manifest: dict, shown: str) -> str:
 def tune_ef_search(collection: PgCollection, log: Callable[[str], None], ef_search: int | None = None) -> tuple[int, float]:
     """The smallest of EF_STEPS whose HNSW recall@10 vs exact reaches the target recall (or the given one)."""
 
-    def search(query: np.ndarray, k: int, ef: int) -> list[int]:
-        collection.manifest = {**collection.manifest, "ef_search": ef, "features_ef_search": ef}
+    def search(query: np.ndarray, k: int, setting) -> list[int]:
+        ef, candidates = setting if isinstance(setting, tuple) else (setting, None)
+        collection.manifest = {**collection.manifest, "ef_search": ef, "features_ef_search": ef,
+                               "features_candidates": candidates}  # fmt: skip
         return [collection.row(path) for path, _ in collection.nearest(query, k)]
 
-    vectors = np.asarray(collection.vectors)
-    ef, measured = tune_setting(vectors, search, EF_STEPS, ef_search)
+    vectors = np.asarray(collection.vectors)  # the full vectors: recall against their exact top-10
+    steps = reduced.REDUCED_STEPS if collection.projection is not None else EF_STEPS
+    photos = collection.projection is not None
+    sample = PHOTO_RECALL_SAMPLE if photos else RECALL_SAMPLE
+    setting, measured = tune_setting(vectors, search, steps, ef_search, row_queries=photos, sample=sample)
     if ef_search is None:
-        log(f"{collection.space}: hnsw.ef_search {ef}: recall@{RECALL_K} {measured:.3f} vs exact on "
-            f"{min(RECALL_SAMPLE, len(vectors))} queries")
-    return ef, measured
+        log(f"{collection.space}: hnsw.ef_search {setting}: recall@{RECALL_K} {measured:.3f} vs exact on "
+            f"{min(sample, len(vectors))} queries")
+    return setting, measured
 
 
 def _search_mode(collection: PgCollection, recall: float, chosen: int | None, what: str, log) -> str:
@@ -512,10 +555,16 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     ef, recall, graph = _tune_space(conn, collection, log, ef_search, grow and ef_search is None)
     manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)), hnsw=graph)
     manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
-    features = collection.features_space() if (manifest.get("library") or {}).get("features") else None
+    has_features = bool((manifest.get("library") or {}).get("features"))
+    if has_features and reduces_features(conn):
+        manifest["features_reduced"] = _reduced_index(conn, collection, log)
+        collection.manifest = manifest
+    features = collection.features_space() if has_features else None
     if features is not None:
-        features_ef, features_recall, features_graph = _tune_space(conn, features, log, None, grow)
-        manifest.update(features_ef_search=features_ef, features_recall_at_10=features_recall,
+        features_setting, features_recall, features_graph = _tune_space(conn, features, log, None, grow)
+        if features.projection is not None:
+            features_setting, manifest["features_candidates"] = features_setting
+        manifest.update(features_ef_search=features_setting, features_recall_at_10=features_recall,
                         features_hnsw=features_graph)  # fmt: skip
         manifest["features_search"] = _search_mode(features, features_recall, None, "visual features", log)
     Writer(conn).batch(manifest=manifest)
@@ -523,11 +572,26 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     return PgCollection(db, conn, stored, version)
 
 
-def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple[int, float, dict]:
-    """ef_search tuned on the space's index as built; while its recall stays below the target, the index is
-    rebuilt with the next larger graph of HNSW_GROWTH (``grow``) and tuned again. Returns ef_search, its
-    recall and the graph (m, ef_construction) they were measured on."""
-    column = collection.space
+def _reduced_index(conn, collection: PgCollection, log) -> dict:
+    """The reduced column filled (the projection fitted first if the collection has none) and its HNSW graph
+    built if missing; the manifest facts: the column, dims, the projection's identity and sample."""
+    started = time.perf_counter()
+    projection = reduced.read_projection(conn) or reduced.fit_projection(conn, collection.items, log)
+    filled = reduced.fill(conn, projection)
+    if not conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw') IS NOT NULL").fetchone()[0]:
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        _create_hnsw(conn, reduced.COLUMN, HNSW_M, HNSW_EF_CONSTRUCTION)
+    log(f"visual features: {filled} rows reduced to {projection.dims} dims and indexed in "
+        f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    return {"column": reduced.COLUMN, "dims": projection.dims, "projection_sha": projection.identity,
+            "sample": min(PROJECTION_SAMPLE, len(collection))}
+
+
+def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple:
+    """ef_search (with the candidates, for a reduced space) tuned on the space's index as built; while its
+    recall stays below the target, the index is rebuilt with the next larger graph of HNSW_GROWTH (``grow``)
+    and tuned again. Returns the setting, its recall and the graph (m, ef_construction) they were measured on."""
+    column = collection.index_column
     built = hnsw_options(conn, column)
     larger = [step for step in HNSW_GROWTH if step > (built["m"], built["ef_construction"])] if grow else []
     tuned: dict = {}
