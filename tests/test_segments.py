@@ -15,7 +15,7 @@ from PIL import Image
 
 from indexing.build.driver import build_image_index
 from indexing.bundle import builder as bundle_builder
-from indexing.bundle import core, open_bundle
+from indexing.bundle import columns, core, open_bundle
 from indexing.bundle.columns import open_features, read_meta
 from indexing.bundle.layout import STATS
 from indexing.postgres import server as pg_server
@@ -102,6 +102,35 @@ def test_update_writes_a_delta_that_answers_like_a_fresh_build(photos, embedder,
         assert updated.manifest["n_trees"] == base.manifest["n_trees"]
         fresh = build_image_index([photos], tmp_path / f"fresh{round_}", embedder, progress=False).collection
         _same_collection(updated, fresh)
+
+
+def test_an_update_over_a_reduced_visual_forest_answers_like_a_fresh_build(photos, embedder, tmp_path, approximate,
+                                                                          monkeypatch):  # fmt: skip
+    """The base's features forest indexes a projection; the delta's rows are projected with the base's
+    projection and every candidate is re-ranked with the full features, as a fresh build's are."""
+    monkeypatch.setattr(columns, "exact_is_as_fast", lambda rows, dim: False)  # the forest over a projection
+    index = tmp_path / "idx"
+    build_image_index([photos], index, embedder, progress=False)
+    base = open_features(open_bundle(index))
+    assert base.projection is not None and base.annoy.f < base.dim
+    _edit(photos, 0)
+    build_image_index([photos], index, embedder, update=True, progress=False)
+    updated = open_bundle(index)
+    assert updated.manifest["delta"]["added"] == 2
+    seen = open_features(updated)
+    assert seen.projection.identity == base.projection.identity  # kept until compaction refits it
+    fresh = build_image_index([photos], tmp_path / "fresh", embedder, progress=False).collection
+    truth = open_features(fresh)
+    assert truth.projection is not None
+    _same_collection(updated, fresh)
+    added = [updated.row(item) for item in updated.segments.items]
+    folder_mask = np.array([os.path.basename(os.path.dirname(p)) in ("f1", "f5") for p in fresh.items])
+    for row in [*added, *np.random.default_rng(2).choice(len(fresh), 10, replace=False).tolist()]:
+        q = np.asarray(seen.vectors[row], np.float32)
+        answer = [p for p, _ in seen.nearest(q, 10)]
+        assert answer == [p for p, _ in truth.nearest(q, 10)] == [p for p, _ in truth.nearest(q, 10, exact=True)]
+        assert [p for p, _ in filters.filtered_nearest(seen, q, 5, folder_mask)] == [
+            p for p, _ in filters.filtered_nearest(truth, q, 5, folder_mask, exact=True)]  # fmt: skip
 
 
 def test_a_crash_mid_update_leaves_the_old_generation(photos, embedder, tmp_path, monkeypatch):

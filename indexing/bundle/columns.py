@@ -207,7 +207,7 @@ def open_features(bundle: Bundle) -> Bundle | None:
     projection = _projection(bundle, entry, dim, hint)
     annoy = load_forest(index_file, projection.dims if projection else dim, count, index_bytes, hint)
     if bundle.segments is not None:
-        vectors, annoy = bundle.segments.space(vectors, annoy, vectors_file.name)
+        vectors, annoy = bundle.segments.space(vectors, annoy, vectors_file.name, projection)
     manifest = {**entry, "kind": "features", "count": len(bundle)}
     return Bundle(bundle.path, manifest, bundle.items, vectors, annoy, bundle.root, projection=projection)
 

@@ -13,7 +13,7 @@ The manifest's ``delta`` entry counts them (``base_count``, ``added``, ``deleted
 merged collection's. An opened bundle merges the segments once: items in sorted path order, ``vectors``
 and per-item arrays as ``RowView`` (each logical row read from the base or the delta file), ``annoy`` as
 ``MergedForest`` (the base forest over-fetched past its tombstones, plus the delta scored exactly, best
-first). Everything that searches a bundle (word and visual search, filters, duplicates, exports, the web
+first; a reduced visual forest's delta is projected with the base's projection until compaction refits it). Everything that searches a bundle (word and visual search, filters, duplicates, exports, the web
 app) goes through those, so it sees one collection. Once the delta passes ``COMPACT_AT`` of the base, the
 next update rebuilds the whole bundle (``needs_compaction``).
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexing.ann.reduced import Projection
 from indexing.ann.vectors import normalise
 from indexing.bundle.layout import ITEMS_FILE, read_items
 from indexing.bundle.verify import check_file
@@ -86,10 +87,12 @@ class RowView:
 
 class MergedForest:
     """The base forest in the merged collection's rows: tombstoned rows dropped (fetching more until ``n``
-    remain), the delta's rows scored exactly, best first. Answers as ``annoy.AnnoyIndex`` does."""
+    remain), the delta's rows scored exactly, best first. Answers as ``annoy.AnnoyIndex`` does, in the forest's
+    space: over a ``projection`` of the vectors (a reduced visual forest), the delta's rows are projected with
+    the base's projection, and the caller re-ranks the candidates with the full vectors as it does the base's."""
 
-    def __init__(self, annoy, segments: Segments, vectors: RowView):
-        self.annoy, self.segments, self.vectors = annoy, segments, vectors
+    def __init__(self, annoy, segments: Segments, vectors: RowView, projection: Projection | None = None):
+        self.annoy, self.segments, self.vectors, self.projection = annoy, segments, vectors, projection
         self._delta_vectors: np.ndarray | None = None
 
     def get_n_trees(self) -> int:
@@ -102,7 +105,7 @@ class MergedForest:
         self.annoy.unload()
 
     def get_nns_by_item(self, row: int, n: int, search_k: int = -1, include_distances: bool = False):
-        return self.get_nns_by_vector(np.asarray(self.vectors[row], dtype=np.float32), n, search_k, include_distances)
+        return self.get_nns_by_vector(self._in_forest(self.vectors[row]), n, search_k, include_distances)
 
     def get_nns_by_vector(self, vector, n: int, search_k: int = -1, include_distances: bool = False):
         query = normalise(np.asarray(vector, dtype=np.float32)).reshape(-1)
@@ -133,10 +136,15 @@ class MergedForest:
         return rows[live], cosines[live]
 
     def delta_vectors(self) -> np.ndarray:
-        """The delta's unit vectors as float32, read once (a delta stays small: ``COMPACT_AT``)."""
+        """The delta's unit vectors in the forest's space as float32, made once (a delta stays small:
+        ``COMPACT_AT``)."""
         if self._delta_vectors is None:
-            self._delta_vectors = np.asarray(self.vectors.delta, dtype=np.float32)
+            self._delta_vectors = self._in_forest(self.vectors.delta)
         return self._delta_vectors
+
+    def _in_forest(self, vectors: np.ndarray) -> np.ndarray:
+        """Full vectors (one or many) as the forest indexes them: projected if it is reduced, float32."""
+        return np.asarray(vectors, dtype=np.float32) if self.projection is None else self.projection.reduce(vectors)
 
 
 class Segments:
@@ -202,10 +210,12 @@ class Segments:
         physical = base + delta
         return [physical[row] for row in self.order.tolist()]
 
-    def space(self, vectors: np.ndarray, annoy, name: str) -> tuple[RowView, MergedForest]:
-        """A vector space of the base (vectors file ``name`` and its forest) merged with the delta."""
+    def space(self, vectors: np.ndarray, annoy, name: str,
+              projection: Projection | None = None) -> tuple[RowView, MergedForest]:  # fmt: skip
+        """A vector space of the base (vectors file ``name`` and its forest, over ``projection`` of the vectors if
+        given) merged with the delta."""
         merged = self.rows(vectors, name)
-        return merged, MergedForest(annoy, self, merged)
+        return merged, MergedForest(annoy, self, merged, projection)
 
 
 def read_segments(path: Path, root: Path, manifest: dict) -> Segments | None:
