@@ -372,13 +372,13 @@ def run_annoy(folder: Path, work: Path) -> dict:
     after = {"words": (truth["words"][0], exact_top_k(words, truth["words"][0], K)[0]),
              "visual": (truth["visual"][0], exact_top_k(features, truth["visual"][0], K)[0])}  # fmt: skip
     bundle = open_bundle(work / "bundle")
-    visual = merged_features(work, bundle, feature_vectors, annoy, tuned)
+    base_visual, visual = visual, merged_features(work, bundle, visual)
     result["after_update"] = {"delta": bundle.manifest["delta"]}
     measure_queries(result["after_update"], after, lambda q: bundle.nearest(q, K), lambda q: visual.nearest(q, K),
                     None, name=items.__getitem__)  # fmt: skip
-    result["delta_sweep"] = delta_sweep(work, data, paths, truth, feature_vectors, annoy, tuned)
+    result["delta_sweep"] = delta_sweep(work, data, paths, truth, base_visual)
     # what a compaction costs: the bundle rewritten whole (both forests rebuilt and tuned again)
-    bundle = visual = annoy = feature_vectors = None
+    bundle = visual = base_visual = annoy = feature_vectors = None
     rebuild_s, _ = build(words, features, items)
     result["rebuild_1pct_s"] = round(rebuild_s, 1)
     return {**result, **rss.report()}
@@ -400,16 +400,17 @@ def delta_update(work: Path, base, items: list[str], tombstones: np.ndarray, wor
     return time.perf_counter() - started
 
 
-def merged_features(work: Path, bundle, feature_vectors, annoy, tuned: dict):
-    """The visual space of ``bundle``: the base features and their forest merged with the bundle's delta."""
+def merged_features(work: Path, bundle, base):
+    """The visual space of ``bundle``: the ``base`` features space (their forest, over its projection if reduced)
+    merged with the bundle's delta."""
     from indexing.bundle.columns import FEATURES_FILE
     from indexing.bundle.core import Bundle
 
-    vectors, forest = bundle.segments.space(feature_vectors, annoy, FEATURES_FILE)
-    return Bundle(work, {**tuned["features"], "kind": "features"}, bundle.items, vectors, forest)
+    vectors, forest = bundle.segments.space(base.vectors, base.annoy, FEATURES_FILE, base.projection)
+    return Bundle(work, base.manifest, bundle.items, vectors, forest, projection=base.projection)
 
 
-def delta_sweep(work: Path, data: dict, paths: list[str], truth: dict, feature_vectors, annoy, tuned: dict) -> dict:
+def delta_sweep(work: Path, data: dict, paths: list[str], truth: dict, base_visual) -> dict:
     """Merged queries as the delta grows: a share of the rows moved (deleted from the base, added to the delta
     under new paths), so the collection and its exact answers stay those before the update. What COMPACT_AT
     is chosen from."""
@@ -422,7 +423,7 @@ def delta_sweep(work: Path, data: dict, paths: list[str], truth: dict, feature_v
         seconds = delta_update(work, open_bundle(work / "bundle"), list(moved_to.values()), moved,
                                data["words"][moved], data["features"][moved])  # fmt: skip
         bundle = open_bundle(work / "bundle")
-        visual = merged_features(work, bundle, feature_vectors, annoy, tuned)
+        visual = merged_features(work, bundle, base_visual)
         point = {"write_s": round(seconds, 1)}
         measure_queries(point, {kind: truth[kind] for kind in ("words", "visual")},
                         lambda q, bundle=bundle: bundle.nearest(q, K), lambda q, visual=visual: visual.nearest(q, K),
