@@ -13,8 +13,9 @@ The manifest's ``delta`` entry counts them (``base_count``, ``added``, ``deleted
 merged collection's. An opened bundle merges the segments once: items in sorted path order, ``vectors``
 and per-item arrays as ``RowView`` (each logical row read from the base or the delta file), ``annoy`` as
 ``MergedForest`` (the base forest over-fetched past its tombstones, plus the delta scored exactly, best
-first; a reduced visual forest's delta is projected with the base's projection until compaction refits it). Everything that searches a bundle (word and visual search, filters, duplicates, exports, the web
-app) goes through those, so it sees one collection. Once the delta passes ``COMPACT_AT`` of the base, the
+first; over a reduced visual forest the delta is projected with the base's projection until compaction
+fits a new one). Everything that searches a bundle (word and visual search, filters, duplicates, exports,
+the web app) goes through those, so it sees one collection. Once the delta passes ``COMPACT_AT`` of the base, the
 next update rebuilds the whole bundle (``needs_compaction``).
 """
 
