@@ -43,7 +43,7 @@ TOO_GENERAL = frozenset({
 })  # fmt: skip
 
 
-KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
+KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior", "window_tags")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,10 @@ class HierarchyOptions:
     # scenes: a chosen tag explains away this share of the class mass that reached it, so the next tags come
     # from the photo's other classes (HierarchyTagger.explained); 0: off
     explaining: float = 0.0
+    # scenes: each of the photo's 3 x 3 windows is also tagged like a photo (its own ConSE vector and real
+    # classes' hierarchy mass); a word gains what its `window_tags` best windows score on average beyond the
+    # whole photo's score (HierarchyTagger.window_gain), so a tree at the edge is tagged; 0: off
+    window_tags: int = 0
 
     @property
     def plain_vectors(self) -> bool:
@@ -313,11 +317,27 @@ class HierarchyTagger:
             scores[self.class_rows] -= self.options.stacking
         return scores
 
-    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best words as ``(word, score)``, best first."""
+    def window_gain(self, whole: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(V,) what each word's ``window_tags`` best windows score on average beyond ``whole`` (the photo's own
+        scores), never below 0. ``windows``: (windows, dim + 1000), each window's ConSE vector and class
+        probabilities (``models.onnx_engine.Combine.window_rows``), scored as ``scores`` scores a photo."""
+        dim = windows.shape[1] - len(self.taxonomy.classes)
+        per_window = np.stack([self.scores(w[:dim], w[dim:]) for w in windows])
+        k = min(self.options.window_tags, len(per_window))
+        best = -np.partition(-per_window, k - 1, axis=0)[:k].mean(axis=0)
+        return np.maximum(best - whole, 0.0)
+
+    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int,
+             windows: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
+        """The ``k`` best words as ``(word, score)``, best first; ``windows`` (with ``window_tags``) add what the
+        photo's parts show."""
+        with_windows = self.options.window_tags and windows is not None
         if self.options.explaining and probs is not None and self.options.tag_weight:
-            return self.explained(query, probs, k)
+            gain = self.window_gain(self.scores(query, probs), windows) if with_windows else 0.0
+            return self.explained(query, probs, k, gain)
         scores = self.scores(query, probs)
+        if with_windows:
+            scores = scores + self.window_gain(scores, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
         k = min(k, len(scores))
@@ -325,7 +345,7 @@ class HierarchyTagger:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
 
-    def explained(self, query: np.ndarray, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def explained(self, query: np.ndarray, probs: np.ndarray, k: int, gain=0.0) -> list[tuple[str, float]]:
         """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,
         every top class whose probability reached it keeps (1 - ``explaining``) of it, so the next tag is what
         the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal)."""
@@ -334,7 +354,7 @@ class HierarchyTagger:
         for i, (_, rows, weights) in enumerate(flows):
             reach[i, rows] = weights
         mass = self.options.tag_weight * np.array([share for share, _, _ in flows], dtype=np.float32)
-        base = self.scores(query, None)
+        base = self.scores(query, None) + gain
         chosen: list[tuple[str, float]] = []
         for _ in range(min(k, len(self.words))):
             scores = base + mass @ reach

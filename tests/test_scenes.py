@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,44 @@ def test_explaining_away_lets_the_second_class_past_the_first_ones_hypernyms():
     assert explained[1] in {"tandem", "bicycle"}  # the dog's mass is spent: the bicycle comes second
 
 
+def _window_block(vectors: np.ndarray, classes: int = 1000) -> np.ndarray:
+    """Window rows as Combine.window_rows lays them out: each window's vector, then its class probabilities."""
+    return np.concatenate([vectors, np.zeros((len(vectors), classes), np.float32)], axis=1)
+
+
+def test_a_thing_one_window_shows_is_tagged_with_window_tags():
+    words = ["beach", "sea", "kite"]
+    vectors = np.eye(3, dtype=np.float32)
+    whole = np.array([1.0, 0.8, 0.0], dtype=np.float32)  # the photo as a whole: beach and sea, no kite
+    windows = np.tile(whole, (REGION_GRID**2, 1))
+    windows[4] = [0.0, 0.2, 1.0]  # the kite fills one window
+    probs = np.zeros(1000, dtype=np.float32)
+    plain = HierarchyTagger(words, vectors, PLAIN)
+    assert [w for w, _ in plain.tags(whole, probs, 2, _window_block(windows))] == ["beach", "sea"]
+    one = HierarchyTagger(words, vectors, PLAIN.with_(window_tags=1))
+    tags = dict(one.tags(whole, probs, 3, _window_block(windows)))
+    assert max(tags, key=tags.get) == "kite"  # its best window scores it 0.98 beyond the whole photo's 0
+    three = dict(HierarchyTagger(words, vectors, PLAIN.with_(window_tags=3)).tags(whole, probs, 3, _window_block(windows)))
+    assert three["kite"] == pytest.approx(tags["kite"] / 3, rel=1e-4)  # one window of the best three
+    assert three["beach"] == pytest.approx(dict(plain.tags(whole, probs, 3))["beach"])  # nothing taken away
+    assert [w for w, _ in one.tags(whole, probs, 2)] == ["beach", "sea"]  # a row without windows: as before
+
+
+def test_combine_appends_each_windows_vector_and_probabilities():
+    combine = replace(_combine(0), windows=True)
+    outputs = _outputs()
+    row = combine(outputs)[0]
+    assert len(row) == 4 + combine.extra_dims
+    vector, probs, windows = combine.parts(row)
+    np.testing.assert_allclose(probs, softmax(outputs["logits"])[0], rtol=1e-6)
+    assert windows.shape == (REGION_GRID**2, 8)
+    single = replace(_combine(0), regions=0)({"logits": outputs["region_logits"][:, 4], "features": outputs["features"]})
+    np.testing.assert_allclose(windows[4], single[0], rtol=1e-5)  # window 4 as if it were a photo
+    assert combine.parts(vector)[1:] == (None, None)  # a stored vector alone
+    with pytest.raises(ValueError, match="--window-tags 0"):
+        combine({"logits": outputs["logits"], "features": outputs["features"]})
+
+
 def test_backbone_windows_pool_to_its_features():
     backbone = build_backbone("efficientnet_lite0", weights="random")
     images = torch.randn(2, 3, 96, 96)  # a 3 x 3 feature map
@@ -123,5 +163,5 @@ def test_scene_scores_count_each_thing_once():
 def test_scene_options_change_the_identity_only_when_on():
     base = DEFAULT_OPTIONS.key()
     off = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0).key()
-    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining")}
-    assert off == base and base not in on and len(on) == 3  # indexes made before the options stay valid
+    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining", "window_tags")}
+    assert off == base and base not in on and len(on) == 4  # indexes made before the options stay valid
