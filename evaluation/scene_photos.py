@@ -1,4 +1,4 @@
-"""Scenes, several things in one photo: ``python -m evaluation.scene_photos`` measures region pooling.
+"""Scenes, several things in one photo: ``python -m evaluation.scene_photos`` measures the scene levers.
 
 The scene set is real photos that registry packages ship: 24 of Debian ``opencv-doc`` and ``darknet``
 (``apt-get install opencv-doc darknet``), and 25 more of Debian ``gimp-help-en`` (``gimp-help``), of PyPI,
