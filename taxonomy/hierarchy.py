@@ -348,7 +348,8 @@ class HierarchyTagger:
     def explained(self, query: np.ndarray, probs: np.ndarray, k: int, gain=0.0) -> list[tuple[str, float]]:
         """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,
         every top class whose probability reached it keeps (1 - ``explaining``) of it, so the next tag is what
-        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal)."""
+        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal).
+        ``gain``: the window tags' ``window_gain``, added to every word's score."""
         flows = self.top_flows(probs)
         reach = np.zeros((len(flows), len(self.words)), dtype=np.float32)
         for i, (_, rows, weights) in enumerate(flows):
