@@ -1,0 +1,153 @@
+"""Filtered word search at a million photos: what a folder or date filter costs and how much it finds.
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_filters.py [OUT.json] [--n 1000000] [--queries 200]
+
+The rows are bench_scale.py's word-space rows (the same seed: ConSE vectors of the packaged photos and
+their edits, in bursts of near-copies), without the features, so the forest alone is built (tuned as a
+build tunes it: trees and search_k to recall@10 >= 0.95 on unfiltered queries). The library's folders and
+dates are independent of the pictures (``/lib/<0-9>/<0-99>``, 20 years), as in bench_scale.py. Filters:
+kept fractions from 50% down to 1% (folders), and a 1% date range. Queries: midpoints of two rows.
+
+For each filter: recall@10 against exact search over the kept rows, p50/p99 ms and the fewest results of
+
+- ``exact``: the kept rows scanned exactly (what a filter below the crossover does);
+- ``forest x M``: the forest asked for ``2k / fraction`` rows with search_k = M x the tuned search_k / the
+  kept fraction (M = 0 is the policy before: search_k = max(tuned, 10 x rows asked for));
+- ``shipped``: ``library.filters.filtered_nearest`` as the Searcher calls it.
+
+The forest and the rows are kept in ``--work`` (default /var/tmp/bench-filters) so a second run skips the
+build; the build's facts are recorded with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_postgres import percentiles
+from bench_scale import BASE_CACHE, DAYS, K, Shots, base_rows, path_of
+
+from indexing.ann.vectors import exact_top_k, normalise
+
+MULTIPLES = (0, 0.5, 1, 2)  # forest search_k as multiples of tuned / fraction; 0: the policy before
+
+
+def filters(folder: np.ndarray, day: np.ndarray) -> dict[str, np.ndarray]:
+    """Kept rows of each filter: folders /lib/<f // 100>/<f % 100> (f = row % 1000), days over 20 years."""
+    out = {f"folder_{pct}pct": folder < pct * 10 for pct in (50, 20, 10, 5, 2, 1)}
+    out["date_1pct"] = (day >= 3650) & (day < 3650 + DAYS // 100)
+    return out
+
+
+def library(n: int, work: Path) -> tuple[np.ndarray, dict]:
+    """The word rows (memory-mapped) and their tuned forest's facts, made once in ``work``."""
+    from indexing.ann.forest import build_tuned_forest
+
+    words_file, facts_file = work / f"words_{n}.npy", work / f"forest_{n}.json"
+    if not facts_file.is_file():
+        base = base_rows(Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench" / BASE_CACHE)
+        shots = Shots(base, n, seed=0)
+        out = np.lib.format.open_memmap(words_file, mode="w+", dtype=np.float32, shape=(n, base["words"].shape[-1]))
+        for start, end in shots.chunks():
+            out[start:end] = shots.rows(base["words"], start, end, np.float32)
+        out.flush()
+        started = time.perf_counter()
+        annoy, facts = build_tuned_forest(np.load(words_file, mmap_mode="r"), work / f"forest_{n}.ann", None, None, False)
+        annoy.unload()
+        facts_file.write_text(json.dumps({**facts, "build_s": round(time.perf_counter() - started, 1)}))
+    return np.load(words_file, mmap_mode="r"), json.loads(facts_file.read_text())
+
+
+def timed(search, queries) -> tuple[list, list[float]]:
+    found, seconds = [], []
+    for q in queries:
+        started = time.perf_counter()
+        found.append(search(q))
+        seconds.append(time.perf_counter() - started)
+    return found, seconds
+
+
+def measured(search, queries, truth: list[set]) -> dict:
+    found, seconds = timed(search, queries)
+    hits = [len(t & set(f)) / K for t, f in zip(truth, found)]
+    return {"query_ms": percentiles(seconds), "recall_at_10": round(float(np.mean(hits)), 4),
+            "min_results": min(len(f) for f in found)}  # fmt: skip
+
+
+def forest_search(space, mask: np.ndarray, multiple: float):
+    """The forest's answer under ``mask`` with search_k = ``multiple`` x tuned / kept fraction (0: the
+    policy before), the kept rows among ``2k / fraction`` asked for re-ranked exactly (no fallback)."""
+    fraction = mask.mean()
+    fetch = int(K * np.ceil(1 / fraction) * 2)
+    search_k = int(multiple * space.search_k / fraction) if multiple else max(space.search_k, fetch * 10)
+
+    def search(q):
+        ids = [i for i in space.annoy.get_nns_by_vector(q.tolist(), fetch, search_k=search_k) if mask[i]]
+        scores = np.asarray(space.vectors[ids]) @ q
+        return [ids[i] for i in np.argsort(-scores)[:K]]
+
+    return search, search_k
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", default=str(HERE / "results/filters.json"),
+                        help="where the results go as JSON (default benchmarks/results/filters.json)")  # fmt: skip
+    parser.add_argument("--n", type=int, default=1_000_000, help="library rows (default 1,000,000)")
+    parser.add_argument("--queries", type=int, default=200, help="queries per filter (default 200)")
+    parser.add_argument("--work", default="/var/tmp/bench-filters", help="where the rows and the forest are kept")
+    args = parser.parse_args()
+    from annoy import AnnoyIndex
+
+    from indexing.bundle.core import Bundle
+    from library.filters import _exact, filtered_nearest
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    words, forest = library(args.n, work)
+    annoy = AnnoyIndex(words.shape[1], "angular")
+    annoy.load(str(work / f"forest_{args.n}.ann"))
+    paths = [path_of(i) for i in range(args.n)]
+    space = Bundle(work, {**forest, "kind": "images"}, paths, words, annoy)
+    rng = np.random.default_rng(1)
+    pairs = rng.integers(0, args.n, size=(args.queries, 2))
+    queries = normalise(np.asarray(words[pairs[:, 0]]) + np.asarray(words[pairs[:, 1]]))
+    row = np.arange(args.n)
+    kept = filters(row % 1000, rng.integers(0, DAYS, size=args.n))
+    result = {"n": args.n, "queries": args.queries, "forest": forest,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "omp_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg": os.getloadavg()}}  # fmt: skip
+    result["unfiltered_ms"] = percentiles(timed(lambda q: space.nearest(q, K), queries)[1])
+    for name, mask in kept.items():
+        rows = np.flatnonzero(mask)
+        ids, _ = exact_top_k(words[rows], queries, K)
+        truth = [set(r) for r in rows[ids].tolist()]
+        entry = {"kept": len(rows), "exact": measured(lambda q: [r for r, _ in _exact(words, rows, q, K)], queries, truth)}
+        for multiple in MULTIPLES:
+            search, search_k = forest_search(space, mask, multiple)
+            entry[f"forest x{multiple}"] = {"search_k": search_k, **measured(search, queries, truth)}
+        shipped = measured(lambda q: [int(p[-11:-4]) for p, _ in filtered_nearest(space, q, K, mask)], queries, truth)
+        entry["shipped"] = shipped
+        result[name] = entry
+        print(name, json.dumps(entry), file=sys.stderr, flush=True)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written: {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""A filtered search finds the kept rows' top-k at least as well as the unfiltered search finds the top-k,
+whether it asks the forest or scans the kept rows exactly."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from annoy import AnnoyIndex
+
+from indexing.ann.vectors import exact_top_k, normalise
+from library import filters
+
+ROWS, DIM, TREES, SEARCH_K, K = 60_000, 32, 5, 2_000, 10
+
+
+@pytest.fixture(scope="module")
+def space():
+    """Random unit rows (hard for a forest: its tuned search_k finds ~0.6 of the top-10) and a small forest."""
+    vectors = normalise(np.random.default_rng(0).normal(size=(ROWS, DIM))).astype(np.float32)
+    annoy = AnnoyIndex(DIM, "angular")
+    annoy.set_seed(1)
+    for row, vector in enumerate(vectors.tolist()):
+        annoy.add_item(row, vector)
+    annoy.build(TREES, n_jobs=1)
+    return SimpleNamespace(items=list(range(ROWS)), vectors=vectors, annoy=annoy, search_k=SEARCH_K)
+
+
+def _recall(found: list[list[int]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth.tolist())]))
+
+
+@pytest.mark.parametrize("exact_row_cost", [filters.EXACT_ROW_COST, float("inf")], ids=["cheaper", "forest"])
+def test_a_filter_costs_no_recall(space, monkeypatch, exact_row_cost):
+    monkeypatch.setattr(filters, "EXACT_ROW_COST", exact_row_cost)
+    rng = np.random.default_rng(2)
+    pairs = rng.integers(0, ROWS, size=(50, 2))
+    queries = normalise(space.vectors[pairs[:, 0]] + space.vectors[pairs[:, 1]])
+    unfiltered = [space.annoy.get_nns_by_vector(q.tolist(), K, search_k=SEARCH_K) for q in queries]
+    mask = rng.random(ROWS) < 0.4  # 24,000 rows kept
+    kept = np.flatnonzero(mask)
+    filtered = [[row for row, _ in filters.filtered_nearest(space, q, K, mask)] for q in queries]
+    assert all(len(rows) == K and mask[rows].all() for rows in filtered)
+    assert _recall(filtered, kept[exact_top_k(space.vectors[kept], queries, K)[0]]) >= _recall(
+        unfiltered, exact_top_k(space.vectors, queries, K)[0])  # fmt: skip
