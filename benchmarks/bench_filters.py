@@ -6,13 +6,16 @@ The rows are bench_scale.py's word-space rows (the same seed: ConSE vectors of t
 their edits, in bursts of near-copies), without the features, so the forest alone is built (tuned as a
 build tunes it: trees and search_k to recall@10 >= 0.95 on unfiltered queries). The library's folders and
 dates are independent of the pictures (``/lib/<0-9>/<0-99>``, 20 years), as in bench_scale.py. Filters:
-kept fractions from 50% down to 1% (folders), and a 1% date range. Queries: midpoints of two rows.
+kept fractions from 50% down to 1% (folders), a 1% date range, and ``subject_10pct``: the shots of a
+random tenth of the base photos, a folder that holds one kind of picture (the kept rows are not spread
+evenly around a query, which the forest's search_k / fraction assumes). Queries: midpoints of two rows.
 
 For each filter: recall@10 against exact search over the kept rows, p50/p99 ms and the fewest results of
 
 - ``exact``: the kept rows scanned exactly (what a filter below the crossover does);
 - ``forest x M``: the forest asked for ``2k / fraction`` rows with search_k = M x the tuned search_k / the
   kept fraction (M = 0 is the policy before: search_k = max(tuned, 10 x rows asked for));
+- ``before``: the policy before, i.e. ``exact`` up to 20,000 kept rows, else ``forest x0``;
 - ``shipped``: ``library.filters.filtered_nearest`` as the Searcher calls it.
 
 The forest and the rows are kept in ``--work`` (default /var/tmp/bench-filters) so a second run skips the
@@ -43,23 +46,27 @@ from bench_scale import BASE_CACHE, DAYS, K, Shots, base_rows, path_of
 from indexing.ann.vectors import exact_top_k, normalise
 
 MULTIPLES = (0, 0.5, 1, 2)  # forest search_k as multiples of tuned / fraction; 0: the policy before
+EXACT_SUBSET_BEFORE = 20_000  # the policy before scanned this many kept rows or fewer exactly
 
 
-def filters(folder: np.ndarray, day: np.ndarray) -> dict[str, np.ndarray]:
-    """Kept rows of each filter: folders /lib/<f // 100>/<f % 100> (f = row % 1000), days over 20 years."""
+def filters(folder: np.ndarray, day: np.ndarray, photo: np.ndarray) -> dict[str, np.ndarray]:
+    """Kept rows of each filter: folders /lib/<f // 100>/<f % 100> (f = row % 1000), days over 20 years, the
+    rows whose base photo ``photo`` (a number per row) is one of a tenth of them."""
     out = {f"folder_{pct}pct": folder < pct * 10 for pct in (50, 20, 10, 5, 2, 1)}
     out["date_1pct"] = (day >= 3650) & (day < 3650 + DAYS // 100)
+    out["subject_10pct"] = np.random.default_rng(3).random(photo.max() + 1)[photo] < 0.1
     return out
 
 
-def library(n: int, work: Path) -> tuple[np.ndarray, dict]:
-    """The word rows (memory-mapped) and their tuned forest's facts, made once in ``work``."""
+def library(n: int, work: Path) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The word rows (memory-mapped), their tuned forest's facts (made once in ``work``) and each row's base
+    photo."""
     from indexing.ann.forest import build_tuned_forest
 
     words_file, facts_file = work / f"words_{n}.npy", work / f"forest_{n}.json"
+    base = base_rows(Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench" / BASE_CACHE)
+    shots = Shots(base, n, seed=0)
     if not facts_file.is_file():
-        base = base_rows(Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench" / BASE_CACHE)
-        shots = Shots(base, n, seed=0)
         out = np.lib.format.open_memmap(words_file, mode="w+", dtype=np.float32, shape=(n, base["words"].shape[-1]))
         for start, end in shots.chunks():
             out[start:end] = shots.rows(base["words"], start, end, np.float32)
@@ -68,7 +75,7 @@ def library(n: int, work: Path) -> tuple[np.ndarray, dict]:
         annoy, facts = build_tuned_forest(np.load(words_file, mmap_mode="r"), work / f"forest_{n}.ann", None, None, False)
         annoy.unload()
         facts_file.write_text(json.dumps({**facts, "build_s": round(time.perf_counter() - started, 1)}))
-    return np.load(words_file, mmap_mode="r"), json.loads(facts_file.read_text())
+    return np.load(words_file, mmap_mode="r"), json.loads(facts_file.read_text()), shots.photo[shots.shot]
 
 
 def timed(search, queries) -> tuple[list, list[float]]:
@@ -117,7 +124,7 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    words, forest = library(args.n, work)
+    words, forest, photo = library(args.n, work)
     annoy = AnnoyIndex(words.shape[1], "angular")
     annoy.load(str(work / f"forest_{args.n}.ann"))
     paths = [path_of(i) for i in range(args.n)]
@@ -126,7 +133,7 @@ def main() -> None:
     pairs = rng.integers(0, args.n, size=(args.queries, 2))
     queries = normalise(np.asarray(words[pairs[:, 0]]) + np.asarray(words[pairs[:, 1]]))
     row = np.arange(args.n)
-    kept = filters(row % 1000, rng.integers(0, DAYS, size=args.n))
+    kept = filters(row % 1000, rng.integers(0, DAYS, size=args.n), photo)
     result = {"n": args.n, "queries": args.queries, "forest": forest,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "omp_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg": os.getloadavg()}}  # fmt: skip
@@ -135,12 +142,13 @@ def main() -> None:
         rows = np.flatnonzero(mask)
         ids, _ = exact_top_k(words[rows], queries, K)
         truth = [set(r) for r in rows[ids].tolist()]
-        entry = {"kept": len(rows), "exact": measured(lambda q: [r for r, _ in _exact(words, rows, q, K)], queries, truth)}
+        entry = {"kept": len(rows), "exact": measured(lambda q, rows=rows: [r for r, _ in _exact(words, rows, q, K)], queries, truth)}
         for multiple in MULTIPLES:
             search, search_k = forest_search(space, mask, multiple)
             entry[f"forest x{multiple}"] = {"search_k": search_k, **measured(search, queries, truth)}
-        shipped = measured(lambda q: [int(p[-11:-4]) for p, _ in filtered_nearest(space, q, K, mask)], queries, truth)
-        entry["shipped"] = shipped
+        entry["before"] = entry["exact" if len(rows) <= EXACT_SUBSET_BEFORE else "forest x0"]
+        entry["shipped"] = measured(lambda q, mask=mask: [int(p[-11:-4]) for p, _ in filtered_nearest(space, q, K, mask)],
+                                    queries, truth)  # fmt: skip
         result[name] = entry
         print(name, json.dumps(entry), file=sys.stderr, flush=True)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3)

@@ -2,8 +2,9 @@
 
 ``--in FOLDER`` keeps photos in that folder or below it; ``--after`` / ``--before`` keep photos taken on
 or after / on or before a day (both inclusive). Annoy knows nothing of filters, so a filtered search
-over-fetches candidates from the forest and keeps the matching ones; when the filtered subset is small
-(or the over-fetch still falls short) it is searched exactly, so k results come back whenever k match.
+either asks the forest for more (its search_k over the kept fraction) and keeps the matching rows, or
+scans the kept rows exactly, whichever scores fewer rows (``filtered_nearest``); when the forest still
+falls short, the kept rows are scanned exactly, so k results come back whenever k match.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EXACT_SUBSET = 20_000  # a subset this small is scanned exactly: ~1 ms per 1000 rows of 50-d
+# What scoring one kept row exactly (gather + dot) costs in forest candidates (units of Annoy's search_k):
+# measured on 1M word-space rows (benchmarks/bench_filters.py, one thread): exact 0.33-0.45 ms per 1000
+# kept rows, the forest 0.22-0.29 ms per 1000 of search_k. Feature rows cost more exactly (float16
+# upcast), but their forest's search_k is 100x the words', so the cheaper side is the same.
+EXACT_ROW_COST = 1.5
 OVERFETCH_ROUNDS = 4
 
 
@@ -66,18 +71,25 @@ def _exact(vectors, rows: np.ndarray, query: np.ndarray, k: int) -> list[tuple[i
 
 def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: bool = False) -> list[tuple[str, float]]:
     """The ``k`` rows of ``space`` (a Bundle: items, vectors, annoy, search_k) nearest to ``query`` among
-    those ``mask`` keeps, as ``(item, cosine)`` best first."""
+    those ``mask`` keeps, as ``(item, cosine)`` best first.
+
+    The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
+    only that fraction of what the forest explores, so the forest is asked for search_k / fraction (its
+    filtered recall then matches its unfiltered one). That costs more the fewer rows are kept, while an
+    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_ROW_COST``).
+    """
     query = np.asarray(query, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     rows = np.flatnonzero(mask)
     if len(rows) == 0:
         return []
     k = min(k, len(rows))
-    if exact or len(rows) <= EXACT_SUBSET:
+    search_k = int(space.search_k * len(mask) / len(rows))
+    if exact or len(rows) * EXACT_ROW_COST <= search_k:
         return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
     fetch = int(min(len(mask), k * np.ceil(len(mask) / len(rows)) * 2))
     for _ in range(OVERFETCH_ROUNDS):
-        ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(space.search_k, fetch * 10))
+        ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(search_k, fetch * 10))
         ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
         if len(ids) >= k:
             return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
