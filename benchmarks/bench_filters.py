@@ -15,7 +15,8 @@ For each filter: recall@10 against exact search over the kept rows, p50/p99 ms a
 - ``exact``: the kept rows scanned exactly (what a filter below the crossover does);
 - ``forest x M``: the forest asked for ``2k / fraction`` rows with search_k = M x the tuned search_k / the
   kept fraction (M = 0 is the policy before: search_k = max(tuned, 10 x rows asked for));
-- ``before``: the policy before, i.e. ``exact`` up to 20,000 kept rows, else ``forest x0``;
+- ``before``: the policy before, i.e. ``exact`` up to 20,000 kept rows, else ``forest x0`` (whose fewest
+  results omit the exact scan the policy fell back to when fewer than k were kept);
 - ``shipped``: ``library.filters.filtered_nearest`` as the Searcher calls it.
 
 The forest and the rows are kept in ``--work`` (default /var/tmp/bench-filters) so a second run skips the

@@ -76,22 +76,23 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
     The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
     only that fraction of what the forest explores, so the forest is asked for search_k / fraction (its
     filtered recall then matches its unfiltered one). That costs more the fewer rows are kept, while an
-    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_ROW_COST``).
+    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_ROW_COST``). A filter
+    whose rows lie away from the query (a folder of one subject) leaves fewer than k among what the forest
+    finds: then the kept rows are scanned exactly.
     """
     query = np.asarray(query, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
-    rows = np.flatnonzero(mask)
-    if len(rows) == 0:
+    kept = int(np.count_nonzero(mask))
+    if kept == 0:
         return []
-    k = min(k, len(rows))
-    search_k = int(space.search_k * len(mask) / len(rows))
-    if exact or len(rows) * EXACT_ROW_COST <= search_k:
-        return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
-    fetch = int(min(len(mask), k * np.ceil(len(mask) / len(rows)) * 2))
-    for _ in range(OVERFETCH_ROUNDS):
-        ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(search_k, fetch * 10))
-        ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
-        if len(ids) >= k:
-            return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
-        fetch = min(len(mask), fetch * 4)
-    return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
+    k = min(k, kept)
+    search_k = int(space.search_k * len(mask) / kept)
+    if not exact and kept * EXACT_ROW_COST > search_k:
+        fetch = int(min(len(mask), k * np.ceil(len(mask) / kept) * 2))
+        for _ in range(OVERFETCH_ROUNDS):
+            ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(search_k, fetch * 10))
+            ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
+            if len(ids) >= k:
+                return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
+            fetch = min(len(mask), fetch * 4)
+    return [(space.items[r], s) for r, s in _exact(space.vectors, np.flatnonzero(mask), query, k)]
