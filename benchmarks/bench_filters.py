@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_postgres import percentiles
-from bench_scale import BASE_CACHE, DAYS, K, Shots, base_rows, path_of
+from bench_scale import BASE_CACHE, DAYS, K, Shots, base_rows, path_of, timed
 
 from indexing.ann.vectors import exact_top_k, normalise
 
@@ -77,15 +77,6 @@ def library(n: int, work: Path) -> tuple[np.ndarray, dict, np.ndarray]:
         annoy.unload()
         facts_file.write_text(json.dumps({**facts, "build_s": round(time.perf_counter() - started, 1)}))
     return np.load(words_file, mmap_mode="r"), json.loads(facts_file.read_text()), shots.photo[shots.shot]
-
-
-def timed(search, queries) -> tuple[list, list[float]]:
-    found, seconds = [], []
-    for q in queries:
-        started = time.perf_counter()
-        found.append(search(q))
-        seconds.append(time.perf_counter() - started)
-    return found, seconds
 
 
 def measured(search, queries, truth: list[set]) -> dict:

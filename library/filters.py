@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # What scoring one kept row exactly (gather + dot) costs in forest candidates (units of Annoy's search_k):
-# measured on 1M word-space rows (benchmarks/bench_filters.py, one thread): exact 0.33-0.45 ms per 1000
-# kept rows, the forest 0.22-0.29 ms per 1000 of search_k. Feature rows cost more exactly (float16
+# measured on 1M word-space rows (benchmarks/bench_filters.py, one thread): exact 0.30-0.45 ms per 1000
+# kept rows, the forest 0.19-0.30 ms per 1000 of search_k. Feature rows cost more exactly (float16
 # upcast), but their forest's search_k is 100x the words', so the cheaper side is the same.
 EXACT_ROW_COST = 1.5
 OVERFETCH_ROUNDS = 4
