@@ -3,28 +3,27 @@ whether it asks the forest or scans the kept rows exactly."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from annoy import AnnoyIndex
 
 from indexing.ann.vectors import exact_top_k, normalise
+from indexing.bundle.core import Bundle
 from library import filters
 
 ROWS, DIM, TREES, SEARCH_K, K = 60_000, 32, 5, 2_000, 10
 
 
 @pytest.fixture(scope="module")
-def space():
-    """Random unit rows (hard for a forest: its tuned search_k finds ~0.6 of the top-10) and a small forest."""
+def space(tmp_path_factory):
+    """Random unit rows and a small forest: hard for it, its search_k finds ~0.6 of the top-10."""
     vectors = normalise(np.random.default_rng(0).normal(size=(ROWS, DIM))).astype(np.float32)
     annoy = AnnoyIndex(DIM, "angular")
     annoy.set_seed(1)
     for row, vector in enumerate(vectors.tolist()):
         annoy.add_item(row, vector)
     annoy.build(TREES, n_jobs=1)
-    return SimpleNamespace(items=list(range(ROWS)), vectors=vectors, annoy=annoy, search_k=SEARCH_K)
+    return Bundle(tmp_path_factory.mktemp("bundle"), {"kind": "images", "search_k": SEARCH_K}, list(range(ROWS)), vectors, annoy)
 
 
 def _recall(found: list[list[int]], truth: np.ndarray) -> float:
