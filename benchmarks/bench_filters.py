@@ -1,10 +1,11 @@
-"""Filtered word search at a million photos: what a folder or date filter costs and how much it finds.
+"""Filtered search at a million photos: what a folder or date filter costs and how much it finds.
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_filters.py [OUT.json] [--n 1000000] [--queries 200]
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_filters.py OUT.json --space features --n 100000
 
-The rows are bench_scale.py's word-space rows (the same seed: ConSE vectors of the packaged photos and
-their edits, in bursts of near-copies), without the features, so the forest alone is built (tuned as a
-build tunes it: trees and search_k to recall@10 >= 0.95 on unfiltered queries). The library's folders and
+The rows are bench_scale.py's rows of one space (the same seed: ConSE word vectors or pooled features of
+the packaged photos and their edits, in bursts of near-copies), so that space's forest alone is built
+(tuned as a build tunes it: trees and search_k to recall@10 >= 0.95 on unfiltered queries). The library's folders and
 dates are independent of the pictures (``/lib/<0-9>/<0-99>``, 20 years), as in bench_scale.py. Filters:
 kept fractions from 50% down to 1% (folders), a 1% date range, and ``subject_10pct``: the shots of a
 random tenth of the base photos, a folder that holds one kind of picture (the kept rows are not spread
@@ -48,6 +49,7 @@ from indexing.ann.vectors import exact_top_k, normalise
 
 MULTIPLES = (0, 0.5, 1, 2)  # forest search_k as multiples of tuned / fraction; 0: the policy before
 EXACT_SUBSET_BEFORE = 20_000  # the policy before scanned this many kept rows or fewer exactly
+DTYPES = {"words": np.float32, "features": np.float16}  # as the bundles store them
 
 
 def filters(folder: np.ndarray, day: np.ndarray, photo: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,24 +61,27 @@ def filters(folder: np.ndarray, day: np.ndarray, photo: np.ndarray) -> dict[str,
     return out
 
 
-def library(n: int, work: Path) -> tuple[np.ndarray, dict, np.ndarray]:
-    """The word rows (memory-mapped), their tuned forest's facts (made once in ``work``) and each row's base
-    photo."""
-    from indexing.ann.forest import build_tuned_forest
+def library(space: str, n: int, work: Path) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The rows of ``space`` (memory-mapped), their tuned forest's facts (made once in ``work``) and each
+    row's base photo."""
+    from indexing.ann.forest import DEFAULT_N_TREES, build_tuned_forest
+    from indexing.bundle.columns import FEATURE_TREES
 
-    words_file, facts_file = work / f"words_{n}.npy", work / f"forest_{n}.json"
+    rows_file, facts_file = work / f"{space}_{n}.npy", work / f"{space}_forest_{n}.json"
     base = base_rows(Path(os.environ.get("WORDSIGHT_CACHE", Path.home() / ".cache/wordsight")) / "bench" / BASE_CACHE)
     shots = Shots(base, n, seed=0)
     if not facts_file.is_file():
-        out = np.lib.format.open_memmap(words_file, mode="w+", dtype=np.float32, shape=(n, base["words"].shape[-1]))
+        dtype = DTYPES[space]
+        out = np.lib.format.open_memmap(rows_file, mode="w+", dtype=dtype, shape=(n, base[space].shape[-1]))
         for start, end in shots.chunks():
-            out[start:end] = shots.rows(base["words"], start, end, np.float32)
+            out[start:end] = shots.rows(base[space], start, end, dtype)
         out.flush()
         started = time.perf_counter()
-        annoy, facts = build_tuned_forest(np.load(words_file, mmap_mode="r"), work / f"forest_{n}.ann", None, None, False)
+        annoy, facts = build_tuned_forest(np.load(rows_file, mmap_mode="r"), work / f"{space}_forest_{n}.ann", None, None,
+                                          False, FEATURE_TREES if space == "features" else DEFAULT_N_TREES)  # fmt: skip
         annoy.unload()
         facts_file.write_text(json.dumps({**facts, "build_s": round(time.perf_counter() - started, 1)}))
-    return np.load(words_file, mmap_mode="r"), json.loads(facts_file.read_text()), shots.photo[shots.shot]
+    return np.load(rows_file, mmap_mode="r"), json.loads(facts_file.read_text()), shots.photo[shots.shot]
 
 
 def measured(search, queries, truth: list[set]) -> dict:
@@ -108,6 +113,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="library rows (default 1,000,000)")
     parser.add_argument("--queries", type=int, default=200, help="queries per filter (default 200)")
     parser.add_argument("--work", default="/var/tmp/bench-filters", help="where the rows and the forest are kept")
+    parser.add_argument("--space", choices=tuple(DTYPES), default="words",
+                        help="word vectors (50-d) or visual features (1280-d float16); default words")  # fmt: skip
     args = parser.parse_args()
     from annoy import AnnoyIndex
 
@@ -116,25 +123,25 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    words, forest, photo = library(args.n, work)
-    annoy = AnnoyIndex(words.shape[1], "angular")
-    annoy.load(str(work / f"forest_{args.n}.ann"))
+    vectors, forest, photo = library(args.space, args.n, work)
+    annoy = AnnoyIndex(vectors.shape[1], "angular")
+    annoy.load(str(work / f"{args.space}_forest_{args.n}.ann"))
     paths = [path_of(i) for i in range(args.n)]
-    space = Bundle(work, {**forest, "kind": "images"}, paths, words, annoy)
+    space = Bundle(work, {**forest, "kind": "images"}, paths, vectors, annoy)
     rng = np.random.default_rng(1)
     pairs = rng.integers(0, args.n, size=(args.queries, 2))
-    queries = normalise(np.asarray(words[pairs[:, 0]]) + np.asarray(words[pairs[:, 1]]))
+    queries = normalise(np.asarray(vectors[pairs[:, 0]], np.float32) + np.asarray(vectors[pairs[:, 1]], np.float32))
     row = np.arange(args.n)
     kept = filters(row % 1000, rng.integers(0, DAYS, size=args.n), photo)
-    result = {"n": args.n, "queries": args.queries, "forest": forest,
+    result = {"space": args.space, "n": args.n, "queries": args.queries, "forest": forest,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "omp_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg": os.getloadavg()}}  # fmt: skip
     result["unfiltered_ms"] = percentiles(timed(lambda q: space.nearest(q, K), queries)[1])
     for name, mask in kept.items():
         rows = np.flatnonzero(mask)
-        ids, _ = exact_top_k(words[rows], queries, K)
+        ids, _ = exact_top_k(vectors[rows], queries, K)
         truth = [set(r) for r in rows[ids].tolist()]
-        entry = {"kept": len(rows), "exact": measured(lambda q, rows=rows: [r for r, _ in _exact(words, rows, q, K)], queries, truth)}
+        entry = {"kept": len(rows), "exact": measured(lambda q, rows=rows: [r for r, _ in _exact(vectors, rows, q, K)], queries, truth)}
         for multiple in MULTIPLES:
             search, search_k = forest_search(space, mask, multiple)
             entry[f"forest x{multiple}"] = {"search_k": search_k, **measured(search, queries, truth)}

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# What scoring one kept row exactly (gather + dot) costs in forest candidates (units of Annoy's search_k):
-# measured on 1M word-space rows (benchmarks/bench_filters.py, one thread): exact 0.30-0.45 ms per 1000
-# kept rows, the forest 0.19-0.30 ms per 1000 of search_k. Feature rows cost more exactly (float16
-# upcast), but their forest's search_k is 100x the words', so the cheaper side is the same.
-EXACT_ROW_COST = 1.5
+# What scoring one kept row exactly (gather + dot) costs in forest candidates (units of Annoy's search_k),
+# per dimension of the row. Measured by benchmarks/bench_filters.py (one thread, a loaded machine): 50-d
+# float32 word rows at 1M, exact 0.30-0.45 ms per 1000 kept rows vs the forest 0.19-0.30 ms per 1000 of
+# search_k (1.5 candidates a row); 1280-d float16 features at 100k, exact 13-14.5 ms per 1000 rows (the
+# upcast dominates) vs the forest 0.23-0.42 ms (31-63 a row). Both are ~0.03 per dimension.
+EXACT_COST_PER_DIM = 0.03
 OVERFETCH_ROUNDS = 4
 
 
@@ -76,7 +77,7 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
     The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
     only that fraction of what the forest explores, so the forest is asked for search_k / fraction (its
     filtered recall then matches its unfiltered one). That costs more the fewer rows are kept, while an
-    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_ROW_COST``). A filter
+    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_COST_PER_DIM``). A filter
     whose rows lie away from the query (a folder of one subject) leaves fewer than k among what the forest
     finds: then the kept rows are scanned exactly.
     """
@@ -87,7 +88,7 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
         return []
     k = min(k, kept)
     search_k = int(space.search_k * len(mask) / kept)
-    if not exact and kept * EXACT_ROW_COST > search_k:
+    if not exact and kept * space.vectors.shape[1] * EXACT_COST_PER_DIM > search_k:
         fetch = int(min(len(mask), k * np.ceil(len(mask) / kept) * 2))
         for _ in range(OVERFETCH_ROUNDS):
             ids = space.annoy.get_nns_by_vector(query.tolist(), fetch, search_k=max(search_k, fetch * 10))

@@ -30,9 +30,9 @@ def _recall(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth.tolist())]))
 
 
-@pytest.mark.parametrize("exact_row_cost", [filters.EXACT_ROW_COST, float("inf")], ids=["cheaper", "forest"])
-def test_a_filter_costs_no_recall(space, monkeypatch, exact_row_cost):
-    monkeypatch.setattr(filters, "EXACT_ROW_COST", exact_row_cost)
+@pytest.mark.parametrize("exact_cost_per_dim", [filters.EXACT_COST_PER_DIM, float("inf")], ids=["cheaper", "forest"])
+def test_a_filter_costs_no_recall(space, monkeypatch, exact_cost_per_dim):
+    monkeypatch.setattr(filters, "EXACT_COST_PER_DIM", exact_cost_per_dim)
     rng = np.random.default_rng(2)
     pairs = rng.integers(0, ROWS, size=(50, 2))
     queries = normalise(space.vectors[pairs[:, 0]] + space.vectors[pairs[:, 1]])
