@@ -3,7 +3,7 @@
 ``--in FOLDER`` keeps photos in that folder or below it; ``--after`` / ``--before`` keep photos taken on
 or after / on or before a day (both inclusive). Annoy knows nothing of filters, so a filtered search
 either asks the forest for more (its search_k over the kept fraction) and keeps the matching rows, or
-scans the kept rows exactly, whichever scores fewer rows (``filtered_nearest``); when the forest still
+scans the kept rows exactly, whichever costs less (``filtered_nearest``); when the forest still
 falls short, the kept rows are scanned exactly, so k results come back whenever k match.
 """
 
