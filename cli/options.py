@@ -180,6 +180,9 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--explain-away", type=number, default=d.explaining, metavar="E",
                        help="a chosen tag takes share E of the class probability that reached it, so the next tags "
                        f"come from the photo's other things, not that class's hypernyms; 0 = off (default {d.explaining})")
+    group.add_argument("--window-tags", type=non_negative_int, default=d.window_tags, metavar="K",
+                       help="scenes: also tag each of the photo's 3 x 3 windows; a word gains what its K best windows "
+                       f"score beyond the whole photo, so things at the edges get tags; 0 = off (default {d.window_tags})")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -191,5 +194,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
     return DEFAULT_OPTIONS.with_(
         top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
-        regions=args.regions, diversity=args.diversity, explaining=args.explain_away,
+        regions=args.regions, diversity=args.diversity, explaining=args.explain_away, window_tags=args.window_tags,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Scenes, several things in one photo: ``python -m evaluation.scene_photos`` measures region pooling.
+"""Scenes, several things in one photo: ``python -m evaluation.scene_photos`` measures the scene levers.
 
 The scene set is real photos that registry packages ship: 24 of Debian ``opencv-doc`` and ``darknet``
 (``apt-get install opencv-doc darknet``), and 25 more of Debian ``gimp-help-en`` (``gimp-help``), of PyPI,
@@ -98,7 +98,7 @@ PACKAGE_SCENES = {
     },
 }  # fmt: skip
 TOP_HIT, TOP_RECALL = 5, 10
-BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0)
+BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0)
 LEVERS = {
     "whole photo only (before)": BEFORE,
     "regions: the best window (k 1)": BEFORE.with_(regions=1),
@@ -114,6 +114,9 @@ LEVERS = {
     "default": DEFAULT_OPTIONS,
     "default + frequency prior 1": DEFAULT_OPTIONS.with_(frequency_prior=1.0),
     "default + frequency prior 2": DEFAULT_OPTIONS.with_(frequency_prior=2.0),
+    "window tags k 1": BEFORE.with_(window_tags=1),
+    "window tags k 3": BEFORE.with_(window_tags=3),
+    "window tags k 5": BEFORE.with_(window_tags=5),
 }
 SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 
@@ -150,15 +153,16 @@ def scene_scores(tags: list[str], photo: ScenePhoto) -> tuple[bool, float]:
 
 
 def combine_for(embedder, options: HierarchyOptions):
-    """tag.py's Combine for ``options`` on one export: the region options only change the numpy side."""
-    return replace(embedder.combine, regions=options.regions)
+    """tag.py's Combine for ``options`` on one export: the region and window options only change the numpy side."""
+    return replace(embedder.combine, regions=options.regions, windows=options.window_tags > 0)
 
 
-def top_tags(outputs, rows, combine, dim: int, options, words: list[str], wv, top: int) -> list[list[str]]:
+def top_tags(outputs, rows, combine, options, words: list[str], wv, top: int) -> list[list[str]]:
     embedded = combine({k: v[rows] for k, v in outputs.items()})
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
     tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
-    return [[w for w, _ in tagger.tags(e[:dim], e[dim:], top)] for e in embedded]
+    parts = [combine.parts(e) for e in embedded]
+    return [[w for w, _ in tagger.tags(vector, probs, top, windows)] for vector, probs, windows in parts]
 
 
 def macro(per_source: dict[str, dict]) -> dict:
@@ -182,22 +186,21 @@ def summarise(values: dict[str, np.ndarray], photos, half: np.ndarray) -> dict:
 
 def evaluate_lever(options, embedder, wv, open_words, scenes, scene_out, objects, object_out) -> dict:
     combine = combine_for(embedder, options)
-    dim = embedder.dim
     everything = list(range(len(scenes)))
     scene_vocab = list(dict.fromkeys(w for p in scenes for w in p.words))
     result = {}
     for vocab_name, words in (("open", open_words), ("closed", scene_vocab)):
-        tags = top_tags(scene_out, everything, combine, dim, options, words, wv, TOP_RECALL)
+        tags = top_tags(scene_out, everything, combine, options, words, wv, TOP_RECALL)
         scores = np.array([scene_scores(t, p) for t, p in zip(tags, scenes)])
         result[f"scenes/{vocab_name}"] = summarise({"hit@5": scores[:, 0], "recall@10": scores[:, 1]}, scenes, tune_half(scenes))
         if vocab_name == "open":
             result["scene_examples"] = {f"{p.group}/{p.name}": t for p, t in zip(scenes, tags)}
     half = tune_half(objects)
-    open_tags = top_tags(object_out, list(range(len(objects))), combine, dim, options, open_words, wv, 5)
+    open_tags = top_tags(object_out, list(range(len(objects))), combine, options, open_words, wv, 5)
     closed_tags: list = [None] * len(objects)
     for group, words in closed_vocabularies(objects).items():
         idx = [i for i, p in enumerate(objects) if p.group == group]
-        for i, t in zip(idx, top_tags(object_out, idx, combine, dim, options, words, wv, 5)):
+        for i, t in zip(idx, top_tags(object_out, idx, combine, options, words, wv, 5)):
             closed_tags[i] = t
     for vocab_name, tags in (("open", open_tags), ("closed", closed_tags)):
         hits = {f"hit@{k}": np.array([bool(set(t[:k]) & set(p.words)) for t, p in zip(tags, objects)]) for k in (1, 5)}

@@ -2,8 +2,9 @@
 
 ``--in FOLDER`` keeps photos in that folder or below it; ``--after`` / ``--before`` keep photos taken on
 or after / on or before a day (both inclusive). Annoy knows nothing of filters, so a filtered search
-over-fetches candidates from the forest and keeps the matching ones; when the filtered subset is small
-(or the over-fetch still falls short) it is searched exactly, so k results come back whenever k match.
+either asks the forest for more (its search_k over the kept fraction) and keeps the matching rows, or
+scans the kept rows exactly, whichever costs less (``filtered_nearest``); when the forest still
+falls short, the kept rows are scanned exactly, so k results come back whenever k match.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EXACT_SUBSET = 20_000  # a subset this small is scanned exactly: ~1 ms per 1000 rows of 50-d
+# What scoring one kept row exactly (gather + dot) costs in forest candidates (units of Annoy's search_k),
+# per dimension of the row. Measured by benchmarks/bench_filters.py (one thread, a loaded machine): 50-d
+# float32 word rows at 1M, exact 0.30-0.45 ms per 1000 kept rows vs the forest 0.19-0.30 ms per 1000 of
+# search_k (1.5 candidates a row); 1280-d float16 features at 100k, exact 13-14.5 ms per 1000 rows (the
+# upcast dominates) vs the forest 0.23-0.42 ms (31-63 a row). Both are ~0.03 per dimension.
+EXACT_COST_PER_DIM = 0.03
 OVERFETCH_ROUNDS = 4
 
 
@@ -66,20 +72,28 @@ def _exact(vectors, rows: np.ndarray, query: np.ndarray, k: int) -> list[tuple[i
 
 def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: bool = False) -> list[tuple[str, float]]:
     """The ``k`` rows of ``space`` (a Bundle: items, vectors, annoy, search_k) nearest to ``query`` among
-    those ``mask`` keeps, as ``(item, cosine)`` best first."""
+    those ``mask`` keeps, as ``(item, cosine)`` best first.
+
+    The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
+    only that fraction of what the forest explores, so the forest is asked for search_k / fraction (its
+    filtered recall then matches its unfiltered one). That costs more the fewer rows are kept, while an
+    exact scan of the kept rows costs less: the cheaper of the two answers (``EXACT_COST_PER_DIM``). A filter
+    whose rows lie away from the query (a folder of one subject) leaves fewer than k among what the forest
+    finds: then the kept rows are scanned exactly.
+    """
     query = np.asarray(query, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
-    rows = np.flatnonzero(mask)
-    if len(rows) == 0:
+    kept = int(np.count_nonzero(mask))
+    if kept == 0:
         return []
-    k = min(k, len(rows))
-    if exact or len(rows) <= EXACT_SUBSET:
-        return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
-    fetch = int(min(len(mask), k * np.ceil(len(mask) / len(rows)) * 2))
-    for _ in range(OVERFETCH_ROUNDS):
-        ids = space.candidates(query, fetch, max(space.search_k, fetch * 10))
-        ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
-        if len(ids) >= k:
-            return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
-        fetch = min(len(mask), fetch * 4)
-    return [(space.items[r], s) for r, s in _exact(space.vectors, rows, query, k)]
+    k = min(k, kept)
+    search_k = int(space.search_k * len(mask) / kept)
+    if not exact and kept * space.vectors.shape[1] * EXACT_COST_PER_DIM > search_k:
+        fetch = int(min(len(mask), k * np.ceil(len(mask) / kept) * 2))
+        for _ in range(OVERFETCH_ROUNDS):
+            ids = space.candidates(query, fetch, max(search_k, fetch * 10))
+            ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
+            if len(ids) >= k:
+                return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
+            fetch = min(len(mask), fetch * 4)
+    return [(space.items[r], s) for r, s in _exact(space.vectors, np.flatnonzero(mask), query, k)]

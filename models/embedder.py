@@ -147,7 +147,8 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
     }
     class_vectors, valid = conse_class_vectors(vectors_source, vectors_sha, options)
     identity["dim"] = int(class_vectors.shape[1])
-    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized, regions=options.regions)
+    combine = Combine("conse", class_vectors, valid, options.top_t, synthesized=synthesized, regions=options.regions,
+                      windows=options.window_tags > 0)  # fmt: skip
     transform = pixel_transform(name, default_image_size(name))
 
     def torch_network():
@@ -155,7 +156,7 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
         from models.export import NetworkOutputs, TorchNetwork
 
         # region outputs cost 4-9% of the forward: exported only when asked for (their own identity and key)
-        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0))
+        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0 or options.window_tags > 0))
 
     meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),
             "image_size": transform.size, "transform": repr(transform), "identity": identity}  # fmt: skip

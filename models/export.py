@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from models.backbones import Backbone
+from models.onnx_engine import REGION_GRID
 from models.runtime import keep_freed_memory
 
 OPSET = 17
-# 3 x 3 overlapping windows of the 7 x 7 map (each 3 x 3 cells, under half the photo's side): with the
-# ImageNet classifier on the 9 windows Lite0's forward takes 4-9% longer (docs/results.md)
-REGION_GRID = 3
 
 
 class NetworkOutputs(nn.Module):

@@ -35,7 +35,8 @@ from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
 OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": ConSE
-# with HierarchyOptions.regions (part of the identity, so of the export key: never a cached export without them)
+# with HierarchyOptions.regions or window_tags (part of the identity, so of the export key: never a cached
+# export without them)
 ENGINES = ("auto", "onnx", "int8", "torch")  # int8: the ONNX export quantized (models.quantize)
 # On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
 # thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the
@@ -200,6 +201,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 REGION_CONFIDENCE = 0.5  # the lowest of 0.2, 0.3, 0.5 that costs the ImageNet samples no first tag
+# 3 x 3 overlapping windows of the 7 x 7 feature map (each 3 x 3 cells, under half the photo's side): with the
+# ImageNet classifier on the 9 windows Lite0's forward takes 4-9% longer (docs/results.md)
+REGION_GRID = 3
 
 
 def confident_regions(whole: np.ndarray, region_logits: np.ndarray, k: int) -> np.ndarray:
@@ -236,12 +240,37 @@ class Combine:
     with_probabilities: bool = False  # ConSE: append the class probabilities (hierarchy tags need them)
     synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
     regions: int = 0  # windows averaged per class (top-k mean); 0: the whole photo alone
+    windows: bool = False  # append each window's ConSE vector and class probabilities (window tags)
 
     @property
     def extra_dims(self) -> int:
         if not self.with_probabilities:
             return 0
-        return len(self.valid) + (len(self.synthesized.wnids) if self.synthesized is not None else 0)
+        synthesized = len(self.synthesized.wnids) if self.synthesized is not None else 0
+        return len(self.valid) + synthesized + (REGION_GRID**2 * self.window_dims if self.windows else 0)
+
+    @property
+    def window_dims(self) -> int:
+        """One window's part of a row: its ConSE vector, then its 1000 class probabilities."""
+        return self.class_vectors.shape[1] + len(self.valid)
+
+    def parts(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One row -> (word-space vector, class probabilities, (windows, window_dims) or None); a stored
+        vector alone (an index's) has neither."""
+        dim = self.class_vectors.shape[1]
+        if len(row) <= dim:
+            return row, None, None
+        if not self.windows:
+            return row[:dim], row[dim:], None
+        split = len(row) - REGION_GRID**2 * self.window_dims
+        return row[:dim], row[dim:split], row[split:].reshape(REGION_GRID**2, self.window_dims)
+
+    def window_rows(self, region_logits: np.ndarray) -> np.ndarray:
+        """(B, windows x window_dims): each window's ConSE vector and softmax, as if it were a photo."""
+        batch, windows, classes = region_logits.shape
+        flat = region_logits.reshape(batch * windows, classes).astype(np.float32)
+        vectors = conse_vectors(flat, self.class_vectors, self.valid, self.top_t)
+        return np.concatenate([vectors, softmax(flat)], axis=1).reshape(batch, -1)
 
     def class_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         probs = softmax(outputs["logits"].astype(np.float32))
@@ -256,7 +285,12 @@ class Combine:
             vectors = conse_vectors(outputs["logits"], self.class_vectors, self.valid, self.top_t)
             if not self.with_probabilities:
                 return vectors
-            return np.concatenate([vectors, self.class_probabilities(outputs)], axis=1)
+            parts = [vectors, self.class_probabilities(outputs)]
+            if self.windows:
+                if "region_logits" not in outputs:
+                    raise ValueError("window tags need a backbone with a feature map: tag with --window-tags 0")
+                parts.append(self.window_rows(outputs["region_logits"]))
+            return np.concatenate(parts, axis=1)
         head = outputs["vector"].astype(np.float32)
         if not self.conse_weight:
             return head

@@ -123,11 +123,11 @@ class Tagger:
     # ---- tagging
 
     def tag_row(self, row: np.ndarray, top_k: int = 10, min_score: float | None = None, exact: bool = False):
-        """``[(word, score)]`` best first for one embedded row: the vector, then any class probabilities."""
+        """``[(word, score)]`` best first for one embedded row: the vector, then any class probabilities and
+        windows (``models.onnx_engine.Combine.parts``)."""
         if self.scorer is not None:  # ConSE: cosine + WordNet hierarchy - stacking, exact
-            dim = self.identity["dim"]
-            probs = row[dim:] if len(row) > dim else None
-            tags = self.scorer.tags(row[:dim], probs, top_k)
+            vector, probs, windows = self.embedder.combine.parts(row)
+            tags = self.scorer.tags(vector, probs, top_k, windows)
         else:
             tags = self.words.nearest(row, top_k, exact=exact)
         return above_min_score(tags, min_score)

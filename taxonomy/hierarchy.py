@@ -43,7 +43,7 @@ TOO_GENERAL = frozenset({
 })  # fmt: skip
 
 
-KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
+KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior", "window_tags")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,11 @@ class HierarchyOptions:
     # scenes: a chosen tag explains away this share of the class mass that reached it, so the next tags come
     # from the photo's other classes (HierarchyTagger.explained); 0: off
     explaining: float = 0.0
+    # scenes: each of the photo's 3 x 3 windows is also tagged like a photo (its own ConSE vector and real
+    # classes' hierarchy mass); a word gains what its `window_tags` best windows score on average beyond the
+    # whole photo's score, in the share the photo is a scene (HierarchyTagger.window_gain), so a tree at
+    # the edge is tagged; 0: off
+    window_tags: int = 0
 
     @property
     def plain_vectors(self) -> bool:
@@ -101,6 +106,7 @@ PLAIN = HierarchyOptions(lemmas="plain", levels=0, tag_weight=0.0, stacking=0.0,
 SENSE_COUNT_FULL = 10
 FREQUENCY_RANK_FULL = 5000  # a synset named by one of the 5000 most frequent words keeps all its mass
 DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
+WINDOW_OTHER_CLASSES = 5  # a window shows something else when its best class is none of the photo's best 5
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -313,11 +319,36 @@ class HierarchyTagger:
             scores[self.class_rows] -= self.options.stacking
         return scores
 
-    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best words as ``(word, score)``, best first."""
+    def window_gain(self, whole: np.ndarray, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(V,) what each word's ``window_tags`` best windows score on average beyond ``whole`` (the photo's own
+        scores), never below 0, times ``scene_share``. ``windows``: (windows, dim + 1000), each window's ConSE
+        vector and class probabilities (``models.onnx_engine.Combine.window_rows``), scored as ``scores``
+        scores a photo; ``probs``: the whole photo's class probabilities."""
+        dim = windows.shape[1] - len(self.taxonomy.classes)
+        per_window = np.stack([self.scores(w[:dim], w[dim:]) for w in windows])
+        k = min(self.options.window_tags, len(per_window))
+        best = -np.partition(-per_window, k - 1, axis=0)[:k].mean(axis=0)
+        return self.scene_share(probs, windows[:, dim:], k) * np.maximum(best - whole, 0.0)
+
+    def scene_share(self, probs: np.ndarray, window_probs: np.ndarray, k: int) -> float:
+        """How much a photo is a scene, 0-1: its windows whose best class is none of the whole photo's
+        WINDOW_OTHER_CLASSES best, over the ``k`` windows the gain averages (at most 1). Where one thing fills
+        the photo (a moon, a dish, a painting), its windows show that thing and a corner gains nothing."""
+        best = np.argpartition(-probs[: len(self.taxonomy.classes)], WINDOW_OTHER_CLASSES - 1)[:WINDOW_OTHER_CLASSES]
+        others = int(np.count_nonzero(~np.isin(window_probs.argmax(axis=1), best)))
+        return min(1.0, others / k)
+
+    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int,
+             windows: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
+        """The ``k`` best words as ``(word, score)``, best first; ``windows`` (with ``window_tags``) add what the
+        photo's parts show."""
+        with_windows = self.options.window_tags and windows is not None
         if self.options.explaining and probs is not None and self.options.tag_weight:
-            return self.explained(query, probs, k)
+            gain = self.window_gain(self.scores(query, probs), probs, windows) if with_windows else 0.0
+            return self.explained(query, probs, k, gain)
         scores = self.scores(query, probs)
+        if with_windows:
+            scores = scores + self.window_gain(scores, probs, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
         k = min(k, len(scores))
@@ -325,16 +356,17 @@ class HierarchyTagger:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.words[i], float(scores[i])) for i in top]
 
-    def explained(self, query: np.ndarray, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def explained(self, query: np.ndarray, probs: np.ndarray, k: int, gain=0.0) -> list[tuple[str, float]]:
         """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,
         every top class whose probability reached it keeps (1 - ``explaining``) of it, so the next tag is what
-        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal)."""
+        the rest of the photo supports (a bicycle) rather than the same class's hypernyms (canine, animal).
+        ``gain``: the window tags' ``window_gain``, added to every word's score."""
         flows = self.top_flows(probs)
         reach = np.zeros((len(flows), len(self.words)), dtype=np.float32)
         for i, (_, rows, weights) in enumerate(flows):
             reach[i, rows] = weights
         mass = self.options.tag_weight * np.array([share for share, _, _ in flows], dtype=np.float32)
-        base = self.scores(query, None)
+        base = self.scores(query, None) + gain
         chosen: list[tuple[str, float]] = []
         for _ in range(min(k, len(self.words))):
             scores = base + mass @ reach

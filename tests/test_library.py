@@ -264,8 +264,8 @@ def test_folder_and_date_filters_still_return_k(index, space, library, capfd, mo
     args = ["red", "--top-k", 3, "--in", library / "2024", "--after", "2024-04-01", "--before", "2024-10-05"]
     expected = {n for n, (_, taken) in LAYOUT.items() if n.startswith("2024/") and "2024:04:01" <= taken[:10]
                 <= "2024:10:05"}  # rocket + both motorcycles  # fmt: skip
-    for exact_subset in (filters.EXACT_SUBSET, 0):  # exact over the subset, then Annoy over-fetch
-        monkeypatch.setattr(filters, "EXACT_SUBSET", exact_subset)
+    for exact_cost_per_dim in (filters.EXACT_COST_PER_DIM, float("inf")):  # the cheaper side, then always the forest
+        monkeypatch.setattr(filters, "EXACT_COST_PER_DIM", exact_cost_per_dim)
         results = search_json(args, capfd, space, index)[0]["results"]
         names = {str(Path(r["image"]).relative_to(library.resolve())) for r in results}
         assert names == expected and len(results) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from evaluation.scene_photos import ScenePhoto, scene_scores
 from models.backbones import build_backbone
 from models.export import REGION_GRID, NetworkOutputs
 from models.onnx_engine import Combine, export_key, softmax
-from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyTagger
+from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, WINDOW_OTHER_CLASSES, HierarchyTagger
 
 
 def _combine(regions: int) -> Combine:
@@ -89,6 +91,79 @@ def test_explaining_away_lets_the_second_class_past_the_first_ones_hypernyms():
     assert explained[1] in {"tandem", "bicycle"}  # the dog's mass is spent: the bicycle comes second
 
 
+def _window_block(vectors: np.ndarray, best_classes: list[int], classes: int = 1000) -> np.ndarray:
+    """Window rows as Combine.window_rows lays them out: each window's vector, then its class probabilities
+    (all on the window's best class)."""
+    probs = np.zeros((len(vectors), classes), np.float32)
+    probs[np.arange(len(vectors)), best_classes] = 1.0
+    return np.concatenate([vectors, probs], axis=1)
+
+
+def _photo_probs(best: int = 0) -> np.ndarray:
+    """The whole photo's class probabilities: ``best`` first, then the next classes falling off."""
+    probs = np.zeros(1000, dtype=np.float32)
+    probs[best : best + WINDOW_OTHER_CLASSES + 1] = np.linspace(0.5, 0.05, WINDOW_OTHER_CLASSES + 1)
+    return probs
+
+
+def test_a_thing_one_window_shows_is_tagged_with_window_tags():
+    words = ["beach", "sea", "kite"]
+    vectors = np.eye(3, dtype=np.float32)
+    whole = np.array([1.0, 0.8, 0.0], dtype=np.float32)  # the photo as a whole: beach and sea, no kite
+    windows = np.tile(whole, (REGION_GRID**2, 1))
+    windows[4] = [0.0, 0.2, 1.0]  # the kite fills one window, whose best class is none of the photo's
+    block = _window_block(windows, [0] * 4 + [700] + [0] * 4)
+    probs = _photo_probs()
+    plain = HierarchyTagger(words, vectors, PLAIN)
+    assert [w for w, _ in plain.tags(whole, probs, 2, block)] == ["beach", "sea"]
+    one = HierarchyTagger(words, vectors, PLAIN.with_(window_tags=1))
+    tags = dict(one.tags(whole, probs, 3, block))
+    assert max(tags, key=tags.get) == "kite"  # its best window scores it 0.98 beyond the whole photo's 0
+    three = dict(HierarchyTagger(words, vectors, PLAIN.with_(window_tags=3)).tags(whole, probs, 3, block))
+    # one window of the best three, and one window of the three showing something else: a third of a scene
+    assert three["kite"] == pytest.approx(tags["kite"] / 9, rel=1e-4)
+    assert three["beach"] == pytest.approx(dict(plain.tags(whole, probs, 3))["beach"])  # nothing taken away
+    assert [w for w, _ in one.tags(whole, probs, 2)] == ["beach", "sea"]  # a row without windows: as before
+
+
+def test_a_corner_of_one_thing_filling_the_photo_gains_nothing():
+    words = ["moon", "brick"]
+    vectors = np.eye(2, dtype=np.float32)
+    whole = np.array([1.0, 0.0], dtype=np.float32)
+    windows = np.tile(whole, (REGION_GRID**2, 1))
+    windows[0] = [0.0, 1.0]  # a dark corner reads as brick, yet its best class is still one of the photo's
+    tagger = HierarchyTagger(words, vectors, PLAIN.with_(window_tags=1))
+    alone = dict(tagger.tags(whole, _photo_probs(), 2, _window_block(windows, [3] + [0] * 8)))
+    assert alone["brick"] == pytest.approx(0.0, abs=1e-6)
+    scene = dict(tagger.tags(whole, _photo_probs(), 2, _window_block(windows, [900] + [0] * 8)))
+    assert scene["brick"] == pytest.approx(1.0, rel=1e-4)  # the same corner showing another class
+
+
+def test_a_photo_is_a_full_scene_once_k_windows_show_something_else():
+    tagger = HierarchyTagger(["a"], np.ones((1, 1), np.float32), PLAIN.with_(window_tags=3))
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [0] * 9)
+    assert tagger.scene_share(_photo_probs(), window_probs, 3) == 0.0
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600] + [1] * 7)
+    assert tagger.scene_share(_photo_probs(), window_probs, 3) == pytest.approx(2 / 3)
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600, 700, 800] + [1] * 5)
+    assert tagger.scene_share(_photo_probs(), window_probs, 3) == 1.0
+
+
+def test_combine_appends_each_windows_vector_and_probabilities():
+    combine = replace(_combine(0), windows=True)
+    outputs = _outputs()
+    row = combine(outputs)[0]
+    assert len(row) == 4 + combine.extra_dims
+    vector, probs, windows = combine.parts(row)
+    np.testing.assert_allclose(probs, softmax(outputs["logits"])[0], rtol=1e-6)
+    assert windows.shape == (REGION_GRID**2, 8)
+    single = replace(_combine(0), regions=0)({"logits": outputs["region_logits"][:, 4], "features": outputs["features"]})
+    np.testing.assert_allclose(windows[4], single[0], rtol=1e-5)  # window 4 as if it were a photo
+    assert combine.parts(vector)[1:] == (None, None)  # a stored vector alone
+    with pytest.raises(ValueError, match="--window-tags 0"):
+        combine({"logits": outputs["logits"], "features": outputs["features"]})
+
+
 def test_backbone_windows_pool_to_its_features():
     backbone = build_backbone("efficientnet_lite0", weights="random")
     images = torch.randn(2, 3, 96, 96)  # a 3 x 3 feature map
@@ -123,5 +198,5 @@ def test_scene_scores_count_each_thing_once():
 def test_scene_options_change_the_identity_only_when_on():
     base = DEFAULT_OPTIONS.key()
     off = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0).key()
-    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining")}
-    assert off == base and base not in on and len(on) == 3  # indexes made before the options stay valid
+    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining", "window_tags")}
+    assert off == base and base not in on and len(on) == 4  # indexes made before the options stay valid

@@ -46,7 +46,7 @@ def photos(tmp_path) -> Path:
 def approximate(monkeypatch):
     """Searches go through the forests (and filters through them too), as in a large library."""
     monkeypatch.setattr(core, "exact_is_as_fast", lambda rows, dim: False)
-    monkeypatch.setattr(filters, "EXACT_SUBSET", 0)
+    monkeypatch.setattr(filters, "EXACT_COST_PER_DIM", float("inf"))
     monkeypatch.setattr(duplicates, "EXACT_BELOW", 0)
 
 
