@@ -59,9 +59,11 @@ def test_the_reduced_forest_answers_the_exact_full_feature_top_10(tmp_path):
     assert np.allclose(scores, stored[[space.row(item) for item, _ in answer]] @ queries[0], atol=1e-5)
 
 
-def test_a_reduced_forest_keeps_filters_working(tmp_path):
+def test_a_reduced_forest_keeps_filters_working(tmp_path, monkeypatch):
+    from library import filters
     from library.filters import filtered_nearest
 
+    monkeypatch.setattr(filters, "EXACT_COST_PER_DIM", float("inf"))  # through the forest, not an exact scan
     features = features_like_a_library()
     space = open_features(build(tmp_path / "idx", features))
     mask = np.arange(len(features)) % 10 == 3
