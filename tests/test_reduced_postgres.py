@@ -59,6 +59,21 @@ def test_postgres_reduced_column_answers_the_exact_full_feature_top_10(db):
     conn.close()
 
 
+def test_postgres_reduced_column_is_filled_before_the_word_graph_is_built(db):
+    """Filling the column rewrites every row: done after the word graph, each row would be inserted into it
+    again, one at a time."""
+    features = features_like_a_library()
+    conn = pg_server.connect(db, create=True)
+    pg_store.create_schema(conn, 8, features.shape[1])
+    words = np.random.default_rng(1).normal(size=(len(features), 8)).astype(np.float32)
+    pg_store.Writer(conn).batch([pg_store.Row(f"/v/{i:05d}.jpg", 1, 1, {"folder": "/v", "date": "2024-01-01"}, w, f)
+                                 for i, (w, f) in enumerate(zip(words, features))], manifest={})  # fmt: skip
+    pg_store.create_vector_indexes(conn, lambda m: None, features=True)
+    assert conn.execute(f"SELECT count(*) FROM ws_images WHERE {reduced.COLUMN} IS NULL").fetchone()[0] == 0
+    assert conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw')").fetchone()[0] is not None
+    conn.close()
+
+
 def test_postgres_collection_without_a_reduced_column_answers_as_before(db):
     """A collection whose manifest records no reduced index (built before it existed) searches its full
     features column."""

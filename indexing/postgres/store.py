@@ -97,13 +97,18 @@ def create_schema(conn, dim: int, feature_dim: int | None) -> None:
 
 def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: int | None = None,
                           ef_construction: int | None = None) -> float:  # fmt: skip
-    """HNSW indexes (built once over the loaded rows: faster than growing them row by row)."""
+    """HNSW indexes (built once over the loaded rows: faster than growing them row by row). The reduced
+    visual index comes first: filling its column rewrites every row, and a rewritten row enters every graph
+    already built one insert at a time (at a million rows, slower than the rest of the build)."""
     m, ef_construction = int(m or HNSW_M), int(ef_construction or HNSW_EF_CONSTRUCTION)
     started = time.perf_counter()
     conn.execute("SET maintenance_work_mem = '512MB'")
     if features:
         _fix_feature_dims(conn)
-    for column in SPACES if features and not reduces_features(conn) else SPACES[:1]:
+    reduces = features and reduces_features(conn)
+    if reduces:
+        reduced_index(conn, log)
+    for column in SPACES[:1] if reduces or not features else SPACES:
         _create_hnsw(conn, column, m, ef_construction)
     seconds = time.perf_counter() - started
     log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
@@ -557,7 +562,7 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
     has_features = bool((manifest.get("library") or {}).get("features"))
     if has_features and reduces_features(conn):
-        manifest["features_reduced"] = _reduced_index(conn, collection, log)
+        manifest["features_reduced"] = reduced_index(conn, log)
         collection.manifest = manifest
     features = collection.features_space() if has_features else None
     if features is not None:
@@ -572,19 +577,22 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     return PgCollection(db, conn, stored, version)
 
 
-def _reduced_index(conn, collection: PgCollection, log) -> dict:
+def reduced_index(conn, log) -> dict:
     """The reduced column filled (the projection fitted first if the collection has none) and its HNSW graph
-    built if missing; the manifest facts: the column, dims, the projection's identity and sample."""
+    built, where missing; the manifest facts: the column, dims, the projection's identity and sample."""
     started = time.perf_counter()
-    projection = reduced.read_projection(conn) or reduced.fit_projection(conn, collection.items, log)
+    projection = reduced.read_projection(conn) or reduced.fit_projection(conn, log)
     filled = reduced.fill(conn, projection)
-    if not conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw') IS NOT NULL").fetchone()[0]:
+    built = not conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw') IS NOT NULL").fetchone()[0]
+    if built:
         conn.execute("SET maintenance_work_mem = '512MB'")
         _create_hnsw(conn, reduced.COLUMN, HNSW_M, HNSW_EF_CONSTRUCTION)
-    log(f"visual features: {filled} rows reduced to {projection.dims} dims and indexed in "
-        f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    if filled or built:
+        log(f"visual features: {filled} rows reduced to {projection.dims} dims and indexed in "
+            f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
     return {"column": reduced.COLUMN, "dims": projection.dims, "projection_sha": projection.identity,
-            "sample": min(PROJECTION_SAMPLE, len(collection))}
+            "sample": min(PROJECTION_SAMPLE, int(count))}
 
 
 def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple:
