@@ -45,6 +45,8 @@ def test_postgres_reduced_column_answers_the_exact_full_feature_top_10(db):
     space = collection.features_space()
     assert space.projection.identity == manifest["features_reduced"]["projection_sha"]
     stored = np.asarray(space.vectors, dtype=np.float32)
+    for row in (0, 57, len(space.items) - 1):  # the whole array in items order, as row lookups give it
+        assert np.array_equal(stored[row], space.vector(space.items[row]))
     queries = normalise(stored[:100:2] + stored[1:100:2])
     truth = [[space.items[i] for i in row] for row in exact_top_k(stored, queries, 10)[0].tolist()]
     found = [[path for path, _ in space.nearest(q, 10)] for q in queries]
