@@ -55,6 +55,7 @@ from indexing.postgres.server import (
     connect,
     database_errors,
     parse_spec,
+    physical_memory_bytes,
     vector_version,
 )
 
@@ -137,15 +138,7 @@ def graph_memory_mb(conn, column: str, m: int) -> int:
     bytes for 50-d at m 16, measured 915); at least MIN_BUILD_MB, at most a quarter of the machine's memory."""
     rows, vector_bytes = conn.execute(f"SELECT count(*), max(pg_column_size({column})) FROM ws_images").fetchone()
     needed = int(rows) * (int(vector_bytes or 0) + GRAPH_ROW_BYTES + 32 * m) >> 20
-    return max(MIN_BUILD_MB, min(needed, _memory_bytes() // 4 >> 20))
-
-
-def _memory_bytes() -> int:
-    """The machine's physical memory (4 GB where the platform does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
+    return max(MIN_BUILD_MB, min(needed, physical_memory_bytes() // 4 >> 20))
 
 
 def column_type(conn, column: str) -> str:
