@@ -234,6 +234,38 @@ def _virtual_collection(spec: str, vectors: np.ndarray, **hnsw) -> None:
     conn.close()
 
 
+def test_an_embedded_server_gets_a_quarter_of_memory_as_buffers_from_its_next_start(pg_root, monkeypatch):
+    monkeypatch.setattr(pg_server, "physical_memory_bytes", lambda: 1 << 30)
+    folder = pg_root / "data"
+    conn = pg_server.connect(f"pg:{folder}", create=True)
+    assert conn.execute("SHOW shared_buffers").fetchone()[0] == "128MB"  # PostgreSQL's default until a restart
+    conn.close()
+    pg_server.stop_embedded(folder)
+    assert _stopped(folder)
+    conn = pg_server.connect(f"pg:{folder}")
+    assert conn.execute("SHOW shared_buffers").fetchone()[0] == "256MB"
+    conn.close()
+    pg_server.stop_embedded(folder)
+    assert _stopped(folder)
+
+
+def test_a_graph_is_built_with_memory_for_every_row(db, monkeypatch):
+    """maintenance_work_mem grows with the rows a graph holds (pgvector inserts what does not fit one row at a
+    time on disk), from MIN_BUILD_MB up to a quarter of the machine's memory."""
+    monkeypatch.setattr(pg_store, "GRAPH_ROW_BYTES", 1 << 20)  # a megabyte a row: 600 rows need 600 MB
+    _virtual_collection(db, np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32))
+    conn = pg_server.connect(db)
+    assert pg_store.graph_memory_mb(conn, "embedding", 16) == 600
+    pg_store.create_vector_indexes(conn, lambda m: None, features=False)
+    assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "600MB"
+    monkeypatch.setattr(pg_store, "physical_memory_bytes", lambda: 2000 << 20)  # a quarter: 500 MB, below the floor
+    assert pg_store.graph_memory_mb(conn, "embedding", 16) == pg_store.MIN_BUILD_MB
+    monkeypatch.setattr(pg_store, "physical_memory_bytes", lambda: 64 << 30)
+    conn.execute("DELETE FROM ws_images WHERE size >= 400")  # 300 rows left
+    assert pg_store.graph_memory_mb(conn, "embedding", 16) == pg_store.MIN_BUILD_MB
+    conn.close()
+
+
 def test_a_small_collection_answers_exactly_whatever_its_graph(db):
     """500 near-copies under a poor HNSW graph (m 2): recorded as exact (a scan is as fast), so every query
     gets the exact top-10 in every build; forcing the index on the same graph misses some."""

@@ -45,6 +45,8 @@ def test_postgres_reduced_column_answers_the_exact_full_feature_top_10(db):
     space = collection.features_space()
     assert space.projection.identity == manifest["features_reduced"]["projection_sha"]
     stored = np.asarray(space.vectors, dtype=np.float32)
+    for row in (0, 57, len(space.items) - 1):  # the whole array in items order, as row lookups give it
+        assert np.array_equal(stored[row], space.vector(space.items[row]))
     queries = normalise(stored[:100:2] + stored[1:100:2])
     truth = [[space.items[i] for i in row] for row in exact_top_k(stored, queries, 10)[0].tolist()]
     found = [[path for path, _ in space.nearest(q, 10)] for q in queries]
@@ -56,6 +58,21 @@ def test_postgres_reduced_column_answers_the_exact_full_feature_top_10(db):
     pg_store.Writer(conn).batch([pg_store.Row(f"/new/{i}.jpg", 1, 1, {"folder": "/new", "date": "2024-01-01",
                                  "hash": f"n{i}"}, np.ones(8, np.float32), f) for i, f in enumerate(extra)])  # fmt: skip
     assert conn.execute(f"SELECT count(*) FROM ws_images WHERE {reduced.COLUMN} IS NULL").fetchone()[0] == 0
+    conn.close()
+
+
+def test_postgres_reduced_column_is_filled_before_the_word_graph_is_built(db):
+    """Filling the column rewrites every row: done after the word graph, each row would be inserted into it
+    again, one at a time."""
+    features = features_like_a_library()
+    conn = pg_server.connect(db, create=True)
+    pg_store.create_schema(conn, 8, features.shape[1])
+    words = np.random.default_rng(1).normal(size=(len(features), 8)).astype(np.float32)
+    pg_store.Writer(conn).batch([pg_store.Row(f"/v/{i:05d}.jpg", 1, 1, {"folder": "/v", "date": "2024-01-01"}, w, f)
+                                 for i, (w, f) in enumerate(zip(words, features))], manifest={})  # fmt: skip
+    pg_store.create_vector_indexes(conn, lambda m: None, features=True)
+    assert conn.execute(f"SELECT count(*) FROM ws_images WHERE {reduced.COLUMN} IS NULL").fetchone()[0] == 0
+    assert conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw')").fetchone()[0] is not None
     conn.close()
 
 

@@ -39,9 +39,10 @@ def read_projection(conn) -> Projection | None:
     return Projection(np.frombuffer(bytes(row[0]), dtype=np.float32).reshape(int(row[1]), int(row[2])))
 
 
-def fit_projection(conn, items: list[str], log: Callable[[str], None]) -> Projection:
-    """The projection fitted on a seeded sample of the stored rows (``items``: every path, sorted), stored in
+def fit_projection(conn, log: Callable[[str], None]) -> Projection:
+    """The projection fitted on a seeded sample of the stored rows (drawn from every path in order), stored in
     ws_projection with the column it fills."""
+    items = [path for (path,) in conn.execute("SELECT path FROM ws_images ORDER BY path")]
     rng = np.random.default_rng(PROJECTION_SEED)
     sample = [items[i] for i in np.sort(rng.choice(len(items), min(PROJECTION_SAMPLE, len(items)), replace=False))]
     cursor = conn.cursor(binary=True)

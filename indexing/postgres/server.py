@@ -149,10 +149,32 @@ def connect(spec: str | DbSpec, create: bool = False, autocommit: bool = True):
                             "server, or check the --db address, user and password") from None
     try:
         ensure_vector(conn, create)
+        if db.embedded is not None:
+            size_buffers(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def size_buffers(conn) -> None:
+    """shared_buffers of an embedded server: a quarter of the machine's memory (PostgreSQL's own advice), from
+    its next start. Queries read the HNSW graphs through these buffers: with the default 128 MB, a word query
+    on a graph 12x larger took 4x as long (4.0 vs 0.9 ms p50, 400k rows); a million photos' two graphs are
+    ~1 GB. Pages are taken only as they are read."""
+    wanted = max(128, physical_memory_bytes() // 4 >> 20)  # never below PostgreSQL's default
+    pending = conn.execute("SELECT setting FROM pg_file_settings WHERE name = 'shared_buffers' AND error IS NULL "
+                           "ORDER BY seqno DESC LIMIT 1").fetchone()  # fmt: skip
+    if pending is None or pending[0] != f"{wanted}MB":
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{wanted}MB'")
+
+
+def physical_memory_bytes() -> int:
+    """The machine's memory (4 GB where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def ensure_vector(conn, create: bool) -> None:

@@ -55,6 +55,7 @@ from indexing.postgres.server import (
     connect,
     database_errors,
     parse_spec,
+    physical_memory_bytes,
     vector_version,
 )
 
@@ -65,6 +66,8 @@ HNSW_GROWTH = ((HNSW_M, HNSW_EF_CONSTRUCTION), (32, 128), (48, 256))
 BACKEND = "postgres"
 SPACES = ("embedding", "features")
 HALFVEC_SINCE = (0, 7)  # the pgvector version with 16-bit vectors
+MIN_BUILD_MB = 512  # maintenance_work_mem of a graph build, whatever its size
+GRAPH_ROW_BYTES = 256  # pgvector's in-memory element per row (heap TIDs, levels, locks) beside vector and neighbours
 DUPLICATES_MAX = 5_000  # library.duplicates.EXACT_BELOW: every pair exactly, no Annoy forest needed
 
 
@@ -97,13 +100,17 @@ def create_schema(conn, dim: int, feature_dim: int | None) -> None:
 
 def create_vector_indexes(conn, log: Callable[[str], None], features: bool, m: int | None = None,
                           ef_construction: int | None = None) -> float:  # fmt: skip
-    """HNSW indexes (built once over the loaded rows: faster than growing them row by row)."""
+    """HNSW indexes (built once over the loaded rows: faster than growing them row by row). The reduced
+    visual index comes first: filling its column rewrites every row, and a rewritten row enters every graph
+    already built one insert at a time (at a million rows, slower than the rest of the build)."""
     m, ef_construction = int(m or HNSW_M), int(ef_construction or HNSW_EF_CONSTRUCTION)
     started = time.perf_counter()
-    conn.execute("SET maintenance_work_mem = '512MB'")
     if features:
         _fix_feature_dims(conn)
-    for column in SPACES if features and not reduces_features(conn) else SPACES[:1]:
+    reduces = features and reduces_features(conn)
+    if reduces:
+        reduced_index(conn, log)
+    for column in SPACES[:1] if reduces or not features else SPACES:
         _create_hnsw(conn, column, m, ef_construction)
     seconds = time.perf_counter() - started
     log(f"HNSW index (m {m}, ef_construction {ef_construction}) in {seconds:.1f}s")
@@ -119,8 +126,19 @@ def reduces_features(conn) -> bool:
 
 
 def _create_hnsw(conn, column: str, m: int, ef_construction: int) -> None:
+    conn.execute(f"SET maintenance_work_mem = '{graph_memory_mb(conn, column, m)}MB'")
     conn.execute(f"CREATE INDEX IF NOT EXISTS ws_images_{column}_hnsw ON ws_images USING hnsw "
                  f"({column} {column_type(conn, column)}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})")  # fmt: skip
+
+
+def graph_memory_mb(conn, column: str, m: int) -> int:
+    """maintenance_work_mem for building ``column``'s graph: pgvector builds it in memory while it fits and
+    inserts the rest one row at a time on disk, 6x slower (at a million rows 512 MB held 64% of the reduced
+    graph). The estimate: each row's stored vector plus its element and 2m level-0 neighbours of 16 bytes (976
+    bytes for 50-d at m 16, measured 915); at least MIN_BUILD_MB, at most a quarter of the machine's memory."""
+    rows, vector_bytes = conn.execute(f"SELECT count(*), max(pg_column_size({column})) FROM ws_images").fetchone()
+    needed = int(rows) * (int(vector_bytes or 0) + GRAPH_ROW_BYTES + 32 * m) >> 20
+    return max(MIN_BUILD_MB, min(needed, physical_memory_bytes() // 4 >> 20))
 
 
 def column_type(conn, column: str) -> str:
@@ -283,8 +301,7 @@ class PgRows:
 
     def __array__(self, dtype=None, copy=None):
         if self._all is None:
-            found = self.collection.vectors_of(None)
-            self._all = np.stack([found[p] for p in self.collection.items]) if found else np.zeros(self.shape, np.float32)
+            self._all = self.collection.all_vectors()
         return self._all if dtype is None else self._all.astype(dtype)
 
 
@@ -401,14 +418,25 @@ class PgCollection:
             raise BundleMissing(f"{item} is no longer in {self.db.shown} (removed by an update); search again")
         return found[item]
 
-    def vectors_of(self, paths: list[str] | None) -> dict[str, np.ndarray]:
+    def vectors_of(self, paths: list[str]) -> dict[str, np.ndarray]:
         with self.guard():
             cursor = self.conn.cursor(binary=True)  # vectors as binary: parsing their text is 10x slower
-            if paths is None:
-                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images")
-            else:
-                rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
+            rows = cursor.execute(f"SELECT path, {self.space} FROM ws_images WHERE path = ANY(%s)", (paths,))
             return {p: as_array(v) for p, v in rows}
+
+    def all_vectors(self) -> np.ndarray:
+        """Every row's vector (float32, zeros where a row has none) in ``items`` order, streamed into one array:
+        the whole result fetched at once, then stacked, held three copies (13 GB of features at a million rows)."""
+        out = np.zeros((len(self.items), self.dim), np.float32)
+        with self.guard(), self.conn.transaction():
+            cursor = self.conn.cursor(name="ws_all_vectors", binary=True)  # server-side: rows come in batches
+            cursor.execute(f"SELECT path, {self.space} FROM ws_images WHERE {self.space} IS NOT NULL")
+            while batch := cursor.fetchmany(1 << 14):
+                for path, value in batch:
+                    row = self.row(path)
+                    if row is not None:  # written since this collection was opened
+                        out[row] = as_array(value)
+        return out
 
     def nearest(self, query: np.ndarray, k: int, exact: bool = False, where=None) -> list[tuple[str, float]]:
         """The ``k`` stored images nearest to ``query`` (cosine), best first, among those ``where`` keeps.
@@ -557,7 +585,7 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
     has_features = bool((manifest.get("library") or {}).get("features"))
     if has_features and reduces_features(conn):
-        manifest["features_reduced"] = _reduced_index(conn, collection, log)
+        manifest["features_reduced"] = reduced_index(conn, log)
         collection.manifest = manifest
     features = collection.features_space() if has_features else None
     if features is not None:
@@ -572,19 +600,21 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     return PgCollection(db, conn, stored, version)
 
 
-def _reduced_index(conn, collection: PgCollection, log) -> dict:
+def reduced_index(conn, log) -> dict:
     """The reduced column filled (the projection fitted first if the collection has none) and its HNSW graph
-    built if missing; the manifest facts: the column, dims, the projection's identity and sample."""
+    built, where missing; the manifest facts: the column, dims, the projection's identity and sample."""
     started = time.perf_counter()
-    projection = reduced.read_projection(conn) or reduced.fit_projection(conn, collection.items, log)
+    projection = reduced.read_projection(conn) or reduced.fit_projection(conn, log)
     filled = reduced.fill(conn, projection)
-    if not conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw') IS NOT NULL").fetchone()[0]:
-        conn.execute("SET maintenance_work_mem = '512MB'")
+    built = not conn.execute(f"SELECT to_regclass('ws_images_{reduced.COLUMN}_hnsw') IS NOT NULL").fetchone()[0]
+    if built:
         _create_hnsw(conn, reduced.COLUMN, HNSW_M, HNSW_EF_CONSTRUCTION)
-    log(f"visual features: {filled} rows reduced to {projection.dims} dims and indexed in "
-        f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    if filled or built:
+        log(f"visual features: {filled} rows reduced to {projection.dims} dims and indexed in "
+            f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+    count = conn.execute("SELECT count(*) FROM ws_images").fetchone()[0]
     return {"column": reduced.COLUMN, "dims": projection.dims, "projection_sha": projection.identity,
-            "sample": min(PROJECTION_SAMPLE, len(collection))}
+            "sample": min(PROJECTION_SAMPLE, int(count))}
 
 
 def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow: bool) -> tuple:
@@ -600,7 +630,6 @@ def _tune_space(conn, collection: PgCollection, log, ef_search: int | None, grow
         if graph is not None:
             started = time.perf_counter()
             conn.execute(f"DROP INDEX IF EXISTS ws_images_{column}_hnsw")
-            conn.execute("SET maintenance_work_mem = '512MB'")
             _create_hnsw(conn, column, *graph)
             log(f"{column}: a larger HNSW graph (m {graph[0]}, ef_construction {graph[1]}) in "
                 f"{time.perf_counter() - started:.1f}s")  # fmt: skip
