@@ -66,10 +66,10 @@ def bench(backbone: str, paths: list[str]) -> dict:
     words = visual_words(wv.kv.index_to_key)
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
     tagger = HierarchyTagger(words, unit.astype(np.float32), DEFAULT_OPTIONS)
-    dim = embedder.dim
     start = time.perf_counter()
     for row in result.vectors:
-        tagger.tags(row[:dim], row[dim:], 10)
+        vector, probs, windows = embedder.combine.parts(row)
+        tagger.tags(vector, probs, 10, windows)
     tag_ms = 1000 * (time.perf_counter() - start) / len(result.vectors)
     return {
         "image_size": size,

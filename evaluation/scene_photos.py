@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,13 @@ from evaluation.package_photos import PACKAGES, package_files
 from evaluation.photo_sets import DARKNET_DATA, GIMP_HELP, OPENCV_EXAMPLES, SCRIBUS, benchmark_photos
 from evaluation.photos import Photo
 from evaluation.real_photos import closed_vocabularies, tune_half
-from evaluation.wordnet_tags import SPEC, network_outputs, synthesized_ranks
+from evaluation.wordnet_tags import SPEC, combine_for, network_outputs, top_tags
 from foundation.atomic import write_atomic
 from foundation.images import open_image
 from foundation.vectors import load_word_vectors
 from indexing.word_index import visual_words
 from models.embedder import load_embedder
-from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, HierarchyTagger
+from taxonomy.hierarchy import DEFAULT_OPTIONS
 
 DEFAULT_OUT = Path("runs/evaluation/scene_photos")
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples")
@@ -150,19 +149,6 @@ def scene_scores(tags: list[str], photo: ScenePhoto) -> tuple[bool, float]:
     """(a thing among the first TOP_HIT tags, share of its things among the first TOP_RECALL)."""
     found = [bool(set(thing) & set(tags[:TOP_RECALL])) for thing in photo.things]
     return bool(set(photo.words) & set(tags[:TOP_HIT])), float(np.mean(found))
-
-
-def combine_for(embedder, options: HierarchyOptions):
-    """tag.py's Combine for ``options`` on one export: the region and window options only change the numpy side."""
-    return replace(embedder.combine, regions=options.regions, windows=options.window_tags > 0)
-
-
-def top_tags(outputs, rows, combine, options, words: list[str], wv, top: int) -> list[list[str]]:
-    embedded = combine({k: v[rows] for k, v in outputs.items()})
-    unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
-    tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
-    parts = [combine.parts(e) for e in embedded]
-    return [[w for w, _ in tagger.tags(vector, probs, top, windows)] for vector, probs, windows in parts]
 
 
 def macro(per_source: dict[str, dict]) -> dict:

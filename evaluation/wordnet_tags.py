@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,22 @@ def network_outputs(photos, regions: bool = False) -> dict[str, np.ndarray]:
     return outputs
 
 
-def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, top: int = 5) -> list[list[str]]:
+def combine_for(embedder, options: HierarchyOptions):
+    """tag.py's Combine for ``options`` on one export: the region and window options only change the numpy side."""
+    return replace(embedder.combine, regions=options.regions, windows=options.window_tags > 0)
+
+
+def top_tags(outputs, rows, combine, options, words: list[str], wv, top: int) -> list[list[str]]:
     """The top tags of the photos at ``rows`` from ``words``, as tag.py --vocabulary scores them."""
-    embedder = _embedder(options)
-    embedded = embedder.combine({k: v[rows] for k, v in outputs.items()})
+    embedded = combine({k: v[rows] for k, v in outputs.items()})
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
     tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
-    dim = embedder.dim
-    return [[w for w, _ in tagger.tags(e[:dim], e[dim:], top)] for e in embedded]
+    parts = [combine.parts(e) for e in embedded]
+    return [[w for w, _ in tagger.tags(vector, probs, top, windows)] for vector, probs, windows in parts]
+
+
+def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, top: int = 5) -> list[list[str]]:
+    return top_tags(outputs, rows, combine_for(_embedder(options), options), options, words, wv, top)
 
 
 _RANKS: dict[str, np.ndarray] = {}  # vectors hash -> the synthesized synsets' ranks
@@ -123,7 +132,7 @@ def run(out: Path, sweep: bool) -> dict:
     wv = load_word_vectors()
     photos = benchmark_photos(wv)
     half = tune_half(photos)
-    outputs = network_outputs(photos)
+    outputs = network_outputs(photos, regions=True)  # window tags (on by default) score the windows
     closed = closed_vocabularies(photos)
     open_words = visual_words(wv.kv.index_to_key)
     imagenet_words = load_taxonomy().class_words()

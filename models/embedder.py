@@ -137,9 +137,12 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
     vectors_source, vectors_sha = vectors_identity()
     synthesized = _synthesized_classifiers(name, backbone_identity, vectors_sha, options)
     made_by = f"{backbone_identity}|{vectors_sha}|top{options.top_t}|{options.key()}"
+    # region outputs cost 4-9% of the forward: exported only when asked for (their own export key)
+    region_outputs = options.regions > 0 or options.window_tags > 0
     identity = {
         "embedder": spec,
         "sha": hashing.text_sha(made_by + (f"|{synthesized.sha}" if synthesized is not None else "")),
+        "region_outputs": region_outputs,
         "vectors_source": vectors_source,
         "vectors_sha": vectors_sha,
         "dim": None,
@@ -155,8 +158,7 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
         from models.backbones import build_backbone
         from models.export import NetworkOutputs, TorchNetwork
 
-        # region outputs cost 4-9% of the forward: exported only when asked for (their own identity and key)
-        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=options.regions > 0 or options.window_tags > 0))
+        return TorchNetwork(NetworkOutputs(build_backbone(name), regions=region_outputs))
 
     meta = {"backbone": name, "backbone_identity": backbone_identity, "weights_file": str(weights_file),
             "image_size": transform.size, "transform": repr(transform), "identity": identity}  # fmt: skip

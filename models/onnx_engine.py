@@ -35,8 +35,8 @@ from foundation.workers import DecodePool, available_cores, default_workers
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
 OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": ConSE
-# with HierarchyOptions.regions or window_tags (part of the identity, so of the export key: never a cached
-# export without them)
+# with HierarchyOptions.regions or window_tags (the identity's region_outputs, part of the export key: never a
+# cached export without them)
 ENGINES = ("auto", "onnx", "int8", "torch")  # int8: the ONNX export quantized (models.quantize)
 # On the CPU, batches run through ONNX Runtime at most this many images at a time. Measured at 224 px on one
 # thread (EfficientNet-Lite0, img/s): batch 1: 97, 2: 99, 4: 95, 8: 89, 16: 86 - small batches stay in the
@@ -57,6 +57,8 @@ def export_key(identity: dict) -> str:
     """The cache key of an embedder's export: its identity (which hashes the checkpoint's bytes, or the
     backbone weights + word vectors + top-T for ConSE), as the feature cache keys on backbone identity."""
     text = f"format={EXPORT_FORMAT}|{identity['embedder']}|{identity['sha']}"
+    if identity.get("region_outputs"):  # window tags add outputs without changing the identity's hash
+        text += "|region_outputs"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

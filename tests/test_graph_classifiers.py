@@ -156,14 +156,15 @@ def test_the_shipped_classifiers_tag_a_sample_photo():
     assert embedder.combine.synthesized is shipped
     path, label = samples[0]
     row = embedder.embed_images([open_image(path)])[0]
-    probs = row[embedder.dim :]
-    assert row.shape == (embedder.dim + 1000 + len(shipped.wnids),)
+    vector, probs, windows = embedder.combine.parts(row)
+    assert vector.shape == (embedder.dim,) and probs.shape == (1000 + len(shipped.wnids),)
+    assert windows.shape == (9, embedder.dim + 1000)  # window tags (on by default): each window's vector and classes
     assert np.isclose(probs[:1000].sum(), 1.0) and np.isclose(probs[1000:].sum(), 1.0)
     assert probs[:1000].argmax() == label  # the real classes still decide what ImageNet knows
     wv = load_word_vectors()
     words = ["crow", "dog", "bird", "car", "tree", "fish", "cat", "house"]
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
-    tags = HierarchyTagger(words, unit.astype(np.float32)).tags(row[: embedder.dim], row[embedder.dim :], 3)
+    tags = HierarchyTagger(words, unit.astype(np.float32)).tags(vector, probs, 3, windows)
     assert len(tags) == 3 and tags[0][1] >= tags[-1][1]
 
 

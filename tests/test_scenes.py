@@ -198,5 +198,15 @@ def test_scene_scores_count_each_thing_once():
 def test_scene_options_change_the_identity_only_when_on():
     base = DEFAULT_OPTIONS.key()
     off = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0).key()
-    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining", "window_tags")}
-    assert off == base and base not in on and len(on) == 4  # indexes made before the options stay valid
+    on = {DEFAULT_OPTIONS.with_(**{name: 1}).key() for name in ("regions", "diversity", "explaining")}
+    assert off == base and base not in on and len(on) == 3  # indexes made before the options stay valid
+
+
+def test_window_tags_never_change_the_identity_but_do_change_the_export():
+    from models.onnx_engine import export_key
+
+    keys = {DEFAULT_OPTIONS.with_(window_tags=k).key() for k in (0, 1, 3)}
+    assert len(keys) == 1  # an index built with or without them keeps answering; --update keeps its rows
+    identity = {"embedder": "conse:efficientnet_lite0", "sha": "s"}
+    assert export_key({**identity, "region_outputs": True}) != export_key(identity)  # the windows' outputs
+    assert DEFAULT_OPTIONS.window_tags == 3 and PLAIN.window_tags == 0
