@@ -71,7 +71,7 @@ def _exact(vectors, rows: np.ndarray, query: np.ndarray, k: int) -> list[tuple[i
 
 
 def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: bool = False) -> list[tuple[str, float]]:
-    """The ``k`` rows of ``space`` (a Bundle: items, vectors, candidates, manifest, search_k) nearest to ``query`` among
+    """The ``k`` rows of ``space`` (a Bundle: items, vectors, candidates, reranked_count, search_k) nearest to ``query`` among
     those ``mask`` keeps, as ``(item, cosine)`` best first.
 
     The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
@@ -89,8 +89,7 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
     k = min(k, kept)
     search_k = int(space.search_k * len(mask) / kept)
     if not exact and kept * space.vectors.shape[1] * EXACT_COST_PER_DIM > search_k:
-        wanted = max(k, int(space.manifest.get("candidates", k)))  # a reduced forest re-ranks this many
-        fetch = int(min(len(mask), wanted * np.ceil(len(mask) / kept) * 2))
+        fetch = int(min(len(mask), space.reranked_count(k) * np.ceil(len(mask) / kept) * 2))
         for _ in range(OVERFETCH_ROUNDS):
             ids = space.candidates(query, fetch, max(search_k, fetch * 10))
             ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)

@@ -65,6 +65,11 @@ class Bundle(VectorTable):
             raise BundleDamaged(f"{file} has {len(array)} rows for {len(self)} items; {rebuild_hint(self.path, self.manifest)}")
         return array
 
+    def reranked_count(self, k: int) -> int:
+        """How many forest candidates a query for ``k`` rows re-ranks: a reduced forest's tuned ``candidates``
+        (its 64-d ranking is only close), else ``k``."""
+        return max(k, int(self.manifest.get("candidates", k)))
+
     def candidates(self, query: np.ndarray, count: int, search_k: int) -> list[int]:
         """The ``count`` rows Annoy finds nearest to unit ``query`` (through the projection, if reduced)."""
         probe = query if self.projection is None else self.projection.reduce(query)
@@ -82,7 +87,7 @@ class Bundle(VectorTable):
         if exact or k == len(self) or exact_is_as_fast(len(self), self.dim):
             return super().nearest(query, k, exact=True)
         query = normalise(query)
-        count = max(k, int(self.manifest.get("candidates", k)))
+        count = self.reranked_count(k)
         ids = self.candidates(query, count, max(self.search_k, count * self.annoy.get_n_trees()))
         if len(ids) < k:
             return super().nearest(query, k, exact=True)
