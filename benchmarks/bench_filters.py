@@ -118,8 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     from annoy import AnnoyIndex
 
+    from indexing.ann.reduced import reranked
     from indexing.bundle.core import Bundle
-    from library.filters import _exact, filtered_nearest
+    from library.filters import filtered_nearest
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def main() -> None:
         rows = np.flatnonzero(mask)
         ids, _ = exact_top_k(vectors[rows], queries, K)
         truth = [set(r) for r in rows[ids].tolist()]
-        entry = {"kept": len(rows), "exact": measured(lambda q, rows=rows: [r for r, _ in _exact(vectors, rows, q, K)], queries, truth)}
+        entry = {"kept": len(rows), "exact": measured(lambda q, rows=rows: [r for r, _ in reranked(vectors, rows, q, K)], queries, truth)}
         for multiple in MULTIPLES:
             search, search_k = forest_search(space, mask, multiple)
             entry[f"forest x{multiple}"] = {"search_k": search_k, **measured(search, queries, truth)}

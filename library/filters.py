@@ -63,16 +63,9 @@ def make_filter(folder: str | None, after: dt.date | None, before: dt.date | Non
     return Filter(os.path.realpath(folder) if folder else None, after, before)
 
 
-def _exact(vectors, rows: np.ndarray, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-    scores = np.concatenate([np.asarray(vectors[rows[s : s + 65536]], dtype=np.float32) @ query
-                             for s in range(0, len(rows), 65536)])  # fmt: skip
-    top = np.argsort(-scores, kind="stable")[:k]
-    return [(int(rows[i]), float(scores[i])) for i in top]
-
-
 def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: bool = False) -> list[tuple[str, float]]:
-    """The ``k`` rows of ``space`` (a Bundle: items, vectors, candidates, reranked_count, search_k) nearest to ``query`` among
-    those ``mask`` keeps, as ``(item, cosine)`` best first.
+    """The ``k`` rows of ``space`` (a Bundle: vectors, search_k, candidates, reranked_count, best_of) nearest
+    to ``query`` among those ``mask`` keeps, as ``(item, cosine)`` best first.
 
     The forest's search_k was tuned for unfiltered recall; a filter keeping a fraction of the rows keeps
     only that fraction of what the forest explores, so the forest is asked for search_k / fraction (its
@@ -94,6 +87,6 @@ def filtered_nearest(space, query: np.ndarray, k: int, mask: np.ndarray, exact: 
             ids = space.candidates(query, fetch, max(search_k, fetch * 10))
             ids = np.asarray([i for i in ids if mask[i]], dtype=np.int64)
             if len(ids) >= k:
-                return [(space.items[r], s) for r, s in _exact(space.vectors, ids, query, k)]
+                return space.best_of(ids, query, k)
             fetch = min(len(mask), fetch * 4)
-    return [(space.items[r], s) for r, s in _exact(space.vectors, np.flatnonzero(mask), query, k)]
+    return space.best_of(np.flatnonzero(mask), query, k)

@@ -81,12 +81,14 @@ class Projection:
 
 def reranked(vectors: np.ndarray, ids, query: np.ndarray, k: int) -> list[tuple[int, float]]:
     """The ``k`` of candidate rows ``ids`` nearest to unit ``query`` by exact cosine with the full
-    ``vectors``, as (row, cosine) best first (ties by row, as exact search breaks them)."""
-    ids = np.asarray(ids, dtype=np.int64)
+    ``vectors``, as (row, cosine) best first (ties by row, as exact search breaks them). Rows are read in
+    file order (fewer pages touched) and upcast ``_CHUNK`` at a time, so a filter's exact scan of most of a
+    large collection stays small in memory."""
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
     if len(ids) == 0:
         return []
-    order = np.argsort(ids, kind="stable")  # rows read in file order: fewer pages touched
-    ids = ids[order]
-    scores = np.asarray(vectors[ids], dtype=np.float32) @ np.asarray(query, dtype=np.float32).reshape(-1)
-    top = np.lexsort((ids, -scores))[:k]
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    scores = np.concatenate([np.asarray(vectors[ids[start : start + _CHUNK]], dtype=np.float32) @ query
+                             for start in range(0, len(ids), _CHUNK)])  # fmt: skip
+    top = np.argsort(-scores, kind="stable")[:k]  # ids ascending: ties by row
     return [(int(ids[i]), float(scores[i])) for i in top]

@@ -70,6 +70,11 @@ class Bundle(VectorTable):
         (its 64-d ranking is only close), else ``k``."""
         return max(k, int(self.manifest.get("candidates", k)))
 
+    def best_of(self, rows, query: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` of ``rows`` nearest to unit ``query`` by exact cosine with the stored (full) vectors, as
+        ``(item, cosine)`` best first, ties by row (``indexing.ann.reduced.reranked``)."""
+        return [(self.items[i], s) for i, s in reranked(self.vectors, rows, query, k)]
+
     def candidates(self, query: np.ndarray, count: int, search_k: int) -> list[int]:
         """The ``count`` rows Annoy finds nearest to unit ``query`` (through the projection, if reduced)."""
         probe = query if self.projection is None else self.projection.reduce(query)
@@ -91,7 +96,7 @@ class Bundle(VectorTable):
         ids = self.candidates(query, count, max(self.search_k, count * self.annoy.get_n_trees()))
         if len(ids) < k:
             return super().nearest(query, k, exact=True)
-        return [(self.items[i], s) for i, s in reranked(self.vectors, ids, query, k)]
+        return self.best_of(ids, query, k)
 
 
 def open_bundle(path: str | os.PathLike, expect: dict | None = None, rebuild: dict | None = None) -> Bundle:
