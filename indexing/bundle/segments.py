@@ -188,28 +188,30 @@ class Segments:
 
     def rows(self, base: np.ndarray, name: str) -> RowView:
         """The base file ``name``'s rows merged with its delta file's (both checked against the manifest)."""
-        file = self.root / delta_name(name)
-        check_file(self.path, file, self.manifest)
-        try:
-            delta = np.load(file, mmap_mode="r")
-        except (OSError, ValueError) as err:
-            raise BundleDamaged(f"{file} is unreadable ({reason(err)}); {self.hint}") from None
-        if len(base) != self.base_count or len(delta) != self.added or delta.shape[1:] != base.shape[1:]:
-            raise BundleDamaged(f"{file} or its base holds the wrong rows ({len(base)} + {len(delta)}); {self.hint}")
+        delta = self._delta(name, base, lambda file: np.load(file, mmap_mode="r"))
+        if delta.shape[1:] != base.shape[1:]:
+            raise BundleDamaged(f"{self.root / delta_name(name)} holds rows of {delta.shape[1:]}, its base "
+                                f"{base.shape[1:]}; {self.hint}")  # fmt: skip
         return RowView(base, delta, self.order)
 
     def merged_lines(self, base: list, name: str) -> list:
         """A JSON-lines column (meta.jsonl): the base's rows merged with its delta file's."""
+        delta = self._delta(name, base, lambda file: [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()])
+        physical = base + delta
+        return [physical[row] for row in self.order.tolist()]
+
+    def _delta(self, name: str, base, read):
+        """The delta file of the base file ``name``, checked against the manifest and read by ``read``; both
+        must hold the rows the manifest counts."""
         file = self.root / delta_name(name)
         check_file(self.path, file, self.manifest)
         try:
-            delta = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+            delta = read(file)
         except (OSError, ValueError) as err:
-            raise BundleDamaged(f"{file} is damaged ({reason(err)}); {self.hint}") from None
+            raise BundleDamaged(f"{file} is unreadable ({reason(err)}); {self.hint}") from None
         if len(base) != self.base_count or len(delta) != self.added:
             raise BundleDamaged(f"{file} or its base holds the wrong rows ({len(base)} + {len(delta)}); {self.hint}")
-        physical = base + delta
-        return [physical[row] for row in self.order.tolist()]
+        return delta
 
     def space(self, vectors: np.ndarray, annoy, name: str,
               projection: Projection | None = None) -> tuple[RowView, MergedForest]:  # fmt: skip
