@@ -24,7 +24,7 @@ from indexing.build.files import ImageFile
 from indexing.build.plan import Plan, Stored
 from indexing.build.report import build_facts, none_readable
 from indexing.bundle.builder import BundleBuilder, RowWriter
-from indexing.bundle.columns import FEATURES_FILE, MANIFEST_KEY, META_FILE, Columns, Previous
+from indexing.bundle.columns import FEATURES_FILE, MANIFEST_KEY, META_FILE, Columns, Previous, library_entry
 from indexing.bundle.core import Bundle, open_bundle
 from indexing.bundle.layout import STATS, VECTORS_FILE, check_target
 from indexing.bundle.segments import COMPACT_AT, delta_name, needs_compaction
@@ -143,7 +143,7 @@ class BundleWriter:
             self.log(f"compacting: {len(added)} rows added and {len(tombstones)} deleted since the last full build "
                      f"of {base_count} pass {COMPACT_AT:.0%} of it: rebuilding the whole index")  # fmt: skip
             return None
-        features = (previous.manifest.get("library") or {}).get("features")
+        features = library_entry(previous.manifest, "features")
         if features and (self.previous_columns.features is None
                          or any(row is None and parts.features(f.path) is None for f, row in added)):  # fmt: skip
             return None  # the full build says which images lack them
@@ -159,7 +159,7 @@ class BundleWriter:
             columns = Columns(scratch, len(added), self.previous_columns, plan.hashes, plan.companions)
             self._fill(vectors, columns, parts, added)
             library = columns.write(self.embedder.identity["sha"], forest=False)[MANIFEST_KEY]
-            base_features = (self.previous.manifest.get("library") or {}).get("features")
+            base_features = library_entry(self.previous.manifest, "features")
             if base_features and not added:  # no rows: an empty delta of the features still merges
                 np.save(scratch / FEATURES_FILE, np.zeros((0, int(base_features["dim"])), dtype=np.float16))
             for name in (META_FILE, FEATURES_FILE) if base_features else (META_FILE,):

@@ -163,10 +163,15 @@ def _shrunk(path: Path, count: int, dim: int) -> np.ndarray:
     return features
 
 
+def library_entry(manifest: dict, column: str) -> dict | None:
+    """The manifest's entry of one library column ("meta", "features"), or None if it was built without it."""
+    return (manifest.get(MANIFEST_KEY) or {}).get(column)
+
+
 def read_meta(bundle: Bundle) -> list[dict] | None:
     """The bundle's meta rows (checked against the manifest, from the bundle's generation), or None if it
     was built without them."""
-    if not (bundle.manifest.get(MANIFEST_KEY) or {}).get("meta"):
+    if not library_entry(bundle.manifest, "meta"):
         return None
     file, hint = bundle.root / META_FILE, rebuild_hint(bundle.path, bundle.manifest)
     check_file(bundle.path, file, bundle.manifest)
@@ -186,7 +191,7 @@ def open_features(bundle: Bundle) -> Bundle | None:
 
     Its files are checked against the manifest first, like the bundle's own: a damaged forest would crash
     Annoy, a changed row would give wrong answers with exit 0."""
-    entry = (bundle.manifest.get(MANIFEST_KEY) or {}).get("features")
+    entry = library_entry(bundle.manifest, "features")
     if not entry:
         return None
     hint = rebuild_hint(bundle.path, bundle.manifest)

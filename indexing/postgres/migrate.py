@@ -13,7 +13,7 @@ import numpy as np
 
 from indexing.build.files import ImageFile
 from indexing.bundle.builder import BundleBuilder
-from indexing.bundle.columns import Columns, Previous, open_features, read_meta
+from indexing.bundle.columns import Columns, Previous, library_entry, open_features, read_meta
 from indexing.bundle.core import open_bundle
 from indexing.bundle.layout import STATS
 from indexing.errors import BundleError
@@ -81,7 +81,7 @@ def export_from_postgres(spec: str, out, log: Callable[[str], None] = lambda m: 
     with database_errors(collection.db.shown):
         rows = collection.conn.execute("SELECT path, size, mtime_ns, facts, embedding, features FROM ws_images "
                                        "ORDER BY path").fetchall()  # fmt: skip
-    has_features = bool((manifest.get("library") or {}).get("features"))
+    has_features = bool(library_entry(manifest, "features"))
     features = np.stack([pg_store.as_array(r[5]) for r in rows]) if has_features else None
     previous = Previous([facts for _, _, _, facts, _, _ in rows], features)
     options = {} if n_trees is None else {"n_trees": n_trees}

@@ -45,6 +45,7 @@ from indexing.ann.forest import METRIC
 from indexing.ann.recall import PHOTO_RECALL_SAMPLE, RECALL_K, RECALL_SAMPLE, first_reaching, tune_setting
 from indexing.ann.reduced import PROJECTION_SAMPLE
 from indexing.ann.vectors import normalise
+from indexing.bundle.columns import library_entry
 from indexing.bundle.layout import FORMAT_VERSION
 from indexing.errors import BundleMismatch, BundleMissing
 from indexing.postgres import reduced
@@ -371,7 +372,7 @@ class PgCollection:
         return int(row[0]) if row else -1
 
     def features_space(self) -> PgCollection | None:
-        entry = (self.manifest.get("library") or {}).get("features")
+        entry = library_entry(self.manifest, "features")
         if not entry:
             return None
         other = PgCollection.__new__(PgCollection)
@@ -583,7 +584,7 @@ def finish(conn, db: DbSpec, manifest: dict, log, ef_search: int | None = None, 
     ef, recall, graph = _tune_space(conn, collection, log, ef_search, grow and ef_search is None)
     manifest.update(ef_search=ef, recall_at_10=recall, recall_sample=min(RECALL_SAMPLE, int(count)), hnsw=graph)
     manifest["embedding_search"] = _search_mode(collection, recall, ef_search, "word space", log)
-    has_features = bool((manifest.get("library") or {}).get("features"))
+    has_features = bool(library_entry(manifest, "features"))
     if has_features and reduces_features(conn):
         manifest["features_reduced"] = reduced_index(conn, log)
         collection.manifest = manifest
