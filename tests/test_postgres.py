@@ -237,15 +237,15 @@ def _virtual_collection(spec: str, vectors: np.ndarray, **hnsw) -> None:
 def test_an_embedded_server_gets_a_quarter_of_memory_as_buffers_from_its_next_start(pg_root, monkeypatch):
     monkeypatch.setattr(pg_server, "physical_memory_bytes", lambda: 1 << 30)
     folder = pg_root / "data"
-    conn = pg_server.connect(f"pg:{folder}", create=True)
-    assert conn.execute("SHOW shared_buffers").fetchone()[0] == "128MB"  # PostgreSQL's default until a restart
-    conn.close()
-    pg_server.stop_embedded(folder)
-    assert _stopped(folder)
-    conn = pg_server.connect(f"pg:{folder}")
-    assert conn.execute("SHOW shared_buffers").fetchone()[0] == "256MB"
-    conn.close()
-    pg_server.stop_embedded(folder)
+    try:  # the server is stopped also when an assertion fails
+        with pg_server.connect(f"pg:{folder}", create=True) as conn:
+            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "128MB"  # PostgreSQL's default until a restart
+        pg_server.stop_embedded(folder)
+        assert _stopped(folder)
+        with pg_server.connect(f"pg:{folder}") as conn:
+            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "256MB"
+    finally:
+        pg_server.stop_embedded(folder)
     assert _stopped(folder)
 
 
