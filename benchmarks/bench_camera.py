@@ -313,7 +313,7 @@ def format_figures(jpegs: list[Path], embedder, work: Path) -> dict:
             arrays.append(decode(path))
             times.append(1000 * (time.perf_counter() - started))
         decode_ms[name], inputs[name] = round(statistics.median(times), 1), np.stack(arrays)
-    conse = {name: unit(embedder.combine(embedder.network.run(x))) for name, x in inputs.items()}
+    conse = {name: unit(embedder.combine(embedder.outputs(x))) for name, x in inputs.items()}
 
     def cosine(a, b):
         c = (conse[a] * conse[b]).sum(axis=1)

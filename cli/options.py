@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 
-from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, HierarchyOptions
+from taxonomy.hierarchy import COLOUR_CUES, DEFAULT_OPTIONS, PLAIN, HierarchyOptions
 
 
 def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
@@ -45,6 +45,15 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return int_at_least(0)(text)
+
+
+def cue_words(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated colour cue words (taxonomy.hierarchy.COLOUR_CUES), or none."""
+    words = tuple(w.strip() for w in text.split(",") if w.strip() and w.strip() != "none")
+    unknown = [w for w in words if w not in COLOUR_CUES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no colour cue for {', '.join(unknown)}: use {', '.join(COLOUR_CUES)} or none")
+    return words
 
 
 def number(text: str) -> float:
@@ -183,6 +192,10 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window-tags", type=non_negative_int, default=d.window_tags, metavar="K",
                        help="scenes: also tag each of the photo's 3 x 3 windows; a word gains what its K best windows "
                        f"score beyond the whole photo, so things at the edges get tags; 0 = off (default {d.window_tags})")
+    group.add_argument("--colour-cues", type=cue_words, default=d.colour_cues, metavar="WORDS",
+                       help="scenes, with window tags: words read from the windows' colours, placed right after the "
+                       "first 5 tags: sky (the top smooth and blue), grass (the bottom green and textured); "
+                       f"comma-separated, or none (default {','.join(d.colour_cues)})")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -195,4 +208,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
         top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
         regions=args.regions, diversity=args.diversity, explaining=args.explain_away, window_tags=args.window_tags,
+        colour_cues=args.colour_cues,
     )  # fmt: skip

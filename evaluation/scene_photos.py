@@ -97,7 +97,7 @@ PACKAGE_SCENES = {
     },
 }  # fmt: skip
 TOP_HIT, TOP_RECALL = 5, 10
-BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0)
+BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0, colour_cues=())
 LEVERS = {
     "whole photo only (before)": BEFORE,
     "regions: the best window (k 1)": BEFORE.with_(regions=1),
@@ -116,6 +116,9 @@ LEVERS = {
     "window tags k 1": BEFORE.with_(window_tags=1),
     "window tags k 3": BEFORE.with_(window_tags=3),
     "window tags k 5": BEFORE.with_(window_tags=5),
+    "default without colour cues": DEFAULT_OPTIONS.with_(colour_cues=()),
+    "default, sky cue only": DEFAULT_OPTIONS.with_(colour_cues=("sky",)),
+    "default, grass cue only": DEFAULT_OPTIONS.with_(colour_cues=("grass",)),
 }
 SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 

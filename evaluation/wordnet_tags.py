@@ -48,16 +48,16 @@ SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 
 
 
 def network_outputs(photos, regions: bool = False) -> dict[str, np.ndarray]:
-    """The ConSE embedder's network outputs (logits, features, and ``region_logits`` when asked for) of
+    """The ConSE embedder's network outputs (logits, features, ``region_logits`` and ``window_colours``) of
     every photo, cached per photo set."""
-    embedder = load_embedder(SPEC, conse_options=WITHOUT.with_(regions=int(regions)))
+    embedder = load_embedder(SPEC, conse_options=WITHOUT.with_(regions=int(regions))).with_class_probabilities()
     keys = "|".join(photo_key(p) + f":{p.image.size}" for p in photos)
-    digest = hashlib.sha256(f"{embedder.identity['sha']}|{keys}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{embedder.identity['sha']}|window_colours|{keys}".encode()).hexdigest()[:16]
     cache = user_cache_dir() / "wordnet_tags" / f"outputs-{digest}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
             return {k: saved[k] for k in saved.files}
-    parts = [embedder.network.run(np.stack([embedder.transform(p.image) for p in photos[i : i + 16]]))
+    parts = [embedder.outputs(np.stack([embedder.transform(p.image) for p in photos[i : i + 16]]))
              for i in range(0, len(photos), 16)]  # fmt: skip
     outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     buffer = io.BytesIO()

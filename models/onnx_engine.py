@@ -32,6 +32,7 @@ import numpy as np
 from foundation.atomic import new_temp_folder, publish_folder, user_cache_dir
 from foundation.images import decoding_halves, load_input, split_readable
 from foundation.workers import DecodePool, available_cores, default_workers
+from taxonomy.hierarchy import COLOUR_STATS
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs/outputs change: every export is redone
 OUTPUTS = ("logits", "features", "vector", "region_logits")  # "vector": trained heads; "region_logits": ConSE
@@ -208,6 +209,33 @@ REGION_CONFIDENCE = 0.5  # the lowest of 0.2, 0.3, 0.5 that costs the ImageNet s
 REGION_GRID = 3
 
 
+def window_spans(size: int, grid: int = REGION_GRID) -> list[tuple[int, int]]:
+    """Pixel spans [start, end) of the windows along one side of a ``size`` x ``size`` input: the cells that
+    ``models.backbones.Backbone.regions`` pools on the feature map (the input downsampled 32 times)."""
+    side = max(1, size // 32)
+    stride = max(1, side // grid)
+    kernel = max(1, side - (grid - 1) * stride)
+    return [(round(i * stride * size / side), round(min(side, i * stride + kernel) * size / side)) for i in range(grid)]
+
+
+def window_colours(pixels: np.ndarray, grid: int = REGION_GRID) -> np.ndarray:
+    """(B, 3, S, S) RGB in 0-1 -> (B, grid x grid, COLOUR_STATS), windows in ``Backbone.regions``' order (row by
+    row): each window's brightness, blue excess (b - r), green excess (g - (r + b) / 2) and texture (the mean
+    absolute step between neighbouring pixels, across and down). The tagger's colour cues read them."""
+    pixels = pixels.astype(np.float32)
+    red, green, blue = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    planes = (pixels.mean(axis=1), blue - red, green - (red + blue) / 2)
+    across, down = np.abs(np.diff(planes[0], axis=2)), np.abs(np.diff(planes[0], axis=1))
+    spans = window_spans(pixels.shape[-1], grid)
+    stats = np.zeros((len(pixels), grid * grid, COLOUR_STATS), dtype=np.float32)
+    for row, (top, bottom) in enumerate(spans):
+        for column, (left, right) in enumerate(spans):
+            window = stats[:, row * grid + column]
+            window[:, :3] = np.stack([p[:, top:bottom, left:right].mean(axis=(1, 2)) for p in planes], axis=1)
+            window[:, 3] = across[:, top:bottom, left : right - 1].mean(axis=(1, 2)) + down[:, top : bottom - 1, left:right].mean(axis=(1, 2))
+    return stats
+
+
 def confident_regions(whole: np.ndarray, region_logits: np.ndarray, k: int) -> np.ndarray:
     """(B, C): what each class's ``k`` best windows give it beyond ``whole``, its whole-photo probability,
     where that window mean exceeds REGION_CONFIDENCE; else 0. ``region_logits``: (B, windows, C)."""
@@ -242,7 +270,7 @@ class Combine:
     with_probabilities: bool = False  # ConSE: append the class probabilities (hierarchy tags need them)
     synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
     regions: int = 0  # windows averaged per class (top-k mean); 0: the whole photo alone
-    windows: bool = False  # append each window's ConSE vector and class probabilities (window tags)
+    windows: bool = False  # append each window's ConSE vector, class probabilities and colours (window tags)
 
     @property
     def extra_dims(self) -> int:
@@ -253,8 +281,13 @@ class Combine:
 
     @property
     def window_dims(self) -> int:
-        """One window's part of a row: its ConSE vector, then its 1000 class probabilities."""
-        return self.class_vectors.shape[1] + len(self.valid)
+        """One window's part of a row: its ConSE vector, its 1000 class probabilities, then its colours."""
+        return self.class_vectors.shape[1] + len(self.valid) + COLOUR_STATS
+
+    @property
+    def uses_window_colours(self) -> bool:
+        """Rows carry each window's colours (``window_colours`` of the network input, an output named so)."""
+        return self.kind == "conse" and self.with_probabilities and self.windows
 
     def parts(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """One row -> (word-space vector, class probabilities, (windows, window_dims) or None); a stored
@@ -267,12 +300,14 @@ class Combine:
         split = len(row) - REGION_GRID**2 * self.window_dims
         return row[:dim], row[dim:split], row[split:].reshape(REGION_GRID**2, self.window_dims)
 
-    def window_rows(self, region_logits: np.ndarray) -> np.ndarray:
-        """(B, windows x window_dims): each window's ConSE vector and softmax, as if it were a photo."""
+    def window_rows(self, region_logits: np.ndarray, colours: np.ndarray) -> np.ndarray:
+        """(B, windows x window_dims): each window's ConSE vector and softmax, as if it were a photo, and its
+        colours (``window_colours``)."""
         batch, windows, classes = region_logits.shape
         flat = region_logits.reshape(batch * windows, classes).astype(np.float32)
         vectors = conse_vectors(flat, self.class_vectors, self.valid, self.top_t)
-        return np.concatenate([vectors, softmax(flat)], axis=1).reshape(batch, -1)
+        parts = [vectors, softmax(flat), colours.reshape(batch * windows, COLOUR_STATS).astype(np.float32)]
+        return np.concatenate(parts, axis=1).reshape(batch, -1)
 
     def class_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         probs = softmax(outputs["logits"].astype(np.float32))
@@ -291,7 +326,9 @@ class Combine:
             if self.windows:
                 if "region_logits" not in outputs:
                     raise ValueError("window tags need a backbone with a feature map: tag with --window-tags 0")
-                parts.append(self.window_rows(outputs["region_logits"]))
+                if "window_colours" not in outputs:
+                    raise ValueError("window tags need the windows' colours: run the network through Embedder.outputs")
+                parts.append(self.window_rows(outputs["region_logits"], outputs["window_colours"]))
             return np.concatenate(parts, axis=1)
         head = outputs["vector"].astype(np.float32)
         if not self.conse_weight:
@@ -360,9 +397,16 @@ class Embedder:
         """(B, 3, S, S) network inputs -> (B, out_dim) vectors."""
         return self._run(images)[0]
 
+    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's named outputs for a batch of inputs, and the windows' colours when the rows carry them."""
+        outputs = self.network.run(images)
+        if self.combine.uses_window_colours:
+            outputs["window_colours"] = window_colours(self.transform.unscale(images))
+        return outputs
+
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(vectors, pooled features) of a batch of network inputs."""
-        outputs = self.network.run(images)
+        outputs = self.outputs(images)
         return self.combine(outputs), outputs.get("features")
 
     def embed_images(self, pil_images) -> np.ndarray:

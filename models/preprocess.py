@@ -62,6 +62,10 @@ class ImageTransform:
         x /= self._std
         return x
 
+    def unscale(self, inputs: np.ndarray) -> np.ndarray:
+        """Network inputs (..., 3, S, S) -> RGB in 0-1: ``scale`` undone (colour cues read the pixels)."""
+        return inputs * self._std + self._mean
+
     @property
     def cropper(self) -> Cropper:
         """``crop`` as a transform of its own (with ``min_side``), for ``foundation.images.load_input``."""

@@ -46,7 +46,7 @@ TOO_GENERAL = frozenset({
 KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
 # options that change the tags but never a stored vector: left out of the key, so an index built with
 # any of their values keeps answering and `--update` keeps its rows
-TAGGING_ONLY = ("window_tags",)
+TAGGING_ONLY = ("window_tags", "colour_cues")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,14 @@ class HierarchyOptions:
     # the edge is tagged; 0: off. On by default: it raises scene recall@10 on both halves of the scene
     # photos and costs single objects nothing (docs/results.md)
     window_tags: int = 3
+    # scenes, with window tags: the COLOUR_CUES words that ImageNet never names but landscapes show. `sky`
+    # where the top row of windows is smooth and blue, `grass` where the bottom row is green and textured, in
+    # the share the photo is a scene; a cue word enters right after the first CUE_RANK - 1 tags, so the first
+    # five never change (docs/results.md); (): off
+    colour_cues: tuple[str, ...] = ("sky", "grass")
+
+    def __post_init__(self):  # options read back from an identity's JSON carry a list
+        object.__setattr__(self, "colour_cues", tuple(self.colour_cues))
 
     @property
     def plain_vectors(self) -> bool:
@@ -112,6 +120,34 @@ SENSE_COUNT_FULL = 10
 FREQUENCY_RANK_FULL = 5000  # a synset named by one of the 5000 most frequent words keeps all its mass
 DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
 WINDOW_OTHER_CLASSES = 5  # a window shows something else when its best class is none of the photo's best 5
+# each window's colour statistics at the end of its part of a row (models.onnx_engine.window_colours)
+COLOUR_STATS = 4  # brightness, blue excess (b - r), green excess (g - (r + b) / 2), texture
+CUE_RANK = 6  # a colour cue's word is placed right after the first 5 tags (if it is not already before)
+CUE_EVIDENCE = 0.3  # the least evidence x scene share that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
+
+
+def _ramp(value: float, zero: float, full: float) -> float:
+    """0 at ``zero``, 1 at ``full``, linear between (either direction)."""
+    return float(np.clip((value - zero) / (full - zero), 0.0, 1.0))
+
+
+# word -> (row of windows: 0 top, -1 bottom; its evidence, 0-1, from one window's colour statistics; the cue
+# that must reach CUE_EVIDENCE too, or None). Green and textured alone is also a plate of greens (46 of 472
+# food photos): grass counts under a sky only
+COLOUR_CUES = {
+    "sky": (0, lambda s: _ramp(s[3], 0.07, 0.03) * _ramp(s[1], 0.0, 0.1), None),  # smooth and blue
+    "grass": (-1, lambda s: _ramp(s[2], 0.0, 0.08) * _ramp(s[3], 0.02, 0.06), "sky"),  # green and textured
+}
+
+
+def colour_evidence(colours: np.ndarray) -> dict[str, float]:
+    """(windows, COLOUR_STATS) of a square grid -> each COLOUR_CUES word's mean evidence over its row of
+    windows (0 when the cue it needs falls short of CUE_EVIDENCE)."""
+    grid = round(len(colours) ** 0.5)
+    rows = colours.reshape(grid, grid, COLOUR_STATS)
+    evidence = {word: float(np.mean([cue(s) for s in rows[row]])) for word, (row, cue, _) in COLOUR_CUES.items()}
+    return {word: evidence[word] if needs is None or evidence[needs] >= CUE_EVIDENCE else 0.0
+            for word, (_, _, needs) in COLOUR_CUES.items()}  # fmt: skip
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -258,6 +294,7 @@ class HierarchyTagger:
         self.synthesized_ranks = synthesized_ranks
         self.taxonomy = taxonomy = taxonomy or load_taxonomy()
         self.forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
+        self._rows_of = {w: i for i, w in enumerate(self.words) if w in COLOUR_CUES}
         self.class_rows = np.array(
             sorted({r for w in taxonomy.class_words() for r in self.forms.get(w, ())}), dtype=np.int64
         )
@@ -329,11 +366,30 @@ class HierarchyTagger:
         scores), never below 0, times ``scene_share``. ``windows``: (windows, dim + 1000), each window's ConSE
         vector and class probabilities (``models.onnx_engine.Combine.window_rows``), scored as ``scores``
         scores a photo; ``probs``: the whole photo's class probabilities."""
-        dim = windows.shape[1] - len(self.taxonomy.classes)
-        per_window = np.stack([self.scores(w[:dim], w[dim:]) for w in windows])
+        dim, classes = self.window_layout(windows)
+        per_window = np.stack([self.scores(w[:dim], w[dim:classes]) for w in windows])
         k = min(self.options.window_tags, len(per_window))
         best = -np.partition(-per_window, k - 1, axis=0)[:k].mean(axis=0)
-        return self.scene_share(probs, windows[:, dim:], k) * np.maximum(best - whole, 0.0)
+        return self.scene_share(probs, windows[:, dim:classes], k) * np.maximum(best - whole, 0.0)
+
+    def window_layout(self, windows: np.ndarray) -> tuple[int, int]:
+        """Where a window's class probabilities start and end: after its vector, before its colours."""
+        classes = windows.shape[1] - COLOUR_STATS
+        return classes - len(self.taxonomy.classes), classes
+
+    def colour_cues(self, scores: np.ndarray, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``scores`` with each cue word (``colour_evidence``) whose evidence x scene share reaches CUE_EVIDENCE
+        placed right after the first CUE_RANK - 1 tags, stronger evidence first, unless it is already before."""
+        dim, classes = self.window_layout(windows)
+        share = self.scene_share(probs, windows[:, dim:classes], min(self.options.window_tags, len(windows)))
+        placed = np.array(scores, dtype=np.float32)
+        rank = min(CUE_RANK - 2, len(scores) - 1)
+        last_kept = float(-np.partition(-placed, rank)[rank])
+        for word, evidence in colour_evidence(windows[:, classes:]).items():
+            row = self._rows_of.get(word)
+            if row is not None and word in self.options.colour_cues and evidence * share >= CUE_EVIDENCE:
+                placed[row] = max(placed[row], last_kept - 1e-5 * (2.0 - evidence))
+        return placed
 
     def scene_share(self, probs: np.ndarray, window_probs: np.ndarray, k: int) -> float:
         """How much a photo is a scene, 0-1: its windows whose best class is none of the whole photo's
@@ -354,6 +410,8 @@ class HierarchyTagger:
         scores = self.scores(query, probs)
         if with_windows:
             scores = scores + self.window_gain(scores, probs, windows)
+            if self.options.colour_cues:
+                scores = self.colour_cues(scores, probs, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
         k = min(k, len(scores))

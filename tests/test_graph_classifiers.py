@@ -145,7 +145,7 @@ def test_the_shipped_classifiers_tag_a_sample_photo():
     from foundation.vectors import load_word_vectors
     from models.embedder import load_embedder
     from models.wordnet_classifiers import shipped_classifiers
-    from taxonomy.hierarchy import HierarchyTagger
+    from taxonomy.hierarchy import COLOUR_STATS, HierarchyTagger
 
     shipped = shipped_classifiers("efficientnet_lite0")
     assert shipped is not None and len(shipped.wnids) == len(load_taxonomy().synthesized)
@@ -158,7 +158,8 @@ def test_the_shipped_classifiers_tag_a_sample_photo():
     row = embedder.embed_images([open_image(path)])[0]
     vector, probs, windows = embedder.combine.parts(row)
     assert vector.shape == (embedder.dim,) and probs.shape == (1000 + len(shipped.wnids),)
-    assert windows.shape == (9, embedder.dim + 1000)  # window tags (on by default): each window's vector and classes
+    # window tags (on by default): each window's vector, classes and colours
+    assert windows.shape == (9, embedder.dim + 1000 + COLOUR_STATS)
     assert np.isclose(probs[:1000].sum(), 1.0) and np.isclose(probs[1000:].sum(), 1.0)
     assert probs[:1000].argmax() == label  # the real classes still decide what ImageNet knows
     wv = load_word_vectors()

@@ -11,8 +11,15 @@ import torch
 from evaluation.scene_photos import ScenePhoto, scene_scores
 from models.backbones import build_backbone
 from models.export import REGION_GRID, NetworkOutputs
-from models.onnx_engine import Combine, export_key, softmax
-from taxonomy.hierarchy import DEFAULT_OPTIONS, PLAIN, WINDOW_OTHER_CLASSES, HierarchyTagger
+from models.onnx_engine import Combine, export_key, softmax, window_colours
+from taxonomy.hierarchy import (
+    COLOUR_STATS,
+    DEFAULT_OPTIONS,
+    PLAIN,
+    WINDOW_OTHER_CLASSES,
+    HierarchyTagger,
+    colour_evidence,
+)
 
 
 def _combine(regions: int) -> Combine:
@@ -26,7 +33,8 @@ def _outputs(small_thing_logit: float = 8.0) -> dict[str, np.ndarray]:
     logits = np.array([[4.0, 0.0, 0.0, 1.0]], dtype=np.float32)
     windows = np.tile(np.array([4.0, 0.0, 0.0, 0.0], dtype=np.float32), (1, 9, 1))
     windows[0, 4, 3] = small_thing_logit
-    return {"logits": logits, "features": np.zeros((1, 8), np.float32), "region_logits": windows}
+    colours = np.zeros((1, 9, COLOUR_STATS), np.float32)
+    return {"logits": logits, "features": np.zeros((1, 8), np.float32), "region_logits": windows, "window_colours": colours}
 
 
 def test_without_regions_the_whole_photo_alone():
@@ -91,12 +99,13 @@ def test_explaining_away_lets_the_second_class_past_the_first_ones_hypernyms():
     assert explained[1] in {"tandem", "bicycle"}  # the dog's mass is spent: the bicycle comes second
 
 
-def _window_block(vectors: np.ndarray, best_classes: list[int], classes: int = 1000) -> np.ndarray:
-    """Window rows as Combine.window_rows lays them out: each window's vector, then its class probabilities
-    (all on the window's best class)."""
+def _window_block(vectors: np.ndarray, best_classes: list[int], classes: int = 1000, colours=None) -> np.ndarray:
+    """Window rows as Combine.window_rows lays them out: each window's vector, its class probabilities (all on
+    the window's best class), then its colours (grey and flat unless given)."""
     probs = np.zeros((len(vectors), classes), np.float32)
     probs[np.arange(len(vectors)), best_classes] = 1.0
-    return np.concatenate([vectors, probs], axis=1)
+    colours = np.zeros((len(vectors), COLOUR_STATS), np.float32) if colours is None else colours
+    return np.concatenate([vectors, probs, colours], axis=1)
 
 
 def _photo_probs(best: int = 0) -> np.ndarray:
@@ -141,11 +150,11 @@ def test_a_corner_of_one_thing_filling_the_photo_gains_nothing():
 
 def test_a_photo_is_a_full_scene_once_k_windows_show_something_else():
     tagger = HierarchyTagger(["a"], np.ones((1, 1), np.float32), PLAIN.with_(window_tags=3))
-    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [0] * 9)
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [0] * 9)[:, :1000]
     assert tagger.scene_share(_photo_probs(), window_probs, 3) == 0.0
-    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600] + [1] * 7)
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600] + [1] * 7)[:, :1000]
     assert tagger.scene_share(_photo_probs(), window_probs, 3) == pytest.approx(2 / 3)
-    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600, 700, 800] + [1] * 5)
+    window_probs = _window_block(np.zeros((REGION_GRID**2, 0), np.float32), [500, 600, 700, 800] + [1] * 5)[:, :1000]
     assert tagger.scene_share(_photo_probs(), window_probs, 3) == 1.0
 
 
@@ -156,12 +165,76 @@ def test_combine_appends_each_windows_vector_and_probabilities():
     assert len(row) == 4 + combine.extra_dims
     vector, probs, windows = combine.parts(row)
     np.testing.assert_allclose(probs, softmax(outputs["logits"])[0], rtol=1e-6)
-    assert windows.shape == (REGION_GRID**2, 8)
+    assert windows.shape == (REGION_GRID**2, 8 + COLOUR_STATS)
     single = replace(_combine(0), regions=0)({"logits": outputs["region_logits"][:, 4], "features": outputs["features"]})
-    np.testing.assert_allclose(windows[4], single[0], rtol=1e-5)  # window 4 as if it were a photo
+    np.testing.assert_allclose(windows[4, :8], single[0], rtol=1e-5)  # window 4 as if it were a photo
     assert combine.parts(vector)[1:] == (None, None)  # a stored vector alone
     with pytest.raises(ValueError, match="--window-tags 0"):
         combine({"logits": outputs["logits"], "features": outputs["features"]})
+    with pytest.raises(ValueError, match="colours"):
+        combine({k: v for k, v in outputs.items() if k != "window_colours"})
+
+
+def _landscape(size: int = 224) -> np.ndarray:
+    """(1, 3, S, S) RGB in 0-1: a flat blue sky over a brown middle and a green, noisy field."""
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((1, 3, size, size), np.float32)
+    third = size // 3
+    pixels[0, :, :third] = np.array([0.35, 0.55, 0.9], np.float32)[:, None, None]
+    pixels[0, :, third : 2 * third] = np.array([0.5, 0.4, 0.3], np.float32)[:, None, None]
+    pixels[0, :, 2 * third :] = np.array([0.25, 0.55, 0.2], np.float32)[:, None, None]
+    pixels[0, :, 2 * third :] += rng.uniform(-0.1, 0.1, (3, size - 2 * third, size)).astype(np.float32)
+    return pixels
+
+
+def test_window_colours_read_a_blue_sky_and_a_green_field():
+    colours = window_colours(_landscape())[0]
+    assert colours.shape == (REGION_GRID**2, COLOUR_STATS)
+    evidence = colour_evidence(colours)
+    assert evidence["sky"] > 0.8 and evidence["grass"] > 0.8
+    upside_down = window_colours(_landscape()[:, :, ::-1])[0]  # a green ceiling over a blue floor
+    assert colour_evidence(upside_down) == {"sky": 0.0, "grass": 0.0}
+    grey = window_colours(np.full((1, 3, 224, 224), 0.5, np.float32))[0]  # a grey wall: smooth, not blue
+    assert colour_evidence(grey) == {"sky": 0.0, "grass": 0.0}
+    greens = _landscape()
+    greens[:, :, :74] = 0.5  # the same green field under a grey top: a plate of greens, not a lawn
+    assert colour_evidence(window_colours(greens)[0]) == {"sky": 0.0, "grass": 0.0}
+
+
+def _cue_tagger(options, words=("castle", "tower", "wall", "stone", "moat", "flag", "sky", "grass")):
+    return HierarchyTagger(list(words), np.eye(len(words), dtype=np.float32), options)
+
+
+def _castle_scene(colours: np.ndarray):
+    """A castle photo whose every window shows something else (a full scene), with the given colours."""
+    whole = np.linspace(1.0, 0.3, 8).astype(np.float32)
+    whole[6:] = 0.0  # sky and grass: nothing ImageNet names
+    block = _window_block(np.tile(whole, (REGION_GRID**2, 1)), [900] * 9, colours=colours)
+    return whole, _photo_probs(), block
+
+
+def test_colour_cues_place_sky_and_grass_right_after_the_first_five_tags():
+    whole, probs, block = _castle_scene(window_colours(_landscape())[0])
+    tags = [w for w, _ in _cue_tagger(DEFAULT_OPTIONS.with_(stacking=0.0, tag_weight=0.0)).tags(whole, probs, 8, block)]
+    assert tags[:5] == ["castle", "tower", "wall", "stone", "moat"]  # the first five never change
+    assert set(tags[5:7]) == {"sky", "grass"}
+    off = DEFAULT_OPTIONS.with_(stacking=0.0, tag_weight=0.0, colour_cues=())
+    assert [w for w, _ in _cue_tagger(off).tags(whole, probs, 8, block)][5:7] == ["flag", "sky"]  # by score alone
+    sky_only = [w for w, _ in _cue_tagger(off.with_(colour_cues=("sky",))).tags(whole, probs, 8, block)]
+    assert sky_only[5] == "sky" and sky_only.index("grass") == 7
+
+
+def test_no_colour_cue_without_its_colours_a_scene_or_the_word():
+    options = DEFAULT_OPTIONS.with_(stacking=0.0, tag_weight=0.0)
+    whole, probs, grey = _castle_scene(np.zeros((REGION_GRID**2, COLOUR_STATS), np.float32))
+    assert [w for w, _ in _cue_tagger(options).tags(whole, probs, 6, grey)][5] == "flag"
+    whole, probs, block = _castle_scene(window_colours(_landscape())[0])
+    block[:, 8:1008] = 0.0
+    block[:, 8] = 1.0  # every window's best class is the photo's own: one thing fills it, no scene
+    assert [w for w, _ in _cue_tagger(options).tags(whole, probs, 6, block)][5] == "flag"
+    without_sky = _cue_tagger(options, words=("castle", "tower", "wall", "stone", "moat", "flag", "lawn", "grass"))
+    whole, probs, block = _castle_scene(window_colours(_landscape())[0])
+    assert "sky" not in [w for w, _ in without_sky.tags(whole, probs, 8, block)]  # a vocabulary without it
 
 
 def test_backbone_windows_pool_to_its_features():
@@ -210,3 +283,17 @@ def test_window_tags_never_change_the_identity_but_do_change_the_export():
     identity = {"embedder": "conse:efficientnet_lite0", "sha": "s"}
     assert export_key({**identity, "region_outputs": True}) != export_key(identity)  # the windows' outputs
     assert DEFAULT_OPTIONS.window_tags == 3 and PLAIN.window_tags == 0
+
+
+def test_colour_cues_option_reads_words_or_none():
+    import argparse
+
+    from cli.options import add_hierarchy_options, hierarchy_options
+
+    parser = argparse.ArgumentParser()
+    add_hierarchy_options(parser)
+    assert hierarchy_options(parser.parse_args([])).colour_cues == ("sky", "grass")
+    assert hierarchy_options(parser.parse_args(["--colour-cues", "none"])).colour_cues == ()
+    assert hierarchy_options(parser.parse_args(["--colour-cues", "sky"])).colour_cues == ("sky",)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--colour-cues", "tree"])
