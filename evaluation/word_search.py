@@ -7,8 +7,10 @@ photo is relevant when the word labels it. Average precision over the whole rank
 (mAP), per source and macro-averaged over sources. The photos are scored as ``search.py`` scores an index
 built with the default model: the word space (cosine to the photos' ConSE vectors), the classifier score
 (``models.word_classifiers`` rows on the pooled features), and the two fused (``fuse``) at a weight
-chosen on the ``tune`` half; the ``report`` half says how it does. All sources searched as one collection
-(``together``) are reported beside, as a mixed photo library would be.
+chosen on the ``tune`` half; the ``report`` half says how it does. All object sources searched as one
+collection (``together``) are reported beside, as a mixed photo library would be. The scene photos of
+``evaluation.scene_photos`` are sources too (a query is each thing's first word), averaged apart (``scenes
+macro``), and all 49 are searched as one collection with the words that label at least 3 of them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from evaluation.photo_sets import benchmark_photos
 from evaluation.real_photos import tune_half
+from evaluation.scene_photos import scene_photos
 from evaluation.wordnet_tags import SPEC, network_outputs
 from foundation.atomic import write_atomic
 from foundation.vectors import load_word_vectors
@@ -33,7 +36,12 @@ from models.word_classifiers import SENSES, WordClassifiers, fuse, word_classifi
 DEFAULT_OUT = Path("runs/evaluation/word_search")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 WORD_SPACE, CLASSIFIER = 0.0, float("inf")  # weights meaning "the word space alone" and "the classifier alone"
-TOGETHER = "together"  # every source in one collection: a mixed library (not in the macro-average)
+TOGETHER = "together"  # every object source in one collection: a mixed library (not in the macro-average)
+SCENES = "scenes:"  # scene sources (evaluation.scene_photos), each its own collection, averaged apart
+SCENES_MACRO = "scenes macro"
+# every scene photo (both halves) as one collection, queried with the words that label at least 3 of them, as
+# a photo library is searched: reported, never tuned on
+SCENES_TOGETHER, SCENE_WORDS_LEAST = "scenes together", 3
 MIN_PHOTOS = 1  # a word that labels one photo still asks for it: its AP is 1 / its rank
 
 
@@ -51,13 +59,17 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
     return float((precision * hits).sum() / max(hits.sum(), 1))
 
 
-def queries(photos, rows: np.ndarray, known) -> list[str]:
-    """The label words of at least MIN_PHOTOS photos at ``rows``, a plural left out beside its singular."""
+def queries(photos, rows: np.ndarray, known, least: int = MIN_PHOTOS) -> list[str]:
+    """The label words of at least MIN_PHOTOS photos at ``rows``, a plural left out beside its singular; of a
+    scene, each thing's first word (its other words still make a photo relevant)."""
     counts: dict[str, int] = {}
     for i in rows:
-        for word in set(photos[i].words):
+        things = getattr(photos[i], "things", None)
+        for word in {thing[0] for thing in things} if things is not None else set(photos[i].words):
             counts[word] = counts.get(word, 0) + 1
-    words = {w for w, n in counts.items() if n >= MIN_PHOTOS and w in known}
+    if least > 1:  # a scene's other words count too: "tree" labels every photo of "trees|tree|forest"
+        counts = {w: sum(w in photos[i].words for i in rows) for w in counts}
+    words = {w for w, n in counts.items() if n >= least and w in known}
     return sorted(w for w in words if not (w.endswith("s") and (w[:-1] in words or w[:-2] in words)))
 
 
@@ -66,11 +78,11 @@ def classifiers_for(lever: Lever) -> WordClassifiers:
     return base if lever.synthesized else WordClassifiers(base.taxonomy, base.real, None, lever.sense)
 
 
-def search_map(lever: Lever, photos, rows, vectors, features, wv) -> tuple[float, int, int]:
+def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = MIN_PHOTOS) -> tuple[float, int, int]:
     """(mAP, queries, queries with a classifier row) of one collection."""
     classifiers = classifiers_for(lever)
     aps, with_row = [], 0
-    for word in queries(photos, rows, wv.kv.key_to_index):
+    for word in queries(photos, rows, wv.kv.key_to_index, least):
         relevant = np.array([word in photos[i].words for i in rows])
         words = vectors[rows] @ normalise(wv.kv[word].astype(np.float32))
         row = classifiers.row(word) if lever.weight else None
@@ -95,9 +107,14 @@ def levers() -> dict[str, Lever]:
 
 def run(out: Path) -> dict:
     wv = load_word_vectors()
-    photos = benchmark_photos(wv)
-    half = tune_half(photos)
-    outputs = network_outputs(photos)
+    objects = benchmark_photos(wv)
+    scenes = scene_photos(wv.kv.key_to_index)
+    half = np.concatenate([tune_half(objects), tune_half(scenes)])  # the halves scene_photos tunes on
+    outputs = {k: np.concatenate([a[k], b[k]]) for a, b in [(network_outputs(objects), network_outputs(scenes))]
+               for k in ("logits", "features")}  # fmt: skip
+    for scene in scenes:  # named apart from the object sources, after the halves and outputs are keyed
+        scene.group = SCENES + scene.group
+    photos = objects + scenes
     vectors = normalise(load_embedder(SPEC).combine(outputs).astype(np.float32))
     features = normalise(outputs["features"].astype(np.float32))
     sources = list(dict.fromkeys(p.group for p in photos))
@@ -111,12 +128,19 @@ def run(out: Path) -> dict:
                 value, n, with_row = search_map(lever, photos, rows, vectors, features, wv)
                 if n:
                     per_source[g] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
-            per_source["macro"] = {"mAP": round(float(np.mean([v["mAP"] for v in per_source.values()])), 3)}
-            value, n, with_row = search_map(lever, photos, np.nonzero(chosen)[0], vectors, features, wv)
+            for macro, kind in (("macro", lambda g: not g.startswith(SCENES)), (SCENES_MACRO, lambda g: g.startswith(SCENES))):
+                per_source[macro] = {"mAP": round(float(np.mean([v["mAP"] for g, v in per_source.items()
+                                                                 if g in sources and kind(g)])), 3)}  # fmt: skip
+            objects_only = chosen & np.array([not p.group.startswith(SCENES) for p in photos])
+            value, n, with_row = search_map(lever, photos, np.nonzero(objects_only)[0], vectors, features, wv)
             per_source[TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
             run_result[part] = per_source
+        every_scene = np.nonzero([p.group.startswith(SCENES) for p in photos])[0]
+        value, n, with_row = search_map(lever, photos, every_scene, vectors, features, wv, SCENE_WORDS_LEAST)
+        run_result[SCENES_TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
         results["runs"][name] = run_result
-        print(f"{name}: tune {run_result['tune']['macro']['mAP']} report {run_result['report']['macro']['mAP']}",
+        print(f"{name}: tune {run_result['tune']['macro']['mAP']} report {run_result['report']['macro']['mAP']}; "
+              f"scenes tune {run_result['tune'][SCENES_MACRO]['mAP']} report {run_result['report'][SCENES_MACRO]['mAP']}",
               file=sys.stderr)  # fmt: skip
     fused = {n: r for n, r in results["runs"].items() if n.startswith("fused, weight") and "," not in n[14:]}
     results["chosen_on_tune"] = max(fused, key=lambda n: fused[n]["tune"]["macro"]["mAP"])
@@ -128,14 +152,17 @@ def run(out: Path) -> dict:
 
 def markdown(results: dict) -> str:
     runs = results["runs"]
-    sources = [s for s in next(iter(runs.values()))["report"] if s not in ("macro", TOGETHER)]
     counts = next(iter(runs.values()))["report"]
+    sources = [s for s in counts if s not in ("macro", SCENES_MACRO, TOGETHER)]
     head = ("| lever (mAP, report half) | " + " | ".join(f"{s} ({counts[s]['queries']} words)" for s in sources)
-            + f" | macro | tune macro | {TOGETHER}: report / tune |")  # fmt: skip
-    lines = [head, "|---|" + "---:|" * (len(sources) + 3)]
+            + f" | macro | tune macro | {SCENES_MACRO} | tune {SCENES_MACRO} | {TOGETHER}: report / tune"
+            + f" | {SCENES_TOGETHER} (all, {next(iter(runs.values()))[SCENES_TOGETHER]['queries']} words) |")  # fmt: skip
+    lines = [head, "|---|" + "---:|" * (len(sources) + 6)]
     for name, r in runs.items():
         cells = [f"{r['report'][s]['mAP']:.3f}" for s in [*sources, "macro"]] + [f"{r['tune']['macro']['mAP']:.3f}"]
+        cells += [f"{r['report'][SCENES_MACRO]['mAP']:.3f}", f"{r['tune'][SCENES_MACRO]['mAP']:.3f}"]
         cells.append(f"{r['report'][TOGETHER]['mAP']:.3f} / {r['tune'][TOGETHER]['mAP']:.3f}")
+        cells.append(f"{r[SCENES_TOGETHER]['mAP']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(f"\nchosen on the tune half: {results['chosen_on_tune']}")
     return "\n".join(lines)

@@ -194,3 +194,15 @@ def test_the_benchmark_scores_rankings_and_asks_each_label_word_once():
               enumerate([["fig", "figs"], ["fig", "figs", "honey"], ["dal"], ["lentils"]])]  # fmt: skip
     assert queries(photos, np.arange(4), {"fig", "figs", "honey", "dal"}) == ["dal", "fig", "honey"]
     assert queries(photos, np.array([2, 3]), {"fig", "dal", "lentils"}) == ["dal", "lentils"]
+
+
+def test_scene_queries_are_each_things_first_word_and_count_its_other_words():
+    from evaluation.scene_photos import ScenePhoto
+    from evaluation.word_search import queries
+
+    photos = [ScenePhoto("opencv", f"{i}.jpg", None, things) for i, things in
+              enumerate([["tree|trees", "sky"], ["forest|tree", "lake"], ["trees|tree"], ["sky"]])]  # fmt: skip
+    known = {"tree", "trees", "forest", "sky", "lake"}
+    assert queries(photos, np.arange(4), known) == ["forest", "lake", "sky", "tree"]  # "trees" beside "tree": out
+    assert queries(photos, np.arange(4), known, least=3) == ["tree"]  # three photos say "tree", one way or another
+    assert queries(photos, np.arange(4), known, least=2) == ["sky", "tree"]
