@@ -1,6 +1,7 @@
 """What window tags (on by default in tag.py) cost, in one run: the export with region outputs against the one
 without, for index building (embedding without class probabilities, as build-images does) on small and on
-camera-size photos, and for ``tag.py one.jpg`` cold (export cached, word index built).
+camera-size photos, and for ``tag.py one.jpg`` cold (export cached, word index built), also without colour
+cues; and the windows' colours (``window_colours``, computed for every tagged photo) per photo.
 
     python benchmarks/bench_window_tags.py [OUT.json] [--camera 12] [--small 96] [--rounds 3]
 
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
 from PIL import Image
 
 from benchmarks.bench_camera import load, make_camera_photos
@@ -59,7 +61,8 @@ def building(camera: list[Path], small: list[Path], rounds: int) -> dict:
 
 def tag_cold(photo: Path, work: Path, runs: int) -> dict:
     tag = [sys.executable, str(ROOT / "tag.py"), str(photo), "--words-index", str(work / "words")]
-    commands = {"--window-tags 0": [*tag, "--window-tags", "0"], "default (window tags 3)": tag}
+    commands = {"--window-tags 0": [*tag, "--window-tags", "0"], "--colour-cues none": [*tag, "--colour-cues", "none"],
+                "default (window tags 3, colour cues)": tag}  # fmt: skip
     for command in commands.values():
         first = measure(command)  # builds the word index, exports if needed
         assert first["code"] == 0, first["stderr"]
@@ -69,6 +72,26 @@ def tag_cold(photo: Path, work: Path, runs: int) -> dict:
             results[name].append(measure(command))
     return {name: {"median_seconds": round(statistics.median(r["seconds"] for r in rs), 3),
                    "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 1)} for name, rs in results.items()}  # fmt: skip
+
+
+def colour_cost(small: list[Path], rounds: int) -> dict:
+    """Milliseconds per photo of ``window_colours`` on batches of 16 network inputs, against the tagging
+    embedder's whole ``embed_paths`` (decode, network, Combine) per photo; the fastest round of each."""
+    from foundation.images import open_image
+    from models.embedder import load_embedder
+    from models.onnx_engine import window_colours
+
+    tagging = load_embedder(SPEC).with_class_probabilities()
+    inputs = [tagging.transform(open_image(p)) for p in small[:16]]
+    batch = tagging.transform.unscale(np.stack(inputs))
+    colours, whole = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        window_colours(batch)
+        colours.append((time.perf_counter() - start) / len(batch))
+        whole.append(1 / embed_rate(tagging, small))
+    return {"window_colours_ms": round(1000 * min(colours), 3), "tagging_embed_ms": round(1000 * min(whole), 2),
+            "share": round(min(colours) / min(whole), 4)}  # fmt: skip
 
 
 def main() -> None:
@@ -89,7 +112,8 @@ def main() -> None:
                 image.crop((left, top, left + 2560, top + 1920)).resize((640, 480)).save(work / f"small_{i:04d}.jpg", quality=90)
             small.append(work / f"small_{i:04d}.jpg")
         result = {"load_before": load(), "building": building(camera, small, args.rounds),
-                  "tag_one_photo_cold": tag_cold(small[0], work, 5), "load_after": load()}  # fmt: skip
+                  "colours": colour_cost(small, args.rounds), "tag_one_photo_cold": tag_cold(small[0], work, 5),
+                  "load_after": load()}  # fmt: skip
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
