@@ -196,6 +196,9 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
                        help="scenes, with window tags: words read from the windows' colours, placed right after the "
                        "first 5 tags: sky (the top smooth and blue), grass (the bottom green and textured); "
                        f"comma-separated, or none (default {','.join(d.colour_cues)})")
+    group.add_argument("--no-place-words", dest="place_words", action="store_false",
+                       help="a place named after what it is beside (lakeside, seashore, hillside) tags only itself, "
+                       "not also that thing (lake, sea, hill)")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -208,5 +211,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
         top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
         regions=args.regions, diversity=args.diversity, explaining=args.explain_away, window_tags=args.window_tags,
-        colour_cues=args.colour_cues,
+        colour_cues=args.colour_cues, place_words=args.place_words,
     )  # fmt: skip

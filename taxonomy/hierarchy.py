@@ -46,7 +46,7 @@ TOO_GENERAL = frozenset({
 KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
 # options that change the tags but never a stored vector: left out of the key, so an index built with
 # any of their values keeps answering and `--update` keeps its rows
-TAGGING_ONLY = ("window_tags", "colour_cues")
+TAGGING_ONLY = ("window_tags", "colour_cues", "place_words")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,10 @@ class HierarchyOptions:
     # the share the photo is a scene; a cue word enters right after the first CUE_RANK - 1 tags, so the first
     # five never change (docs/results.md); (): off
     colour_cues: tuple[str, ...] = ("sky", "grass")
+    # a place named after what it is beside (lakeside, seashore, hillside, waterfront: PLACE_SUFFIXES) also
+    # reaches that word (lake, sea, hill, water) with the same weight: what a photo of a lakeside shows is a
+    # lake, and people tag it so (docs/results.md)
+    place_words: bool = True
 
     def __post_init__(self):  # options read back from an identity's JSON carry a list
         object.__setattr__(self, "colour_cues", tuple(self.colour_cues))
@@ -122,6 +126,7 @@ DIVERSITY_POOL = 10  # diverse tags are chosen among the best 10 x k words
 WINDOW_OTHER_CLASSES = 5  # a window shows something else when its best class is none of the photo's best 5
 # each window's colour statistics at the end of its part of a row (models.onnx_engine.window_colours)
 COLOUR_STATS = 4  # brightness, blue excess (b - r), green excess (g - (r + b) / 2), texture
+PLACE_SUFFIXES = ("side", "shore", "front", "coast")  # lakeside -> lake, seacoast -> sea, waterfront -> water
 CUE_RANK = 6  # a colour cue's word is placed right after the first 5 tags (if it is not already before)
 CUE_EVIDENCE = 0.3  # the least evidence x scene share that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
 
@@ -148,6 +153,14 @@ def colour_evidence(colours: np.ndarray) -> dict[str, float]:
     evidence = {word: float(np.mean([cue(s) for s in rows[row]])) for word, (row, cue, _) in COLOUR_CUES.items()}
     return {word: evidence[word] if needs is None or evidence[needs] >= CUE_EVIDENCE else 0.0
             for word, (_, _, needs) in COLOUR_CUES.items()}  # fmt: skip
+
+
+def place_word(name: str) -> str:
+    """What a place is named after (lakeside -> lake, sea-coast -> sea), or "" when it is not such a name."""
+    for suffix in PLACE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix) + 2:
+            return name[: -len(suffix)].rstrip("-_ ")
+    return ""
 
 
 def is_general(taxonomy: Taxonomy, wnid: str) -> bool:
@@ -314,7 +327,8 @@ class HierarchyTagger:
                 lemmas = taxonomy.synsets[s].names
                 for w in lemmas:  # multi-word names reach phrases of a --vocabulary (teddy bear)
                     weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
-                    for r in self.forms.get(w, ()):
+                    place = self.forms.get(place_word(w), ()) if options.place_words else ()
+                    for r in [*self.forms.get(w, ()), *place]:
                         reach[r] = max(reach.get(r, 0.0), weight)
             self._flows[c] = (np.fromiter(reach, np.int64, len(reach)),
                               np.fromiter(reach.values(), np.float32, len(reach)))  # fmt: skip

@@ -297,3 +297,22 @@ def test_colour_cues_option_reads_words_or_none():
     assert hierarchy_options(parser.parse_args(["--colour-cues", "sky"])).colour_cues == ("sky",)
     with pytest.raises(SystemExit):
         parser.parse_args(["--colour-cues", "tree"])
+    assert hierarchy_options(parser.parse_args([])).place_words
+    assert not hierarchy_options(parser.parse_args(["--no-place-words"])).place_words
+
+
+def test_a_place_named_after_what_it_is_beside_also_tags_that():
+    from taxonomy.hierarchy import place_word
+
+    assert [place_word(w) for w in ("lakeside", "sea-coast", "waterfront", "hillside", "side", "lake")] == [
+        "lake", "sea", "water", "hill", "", ""]  # fmt: skip
+    words = ["lakeside", "lake", "shore", "boat", "cat"]
+    vectors = np.eye(len(words), dtype=np.float32)
+    probs = np.zeros(1000, np.float32)
+    probs[975] = 1.0  # ImageNet's lakeside, lakeshore
+    query = np.zeros(len(words), np.float32)
+    options = PLAIN.with_(tag_weight=1.0, place_words=True)
+    tags = dict(HierarchyTagger(words, vectors, options).tags(query, probs, 3))
+    assert tags["lake"] == pytest.approx(tags["lakeside"]) and tags["lake"] > tags.get("boat", 0.0)
+    without = dict(HierarchyTagger(words, vectors, options.with_(place_words=False)).tags(query, probs, 5))
+    assert without["lake"] == pytest.approx(0.0)
