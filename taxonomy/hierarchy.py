@@ -307,7 +307,7 @@ class HierarchyTagger:
         self.synthesized_ranks = synthesized_ranks
         self.taxonomy = taxonomy = taxonomy or load_taxonomy()
         self.forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
-        self._rows_of = {w: i for i, w in enumerate(self.words) if w in COLOUR_CUES}
+        self._cue_rows = {w: i for i, w in enumerate(self.words) if w in COLOUR_CUES}
         self.class_rows = np.array(
             sorted({r for w in taxonomy.class_words() for r in self.forms.get(w, ())}), dtype=np.int64
         )
@@ -377,9 +377,9 @@ class HierarchyTagger:
 
     def window_gain(self, whole: np.ndarray, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(V,) what each word's ``window_tags`` best windows score on average beyond ``whole`` (the photo's own
-        scores), never below 0, times ``scene_share``. ``windows``: (windows, dim + 1000), each window's ConSE
-        vector and class probabilities (``models.onnx_engine.Combine.window_rows``), scored as ``scores``
-        scores a photo; ``probs``: the whole photo's class probabilities."""
+        scores), never below 0, times ``scene_share``. ``windows``: (windows, dim + 1000 + COLOUR_STATS), each
+        window's ConSE vector, class probabilities and colours (``models.onnx_engine.Combine.window_rows``), its
+        vector and classes scored as ``scores`` scores a photo; ``probs``: the whole photo's class probabilities."""
         dim, classes = self.window_layout(windows)
         per_window = np.stack([self.scores(w[:dim], w[dim:classes]) for w in windows])
         k = min(self.options.window_tags, len(per_window))
@@ -400,7 +400,7 @@ class HierarchyTagger:
         rank = min(CUE_RANK - 2, len(scores) - 1)
         last_kept = float(-np.partition(-placed, rank)[rank])
         for word, evidence in colour_evidence(windows[:, classes:]).items():
-            row = self._rows_of.get(word)
+            row = self._cue_rows.get(word)
             if row is not None and word in self.options.colour_cues and evidence * share >= CUE_EVIDENCE:
                 placed[row] = max(placed[row], last_kept - 1e-5 * (2.0 - evidence))
         return placed
