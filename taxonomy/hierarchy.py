@@ -127,6 +127,7 @@ WINDOW_OTHER_CLASSES = 5  # a window shows something else when its best class is
 # each window's colour statistics at the end of its part of a row (models.onnx_engine.window_colours)
 COLOUR_STATS = 4  # brightness, blue excess (b - r), green excess (g - (r + b) / 2), texture
 PLACE_SUFFIXES = ("side", "shore", "front", "coast")  # lakeside -> lake, seacoast -> sea, waterfront -> water
+SAME_NOUN_POOL = 4  # a word's singular and plural count once among the best 4 x k words
 CUE_RANK = 6  # a colour cue's word is placed right after the first 5 tags (if it is not already before)
 CUE_EVIDENCE = 0.3  # the least evidence x scene share that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
 
@@ -195,19 +196,24 @@ def keyword_chain(word: str, nearest: int = 2, taxonomy: Taxonomy | None = None)
     return (*reversed(picked), word)
 
 
+def noun_bases(word: str) -> set[str]:
+    """The word and the singulars it may be the regular plural of: cats -> cat; berries -> berry; boxes -> box.
+    Over-generated ones (``glas`` from ``glass``) name no synset, so they do no harm."""
+    bases = {word}
+    if word.endswith("s") and len(word) > 3:
+        bases.add(word[:-1])
+        if word.endswith("es"):
+            bases.add(word[:-2])
+        if word.endswith("ies"):
+            bases.add(word[:-3] + "y")
+    return bases
+
+
 def noun_forms(words: list[str]) -> dict[str, list[int]]:
-    """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats; berry <- berries;
-    box <- boxes. Over-generated lemmas (``glas`` from ``glass``) name no synset, so they do no harm."""
+    """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats."""
     forms: dict[str, list[int]] = {}
     for i, w in enumerate(words):
-        bases = {w}
-        if w.endswith("s") and len(w) > 3:
-            bases.add(w[:-1])
-            if w.endswith("es"):
-                bases.add(w[:-2])
-            if w.endswith("ies"):
-                bases.add(w[:-3] + "y")
-        for base in bases:
+        for base in noun_bases(w):
             forms.setdefault(base, []).append(i)
     return forms
 
@@ -428,10 +434,23 @@ class HierarchyTagger:
                 scores = self.colour_cues(scores, probs, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.words[i], float(scores[i])) for i in top]
+        return self.best(scores, k)
+
+    def best(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best words, best first, a word left out after its own singular or plural (eggs after egg:
+        one tag says both), looked for among the best SAME_NOUN_POOL x k."""
+        n = min(len(scores), SAME_NOUN_POOL * k)
+        top = np.argpartition(-scores, n - 1)[:n]
+        chosen: list[tuple[str, float]] = []
+        said: set[str] = set()
+        for i in top[np.argsort(-scores[top], kind="stable")]:
+            bases = noun_bases(self.words[i])
+            if not bases & said:
+                chosen.append((self.words[i], float(scores[i])))
+                said |= bases
+                if len(chosen) == k:
+                    break
+        return chosen
 
     def explained(self, query: np.ndarray, probs: np.ndarray, k: int, gain=0.0) -> list[tuple[str, float]]:
         """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,

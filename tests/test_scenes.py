@@ -316,3 +316,12 @@ def test_a_place_named_after_what_it_is_beside_also_tags_that():
     assert tags["lake"] == pytest.approx(tags["lakeside"]) and tags["lake"] > tags.get("boat", 0.0)
     without = dict(HierarchyTagger(words, vectors, options.with_(place_words=False)).tags(query, probs, 5))
     assert without["lake"] == pytest.approx(0.0)
+
+
+def test_a_word_after_its_own_singular_or_plural_is_left_out():
+    words = ["eggs", "egg", "boxes", "box", "chicken"]
+    vectors = np.eye(len(words), dtype=np.float32)
+    query = np.array([1.0, 0.9, 0.8, 0.7, 0.6], np.float32)
+    tags = [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 3)]
+    assert tags == ["eggs", "boxes", "chicken"]  # one tag says both; the next distinct word takes the place
+    assert [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 10)] == tags  # none left
