@@ -381,27 +381,33 @@ class HierarchyTagger:
             scores[self.class_rows] -= self.options.stacking
         return scores
 
-    def window_gain(self, whole: np.ndarray, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    def window_gain(self, whole: np.ndarray, windows: np.ndarray, share: float) -> np.ndarray:
         """(V,) what each word's ``window_tags`` best windows score on average beyond ``whole`` (the photo's own
-        scores), never below 0, times ``scene_share``. ``windows``: (windows, dim + 1000 + COLOUR_STATS), each
-        window's ConSE vector, class probabilities and colours (``models.onnx_engine.Combine.window_rows``), its
-        vector and classes scored as ``scores`` scores a photo; ``probs``: the whole photo's class probabilities."""
+        scores), never below 0, times ``share`` (``window_share``). ``windows``: (windows, dim + 1000 +
+        COLOUR_STATS), each window's ConSE vector, class probabilities and colours
+        (``models.onnx_engine.Combine.window_rows``), its vector and classes scored as ``scores`` scores a photo."""
         dim, classes = self.window_layout(windows)
         per_window = np.stack([self.scores(w[:dim], w[dim:classes]) for w in windows])
         k = min(self.options.window_tags, len(per_window))
         best = -np.partition(-per_window, k - 1, axis=0)[:k].mean(axis=0)
-        return self.scene_share(probs, windows[:, dim:classes], k) * np.maximum(best - whole, 0.0)
+        return share * np.maximum(best - whole, 0.0)
+
+    def window_share(self, probs: np.ndarray, windows: np.ndarray) -> float:
+        """``scene_share`` of a photo (``probs``: its class probabilities) from its window rows, over the
+        ``window_tags`` windows the gain averages: what the window gain and the colour cues are scaled by."""
+        dim, classes = self.window_layout(windows)
+        return self.scene_share(probs, windows[:, dim:classes], min(self.options.window_tags, len(windows)))
 
     def window_layout(self, windows: np.ndarray) -> tuple[int, int]:
         """Where a window's class probabilities start and end: after its vector, before its colours."""
         classes = windows.shape[1] - COLOUR_STATS
         return classes - len(self.taxonomy.classes), classes
 
-    def colour_cues(self, scores: np.ndarray, probs: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """``scores`` with each cue word (``colour_evidence``) whose evidence x scene share reaches CUE_EVIDENCE
-        placed right after the first CUE_RANK - 1 tags, stronger evidence first, unless it is already before."""
-        dim, classes = self.window_layout(windows)
-        share = self.scene_share(probs, windows[:, dim:classes], min(self.options.window_tags, len(windows)))
+    def colour_cues(self, scores: np.ndarray, windows: np.ndarray, share: float) -> np.ndarray:
+        """``scores`` with each cue word (``colour_evidence``) whose evidence x ``share`` (``window_share``)
+        reaches CUE_EVIDENCE placed right after the first CUE_RANK - 1 tags, stronger evidence first, unless it
+        is already before."""
+        classes = self.window_layout(windows)[1]
         placed = np.array(scores, dtype=np.float32)
         rank = min(CUE_RANK - 2, len(scores) - 1)
         last_kept = float(-np.partition(-placed, rank)[rank])
@@ -424,14 +430,15 @@ class HierarchyTagger:
         """The ``k`` best words as ``(word, score)``, best first; ``windows`` (with ``window_tags``) add what the
         photo's parts show."""
         with_windows = self.options.window_tags and windows is not None
+        share = self.window_share(probs, windows) if with_windows else 0.0
         if self.options.explaining and probs is not None and self.options.tag_weight:
-            gain = self.window_gain(self.scores(query, probs), probs, windows) if with_windows else 0.0
+            gain = self.window_gain(self.scores(query, probs), windows, share) if with_windows else 0.0
             return self.explained(query, probs, k, gain)
         scores = self.scores(query, probs)
         if with_windows:
-            scores = scores + self.window_gain(scores, probs, windows)
+            scores = scores + self.window_gain(scores, windows, share)
             if self.options.colour_cues:
-                scores = self.colour_cues(scores, probs, windows)
+                scores = self.colour_cues(scores, windows, share)
         if self.options.diversity:
             return self.diverse(scores, k)
         return self.best(scores, k)
