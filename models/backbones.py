@@ -15,6 +15,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 from torch import Tensor, nn
 
+from models.onnx_engine import window_cells
 from models.preprocess import LITE_SIZES as _LITE_SIZES
 from models.preprocess import ImageTransform, pixel_transform
 from models.weights import BackboneError, shipped_lite_file, weights_identity
@@ -82,9 +83,7 @@ class Backbone(nn.Module):
         can score each part of a photo apart (several things in one scene). Only ``has_feature_map``
         backbones: VGG16's features (fc2) are no pooled map."""
         feature_map = self._feature_map(images.contiguous(memory_format=torch.channels_last))
-        side = min(feature_map.shape[-2:])  # a constant when exported (one image size)
-        stride = max(1, side // grid)  # 7 x 7, grid 3: windows of 3 cells every 2 (adaptive pooling's bins)
-        kernel = max(1, side - (grid - 1) * stride)
+        stride, kernel = window_cells(min(feature_map.shape[-2:]), grid)  # a constant when exported (one size)
         windows = nn.functional.avg_pool2d(feature_map, kernel, stride)
         windows = torch.flatten(windows, 2).transpose(1, 2)
         return torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, 1), 1), windows

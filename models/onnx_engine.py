@@ -209,12 +209,19 @@ REGION_CONFIDENCE = 0.5  # the lowest of 0.2, 0.3, 0.5 that costs the ImageNet s
 REGION_GRID = 3
 
 
+def window_cells(side: int, grid: int = REGION_GRID) -> tuple[int, int]:
+    """(stride, kernel) in cells of the ``grid`` x ``grid`` overlapping windows over a ``side`` x ``side``
+    feature map (7, 3: windows of 3 cells every 2, adaptive pooling's bins): ``Backbone.regions`` pools them,
+    ``window_spans`` reads their pixels."""
+    stride = max(1, side // grid)
+    return stride, max(1, side - (grid - 1) * stride)
+
+
 def window_spans(size: int, grid: int = REGION_GRID) -> list[tuple[int, int]]:
     """Pixel spans [start, end) of the windows along one side of a ``size`` x ``size`` input: the cells that
     ``models.backbones.Backbone.regions`` pools on the feature map (the input downsampled 32 times)."""
     side = max(1, size // 32)
-    stride = max(1, side // grid)
-    kernel = max(1, side - (grid - 1) * stride)
+    stride, kernel = window_cells(side, grid)
     return [(round(i * stride * size / side), round(min(side, i * stride + kernel) * size / side)) for i in range(grid)]
 
 
