@@ -238,7 +238,7 @@ def run(out: Path, sweep: bool, cost: bool) -> dict:
     wv = load_word_vectors()
     known = wv.kv.key_to_index
     scenes, objects = scene_photos(known), benchmark_photos(wv)
-    scene_out, object_out = network_outputs(scenes, regions=True), network_outputs(objects, regions=True)
+    scene_out, object_out = network_outputs(scenes), network_outputs(objects)
     embedder = load_embedder(SPEC).with_class_probabilities()
     open_words = visual_words(wv.kv.index_to_key)
     levers = dict(LEVERS)

@@ -47,10 +47,11 @@ SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 
          "frequency_prior": (0.25, 0.5, 1.0, 2.0, 4.0)}  # fmt: skip
 
 
-def network_outputs(photos, regions: bool = False) -> dict[str, np.ndarray]:
-    """The ConSE embedder's network outputs (logits, features, ``region_logits`` and ``window_colours``) of
-    every photo, cached per photo set."""
-    embedder = load_embedder(SPEC, conse_options=WITHOUT.with_(regions=int(regions))).with_class_probabilities()
+def network_outputs(photos) -> dict[str, np.ndarray]:
+    """The ConSE embedder's network outputs (logits, features, and with window tags, on by default,
+    ``region_logits`` and ``window_colours``) of every photo, cached per photo set: every lever's Combine
+    reads the same outputs."""
+    embedder = load_embedder(SPEC, conse_options=WITHOUT).with_class_probabilities()
     keys = "|".join(photo_key(p) + f":{p.image.size}" for p in photos)
     digest = hashlib.sha256(f"{embedder.identity['sha']}|window_colours|{keys}".encode()).hexdigest()[:16]
     cache = user_cache_dir() / "wordnet_tags" / f"outputs-{digest}.npz"
@@ -132,7 +133,7 @@ def run(out: Path, sweep: bool) -> dict:
     wv = load_word_vectors()
     photos = benchmark_photos(wv)
     half = tune_half(photos)
-    outputs = network_outputs(photos, regions=True)  # window tags (on by default) score the windows
+    outputs = network_outputs(photos)
     closed = closed_vocabularies(photos)
     open_words = visual_words(wv.kv.index_to_key)
     imagenet_words = load_taxonomy().class_words()
