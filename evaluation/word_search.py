@@ -60,16 +60,14 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 
 def queries(photos, rows: np.ndarray, known, least: int = MIN_PHOTOS) -> list[str]:
-    """The label words of at least MIN_PHOTOS photos at ``rows``, a plural left out beside its singular; of a
-    scene, each thing's first word (its other words still make a photo relevant)."""
-    counts: dict[str, int] = {}
+    """The words asked of the photos at ``rows`` (their label words; of a scene, each thing's first word) that
+    label at least ``least`` of them (a scene's other words count too: "tree" labels every photo of
+    "trees|tree|forest"), a plural left out beside its singular."""
+    asked: set[str] = set()
     for i in rows:
         things = getattr(photos[i], "things", None)
-        for word in {thing[0] for thing in things} if things is not None else set(photos[i].words):
-            counts[word] = counts.get(word, 0) + 1
-    if least > 1:  # a scene's other words count too: "tree" labels every photo of "trees|tree|forest"
-        counts = {w: sum(w in photos[i].words for i in rows) for w in counts}
-    words = {w for w, n in counts.items() if n >= least and w in known}
+        asked |= {thing[0] for thing in things} if things is not None else set(photos[i].words)
+    words = {w for w in asked if w in known and sum(w in photos[i].words for i in rows) >= least}
     return sorted(w for w in words if not (w.endswith("s") and (w[:-1] in words or w[:-2] in words)))
 
 
