@@ -16,7 +16,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from foundation.atomic import write_atomic
+from foundation.atomic import user_cache_dir, write_atomic
+
+
+def memo_folder() -> Path:
+    """Where every file hash worth keeping across processes is remembered (per user): index files already
+    checked, shipped weights."""
+    return user_cache_dir() / "verified"
 
 BLOCK = 1 << 20
 _MEMO: dict[str, str] = {}

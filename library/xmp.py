@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import html
 import os
 import pyexpat
 import re
@@ -39,7 +40,6 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from foundation.atomic import WriteError, write_atomic
 from foundation.errors import WordsightError
@@ -408,7 +408,7 @@ class Packet:
         if container is None:  # a single string (or nothing) becomes a bag holding it first, as written
             old = "" if present & drop else self.data[element.body : element.close].strip(_WHITESPACE).decode()
             indent = self._indent(element.start)
-            items = [*([old] if old else []), *map(escape, fresh)]
+            items = [*([old] if old else []), *map(_escape, fresh)]
             return [self._content(element, _bag(rdf, items, indent, escaped=True) + "\n" + indent)]
         edits = [(self._line_start(item.element.start), item.element.end, "") for item in found.items
                  if item.text in drop]  # fmt: skip
@@ -416,7 +416,7 @@ class Packet:
             li = _qname(container.prefix, "li")
             first = found.items[0].element.start if found.items else None
             indent = self._indent(first) if first is not None else self._indent(container.start) + " "
-            edits.append(self._append(container, "".join(f"\n{indent}<{li}>{escape(v)}</{li}>" for v in fresh)))
+            edits.append(self._append(container, "".join(f"\n{indent}<{li}>{_escape(v)}</{li}>" for v in fresh)))
         return edits
 
     def _add(self, additions: list[tuple[tuple[str, str], list[str]]]) -> tuple[int, int, str]:
@@ -451,11 +451,16 @@ def _qname(prefix: str, name: str) -> str:
     return f"{prefix}:{name}" if prefix else name
 
 
+def _escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as XML text needs them (xml.sax's escape, without its import of urllib)."""
+    return html.escape(text, quote=False)
+
+
 def _bag(rdf: str, values: list[str], indent: str, escaped: bool = False) -> str:
     """The lines of an ``rdf:Bag`` of ``values`` inside a property indented by ``indent``, as exiftool lays
     them out; each line starts with a newline."""
     bag, li = _qname(rdf, "Bag"), _qname(rdf, "li")
-    items = "".join(f"\n{indent}  <{li}>{v if escaped else escape(v)}</{li}>" for v in values)
+    items = "".join(f"\n{indent}  <{li}>{v if escaped else _escape(v)}</{li}>" for v in values)
     return f"\n{indent} <{bag}>{items}\n{indent} </{bag}>"
 
 

@@ -20,8 +20,10 @@ class BackboneError(WordsightError, RuntimeError):
 
 
 def file_sha12(path: str | os.PathLike) -> str:
-    """First 12 hex of the file's sha256, remembered per file version: hashing VGG16 takes seconds."""
-    return hashing.file_sha(path, 12)
+    """First 12 hex of the file's sha256, remembered per file version across processes (under the cache's
+    ``verified/``, as index files are): hashing VGG16 takes seconds, and even Lite0's a fiftieth of every
+    tag.py start."""
+    return hashing.file_sha(path, 12, memo_dir=hashing.memo_folder())
 
 
 def shipped_lite_file(name: str) -> Path:

@@ -67,7 +67,7 @@ def write_classifiers(out: Path, wnids: list[str], rows: np.ndarray, bias: float
 
 def read_classifiers(path: Path) -> SynthesizedClassifiers:
     with np.load(path, allow_pickle=False) as data:
-        return SynthesizedClassifiers(tuple(str(w) for w in data["wnids"]), data["codes"], data["basis"],
+        return SynthesizedClassifiers(tuple(data["wnids"].tolist()), data["codes"], data["basis"],
                                       float(data["bias"]), json.loads(str(data["identity"])))  # fmt: skip
 
 

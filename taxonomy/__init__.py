@@ -34,6 +34,19 @@ class Synset(NamedTuple):
         return list(dict.fromkeys(l.lower().replace("_", " ") for l in self.lemmas))
 
 
+def synset_row(lemmas, hypernyms, depth: int) -> str:
+    """A synset as the data file holds it: ``"lemma lemma|hypernym hypernym|depth"`` (WordNet lemmas have no
+    spaces). One string a synset parses several times faster than nested lists: the file is read at every
+    tag.py start."""
+    return f"{' '.join(lemmas)}|{' '.join(hypernyms)}|{depth}"
+
+
+def read_row(row: str) -> tuple[list[str], list[str], int]:
+    """``synset_row``'s (lemmas, hypernyms, depth)."""
+    lemmas, hypernyms, depth = row.split("|")
+    return lemmas.split(), hypernyms.split(), int(depth)
+
+
 class SynsetTable(dict):
     """``wnid -> Synset``, each made when first asked for: tagging touches a few dozen of the 17k synsets,
     and making them all would cost a tenth of a second at every start. Whole-table views make the rest."""
@@ -43,13 +56,13 @@ class SynsetTable(dict):
         self._raw, self._counts = raw, counts
 
     def __missing__(self, wnid: str) -> Synset:
-        lemmas, hypernyms, depth = self._raw[wnid]
+        lemmas, hypernyms, depth = read_row(self._raw[wnid])
         synset = self[wnid] = Synset(wnid, tuple(lemmas), tuple(hypernyms), depth, tuple(self._counts.get(wnid, ())))
         return synset
 
     def lemmas_of(self, wnid: str) -> list[str]:
         """The lemmas of ``wnid`` without making its Synset (word search's sense table reads them all)."""
-        return self._raw[wnid][0]
+        return self._raw[wnid].split("|", 1)[0].split()
 
     def _complete(self) -> None:
         if len(self._raw) != dict.__len__(self):
@@ -91,9 +104,9 @@ class Taxonomy:
         self.counts: dict[str, list[int]] = counts  # wnid -> per lemma tagged-corpus counts (nonzero only)
         self.synsets = SynsetTable({**data["synsets"], **data.get("more_synsets", {})}, counts)
         self.imagenet_part = frozenset(data["synsets"])  # the classes and their ancestors
-        self.synthesized: list[str] = data.get("synthesized", [])  # synsets with synthesized classifiers
-        self.physical_nouns: list[str] = data.get("physical_nouns", [])
-        self.colour_words: list[str] = data.get("colour_words", [])
+        self.synthesized: list[str] = data.get("synthesized", "").split()  # synsets with synthesized classifiers
+        self.physical_nouns: list[str] = data.get("physical_nouns", "").split()
+        self.colour_words: list[str] = data.get("colour_words", "").split()
 
     def ancestors(self, wnid: str, levels: int | None = None) -> dict[str, int]:
         """``{ancestor wnid: fewest hypernym steps from wnid}`` up to ``levels`` steps (None: to the root)."""

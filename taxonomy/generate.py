@@ -8,11 +8,12 @@ WordNet 3.0 noun offsets are ImageNet's wnids (``n02123159`` = tiger_cat). ``dat
 directly by ``taxonomy.wordnet`` (no nltk, which would need a ``lexnames`` file Debian does not ship). The file holds:
 
 - ``classes``: the 1000 wnids in the classifier's logit order;
-- ``synsets``: every class and every ancestor, ``wnid -> [lemmas, hypernym wnids, depth]`` (hypernyms
-  include instance hypernyms; depth = shortest distance from ``entity``). Hypernym chains are the
-  paths through this table;
+- ``synsets``: every class and every ancestor, ``wnid -> "lemmas|hypernym wnids|depth"`` (``taxonomy.synset_row``;
+  hypernyms include instance hypernyms; depth = shortest distance from ``entity``). Hypernym chains are
+  the paths through this table;
 - ``physical_nouns``: single-word, alphabetic lemmas whose most frequent noun sense lies under
-  ``physical_entity`` (concrete things a photo can show), sorted;
+  ``physical_entity`` (concrete things a photo can show), sorted; this and the other word and wnid lists
+  are each one space-separated string;
 - ``colour_words``: single-word lemmas under ``chromatic_color`` and ``achromatic_color``;
 - ``synthesized``: the synsets ``models/data/<backbone>.npz`` holds synthesized classifiers for, in its
   row order: under ``physical_entity``, not an ImageNet class, with a single-word lemma among GloVe 6B's
@@ -31,6 +32,7 @@ import re
 import sys
 from pathlib import Path
 
+from taxonomy import read_row, synset_row
 from taxonomy.wordnet import (
     PHYSICAL_ENTITY,
     WORDNET_DIR,
@@ -59,19 +61,20 @@ def build(wordnet_dir: Path, class_wnids: list[str], vocabulary: bool = True) ->
         raise SystemExit(f"error: {len(missing)} wnids are not WordNet 3.0 nouns (e.g. {missing[:3]})")
     depth = depths(synsets)
     keep = set(class_wnids).union(*(ancestors(synsets, w) for w in class_wnids))
-    table = {w: [synsets[w].lemmas, synsets[w].hypernyms, depth[w]] for w in sorted(keep)}
+    table = {w: synset_row(synsets[w].lemmas, synsets[w].hypernyms, depth[w]) for w in sorted(keep)}
     data = {"wordnet": "3.0", "classes": list(class_wnids), "synsets": table}
     if vocabulary:
         senses = read_senses(wordnet_dir)
         physical = descendants(synsets, [PHYSICAL_ENTITY])
-        data["physical_nouns"] = sorted(
-            w for w, s in senses.items() if _ALPHABETIC.fullmatch(w) and s[0] in physical
+        data["physical_nouns"] = " ".join(
+            sorted(w for w, s in senses.items() if _ALPHABETIC.fullmatch(w) and s[0] in physical)
         )
         colours = descendants(synsets, COLOUR_ROOTS)
-        data["colour_words"] = sorted({w for c in colours for w in single_words(synsets[c].lemmas)})
-        data["synthesized"] = synthesized(synsets, physical, set(class_wnids), frequent_words())
-        more = set(data["synthesized"]).union(*(ancestors(synsets, w) for w in data["synthesized"])) - keep
-        data["more_synsets"] = {w: [synsets[w].lemmas, synsets[w].hypernyms, depth[w]] for w in sorted(more)}
+        data["colour_words"] = " ".join(sorted({w for c in colours for w in single_words(synsets[c].lemmas)}))
+        made = synthesized(synsets, physical, set(class_wnids), frequent_words())
+        data["synthesized"] = " ".join(made)
+        more = set(made).union(*(ancestors(synsets, w) for w in made)) - keep
+        data["more_synsets"] = {w: synset_row(synsets[w].lemmas, synsets[w].hypernyms, depth[w]) for w in sorted(more)}
         data["counts"] = {w: synsets[w].counts for w in sorted(keep | more) if any(synsets[w].counts)}
     return data
 
@@ -101,7 +104,7 @@ def check_order(data: dict, class_names: list[str]) -> list[int]:
     """Classes whose torchvision name (the model's output order) is none of the wnid's lemmas."""
     bad = []
     for i, (wnid, name) in enumerate(zip(data["classes"], class_names)):
-        lemmas = {lemma.lower().replace("_", " ") for lemma in data["synsets"][wnid][0]}
+        lemmas = {lemma.lower().replace("_", " ") for lemma in read_row(data["synsets"][wnid])[0]}
         if not any(part.lower() in lemmas for part in name.split(", ")):
             bad.append(i)
     return bad
@@ -135,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: the class order does not match the model's output order")
     write(data, args.out)
     print(
-        f"wrote {args.out}: {len(data['synsets'])} synsets, {len(data['physical_nouns'])} physical nouns, "
-        f"{len(data['colour_words'])} colour words",
+        f"wrote {args.out}: {len(data['synsets'])} synsets, {len(data['physical_nouns'].split())} physical nouns, "
+        f"{len(data['colour_words'].split())} colour words",
         file=sys.stderr,
     )
     return 0

@@ -209,13 +209,13 @@ def noun_bases(word: str) -> set[str]:
     return bases
 
 
-def noun_forms(words: list[str]) -> dict[str, list[int]]:
-    """``{lemma: rows of words that are it or its regular plural}``: cat <- cat, cats."""
-    forms: dict[str, list[int]] = {}
-    for i, w in enumerate(words):
-        for base in noun_bases(w):
-            forms.setdefault(base, []).append(i)
-    return forms
+def noun_plurals(lemma: str) -> tuple[str, ...]:
+    """The lemma and every word ``noun_bases`` reads as its regular plural: cat -> cats; box -> boxes;
+    berry -> berries. The inverse of ``noun_bases``, so a vocabulary needs no table of all its words' bases."""
+    forms = [lemma, lemma + "s", lemma + "es"]
+    if lemma.endswith("y"):
+        forms.append(lemma[:-1] + "ies")
+    return (lemma, *(f for f in forms[1:] if len(f) > 3))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -312,14 +312,18 @@ class HierarchyTagger:
         self.words, self.vectors, self.options = list(words), unit_vectors, options
         self.synthesized_ranks = synthesized_ranks
         self.taxonomy = taxonomy = taxonomy or load_taxonomy()
-        self.forms = noun_forms(self.words)  # lemma -> rows of it and its plurals: "cats" is a cat too
+        self._rows = {w: i for i, w in enumerate(self.words)}
         self._cue_rows = {w: i for i, w in enumerate(self.words) if w in COLOUR_CUES}
         self.class_rows = np.array(
-            sorted({r for w in taxonomy.class_words() for r in self.forms.get(w, ())}), dtype=np.int64
+            sorted({r for w in taxonomy.class_words() for r in self.forms(w)}), dtype=np.int64
         )
         self.wnids = [*taxonomy.classes, *taxonomy.synthesized]
         self._priors: np.ndarray | None = None
         self._flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per class, made when first needed
+
+    def forms(self, lemma: str) -> list[int]:
+        """The vocabulary rows of ``lemma`` and of its regular plurals: "cats" is a cat too."""
+        return [self._rows[f] for f in noun_plurals(lemma) if f in self._rows]
 
     def flow(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """(vocabulary rows, weights) that class ``c``'s probability reaches up its hypernym chains."""
@@ -333,8 +337,8 @@ class HierarchyTagger:
                 lemmas = taxonomy.synsets[s].names
                 for w in lemmas:  # multi-word names reach phrases of a --vocabulary (teddy bear)
                     weight = options.tag_decay**k * (1.0 if not k or w == lemmas[0] else options.tag_synonyms)
-                    place = self.forms.get(place_word(w), ()) if options.place_words else ()
-                    for r in [*self.forms.get(w, ()), *place]:
+                    place = self.forms(place_word(w)) if options.place_words else ()
+                    for r in [*self.forms(w), *place]:
                         reach[r] = max(reach.get(r, 0.0), weight)
             self._flows[c] = (np.fromiter(reach, np.int64, len(reach)),
                               np.fromiter(reach.values(), np.float32, len(reach)))  # fmt: skip

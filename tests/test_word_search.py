@@ -32,9 +32,9 @@ def tiny_taxonomy(castle_as_palace: int = 1) -> Taxonomy:
     (palace, castle: the corpus uses "castle" for it ``castle_as_palace`` times) and n04 (blue)."""
     return Taxonomy({
         "classes": ["n01", "n02"],
-        "synsets": {"n01": [["castle"], ["n09"], 2], "n02": [["red"], ["n09"], 2], "n09": [["thing"], [], 1]},
-        "more_synsets": {"n03": [["palace", "castle"], ["n09"], 2], "n04": [["blue", "ice_cream"], ["n09"], 2]},
-        "synthesized": ["n03", "n04"],
+        "synsets": {"n01": "castle|n09|2", "n02": "red|n09|2", "n09": "thing||1"},
+        "more_synsets": {"n03": "palace castle|n09|2", "n04": "blue ice_cream|n09|2"},
+        "synthesized": "n03 n04",
         "counts": {"n03": [4, castle_as_palace]},
     })  # fmt: skip
 

@@ -32,7 +32,6 @@ from indexing.bundle.layout import (
 )
 from indexing.bundle.manifest import manifest_sha
 from indexing.bundle.segments import COMPACT_AT, DELTA_KEY, PREFIX, TOMBSTONES, delta_name
-from indexing.bundle.verify import verified_dir
 from indexing.errors import BundleError, reason
 from indexing.generations.folders import prepare, publish
 from indexing.generations.lock import build_lock
@@ -191,8 +190,8 @@ class BundleBuilder:
         files = manifest["files"]
         root = publish(self.tmp, self.target, [name for name in [*files, MANIFEST_FILE] if not name.startswith(PREFIX)])
         for name, recorded in files.items():  # hashed as written: the first open need not read them again
-            hashing.remember(root / name, recorded["sha256"], verified_dir())
-        hashing.prune(verified_dir())
+            hashing.remember(root / name, recorded["sha256"], hashing.memo_folder())
+        hashing.prune(hashing.memo_folder())
         return open_bundle(self.target)
 
     def _forest(self, kind: str, items: Sequence[str], n_trees: int | None, search_k: int | None, on_disk: bool,

@@ -9,14 +9,8 @@ import stat
 from pathlib import Path
 
 from foundation import hashing
-from foundation.atomic import user_cache_dir
 from indexing.bundle.manifest import safe_fields
 from indexing.errors import BundleDamaged, BundleError, reason, rebuild_hint
-
-
-def verified_dir() -> Path:
-    """Where the hashes of bundle files already checked are remembered (per user)."""
-    return user_cache_dir() / "verified"
 
 
 def check_file(path: Path, file: Path, manifest: dict) -> None:
@@ -41,7 +35,7 @@ def check_file(path: Path, file: Path, manifest: dict) -> None:
     if st.st_size != recorded["bytes"]:
         raise BundleDamaged(f"{file} is damaged (size {st.st_size}, expected {recorded['bytes']}); {hint}")
     try:
-        sha = hashing.file_sha(file, 64, memo_dir=verified_dir())
+        sha = hashing.file_sha(file, 64, memo_dir=hashing.memo_folder())
     except PermissionError as err:
         raise BundleError(f"cannot read {file}: {reason(err)}") from None
     except OSError as err:
