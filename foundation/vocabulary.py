@@ -1,4 +1,5 @@
-"""The default tag vocabulary's rules: which GloVe entries count as words worth tagging with.
+"""The default tag vocabulary's rules: which GloVe entries count as words worth tagging with, and which are
+one noun's singular and regular plural.
 
 Plain stdlib, so word queries (which never load gensim) and the metrics share one definition.
 """
@@ -33,3 +34,25 @@ def frequent_words(index_to_key: list[str], size: int) -> list[str]:
             if len(words) == size:
                 break
     return words
+
+
+def noun_bases(word: str) -> set[str]:
+    """The word and the singulars it may be the regular plural of: cats -> cat; berries -> berry; boxes -> box.
+    Over-generated ones (``glas`` from ``glass``) name no synset, so they do no harm."""
+    bases = {word}
+    if word.endswith("s") and len(word) > 3:
+        bases.add(word[:-1])
+        if word.endswith("es"):
+            bases.add(word[:-2])
+        if word.endswith("ies"):
+            bases.add(word[:-3] + "y")
+    return bases
+
+
+def noun_plurals(lemma: str) -> tuple[str, ...]:
+    """The lemma and every word ``noun_bases`` reads as its regular plural: cat -> cats; box -> boxes;
+    berry -> berries. The inverse of ``noun_bases``, so a vocabulary needs no table of all its words' bases."""
+    forms = [lemma, lemma + "s", lemma + "es"]
+    if lemma.endswith("y"):
+        forms.append(lemma[:-1] + "ies")
+    return (lemma, *(f for f in forms[1:] if len(f) > 3))

@@ -32,6 +32,7 @@ import numpy as np
 from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
 from foundation.spelling import text_pieces
+from foundation.vocabulary import noun_bases
 from models.wordnet_classifiers import (
     ARTEFACT_DIR,
     SynthesizedClassifiers,
@@ -69,15 +70,24 @@ class Rows:
     def key_row(self, key: str) -> int | None:
         raise NotImplementedError
 
+    def noun_row(self, key: str) -> int | None:
+        """The row of a lemma key, or of the singular it is the regular plural of (``hills``: hill; WordNet
+        lemmas are singular), longest first (``glasses``: glass, not glasse)."""
+        for base in sorted(noun_bases(key), key=lambda b: (b != key, -len(b))):
+            number = self.key_row(base)
+            if number is not None:
+                return number
+        return None
+
     def row(self, text: str) -> np.ndarray | None:
         """The unit row (float32) of query text read as labels are (``foundation.spelling``): the whole text
-        as one lemma (``ice cream``, ``Dog!``), else the sum of its words' rows (``summer dress``: dress), or
-        None when none has a visual WordNet sense."""
+        as one lemma (``ice cream``, ``Dog!``, ``hills``), else the sum of its words' rows (``summer dress``:
+        dress), or None when none has a visual WordNet sense."""
         pieces = [piece.strip(string.punctuation) for piece in text_pieces(text)]
-        whole = self.key_row(lemma_key(" ".join(pieces)))
+        whole = self.noun_row(lemma_key(" ".join(pieces)))
         if whole is not None or len(pieces) < 2:
             return None if whole is None else self.unit_row(whole)
-        found = [number for number in map(self.key_row, pieces) if number is not None]
+        found = [number for number in map(self.noun_row, pieces) if number is not None]
         return unit(np.sum([self.unit_row(n) for n in found], axis=0)) if found else None
 
     def unit_row(self, number: int) -> np.ndarray:

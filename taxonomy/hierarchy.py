@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from foundation.vocabulary import noun_bases, noun_plurals
 from taxonomy import Taxonomy, load_taxonomy
 
 # Synsets less than MIN_DEPTH steps below ``entity`` (object, whole, matter, artifact...) are too general
@@ -194,28 +195,6 @@ def keyword_chain(word: str, nearest: int = 2, taxonomy: Taxonomy | None = None)
         return (word,)
     picked = list(dict.fromkeys([*above[:nearest], above[-1]]))
     return (*reversed(picked), word)
-
-
-def noun_bases(word: str) -> set[str]:
-    """The word and the singulars it may be the regular plural of: cats -> cat; berries -> berry; boxes -> box.
-    Over-generated ones (``glas`` from ``glass``) name no synset, so they do no harm."""
-    bases = {word}
-    if word.endswith("s") and len(word) > 3:
-        bases.add(word[:-1])
-        if word.endswith("es"):
-            bases.add(word[:-2])
-        if word.endswith("ies"):
-            bases.add(word[:-3] + "y")
-    return bases
-
-
-def noun_plurals(lemma: str) -> tuple[str, ...]:
-    """The lemma and every word ``noun_bases`` reads as its regular plural: cat -> cats; box -> boxes;
-    berry -> berries. The inverse of ``noun_bases``, so a vocabulary needs no table of all its words' bases."""
-    forms = [lemma, lemma + "s", lemma + "es"]
-    if lemma.endswith("y"):
-        forms.append(lemma[:-1] + "ies")
-    return (lemma, *(f for f in forms[1:] if len(f) > 3))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -80,6 +80,20 @@ def test_the_search_table_gives_every_words_chosen_row():
     assert rows.row("filleraa zzz") is None
 
 
+def test_a_plural_query_takes_its_singulars_row_and_a_plural_lemma_keeps_its_own():
+    rng = np.random.default_rng(2)
+    classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
+    for rows in (classifiers, looked_up(classifiers)):
+        assert np.array_equal(rows.row("castles"), rows.row("castle"))
+        assert np.array_equal(rows.row("palaces"), rows.row("palace"))
+        assert np.array_equal(rows.row("Ice Creams"), rows.row("ice cream"))
+        assert rows.row("filleraas") is None
+    shipped = word_rows("efficientnet_lite0")
+    assert np.array_equal(shipped.row("hills"), shipped.row("hill"))
+    assert np.array_equal(shipped.row("berries"), shipped.row("berry"))
+    assert not np.array_equal(shipped.row("glasses"), shipped.row("glass"))  # spectacles: a lemma of its own
+
+
 def test_the_shipped_classifiers_answer_search_from_the_cached_table():
     shipped, cached = word_classifiers("efficientnet_lite0"), word_rows("efficientnet_lite0")
     assert shipped is not None and cached is not None

@@ -1,0 +1,98 @@
+"""``tag.py one.jpg`` cold start of this checkout against a reference commit, in one run.
+
+    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO]
+
+The reference is checked out into a temporary git worktree with its own cache (``WORDSIGHT_CACHE``), so the
+two never rebuild each other's word index or ONNX export. Both trees have their bytecode written first (as
+``make install`` does) and tag the photo once before timing (export cached, word index built). Then the two
+run in turns, ``--runs`` times, and the JSON holds each one's median and fastest wall time, median CPU time
+(user + system: less shaken by a busy machine than the wall) and peak RSS, and their ratios. The machine
+may be shared: only ratios from one run compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_camera import load
+
+ROOMS = ["wordsight", "service", "webapp", "evaluation", "cli", "indexing", "models", "datamodules", "library",
+         "scoring", "taxonomy", "foundation"]  # fmt: skip
+DEFAULT_PHOTO = "/usr/share/darknet/data/dog.jpg"  # Debian darknet: a camera photo of a dog and a bicycle
+
+
+# Run in a fresh parent per measured command, so its children's peak RSS and CPU time are that command's alone.
+_MEASURE = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": time.perf_counter() - started, "cpu": used.ru_utime + used.ru_stime,
+                  "rss_mb": used.ru_maxrss / 1024}))
+"""
+
+
+def run_once(tree: Path, env: dict, photo: str) -> dict:
+    command = [sys.executable, "-c", _MEASURE, sys.executable, "tag.py", photo, "--top-k", "10"]
+    return json.loads(subprocess.run(command, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def summary(runs: list[dict]) -> dict:
+    return {"median_seconds": round(statistics.median(r["wall"] for r in runs), 3),
+            "fastest_seconds": round(min(r["wall"] for r in runs), 3),
+            "median_cpu_seconds": round(statistics.median(r["cpu"] for r in runs), 3),
+            "peak_rss_mb": round(max(r["rss_mb"] for r in runs), 1)}  # fmt: skip
+
+
+def compare(reference: str, photo: str, runs: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ws-cold-") as scratch:
+        other = Path(scratch) / "reference"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), reference], check=True)
+        try:
+            base_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WORDSIGHT_CACHE")}
+            trees = {"this checkout": (ROOT, {**base_env, "PYTHONPATH": str(ROOT)}),
+                     f"reference {reference}": (other, {**base_env, "PYTHONPATH": str(other),
+                                                         "WORDSIGHT_CACHE": str(Path(scratch) / "cache")})}  # fmt: skip
+            for tree, env in trees.values():
+                rooms = [r for r in ROOMS if (tree / r).is_dir()]
+                subprocess.run([sys.executable, "-m", "compileall", "-q", *rooms, "tag.py"], cwd=tree, check=True)
+                run_once(tree, env, photo)  # export, word index: made once, not timed
+            timed: dict[str, list[dict]] = {name: [] for name in trees}
+            for _ in range(runs):
+                for name, (tree, env) in trees.items():
+                    timed[name].append(run_once(tree, env, photo))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
+    mine, ref = (summary(timed[name]) for name in trees)
+    return {"photo": photo, "runs": runs, "this checkout": mine, f"reference {reference}": ref,
+            "median_wall_ratio": round(mine["median_seconds"] / ref["median_seconds"], 3),
+            "median_cpu_ratio": round(mine["median_cpu_seconds"] / ref["median_cpu_seconds"], 3),
+            "load": load()}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reference", help="the commit to compare with (a hash, tag or branch)")
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "cold_start.json")
+    parser.add_argument("--runs", type=int, default=11, help="timed runs of each tree, in turns (default 11)")
+    parser.add_argument("--photo", default=DEFAULT_PHOTO, help=f"the photo tagged (default {DEFAULT_PHOTO})")
+    args = parser.parse_args(argv)
+    result = compare(args.reference, args.photo, args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
