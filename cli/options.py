@@ -90,7 +90,7 @@ def add_classifier_weight_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--classifier-weight", type=non_negative_number, default=CLASSIFIER_WEIGHT, metavar="W",
         help="word queries: how much the words' WordNet classifiers, scored on the photos' stored visual "
-        f"features, count against the word space (z-scores over the photos; 0: the word space alone; default "
+        f"features, count against the word space (robust z-scores over the photos; 0: the word space alone; default "
         f"{CLASSIFIER_WEIGHT}, chosen on held-out photos, see docs/results.md)",
     )
 

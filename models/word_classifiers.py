@@ -43,7 +43,7 @@ from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
 TABLE = "word-senses-v1"  # the cached sense table: a new way of choosing senses gets a new name
-CLASSIFIER_WEIGHT = 2.0  # word search: the classifier z-score's weight against the word space's (chosen on the tune half of evaluation.word_search)
+CLASSIFIER_WEIGHT = 2.0  # word search: the classifier robust z-score's weight against the word space's (chosen on the tune half of evaluation.word_search)
 
 
 def imagenet_rows_file(backbone: str) -> Path:
@@ -165,15 +165,20 @@ class WordRows(Rows):
         return int(self.numbers[at]) if at < len(self.keys) and self.keys[at] == key else None
 
 
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """``x`` standardised by its median and median absolute deviation, which the few photos that do show the
+    word do not inflate as they do the mean and standard deviation (the standard deviation when over half
+    the scores are equal)."""
+    median = float(np.median(x))
+    spread = 1.4826 * float(np.median(np.abs(x - median)))  # the MAD of a normal sample is 0.6745 sigma
+    return (x - median) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
+
+
 def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
-    """One score per photo from its word-space cosines and classifier scores: ranked by their z-scores over
-    the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so scores
-    stay cosines and --min-score keeps its sense."""
-
-    def z(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / max(float(x.std()), 1e-6)
-
-    order = np.argsort(-(z(words) + weight * z(classifier)), kind="stable")
+    """One score per photo from its word-space cosines and classifier scores: ranked by their robust z-scores
+    over the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so
+    scores stay cosines and --min-score keeps its sense."""
+    order = np.argsort(-(robust_z(words) + weight * robust_z(classifier)), kind="stable")
     scores = np.empty_like(words)
     scores[order] = np.sort(words)[::-1]
     return scores

@@ -16,7 +16,15 @@ import pytest
 
 import search
 from indexing.__main__ import main as indexing_main
-from models.word_classifiers import WordClassifiers, WordRows, fuse, lemma_key, word_classifiers, word_rows
+from models.word_classifiers import (
+    WordClassifiers,
+    WordRows,
+    fuse,
+    lemma_key,
+    robust_z,
+    word_classifiers,
+    word_rows,
+)
 from models.wordnet_classifiers import SynthesizedClassifiers
 from service import searcher as searcher_module
 from service.searcher import Searcher
@@ -110,6 +118,16 @@ def test_fuse_ranks_by_both_and_keeps_the_word_cosines():
     assert np.argmax(fuse(words, classifier, 4.0)) == 2
     assert np.argmax(fuse(words, classifier, 0.25)) == 0
     assert sorted(fuse(words, classifier, 2.0)) == sorted(words)  # the same cosines, in the fused order
+
+
+def test_the_fused_scores_are_standardised_so_a_few_photos_of_the_word_do_not_flatten_the_rest():
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0], np.float32)
+    with_outlier = np.append(scores, 400.0).astype(np.float32)
+    assert np.allclose(robust_z(with_outlier)[:5], robust_z(np.append(scores, 5.0))[:5])  # median and MAD unmoved
+    assert np.allclose(robust_z(scores), (scores - 2.0) / (1.4826 * 1.0))
+    mostly_equal = np.array([0.0, 0.0, 0.0, 3.0], np.float32)  # no spread around the median: the std stands in
+    assert np.all(np.isfinite(robust_z(mostly_equal))) and np.argmax(robust_z(mostly_equal)) == 3
+    assert np.all(robust_z(np.zeros(4, np.float32)) == 0)
 
 
 @pytest.fixture
