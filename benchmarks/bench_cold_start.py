@@ -1,13 +1,14 @@
-"""``tag.py one.jpg`` cold start of this checkout against a reference commit, in one run.
+"""Cold starts of this checkout against a reference commit, in one run: ``tag.py one.jpg`` and a word query
+(``search.py word:dog --index X --json``, X an index each tree builds of ``--photos`` with the default model).
 
-    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO]
+    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO] [--photos DIR]
 
 The reference is checked out into a temporary git worktree with its own cache (``WORDSIGHT_CACHE``), so the
 two never rebuild each other's word index or ONNX export. Both trees have their bytecode written first (as
-``make install`` does) and tag the photo once before timing (export cached, word index built). Then the two
-run in turns, ``--runs`` times, and the JSON holds each one's median and fastest wall time, median CPU time
-(user + system: less shaken by a busy machine than the wall) and peak RSS, and their ratios. The machine
-may be shared: only ratios from one run compare.
+``make install`` does), build their index and run each command once before timing (export cached, word
+index built). Then the two run in turns, ``--runs`` times, and the JSON holds, per command, each one's
+median and fastest wall time, median CPU time (user + system: less shaken by a busy machine than the wall)
+and peak RSS, and their ratios. The machine may be shared: only ratios from one run compare.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from benchmarks.bench_camera import load
 ROOMS = ["wordsight", "service", "webapp", "evaluation", "cli", "indexing", "models", "datamodules", "library",
          "scoring", "taxonomy", "foundation"]  # fmt: skip
 DEFAULT_PHOTO = "/usr/share/darknet/data/dog.jpg"  # Debian darknet: a camera photo of a dog and a bicycle
+DEFAULT_PHOTOS = "/usr/share/darknet/data"  # its 7 sample photos (and the label folder, which holds none)
 
 
 # Run in a fresh parent per measured command, so its children's peak RSS and CPU time are that command's alone.
@@ -42,9 +44,9 @@ print(json.dumps({"wall": time.perf_counter() - started, "cpu": used.ru_utime + 
 """
 
 
-def run_once(tree: Path, env: dict, photo: str) -> dict:
-    command = [sys.executable, "-c", _MEASURE, sys.executable, "tag.py", photo, "--top-k", "10"]
-    return json.loads(subprocess.run(command, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout)
+def run_once(tree: Path, env: dict, command: list[str]) -> dict:
+    wrapped = [sys.executable, "-c", _MEASURE, sys.executable, *command]
+    return json.loads(subprocess.run(wrapped, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout)
 
 
 def summary(runs: list[dict]) -> dict:
@@ -54,30 +56,40 @@ def summary(runs: list[dict]) -> dict:
             "peak_rss_mb": round(max(r["rss_mb"] for r in runs), 1)}  # fmt: skip
 
 
-def compare(reference: str, photo: str, runs: int) -> dict:
+def compare(reference: str, photo: str, photos: str, runs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ws-cold-") as scratch:
         other = Path(scratch) / "reference"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), reference], check=True)
         try:
             base_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WORDSIGHT_CACHE")}
-            trees = {"this checkout": (ROOT, {**base_env, "PYTHONPATH": str(ROOT)}),
+            trees = {"this checkout": (ROOT, {**base_env, "PYTHONPATH": str(ROOT)}, Path(scratch) / "index-mine"),
                      f"reference {reference}": (other, {**base_env, "PYTHONPATH": str(other),
-                                                         "WORDSIGHT_CACHE": str(Path(scratch) / "cache")})}  # fmt: skip
-            for tree, env in trees.values():
+                                                         "WORDSIGHT_CACHE": str(Path(scratch) / "cache")},
+                                                Path(scratch) / "index-reference")}  # fmt: skip
+            commands = {"tag_one_photo": lambda index: ["tag.py", photo, "--top-k", "10"],
+                        "word_query": lambda index: ["search.py", "word:dog", "--index", str(index), "--json"]}  # fmt: skip
+            for tree, env, index in trees.values():
                 rooms = [r for r in ROOMS if (tree / r).is_dir()]
                 subprocess.run([sys.executable, "-m", "compileall", "-q", *rooms, "tag.py"], cwd=tree, check=True)
-                run_once(tree, env, photo)  # export, word index: made once, not timed
-            timed: dict[str, list[dict]] = {name: [] for name in trees}
+                subprocess.run([sys.executable, "-m", "indexing", "build-images", photos, "--out", str(index),
+                                "--checkpoint", "conse:efficientnet_lite0"], cwd=tree, env=env, check=True,
+                               capture_output=True)  # fmt: skip
+                for command in commands.values():  # export, word index, sense table: made once, not timed
+                    run_once(tree, env, command(index))
+            timed = {(name, what): [] for name in trees for what in commands}
             for _ in range(runs):
-                for name, (tree, env) in trees.items():
-                    timed[name].append(run_once(tree, env, photo))
+                for what, command in commands.items():
+                    for name, (tree, env, index) in trees.items():
+                        timed[name, what].append(run_once(tree, env, command(index)))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
-    mine, ref = (summary(timed[name]) for name in trees)
-    return {"photo": photo, "runs": runs, "this checkout": mine, f"reference {reference}": ref,
-            "median_wall_ratio": round(mine["median_seconds"] / ref["median_seconds"], 3),
-            "median_cpu_ratio": round(mine["median_cpu_seconds"] / ref["median_cpu_seconds"], 3),
-            "load": load()}  # fmt: skip
+    result: dict = {"photo": photo, "photos": photos, "runs": runs, "load": load()}
+    for what in commands:
+        mine, ref = (summary(timed[name, what]) for name in trees)
+        result[what] = {"this checkout": mine, f"reference {reference}": ref,
+                        "median_wall_ratio": round(mine["median_seconds"] / ref["median_seconds"], 3),
+                        "median_cpu_ratio": round(mine["median_cpu_seconds"] / ref["median_cpu_seconds"], 3)}  # fmt: skip
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks" / "results" / "cold_start.json")
     parser.add_argument("--runs", type=int, default=11, help="timed runs of each tree, in turns (default 11)")
     parser.add_argument("--photo", default=DEFAULT_PHOTO, help=f"the photo tagged (default {DEFAULT_PHOTO})")
+    parser.add_argument("--photos", default=DEFAULT_PHOTOS, help=f"the folder indexed for the word query (default {DEFAULT_PHOTOS})")
     args = parser.parse_args(argv)
-    result = compare(args.reference, args.photo, args.runs)
+    result = compare(args.reference, args.photo, args.photos, args.runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

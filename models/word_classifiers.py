@@ -165,13 +165,25 @@ class WordRows(Rows):
         return int(self.numbers[at]) if at < len(self.keys) and self.keys[at] == key else None
 
 
+def median(x: np.ndarray) -> float:
+    """The median of a 1-d array by one partition (``np.median`` imports ``numpy.ma`` first: 16 ms of a cold
+    word query)."""
+    half = len(x) // 2
+    if len(x) % 2:
+        return float(np.partition(x, half)[half])
+    below, above = np.partition(x, [half - 1, half])[half - 1 : half + 1]
+    return (float(below) + float(above)) / 2
+
+
 def robust_z(x: np.ndarray) -> np.ndarray:
     """``x`` standardised by its median and median absolute deviation, which the few photos that do show the
     word do not inflate as they do the mean and standard deviation (the standard deviation when over half
     the scores are equal)."""
-    median = float(np.median(x))
-    spread = 1.4826 * float(np.median(np.abs(x - median)))  # the MAD of a normal sample is 0.6745 sigma
-    return (x - median) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
+    if not len(x):
+        return x
+    middle = median(x)
+    spread = 1.4826 * median(np.abs(x - middle))  # the MAD of a normal sample is 0.6745 sigma
+    return (x - middle) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
 
 
 def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:

@@ -21,6 +21,7 @@ from models.word_classifiers import (
     WordRows,
     fuse,
     lemma_key,
+    median,
     robust_z,
     word_classifiers,
     word_rows,
@@ -127,7 +128,11 @@ def test_the_fused_scores_are_standardised_so_a_few_photos_of_the_word_do_not_fl
     assert np.allclose(robust_z(scores), (scores - 2.0) / (1.4826 * 1.0))
     mostly_equal = np.array([0.0, 0.0, 0.0, 3.0], np.float32)  # no spread around the median: the std stands in
     assert np.all(np.isfinite(robust_z(mostly_equal))) and np.argmax(robust_z(mostly_equal)) == 3
-    assert np.all(robust_z(np.zeros(4, np.float32)) == 0)
+    assert np.all(robust_z(np.zeros(4, np.float32)) == 0) and len(robust_z(np.zeros(0, np.float32))) == 0
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 6, 101):
+        values = rng.normal(size=n).astype(np.float32)
+        assert np.isclose(median(values), np.median(values)), n
 
 
 @pytest.fixture
