@@ -26,34 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_camera import load
+from benchmarks.bench_index import measure
 
-ROOMS = ["wordsight", "service", "webapp", "evaluation", "cli", "indexing", "models", "datamodules", "library",
-         "scoring", "taxonomy", "foundation"]  # fmt: skip
 DEFAULT_PHOTO = "/usr/share/darknet/data/dog.jpg"  # Debian darknet: a camera photo of a dog and a bicycle
 DEFAULT_PHOTOS = "/usr/share/darknet/data"  # its 7 sample photos (and the label folder, which holds none)
 
 
-# Run in a fresh parent per measured command, so its children's peak RSS and CPU time are that command's alone.
-_MEASURE = """
-import json, resource, subprocess, sys, time
-started = time.perf_counter()
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-used = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"wall": time.perf_counter() - started, "cpu": used.ru_utime + used.ru_stime,
-                  "rss_mb": used.ru_maxrss / 1024}))
-"""
-
-
 def run_once(tree: Path, env: dict, command: list[str]) -> dict:
-    wrapped = [sys.executable, "-c", _MEASURE, sys.executable, *command]
-    return json.loads(subprocess.run(wrapped, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout)
+    run = measure([sys.executable, *command], cwd=tree, env=env)
+    if run["code"] != 0:
+        raise SystemExit(f"{' '.join(command)} in {tree} failed (exit {run['code']}): {run['stderr'].strip()}")
+    return run
 
 
 def summary(runs: list[dict]) -> dict:
-    return {"median_seconds": round(statistics.median(r["wall"] for r in runs), 3),
-            "fastest_seconds": round(min(r["wall"] for r in runs), 3),
-            "median_cpu_seconds": round(statistics.median(r["cpu"] for r in runs), 3),
-            "peak_rss_mb": round(max(r["rss_mb"] for r in runs), 1)}  # fmt: skip
+    return {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 3),
+            "fastest_seconds": round(min(r["seconds"] for r in runs), 3),
+            "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 3),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1)}  # fmt: skip
 
 
 def compare(reference: str, photo: str, photos: str, runs: int) -> dict:
@@ -69,8 +59,7 @@ def compare(reference: str, photo: str, photos: str, runs: int) -> dict:
             commands = {"tag_one_photo": lambda index: ["tag.py", photo, "--top-k", "10"],
                         "word_query": lambda index: ["search.py", "word:dog", "--index", str(index), "--json"]}  # fmt: skip
             for tree, env, index in trees.values():
-                rooms = [r for r in ROOMS if (tree / r).is_dir()]
-                subprocess.run([sys.executable, "-m", "compileall", "-q", *rooms, "tag.py"], cwd=tree, check=True)
+                subprocess.run([sys.executable, "-m", "compileall", "-q", "-x", r"/\.venv/", "."], cwd=tree, check=True)
                 subprocess.run([sys.executable, "-m", "indexing", "build-images", photos, "--out", str(index),
                                 "--checkpoint", "conse:efficientnet_lite0"], cwd=tree, env=env, check=True,
                                capture_output=True)  # fmt: skip

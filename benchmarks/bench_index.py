@@ -42,15 +42,17 @@ _MEASURE = """
 import json, resource, subprocess, sys, time
 started = time.perf_counter()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": time.perf_counter() - started, "code": done.returncode,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "peak_rss_mb": used.ru_maxrss / 1024, "cpu_seconds": used.ru_utime + used.ru_stime,
                   "stderr": done.stderr[-300:]}))
 """
 
 
-def measure(command: list[str]) -> dict:
+def measure(command: list[str], cwd: Path = ROOT, env: dict | None = None) -> dict:
+    """Wall seconds, exit code, peak RSS, CPU seconds (user + system) and the end of stderr of ``command``."""
     result = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *command], check=True, capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-c", _MEASURE, *command], check=True, capture_output=True, text=True, cwd=cwd, env=env
     )
     return json.loads(result.stdout)
 
