@@ -62,7 +62,7 @@ class SynsetTable(dict):
 
     def lemmas_of(self, wnid: str) -> list[str]:
         """The lemmas of ``wnid`` without making its Synset (word search's sense table reads them all)."""
-        return self._raw[wnid].split("|", 1)[0].split()
+        return read_row(self._raw[wnid])[0]
 
     def _complete(self) -> None:
         if len(self._raw) != dict.__len__(self):

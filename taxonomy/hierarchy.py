@@ -292,7 +292,6 @@ class HierarchyTagger:
         self.synthesized_ranks = synthesized_ranks
         self.taxonomy = taxonomy = taxonomy or load_taxonomy()
         self._rows = {w: i for i, w in enumerate(self.words)}
-        self._cue_rows = {w: i for i, w in enumerate(self.words) if w in COLOUR_CUES}
         self.class_rows = np.array(
             sorted({r for w in taxonomy.class_words() for r in self.forms(w)}), dtype=np.int64
         )
@@ -395,7 +394,7 @@ class HierarchyTagger:
         rank = min(CUE_RANK - 2, len(scores) - 1)
         last_kept = float(-np.partition(-placed, rank)[rank])
         for word, evidence in colour_evidence(windows[:, classes:]).items():
-            row = self._cue_rows.get(word)
+            row = self._rows.get(word)
             if row is not None and word in self.options.colour_cues and evidence * share >= CUE_EVIDENCE:
                 placed[row] = max(placed[row], last_kept - 1e-5 * (2.0 - evidence))
         return placed
