@@ -1,7 +1,9 @@
 """Cold starts of this checkout against a reference commit, in one run: ``tag.py one.jpg`` and a word query
-(``search.py word:dog --index X --json``, X an index each tree builds of ``--photos`` with the default model).
+(``search.py word:dog --index X --json``, X an index each tree builds of ``--photos`` with the default model);
+with ``--build``, index building too (``python -m indexing build-images``, default model, of 96 640x480 and of
+12 4000x3000 JPEGs, ``--build-runs`` times each).
 
-    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO] [--photos DIR]
+    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO] [--photos DIR] [--build]
 
 The reference is checked out into a temporary git worktree with its own cache (``WORDSIGHT_CACHE``), so the
 two never rebuild each other's word index or ONNX export. Both trees have their bytecode written first (as
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_camera import load
+from benchmarks.bench_camera import load, make_camera_photos
 from benchmarks.bench_index import measure
 
 DEFAULT_PHOTO = "/usr/share/darknet/data/dog.jpg"  # Debian darknet: a camera photo of a dog and a bicycle
@@ -46,7 +48,21 @@ def summary(runs: list[dict]) -> dict:
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1)}  # fmt: skip
 
 
-def compare(reference: str, photo: str, photos: str, runs: int) -> dict:
+def build_folders(scratch: Path) -> dict[str, Path]:
+    """The folders index building is timed on: 12 camera JPEGs, and 96 640x480 JPEGs cut from them."""
+    from PIL import Image
+
+    camera = make_camera_photos(12, (4000, 3000))
+    small = scratch / "small"
+    small.mkdir()
+    for i in range(96):  # each at its own place in its camera photo
+        with Image.open(camera[i % len(camera)]) as image:
+            left, top = 160 * (i // len(camera) % 16), 120 * (i // len(camera) % 16)
+            image.crop((left, top, left + 2560, top + 1920)).resize((640, 480)).save(small / f"small_{i:04d}.jpg", quality=90)
+    return {"build_96_small": small, "build_12_camera": camera[0].parent}
+
+
+def compare(reference: str, photo: str, photos: str, runs: int, build_runs: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="ws-cold-") as scratch:
         other = Path(scratch) / "reference"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), reference], check=True)
@@ -70,10 +86,18 @@ def compare(reference: str, photo: str, photos: str, runs: int) -> dict:
                 for what, command in commands.items():
                     for name, (tree, env, index) in trees.items():
                         timed[name, what].append(run_once(tree, env, command(index)))
+            builds = build_folders(Path(scratch)) if build_runs else {}
+            for what, folder in builds.items():
+                for run in range(build_runs):
+                    for name, (tree, env, index) in trees.items():
+                        out = index.with_name(f"{index.name}-{what}-{run}")
+                        timed.setdefault((name, what), []).append(run_once(tree, env, [
+                            "-m", "indexing", "build-images", str(folder), "--out", str(out),
+                            "--checkpoint", "conse:efficientnet_lite0"]))  # fmt: skip
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
-    result: dict = {"photo": photo, "photos": photos, "runs": runs, "load": load()}
-    for what in commands:
+    result: dict = {"photo": photo, "photos": photos, "runs": runs, "build_runs": build_runs, "load": load()}
+    for what in [*commands, *builds]:
         mine, ref = (summary(timed[name, what]) for name in trees)
         result[what] = {"this checkout": mine, f"reference {reference}": ref,
                         "median_wall_ratio": round(mine["median_seconds"] / ref["median_seconds"], 3),
@@ -88,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=11, help="timed runs of each tree, in turns (default 11)")
     parser.add_argument("--photo", default=DEFAULT_PHOTO, help=f"the photo tagged (default {DEFAULT_PHOTO})")
     parser.add_argument("--photos", default=DEFAULT_PHOTOS, help=f"the folder indexed for the word query (default {DEFAULT_PHOTOS})")
+    parser.add_argument("--build", action="store_true", help="also time index building of small and of camera JPEGs")
+    parser.add_argument("--build-runs", type=int, default=3, help="timed builds of each folder per tree, in turns (default 3)")
     args = parser.parse_args(argv)
-    result = compare(args.reference, args.photo, args.photos, args.runs)
+    result = compare(args.reference, args.photo, args.photos, args.runs, args.build_runs if args.build else 0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -32,6 +32,7 @@ from foundation.vectors import load_word_vectors
 from indexing.ann.vectors import normalise
 from models.embedder import load_embedder
 from models.word_classifiers import SENSES, WordClassifiers, fuse, word_classifiers
+from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE, colour_facts
 
 DEFAULT_OUT = Path("runs/evaluation/word_search")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -50,6 +51,7 @@ class Lever:
     weight: float
     sense: str = "visible"
     synthesized: bool = True
+    colour_cues: bool = True  # a colour-cue word (sky, grass) puts the photos whose colours show it first
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -76,8 +78,10 @@ def classifiers_for(lever: Lever) -> WordClassifiers:
     return base if lever.synthesized else WordClassifiers(base.taxonomy, base.real, None, lever.sense)
 
 
-def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = MIN_PHOTOS) -> tuple[float, int, int]:
-    """(mAP, queries, queries with a classifier row) of one collection."""
+def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = MIN_PHOTOS,
+               colours: dict[str, np.ndarray] | None = None) -> tuple[float, int, int]:  # fmt: skip
+    """(mAP, queries, queries with a classifier row) of one collection; ``colours``: each cue word's evidence
+    per photo (``photo_colours``)."""
     classifiers = classifiers_for(lever)
     aps, with_row = [], 0
     for word in queries(photos, rows, wv.kv.key_to_index, least):
@@ -90,7 +94,8 @@ def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = M
         elif lever.weight == CLASSIFIER:
             scores = features[rows] @ row
         else:
-            scores = fuse(words, features[rows] @ row, lever.weight)
+            first = colours[word][rows] >= CUE_EVIDENCE if lever.colour_cues and colours and word in colours else None
+            scores = fuse(words, features[rows] @ row, lever.weight, first)
         aps.append(average_precision(scores, relevant))
     return (float(np.mean(aps)) if aps else float("nan")), len(aps), with_row
 
@@ -100,7 +105,14 @@ def levers() -> dict[str, Lever]:
     named |= {f"fused, weight {w}": Lever(w) for w in WEIGHTS}
     named |= {f"fused, weight {w}, sense {s}": Lever(w, s) for w in WEIGHTS for s in SENSES if s != "visible"}
     named |= {f"fused, weight {w}, ImageNet rows only": Lever(w, synthesized=False) for w in WEIGHTS}
+    named |= {f"fused, weight {w}, without colour cues": Lever(w, colour_cues=False) for w in WEIGHTS}
     return named
+
+
+def photo_colours(window_colours: np.ndarray) -> dict[str, np.ndarray]:
+    """Each colour-cue word's evidence per photo, as an index records it (``colour_facts``)."""
+    facts = [colour_facts(c) for c in window_colours]
+    return {word: np.array([f.get(word, 0.0) for f in facts]) for word in COLOUR_CUES}
 
 
 def run(out: Path) -> dict:
@@ -109,10 +121,11 @@ def run(out: Path) -> dict:
     scenes = scene_photos(wv.kv.key_to_index)
     half = np.concatenate([tune_half(objects), tune_half(scenes)])  # the halves scene_photos tunes on
     outputs = {k: np.concatenate([a[k], b[k]]) for a, b in [(network_outputs(objects), network_outputs(scenes))]
-               for k in ("logits", "features")}  # fmt: skip
+               for k in ("logits", "features", "window_colours")}  # fmt: skip
     for scene in scenes:  # named apart from the object sources, after the halves and outputs are keyed
         scene.group = SCENES + scene.group
     photos = objects + scenes
+    colours = photo_colours(outputs.pop("window_colours"))
     vectors = normalise(load_embedder(SPEC).combine(outputs).astype(np.float32))
     features = normalise(outputs["features"].astype(np.float32))
     sources = list(dict.fromkeys(p.group for p in photos))
@@ -123,18 +136,18 @@ def run(out: Path) -> dict:
             per_source = {}
             for g in sources:
                 rows = np.nonzero(chosen & np.array([p.group == g for p in photos]))[0]
-                value, n, with_row = search_map(lever, photos, rows, vectors, features, wv)
+                value, n, with_row = search_map(lever, photos, rows, vectors, features, wv, colours=colours)
                 if n:
                     per_source[g] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
             for macro, kind in (("macro", lambda g: not g.startswith(SCENES)), (SCENES_MACRO, lambda g: g.startswith(SCENES))):
                 per_source[macro] = {"mAP": round(float(np.mean([v["mAP"] for g, v in per_source.items()
                                                                  if g in sources and kind(g)])), 3)}  # fmt: skip
             objects_only = chosen & np.array([not p.group.startswith(SCENES) for p in photos])
-            value, n, with_row = search_map(lever, photos, np.nonzero(objects_only)[0], vectors, features, wv)
+            value, n, with_row = search_map(lever, photos, np.nonzero(objects_only)[0], vectors, features, wv, colours=colours)
             per_source[TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
             run_result[part] = per_source
         every_scene = np.nonzero([p.group.startswith(SCENES) for p in photos])[0]
-        value, n, with_row = search_map(lever, photos, every_scene, vectors, features, wv, SCENE_WORDS_LEAST)
+        value, n, with_row = search_map(lever, photos, every_scene, vectors, features, wv, SCENE_WORDS_LEAST, colours)
         run_result[SCENES_TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
         results["runs"][name] = run_result
         print(f"{name}: tune {run_result['tune']['macro']['mAP']} report {run_result['report']['macro']['mAP']}; "

@@ -6,10 +6,12 @@ What search.py, the web app and the exports use of an opened image collection (`
   sources, library, ...), ``kind``, ``dim``;
 - ``items`` (paths, sorted), ``len()``, ``row(item) -> int | None``, ``vectors[row]`` (a unit vector);
 - ``nearest(query, k, exact=False) -> [(item, cosine)]``, best first, never short of ``min(k, len)``;
-- ``companions_by_photo(collection)``: the RAW files recorded with each RAW+JPEG pair's photo.
+- ``companions_by_photo(collection)``: the RAW files recorded with each RAW+JPEG pair's photo;
+- ``photos_showing(collection, word, least)``: the photos whose recorded colour cues show a word.
 
 A PostgreSQL collection also has ``sql_filters = True``: ``nearest(..., where=Filter)`` filters in SQL,
-``features_space()`` (the visual features, or None) and ``current_version()`` (moves with every write).
+``features_space()`` (the visual features, or None), ``current_version()`` (moves with every write) and
+``showing(word, least)``.
 
 ``open_collection(spec)`` picks the backend from the spec: ``pg:PATH`` or ``postgresql://...`` is a
 database (``indexing.postgres.server``), anything else a bundle folder. psycopg is imported for databases only.
@@ -24,6 +26,7 @@ import numpy as np
 
 from indexing.bundle import open_bundle
 from indexing.postgres.server import DB_HELP, is_db_spec
+from library.metadata import colour_in
 from library.pairs import companions_in
 
 INDEX_SPEC_HELP = f"an image index: a bundle folder (python -m indexing build-images), or a database: {DB_HELP}"
@@ -57,6 +60,16 @@ def companions_by_photo(collection: Collection) -> dict[str, list[str]]:
 
     rows = zip(collection.items, read_meta(collection) or ())
     return {path: list(companions_in(facts)) for path, facts in rows if companions_in(facts)}
+
+
+def photos_showing(collection: Collection, word: str, least: float) -> set[str]:
+    """The photos whose recorded colour cues (``library.metadata.with_colours``) give ``word`` at least
+    ``least`` evidence: none in an index built before they were recorded."""
+    if in_database(collection):
+        return collection.showing(word, least)
+    from indexing.bundle.columns import read_meta
+
+    return {path for path, facts in zip(collection.items, read_meta(collection) or ()) if colour_in(facts, word) >= least}
 
 
 def open_collection(spec: str | os.PathLike, expect: dict | None = None) -> Collection:

@@ -5,6 +5,8 @@
 - **date**: EXIF DateTimeOriginal when the photo has one (read from the header only), else the file's
   modification time; local time, ISO 8601 without a zone, like cameras record it.
 - **folder**: the absolute folder the file is in.
+- **colours**: the colour cues its pixels show (``taxonomy.hierarchy.colour_facts``, e.g. ``{"sky": 0.81}``;
+  none: no key), which the build reads while it embeds the photo and word search reads back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ TAIL_BYTES = 1 << 10
 EXIF_IFD = 0x8769
 DATE_TIME_ORIGINAL = 36867
 DATE_TIME = 306  # IFD0 DateTime: the fallback some cameras and editors fill instead
+COLOURS_KEY = "colours"
 
 
 def content_hash(path: str | os.PathLike, size: int | None = None) -> str:
@@ -101,3 +104,16 @@ def photo_facts(path: str, size: int | None = None, mtime_ns: int | None = None,
     """Everything recorded about one photo (``known_hash`` skips hashing it again)."""
     date, source = photo_date(path, mtime_ns)
     return PhotoFacts(os.path.dirname(path), date, source, known_hash or content_hash(path, size))
+
+
+def with_colours(facts: dict, colours: dict | None) -> dict:
+    """A row's ``facts`` with the colour cues its pixels show (none: no key, as for a row of an index built
+    before they were recorded)."""
+    return {**facts, COLOURS_KEY: dict(colours)} if colours else facts
+
+
+def colour_in(facts: dict | None, word: str) -> float:
+    """The evidence a row's facts record that its photo shows ``word`` by colour (0 if none)."""
+    found = (facts or {}).get(COLOURS_KEY)
+    value = found.get(word, 0.0) if isinstance(found, dict) else 0.0
+    return float(value) if isinstance(value, (int, float)) else 0.0

@@ -350,6 +350,7 @@ class EmbedResult:
     vectors: np.ndarray  # (n, dim) float32, not normalised
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     features: np.ndarray | None = None  # (n, feature_dim): the backbone's pooled features (visual search)
+    colours: np.ndarray | None = None  # (n, windows, COLOUR_STATS): the windows' colours (an index's colour cues)
 
 
 class Embedder:
@@ -402,7 +403,7 @@ class Embedder:
 
     def embed_arrays(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) network inputs -> (B, out_dim) vectors."""
-        return self._run(images)[0]
+        return self.combine(self.outputs(images))
 
     def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The network's named outputs for a batch of inputs, and the windows' colours when the rows carry them."""
@@ -411,17 +412,22 @@ class Embedder:
             outputs["window_colours"] = window_colours(self.transform.unscale(images))
         return outputs
 
-    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(vectors, pooled features) of a batch of network inputs."""
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(vectors, pooled features, windows' colours) of a batch of network inputs; the colours are read
+        once when the rows carry them too."""
         outputs = self.outputs(images)
-        return self.combine(outputs), outputs.get("features")
+        colours = outputs.get("window_colours")
+        if colours is None:
+            colours = window_colours(self.transform.unscale(images))
+        return self.combine(outputs), outputs.get("features"), colours
 
     def embed_images(self, pil_images) -> np.ndarray:
         return self.embed_arrays(np.stack([self.transform(image.convert("RGB")) for image in pil_images]))
 
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         """Decode in ``workers`` processes (default: free cores - 1) while this one runs the network, in
-        batches; unreadable files are skipped with a reason. One file is decoded here, with no worker."""
+        batches; unreadable files are skipped with a reason. One file is decoded here, with no worker. The
+        result also carries each photo's pooled features and windows' colours, which an index stores."""
         from tqdm import tqdm
 
         paths = [os.fsdecode(p) for p in paths]
@@ -434,6 +440,7 @@ class Embedder:
         self.network.set_threads(available_cores() - pool.workers)
         vectors = np.zeros((len(paths), self.out_dim), dtype=np.float32)
         features: list[np.ndarray | None] = [None]  # allocated once the first batch shows their size
+        colours = np.zeros((len(paths), REGION_GRID**2, COLOUR_STATS), dtype=np.float32)
         ok = np.zeros(len(paths), dtype=bool)
         skipped: list[tuple[str, str]] = []
         bar = tqdm(total=len(paths), desc="embedding images", unit="img", file=sys.stderr, disable=not progress)
@@ -443,7 +450,7 @@ class Embedder:
             good, bad = split_readable(batch)
             if good:
                 rows = [start + pos for pos, _ in good]
-                vectors[rows], pooled = self._run(finish(np.stack([x for _, x in good])))
+                vectors[rows], pooled, colours[rows] = self._run(finish(np.stack([x for _, x in good])))
                 if pooled is not None:
                     if features[0] is None:
                         features[0] = np.zeros((len(paths), pooled.shape[1]), dtype=np.float32)
@@ -461,7 +468,7 @@ class Embedder:
             if batch:
                 flush(len(paths) - len(batch))
         kept = [p for p, good in zip(paths, ok) if good]
-        return EmbedResult(kept, vectors[ok], skipped, None if features[0] is None else features[0][ok])
+        return EmbedResult(kept, vectors[ok], skipped, None if features[0] is None else features[0][ok], colours[ok])
 
     def _decoders(self, workers: int, ahead: int) -> DecodePool:
         """The decoding pool, kept between calls (index building embeds chunk after chunk)."""

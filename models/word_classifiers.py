@@ -186,11 +186,16 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - middle) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
 
 
-def fuse(words: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
+def fuse(words: np.ndarray, classifier: np.ndarray, weight: float, first: np.ndarray | None = None) -> np.ndarray:
     """One score per photo from its word-space cosines and classifier scores: ranked by their robust z-scores
-    over the searched photos added at ``weight``; the n-th best gets the n-th best word-space cosine, so
-    scores stay cosines and --min-score keeps its sense."""
-    order = np.argsort(-(robust_z(words) + weight * robust_z(classifier)), kind="stable")
+    over the searched photos added at ``weight``, the photos ``first`` marks (those whose colours show the
+    word: ``taxonomy.hierarchy.COLOUR_CUES``) before the rest; the n-th best gets the n-th best word-space
+    cosine, so scores stay cosines and --min-score keeps its sense."""
+    fused = robust_z(words) + weight * robust_z(classifier)
+    if first is not None and first.any():
+        order = np.lexsort((-fused, ~first))  # stable: by the fused score within each group
+    else:
+        order = np.argsort(-fused, kind="stable")
     scores = np.empty_like(words)
     scores[order] = np.sort(words)[::-1]
     return scores

@@ -8,7 +8,9 @@ model that built the index, loaded on first use. In the web app image terms are 
 (``ImageTerms.ids``): their stored vectors stand in, and no path ever comes from a request.
 A query of words only, on an index that stores visual features, is also scored by the words' WordNet
 classifiers on those features and the two scores fused (``models.word_classifiers.fuse``); words
-without a visual WordNet sense leave the word space alone to answer.
+without a visual WordNet sense leave the word space alone to answer. A lone colour-cue word (``sky``,
+``grass``: ``taxonomy.hierarchy.COLOUR_CUES``) puts the photos whose recorded colours show it first, as
+tagging places it among their tags.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 from foundation.errors import UsageError
 from indexing.ann.vectors import all_cosines
 from indexing.bundle import BundleMismatch
-from indexing.collection import Collection, companions_by_photo, in_database
+from indexing.collection import Collection, companions_by_photo, in_database, photos_showing
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
@@ -32,6 +34,7 @@ from library.scores import above_min_score
 from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
+from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE
 
 WORDS, FEATURES = "words", "features"
 FILTERS_KEPT = 8
@@ -57,6 +60,7 @@ class Spaces:
 
         self.images, self.features, self.where = images, features, where
         self.mask = self.sql_where = None
+        self._showing: dict[str, set[str]] = {}
         if in_database(images):
             self.sql_where = where if where.active else None
             if where.active:
@@ -88,16 +92,27 @@ class Spaces:
         rows = self.mask.nonzero()[0]
         return [self.images.items[i] for i in rows], scores[rows]
 
-    def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int) -> list[tuple[str, float]]:
+    def showing(self, word: str) -> set[str]:
+        """The photos whose recorded colours show ``word`` (``CUE_EVIDENCE``), read once per bundle."""
+        if in_database(self.images):
+            return photos_showing(self.images, word, CUE_EVIDENCE)
+        if word not in self._showing:
+            self._showing[word] = photos_showing(self.images, word, CUE_EVIDENCE)
+        return self._showing[word]
+
+    def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int,
+              first: set[str] = frozenset()) -> list[tuple[str, float]]:  # fmt: skip
         """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words`` and feature score
-        under ``classifier`` (every kept photo is scored: the fusion needs the whole collection's spread)."""
+        under ``classifier`` (every kept photo is scored: the fusion needs the whole collection's spread),
+        the photos in ``first`` before the others."""
         items, word_scores = self.cosines(WORDS, words)
         feature_items, feature_scores = self.cosines(FEATURES, classifier)
         if feature_items != items:  # a photo without features: the collection's mean classifier score
             by_item = dict(zip(feature_items, feature_scores))
             mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
             feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
-        scores = fuse(word_scores, feature_scores, weight)
+        shown = np.array([item in first for item in items], dtype=bool) if first else None
+        scores = fuse(word_scores, feature_scores, weight, shown)
         return [(items[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
     def keeps(self) -> set[str] | None:
@@ -107,6 +122,14 @@ class Spaces:
         if self.mask is not None:
             return {self.images.items[i] for i in map(int, self.mask.nonzero()[0])}
         return None
+
+
+def colour_cue(query: Query) -> str | None:
+    """The colour-cue word a query of that one word asks for (``sky``), else None."""
+    if len(query.terms) != 1 or query.terms[0].kind == IMAGE or query.terms[0].weight <= 0:
+        return None
+    word = query.terms[0].text.lower()
+    return word if word in COLOUR_CUES else None
 
 
 class ImageTerms:
@@ -244,7 +267,9 @@ class Searcher:
         if classifier is None:
             found = spaces.nearest(space, vector, top_k, exact)
         else:
-            found = spaces.fused(vector, classifier, self.classifier_weight, top_k)
+            cue = colour_cue(parsed)
+            first = spaces.showing(cue) if cue is not None else set()
+            found = spaces.fused(vector, classifier, self.classifier_weight, top_k, first)
         results = above_min_score(found, min_score)
         return Hits(query, results, by_image=parsed.single_image, companions=self.companions)
 

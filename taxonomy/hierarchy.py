@@ -92,9 +92,9 @@ class HierarchyOptions:
     # photos and costs single objects nothing (docs/results.md)
     window_tags: int = 3
     # scenes, with window tags: the COLOUR_CUES words that ImageNet never names but landscapes show. `sky`
-    # where the top row of windows is smooth and blue, `grass` where the bottom row is green and textured, in
-    # the share the photo is a scene; a cue word enters right after the first CUE_RANK - 1 tags, so the first
-    # five never change (docs/results.md); (): off
+    # where the top row of windows is smooth and blue, `grass` where the bottom row is green and textured
+    # (under a sky); a cue word enters right after the first CUE_RANK - 1 tags, so the first five never
+    # change (docs/results.md). Word search ranks the photos that show it first; (): off
     colour_cues: tuple[str, ...] = ("sky", "grass")
     # a place named after what it is beside (lakeside, seashore, hillside, waterfront: PLACE_SUFFIXES) also
     # reaches that word (lake, sea, hill, water) with the same weight: what a photo of a lakeside shows is a
@@ -130,7 +130,7 @@ COLOUR_STATS = 4  # brightness, blue excess (b - r), green excess (g - (r + b) /
 PLACE_SUFFIXES = ("side", "shore", "front", "coast")  # lakeside -> lake, seacoast -> sea, waterfront -> water
 SAME_NOUN_POOL = 4  # a word's singular and plural count once among the best 4 x k words
 CUE_RANK = 6  # a colour cue's word is placed right after the first 5 tags (if it is not already before)
-CUE_EVIDENCE = 0.3  # the least evidence x scene share that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
+CUE_EVIDENCE = 0.3  # the least evidence that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
 
 
 def _ramp(value: float, zero: float, full: float) -> float:
@@ -155,6 +155,12 @@ def colour_evidence(colours: np.ndarray) -> dict[str, float]:
     evidence = {word: float(np.mean([cue(s) for s in rows[row]])) for word, (row, cue, _) in COLOUR_CUES.items()}
     return {word: evidence[word] if needs is None or evidence[needs] >= CUE_EVIDENCE else 0.0
             for word, (_, _, needs) in COLOUR_CUES.items()}  # fmt: skip
+
+
+def colour_facts(colours: np.ndarray) -> dict[str, float]:
+    """What an index stores of a photo's window colours (``colour_evidence``): each cue word with any
+    evidence, to 2 decimals; word search compares it with CUE_EVIDENCE, as tagging does."""
+    return {word: round(value, 2) for word, value in colour_evidence(colours).items() if round(value, 2) > 0}
 
 
 def place_word(name: str) -> str:
@@ -376,7 +382,7 @@ class HierarchyTagger:
 
     def window_share(self, probs: np.ndarray, windows: np.ndarray) -> float:
         """``scene_share`` of a photo (``probs``: its class probabilities) from its window rows, over the
-        ``window_tags`` windows the gain averages: what the window gain and the colour cues are scaled by."""
+        ``window_tags`` windows the gain averages: what the window gain is scaled by."""
         dim, classes = self.window_layout(windows)
         return self.scene_share(probs, windows[:, dim:classes], min(self.options.window_tags, len(windows)))
 
@@ -385,17 +391,17 @@ class HierarchyTagger:
         classes = windows.shape[1] - COLOUR_STATS
         return classes - len(self.taxonomy.classes), classes
 
-    def colour_cues(self, scores: np.ndarray, windows: np.ndarray, share: float) -> np.ndarray:
-        """``scores`` with each cue word (``colour_evidence``) whose evidence x ``share`` (``window_share``)
-        reaches CUE_EVIDENCE placed right after the first CUE_RANK - 1 tags, stronger evidence first, unless it
-        is already before."""
+    def colour_cues(self, scores: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``scores`` with each cue word (``colour_evidence``) whose evidence reaches CUE_EVIDENCE placed right
+        after the first CUE_RANK - 1 tags, stronger evidence first, unless it is already before. The pixels
+        alone decide, as they do for word search, which reads them from the index."""
         classes = self.window_layout(windows)[1]
         placed = np.array(scores, dtype=np.float32)
         rank = min(CUE_RANK - 2, len(scores) - 1)
         last_kept = float(-np.partition(-placed, rank)[rank])
         for word, evidence in colour_evidence(windows[:, classes:]).items():
             row = self._rows.get(word)
-            if row is not None and word in self.options.colour_cues and evidence * share >= CUE_EVIDENCE:
+            if row is not None and word in self.options.colour_cues and evidence >= CUE_EVIDENCE:
                 placed[row] = max(placed[row], last_kept - 1e-5 * (2.0 - evidence))
         return placed
 
@@ -420,7 +426,7 @@ class HierarchyTagger:
         if with_windows:
             scores = scores + self.window_gain(scores, windows, share)
             if self.options.colour_cues:
-                scores = self.colour_cues(scores, windows, share)
+                scores = self.colour_cues(scores, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
         return self.best(scores, k)

@@ -1,6 +1,7 @@
 """A small real photo library for the photo-library tests: packaged sample photos in nested folders,
 with EXIF DateTimeOriginal set, plus near-duplicate copies; and a fake embedder that also gives pooled
-"features" (a colour thumbnail), so visual search and duplicates can be tested in milliseconds."""
+"features" (a colour thumbnail) and the windows' colours the real embedder reads, so visual search,
+duplicates and colour cues can be tested in milliseconds."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class EmbedResult:
     vectors: np.ndarray
     skipped: list[tuple[str, str]]
     features: np.ndarray
+    colours: np.ndarray
 
 
 class FeatureFakeEmbedder(FakeEmbedder):
@@ -80,6 +82,14 @@ class FeatureFakeEmbedder(FakeEmbedder):
 
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         plain = super().embed_paths(paths, batch_size, progress, workers)
-        features = [thumbnail_features(open_image(path)) for path in plain.paths]
-        return EmbedResult(plain.paths, plain.vectors, plain.skipped,
-                           np.array(features, np.float32).reshape(-1, self.feature_dim))  # fmt: skip
+        images = [open_image(path) for path in plain.paths]
+        features = np.array([thumbnail_features(image) for image in images], np.float32).reshape(-1, self.feature_dim)
+        return EmbedResult(plain.paths, plain.vectors, plain.skipped, features, np.array([colours(i) for i in images]))
+
+
+def colours(image: Image.Image) -> np.ndarray:
+    """The windows' colours (``models.onnx_engine.window_colours``) of the photo squeezed to 224 x 224."""
+    from models.onnx_engine import window_colours
+
+    pixels = np.asarray(image.convert("RGB").resize((224, 224), Image.BILINEAR), dtype=np.float32) / 255.0
+    return window_colours(pixels.transpose(2, 0, 1)[None])[0]

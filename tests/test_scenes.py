@@ -19,6 +19,7 @@ from taxonomy.hierarchy import (
     WINDOW_OTHER_CLASSES,
     HierarchyTagger,
     colour_evidence,
+    colour_facts,
 )
 
 
@@ -201,6 +202,12 @@ def test_window_colours_read_a_blue_sky_and_a_green_field():
     assert colour_evidence(window_colours(greens)[0]) == {"sky": 0.0, "grass": 0.0}
 
 
+def test_colour_facts_keep_each_cue_words_evidence_to_two_decimals():
+    facts = colour_facts(window_colours(_landscape())[0])
+    assert set(facts) == {"sky", "grass"} and all(0.8 < v <= 1.0 and v == round(v, 2) for v in facts.values())
+    assert colour_facts(window_colours(np.full((1, 3, 224, 224), 0.5, np.float32))[0]) == {}  # nothing shown
+
+
 def _cue_tagger(options, words=("castle", "tower", "wall", "stone", "moat", "flag", "sky", "grass")):
     return HierarchyTagger(list(words), np.eye(len(words), dtype=np.float32), options)
 
@@ -224,14 +231,14 @@ def test_colour_cues_place_sky_and_grass_right_after_the_first_five_tags():
     assert sky_only[5] == "sky" and sky_only.index("grass") == 7
 
 
-def test_no_colour_cue_without_its_colours_a_scene_or_the_word():
+def test_no_colour_cue_without_its_colours_or_the_word():
     options = DEFAULT_OPTIONS.with_(stacking=0.0, tag_weight=0.0)
     whole, probs, grey = _castle_scene(np.zeros((REGION_GRID**2, COLOUR_STATS), np.float32))
     assert [w for w, _ in _cue_tagger(options).tags(whole, probs, 6, grey)][5] == "flag"
     whole, probs, block = _castle_scene(window_colours(_landscape())[0])
     block[:, 8:1008] = 0.0
-    block[:, 8] = 1.0  # every window's best class is the photo's own: one thing fills it, no scene
-    assert [w for w, _ in _cue_tagger(options).tags(whole, probs, 6, block)][5] == "flag"
+    block[:, 8] = 1.0  # every window's best class is the photo's own: the pixels still decide, as in search
+    assert [w for w, _ in _cue_tagger(options).tags(whole, probs, 6, block)][5] in {"sky", "grass"}
     without_sky = _cue_tagger(options, words=("castle", "tower", "wall", "stone", "moat", "flag", "lawn", "grass"))
     whole, probs, block = _castle_scene(window_colours(_landscape())[0])
     assert "sky" not in [w for w, _ in without_sky.tags(whole, probs, 8, block)]  # a vocabulary without it

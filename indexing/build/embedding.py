@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from taxonomy.hierarchy import colour_facts
+
 CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
 
 
@@ -24,6 +26,7 @@ class ChunkedEmbedder:
         self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
         self.skipped: list[tuple[str, str]] = []
         self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
+        self.colours: dict[str, dict] = {}  # the last call's colour cues (taxonomy.hierarchy.colour_facts), likewise
         self.bar = tqdm(
             total=total, desc="embedding images", unit="img", file=sys.stderr, disable=not progress
         )
@@ -45,4 +48,6 @@ class ChunkedEmbedder:
         self.bar.update(len(paths))
         features = getattr(result, "features", None)
         self.features = dict(zip(result.paths, features)) if features is not None else {}
+        colours = getattr(result, "colours", None)
+        self.colours = {path: colour_facts(c) for path, c in zip(result.paths, colours)} if colours is not None else {}
         return dict(zip(result.paths, result.vectors))

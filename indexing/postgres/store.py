@@ -239,7 +239,9 @@ class Writer:
                              f"ON CONFLICT (path) DO UPDATE SET {updates}")  # fmt: skip
             with conn.cursor() as cur:
                 if renames:
-                    cur.executemany("UPDATE ws_images SET path = %s, folder = %s, facts = %s, size = %s, "
+                    # the same photo moved: its recorded colour cues stay with it
+                    cur.executemany("UPDATE ws_images SET path = %s, folder = %s, facts = %s::jsonb || "
+                                    "jsonb_strip_nulls(jsonb_build_object('colours', facts->'colours')), size = %s, "
                                     "mtime_ns = %s WHERE path = %s",
                                     [(new, facts["folder"], json.dumps(facts, sort_keys=True), size, mtime, old)
                                      for old, new, facts, size, mtime in renames])  # fmt: skip
@@ -400,6 +402,14 @@ class PgCollection:
         condition, params = where_sql(where)
         with self.guard():
             return {p for (p,) in self.conn.execute(f"SELECT path FROM ws_images WHERE {condition}", params)}
+
+    def showing(self, word: str, least: float) -> set[str]:
+        """The photos whose recorded colour cues give ``word`` at least ``least`` evidence."""
+        with self.guard():
+            rows = self.conn.execute("SELECT path FROM ws_images WHERE CASE WHEN jsonb_typeof(facts->'colours'->%s) "
+                                     "= 'number' THEN (facts->'colours'->>%s)::float8 ELSE 0 END >= %s",
+                                     (word, word, least))  # fmt: skip
+            return {p for (p,) in rows}
 
     def check_duplicates_size(self) -> None:
         """--duplicates compares every pair of rows in memory here: up to DUPLICATES_MAX photos."""
