@@ -67,6 +67,29 @@ def test_export_is_atomic(tmp_path):
     assert read_export(key, tmp_path) == (path, meta) and meta["key"] == key
 
 
+def test_the_cpu_session_opens_the_graph_optimized_on_first_use(tmp_path):
+    import onnxruntime
+
+    from models.onnx_engine import OnnxNetwork, optimized_path
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()  # fmt: skip
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"], output_names=["features"],
+                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)  # fmt: skip
+    images = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    first = OnnxNetwork(path, "k").run(images)["features"]
+    optimized = optimized_path(path, onnxruntime.__version__)
+    assert optimized.is_file() and not [p for p in tmp_path.iterdir() if "optimizing" in p.name]
+    made = optimized.stat().st_mtime_ns
+    np.testing.assert_allclose(OnnxNetwork(path, "k").run(images)["features"], first, rtol=1e-5, atol=1e-6)
+    assert optimized.stat().st_mtime_ns == made  # opened, not made again
+    optimized.write_bytes(b"damaged")
+    np.testing.assert_allclose(OnnxNetwork(path, "k").run(images)["features"], first, rtol=1e-5, atol=1e-6)
+    assert optimized.stat().st_size > 1000  # made again
+    assert optimized_path(path, "0.0.0") != optimized  # another ONNX Runtime optimizes its own
+
+
 def sample_photos() -> list[Image.Image]:
     data = pytest.importorskip("skimage.data")
     return [Image.fromarray(getattr(data, name)()).convert("RGB") for name in ("chelsea", "coffee", "astronaut", "rocket")]
@@ -154,6 +177,7 @@ def test_tag_one_photo_cold_imports_no_torch_torchvision_gensim_or_lightning(tmp
     imported = {line.rsplit("|", 1)[1].strip() for line in cold.stderr.splitlines() if line.startswith("import time:")}
     assert "onnxruntime" in imported and "PIL" in imported  # the check sees real imports
     assert not [m for m in imported if m.split(".")[0] in HEAVY]
+    assert "tqdm" not in imported and "importlib.metadata" not in imported  # one photo shows no progress bar
     assert "exporting" not in cold.stderr
     assert json.loads(cold.stdout) == json.loads(first.stdout)
     assert "cat" in [t["word"] for t in json.loads(cold.stdout)["tags"]]

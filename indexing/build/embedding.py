@@ -5,10 +5,9 @@ The embedder is any object with ``identity``, ``dim``, ``spec`` and ``embed_path
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
+from foundation.progress import progress_bar
 from taxonomy.hierarchy import colour_facts
 
 CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
@@ -21,15 +20,11 @@ class ChunkedEmbedder:
     """
 
     def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True, workers: int | None = None):
-        from tqdm import tqdm
-
         self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
         self.skipped: list[tuple[str, str]] = []
         self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
         self.colours: dict[str, dict] = {}  # the last call's colour cues (taxonomy.hierarchy.colour_facts), likewise
-        self.bar = tqdm(
-            total=total, desc="embedding images", unit="img", file=sys.stderr, disable=not progress
-        )
+        self.bar = progress_bar(total, "embedding images", enabled=progress)
 
     def __enter__(self):
         return self
