@@ -185,8 +185,8 @@ class BundleWriter:
         for chunk in chunks(rows, CHUNK):
             vectors.append(np.stack([self.previous.vectors[r] if r is not None else parts.vector(f.path)
                                      for f, r in chunk]))  # fmt: skip
-            for f, r in chunk:
-                columns.add(f, r, *(parts.features(f.path), parts.colours(f.path)) if r is None else (None, None))
+            for f, r in chunk:  # a kept row keeps its own features and facts
+                columns.add(f, r, parts.features(f.path) if r is None else None, parts.colours(f.path) if r is None else None)
 
 
 def _stats(rows: list) -> np.ndarray:
