@@ -187,7 +187,8 @@ def build_images(args: argparse.Namespace) -> int:
     engine = args.engine
     if engine == "auto" and (recorded.get("inference") or {}).get("precision") == "int8":
         engine = "int8"  # --update embeds the new photos as the indexed ones were
-    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec") or DEFAULT_MODEL, engine=engine)
+    embedder = load_embedder(args.checkpoint or recorded.get("embedder_spec") or DEFAULT_MODEL, engine=engine,
+                             for_index=True)  # fmt: skip
     shard = shards.from_environment()  # launched by torchrun: every rank embeds a share, rank 0 finishes
     options = {name: getattr(args, name) for name in BACKEND_OPTIONS[backend] if getattr(args, name) is not None}
     try:

@@ -407,6 +407,20 @@ class EmbedResult:
     colours: np.ndarray | None = None  # (n, windows, COLOUR_STATS): the windows' colours (an index's colour cues)
 
 
+class _WithColours:
+    """What decoding workers run: the transform's decoding half, and the windows' colours (``window_colours``)
+    of its pixels, read there beside the decoding instead of in the process that runs the network."""
+
+    def __init__(self, decode: Callable, transform):
+        self.decode, self.transform = decode, transform
+        self.min_side = getattr(decode, "min_side", None)  # JPEG draft decoding (foundation.images.load_input)
+
+    def __call__(self, image) -> tuple[np.ndarray, np.ndarray]:
+        x = self.decode(image)
+        rgb = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else self.transform.unscale(x)
+        return x, window_colours(rgb[None])[0]
+
+
 class Embedder:
     """Maps images to vectors in the word space; ``identity`` says exactly what made them, ``runtime`` how.
 
@@ -459,21 +473,13 @@ class Embedder:
         """(B, 3, S, S) network inputs -> (B, out_dim) vectors."""
         return self.combine(self.outputs(images))
 
-    def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The network's named outputs for a batch of inputs, and the windows' colours when the rows carry them."""
+    def outputs(self, images: np.ndarray, colours: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The network's named outputs for a batch of inputs, and the windows' colours when the rows carry them
+        (``colours``, if the decoders read them already)."""
         outputs = self.network.run(images)
         if self.combine.uses_window_colours:
-            outputs["window_colours"] = window_colours(self.transform.unscale(images))
+            outputs["window_colours"] = colours if colours is not None else window_colours(self.transform.unscale(images))
         return outputs
-
-    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """(vectors, pooled features, windows' colours) of a batch of network inputs; the colours are read
-        once when the rows carry them too."""
-        outputs = self.outputs(images)
-        colours = outputs.get("window_colours")
-        if colours is None:
-            colours = window_colours(self.transform.unscale(images))
-        return self.combine(outputs), outputs.get("features"), colours
 
     def embed_images(self, pil_images) -> np.ndarray:
         return self.embed_arrays(np.stack([self.transform(image.convert("RGB")) for image in pil_images]))
@@ -502,7 +508,9 @@ class Embedder:
             good, bad = split_readable(batch)
             if good:
                 rows = [start + pos for pos, _ in good]
-                vectors[rows], pooled, colours[rows] = self._run(finish(np.stack([x for _, x in good])))
+                colours[rows] = np.stack([c for _, (_, c) in good])
+                outputs = self.outputs(finish(np.stack([x for _, (x, _) in good])), colours[rows])
+                vectors[rows], pooled = self.combine(outputs), outputs.get("features")
                 if pooled is not None:
                     if features[0] is None:
                         features[0] = np.zeros((len(paths), pooled.shape[1]), dtype=np.float32)
@@ -526,7 +534,8 @@ class Embedder:
         """The decoding pool, kept between calls (index building embeds chunk after chunk)."""
         if self._pool is None or self._pool.workers != workers:
             self.close()
-            self._pool = DecodePool(partial(load_input, transform=decoding_halves(self.transform)[0]), workers, ahead=ahead)
+            decode = _WithColours(decoding_halves(self.transform)[0], self.transform)
+            self._pool = DecodePool(partial(load_input, transform=decode), workers, ahead=ahead)
         return self._pool
 
     def close(self) -> None:

@@ -116,7 +116,7 @@ def install_fake_embedder_module(monkeypatch, embedder: FakeEmbedder) -> None:
     """
     module = types.ModuleType("models.embedder")
 
-    def load_embedder(spec=None, checkpoints_dir="checkpoints", engine="auto"):
+    def load_embedder(spec=None, checkpoints_dir="checkpoints", engine="auto", for_index=False):
         if spec == "missing":
             raise EmbedderError("no checkpoint in checkpoints/: train one")
         print("Loaded pretrained weights for fake")

@@ -162,6 +162,20 @@ def test_engines_agree_on_a_trained_head(trained, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
+def test_an_index_build_runs_the_same_network_without_the_window_outputs():
+    from models.embedder import load_embedder
+
+    tagging = load_embedder("conse:efficientnet_lite0", engine="onnx")
+    building = load_embedder("conse:efficientnet_lite0", engine="onnx", for_index=True)
+    assert building.identity["sha"] == tagging.identity["sha"]  # the index answers tag.py's model
+    assert building.identity["conse_options"] == tagging.identity["conse_options"]  # the web app tags as tag.py
+    assert tagging.identity["region_outputs"] and not building.identity["region_outputs"]
+    images = np.stack([tagging.transform(p) for p in sample_photos()[:2]])
+    assert "region_logits" in tagging.outputs(images) and "region_logits" not in building.outputs(images)
+    np.testing.assert_allclose(building.embed_arrays(images), tagging.embed_arrays(images), atol=1e-5)
+
+
+@pytest.mark.slow
 def test_tag_one_photo_cold_imports_no_torch_torchvision_gensim_or_lightning(tmp_path):
     photo = tmp_path / "chelsea.jpg"
     sample_photos()[0].save(photo, quality=90)
