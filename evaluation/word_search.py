@@ -32,7 +32,7 @@ from foundation.vectors import load_word_vectors
 from indexing.ann.vectors import normalise
 from models.embedder import load_embedder
 from models.word_classifiers import SENSES, WordClassifiers, fuse, word_classifiers
-from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE, colour_facts
+from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE, colour_facts, cue_for_query
 
 DEFAULT_OUT = Path("runs/evaluation/word_search")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -51,7 +51,7 @@ class Lever:
     weight: float
     sense: str = "visible"
     synthesized: bool = True
-    colour_cues: bool = True  # a colour-cue word (sky, grass) puts the photos whose colours show it first
+    colour_cues: bool = True  # a colour-cue word (sky; grass, meadow) puts the photos whose colours show it first
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -94,7 +94,8 @@ def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = M
         elif lever.weight == CLASSIFIER:
             scores = features[rows] @ row
         else:
-            first = colours[word][rows] >= CUE_EVIDENCE if lever.colour_cues and colours and word in colours else None
+            cue = cue_for_query(word) if lever.colour_cues and colours else None
+            first = colours[cue][rows] >= CUE_EVIDENCE if cue is not None else None
             scores = fuse(words, features[rows] @ row, lever.weight, first)
         aps.append(average_precision(scores, relevant))
     return (float(np.mean(aps)) if aps else float("nan")), len(aps), with_row

@@ -9,8 +9,8 @@ model that built the index, loaded on first use. In the web app image terms are 
 A query of words only, on an index that stores visual features, is also scored by the words' WordNet
 classifiers on those features and the two scores fused (``models.word_classifiers.fuse``); words
 without a visual WordNet sense leave the word space alone to answer. A lone colour-cue word (``sky``,
-``grass``: ``taxonomy.hierarchy.COLOUR_CUES``) puts the photos whose recorded colours show it first, as
-tagging places it among their tags.
+``grass``, and the ground grass covers: ``meadow``, ``field``; ``taxonomy.hierarchy.CUE_QUERIES``) puts the
+photos whose recorded colours show that cue first, as tagging places it among their tags.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
 """
 
@@ -34,7 +34,7 @@ from library.scores import above_min_score
 from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
-from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE
+from taxonomy.hierarchy import CUE_EVIDENCE, cue_for_query
 
 WORDS, FEATURES = "words", "features"
 FILTERS_KEPT = 8
@@ -125,11 +125,10 @@ class Spaces:
 
 
 def colour_cue(query: Query) -> str | None:
-    """The colour-cue word a query of that one word asks for (``sky``), else None."""
+    """The colour cue a query of one word asks for (``sky``; ``meadow``: grass), else None."""
     if len(query.terms) != 1 or query.terms[0].kind == IMAGE or query.terms[0].weight <= 0:
         return None
-    word = query.terms[0].text.lower()
-    return word if word in COLOUR_CUES else None
+    return cue_for_query(query.terms[0].text)
 
 
 class ImageTerms:

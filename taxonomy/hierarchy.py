@@ -147,6 +147,18 @@ COLOUR_CUES = {
 }
 
 
+# word search: the query words each cue answers (a singular or its plural). Grass also answers for the ground
+# it covers: a meadow, a field or a lawn in a photo is its grass (49-scene collection, field .41 -> .51, meadow
+# .41 -> .60, lawn .11 -> .23; the tune halves ask none of them)
+CUE_QUERIES = {"sky": ("sky",), "grass": ("grass", "lawn", "meadow", "field", "pasture", "grassland")}
+
+
+def cue_for_query(word: str) -> str | None:
+    """The colour cue (COLOUR_CUES) a word query asks for, or None."""
+    bases = noun_bases(word.lower())
+    return next((cue for cue, words in CUE_QUERIES.items() if bases & set(words)), None)
+
+
 def colour_evidence(colours: np.ndarray) -> dict[str, float]:
     """(windows, COLOUR_STATS) of a square grid -> each COLOUR_CUES word's mean evidence over its row of
     windows (0 when the cue it needs falls short of CUE_EVIDENCE)."""

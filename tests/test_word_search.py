@@ -132,6 +132,14 @@ def test_fuse_puts_the_photos_marked_first_before_the_rest_in_fused_order():
     assert np.array_equal(fuse(words, classifier, 2.0, np.zeros(4, bool)), fuse(words, classifier, 2.0))
 
 
+def test_a_query_word_asks_for_its_colour_cue_and_the_ground_grass_covers_asks_for_grass():
+    from taxonomy.hierarchy import cue_for_query
+
+    assert cue_for_query("sky") == "sky" and cue_for_query("Skies") == "sky"
+    assert {cue_for_query(w) for w in ("grass", "meadows", "field", "lawn")} == {"grass"}
+    assert cue_for_query("dog") is None and cue_for_query("skyline") is None
+
+
 def test_the_fused_scores_are_standardised_so_a_few_photos_of_the_word_do_not_flatten_the_rest():
     scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0], np.float32)
     with_outlier = np.append(scores, 400.0).astype(np.float32)
@@ -267,7 +275,7 @@ def test_a_colour_cue_word_puts_the_photos_whose_recorded_colours_show_it_first(
     photos = tmp_path / "Photos"
     plain = ranked(index, space, "red", 2.0)
     monkeypatch.setattr(hierarchy, "COLOUR_CUES", {"red": hierarchy.COLOUR_CUES["sky"]})
-    monkeypatch.setattr(searcher_module, "COLOUR_CUES", hierarchy.COLOUR_CUES)
+    monkeypatch.setattr(hierarchy, "CUE_QUERIES", {"red": ("red",)})
     cued_index = tmp_path / "cued"
     assert indexing_main(["build-images", str(photos), "--out", str(cued_index)]) == 0
     rocket = str(photos / "2024/spring/rocket.jpg")
