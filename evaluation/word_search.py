@@ -7,7 +7,8 @@ photo is relevant when the word labels it. Average precision over the whole rank
 (mAP), per source and macro-averaged over sources. The photos are scored as ``search.py`` scores an index
 built with the default model: the word space (cosine to the photos' ConSE vectors), the classifier score
 (``models.word_classifiers`` rows on the pooled features), and the two fused (``fuse``) at a weight
-chosen on the ``tune`` half; the ``report`` half says how it does. All object sources searched as one
+chosen on the ``tune`` half; the ``report`` half says how it does. A colour-cue query (``sky``; ``meadow``:
+grass) lists the photos whose colours show the cue first, as the index's recorded cues make it do. All object sources searched as one
 collection (``together``) are reported beside, as a mixed photo library would be. The scene photos of
 ``evaluation.scene_photos`` are sources too (a query is each thing's first word), averaged apart (``scenes
 macro``), and all 49 are searched as one collection with the words that label at least 3 of them.
