@@ -140,10 +140,12 @@ def _ramp(value: float, zero: float, full: float) -> float:
 
 # word -> (row of windows: 0 top, -1 bottom; its evidence, 0-1, from one window's colour statistics; the cue
 # that must reach CUE_EVIDENCE too, or None). Green and textured alone is also a plate of greens (46 of 472
-# food photos): grass counts under a sky only
+# food photos): grass counts under a sky only. Yellow has a green excess too (an ornate yellow wall under a
+# blue sky read as grass): grass is greener than it is red (g - r = green excess + blue excess / 2)
 COLOUR_CUES = {
     "sky": (0, lambda s: _ramp(s[3], 0.07, 0.03) * _ramp(s[1], 0.0, 0.1), None),  # smooth and blue
-    "grass": (-1, lambda s: _ramp(s[2], 0.0, 0.08) * _ramp(s[3], 0.02, 0.06), "sky"),  # green and textured
+    "grass": (-1, lambda s: _ramp(s[2], 0.0, 0.08) * _ramp(s[3], 0.02, 0.06) * _ramp(s[2] + s[1] / 2, 0.0, 0.03),
+              "sky"),  # green (not yellow) and textured
 }
 
 

@@ -200,6 +200,10 @@ def test_window_colours_read_a_blue_sky_and_a_green_field():
     greens = _landscape()
     greens[:, :, :74] = 0.5  # the same green field under a grey top: a plate of greens, not a lawn
     assert colour_evidence(window_colours(greens)[0]) == {"sky": 0.0, "grass": 0.0}
+    yellow = _landscape()
+    yellow[:, 0, 148:] += 0.55  # as red as it is green: an ornate yellow wall under the sky, not a lawn
+    evidence = colour_evidence(window_colours(yellow)[0])
+    assert evidence["sky"] > 0.8 and evidence["grass"] == 0.0
 
 
 def test_colour_facts_keep_each_cue_words_evidence_to_two_decimals():
