@@ -406,16 +406,16 @@ class HierarchyTagger:
         return classes - len(self.taxonomy.classes), classes
 
     def colour_cues(self, scores: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """``scores`` with each cue word (``colour_evidence``) whose evidence reaches CUE_EVIDENCE placed right
-        after the first CUE_RANK - 1 tags, stronger evidence first, unless it is already before. The pixels
-        alone decide, to the 2 decimals an index records (``colour_facts``), as for word search."""
+        """``scores`` with each cue word whose evidence (``colour_facts``, what an index records for word
+        search) reaches CUE_EVIDENCE placed right after the first CUE_RANK - 1 tags, stronger evidence first,
+        unless it is already before. The pixels alone decide, as for word search."""
         classes = self.window_layout(windows)[1]
         placed = np.array(scores, dtype=np.float32)
         rank = min(CUE_RANK - 2, len(scores) - 1)
         last_kept = float(-np.partition(-placed, rank)[rank])
-        for word, evidence in colour_evidence(windows[:, classes:]).items():
+        for word, evidence in colour_facts(windows[:, classes:]).items():
             row = self._rows.get(word)
-            if row is not None and word in self.options.colour_cues and round(evidence, 2) >= CUE_EVIDENCE:
+            if row is not None and word in self.options.colour_cues and evidence >= CUE_EVIDENCE:
                 placed[row] = max(placed[row], last_kept - 1e-5 * (2.0 - evidence))
         return placed
 
