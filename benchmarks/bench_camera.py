@@ -99,6 +99,17 @@ def make_camera_photos(n: int, size: tuple[int, int]) -> list[Path]:
     return paths
 
 
+def make_small_photos(camera: list[Path], n: int, folder: Path) -> list[Path]:
+    """``n`` 640x480 JPEGs in ``folder``, cut from the camera photos, each at its own place in its photo."""
+    paths = []
+    for i in range(n):
+        with Image.open(camera[i % len(camera)]) as image:
+            left, top = 160 * (i // len(camera) % 16), 120 * (i // len(camera) % 16)
+            paths.append(folder / f"small_{i:04d}.jpg")
+            image.crop((left, top, left + 2560, top + 1920)).resize((640, 480)).save(paths[-1], quality=90)
+    return paths
+
+
 def decode_figures(paths: list[Path], embedder) -> dict:
     from foundation.images import load_input, open_image
     from models.onnx_engine import unit

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_camera import load, make_camera_photos
+from benchmarks.bench_camera import load, make_camera_photos, make_small_photos
 from benchmarks.bench_index import measure
 
 DEFAULT_PHOTO = "/usr/share/darknet/data/dog.jpg"  # Debian darknet: a camera photo of a dog and a bicycle
@@ -50,15 +50,10 @@ def summary(runs: list[dict]) -> dict:
 
 def build_folders(scratch: Path) -> dict[str, Path]:
     """The folders index building is timed on: 12 camera JPEGs, and 96 640x480 JPEGs cut from them."""
-    from PIL import Image
-
     camera = make_camera_photos(12, (4000, 3000))
     small = scratch / "small"
     small.mkdir()
-    for i in range(96):  # each at its own place in its camera photo
-        with Image.open(camera[i % len(camera)]) as image:
-            left, top = 160 * (i // len(camera) % 16), 120 * (i // len(camera) % 16)
-            image.crop((left, top, left + 2560, top + 1920)).resize((640, 480)).save(small / f"small_{i:04d}.jpg", quality=90)
+    make_small_photos(camera, 96, small)
     return {"build_96_small": small, "build_12_camera": camera[0].parent}
 
 

@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np
-from PIL import Image
 
-from benchmarks.bench_camera import load, make_camera_photos
+from benchmarks.bench_camera import load, make_camera_photos, make_small_photos
 from benchmarks.bench_index import measure
 
 SPEC = "conse:efficientnet_lite0"
@@ -105,12 +104,7 @@ def main() -> None:
     camera = make_camera_photos(args.camera, (4000, 3000))
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        small = []
-        for i in range(args.small):  # 640x480 crops of the camera photos, each at its own place
-            with Image.open(camera[i % len(camera)]) as image:
-                left, top = 160 * (i // len(camera) % 16), 120 * (i // len(camera) % 16)
-                image.crop((left, top, left + 2560, top + 1920)).resize((640, 480)).save(work / f"small_{i:04d}.jpg", quality=90)
-            small.append(work / f"small_{i:04d}.jpg")
+        small = make_small_photos(camera, args.small, work)
         result = {"load_before": load(), "building": building(camera, small, args.rounds),
                   "colours": colour_cost(small, args.rounds), "tag_one_photo_cold": tag_cold(small[0], work, 5),
                   "load_after": load()}  # fmt: skip
