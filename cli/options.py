@@ -199,6 +199,9 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-place-words", dest="place_words", action="store_false",
                        help="a place named after what it is beside (lakeside, seashore, hillside) tags only itself, "
                        "not also that thing (lake, sea, hill)")
+    group.add_argument("--repeat-senses", dest="distinct_senses", action="store_false",
+                       help="tags after the first 5 may repeat what an earlier tag says in this photo (home after "
+                       "dwelling); by default they name the photo's other things")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -211,5 +214,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
         top_t=args.conse_top_t, levels=args.conse_levels, depth_weight=args.conse_depth_weight,
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
         regions=args.regions, diversity=args.diversity, explaining=args.explain_away, window_tags=args.window_tags,
-        colour_cues=args.colour_cues, place_words=args.place_words,
+        colour_cues=args.colour_cues, place_words=args.place_words, distinct_senses=args.distinct_senses,
     )  # fmt: skip

@@ -97,7 +97,8 @@ PACKAGE_SCENES = {
     },
 }  # fmt: skip
 TOP_HIT, TOP_RECALL = 5, 10
-BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0, colour_cues=(), place_words=False)
+BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0, colour_cues=(), place_words=False,
+                              distinct_senses=False)
 LEVERS = {
     "whole photo only (before)": BEFORE,
     "regions: the best window (k 1)": BEFORE.with_(regions=1),
@@ -121,6 +122,7 @@ LEVERS = {
     "default, grass cue only": DEFAULT_OPTIONS.with_(colour_cues=("grass",)),
     "default without place words": DEFAULT_OPTIONS.with_(place_words=False),
     "default without colour cues or place words": DEFAULT_OPTIONS.with_(colour_cues=(), place_words=False),
+    "default without distinct senses": DEFAULT_OPTIONS.with_(distinct_senses=False),
 }
 SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 

@@ -47,7 +47,7 @@ TOO_GENERAL = frozenset({
 KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
 # options that change the tags but never a stored vector: left out of the key, so an index built with
 # any of their values keeps answering and `--update` keeps its rows
-TAGGING_ONLY = ("window_tags", "colour_cues", "place_words")
+TAGGING_ONLY = ("window_tags", "colour_cues", "place_words", "distinct_senses")
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,10 @@ class HierarchyOptions:
     # reaches that word (lake, sea, hill, water) with the same weight: what a photo of a lakeside shows is a
     # lake, and people tag it so (docs/results.md)
     place_words: bool = True
+    # after the first DISTINCT_AFTER tags, a word is left out when every sense the photo shows it in (the
+    # synsets its top classes reach) is a sense of a tag before it: `home` after `dwelling`, `auto` after `car`.
+    # The later tags then name the photo's other things; the first ones keep the synonyms people search by
+    distinct_senses: bool = True
 
     def __post_init__(self):  # options read back from an identity's JSON carry a list
         object.__setattr__(self, "colour_cues", tuple(self.colour_cues))
@@ -128,7 +132,8 @@ WINDOW_OTHER_CLASSES = 5  # a window shows something else when its best class is
 # each window's colour statistics at the end of its part of a row (models.onnx_engine.window_colours)
 COLOUR_STATS = 4  # brightness, blue excess (b - r), green excess (g - (r + b) / 2), texture
 PLACE_SUFFIXES = ("side", "shore", "front", "coast")  # lakeside -> lake, seacoast -> sea, waterfront -> water
-SAME_NOUN_POOL = 4  # a word's singular and plural count once among the best 4 x k words
+TAG_POOL = 10  # tags are chosen among the best 10 x k words (plurals after their singular and repeated senses are left out)
+DISTINCT_AFTER = 5  # the first 5 tags may repeat a sense; the later ones name something new (distinct_senses)
 CUE_RANK = 6  # a colour cue's word is placed right after the first 5 tags (if it is not already before)
 CUE_EVIDENCE = 0.3  # the least evidence that places it (tune half: 0.2 and 0.3 tie, 0.5 loses)
 
@@ -356,16 +361,31 @@ class HierarchyTagger:
         share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
         return share
 
-    def top_flows(self, probs: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """(mass, vocabulary rows, weights) of each top-T class whose probability flows up the hypernym
-        chains: the real classes', then ``synthesized_weight`` x the synthesized synsets' share when the
-        embedder scored them."""
+    def top_classes(self, probs: np.ndarray) -> list[tuple[float, int]]:
+        """(mass, class) of each top-T class whose probability flows up the hypernym chains: the real
+        classes', then ``synthesized_weight`` x the synthesized synsets' share when the embedder scored them."""
         n_real = len(self.taxonomy.classes)
         parts = [(probs[:n_real], 0)]
         if len(probs) > n_real and self.options.synthesized_weight:
             parts.append((self.options.synthesized_weight * self.synthesized_share(probs), n_real))
-        return [(float(part[c]), *self.flow(offset + int(c)))
+        return [(float(part[c]), offset + int(c))
                 for part, offset in parts for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]]  # fmt: skip
+
+    def top_flows(self, probs: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(mass, vocabulary rows, weights) of each ``top_classes`` class."""
+        return [(mass, *self.flow(c)) for mass, c in self.top_classes(probs)]
+
+    def senses(self, probs: np.ndarray) -> dict[str, set[str]]:
+        """Each name of a synset the photo's top classes reach (themselves and the ancestors their probability
+        flows up to) -> those synsets: the senses the photo shows the word in."""
+        named: dict[str, set[str]] = {}
+        for mass, c in self.top_classes(probs):
+            if mass > 0:
+                wnid = self.wnids[c]
+                for s in (wnid, *self.taxonomy.ancestors(wnid, self.options.tag_levels)):
+                    for name in self.taxonomy.synsets[s].names:
+                        named.setdefault(name, set()).add(s)
+        return named
 
     def hierarchy_mass(self, probs: np.ndarray) -> np.ndarray:
         """(V,) the probability of the top classes that reaches each word up the hypernym chains."""
@@ -443,23 +463,34 @@ class HierarchyTagger:
                 scores = self.colour_cues(scores, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
-        return self.best(scores, k)
+        distinct = self.options.distinct_senses and probs is not None and self.options.tag_weight
+        return self.best(scores, k, self.senses(probs) if distinct else None)
 
-    def best(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The ``k`` best words, best first, a word left out after its own singular or plural (eggs after egg:
-        one tag says both), looked for among the best SAME_NOUN_POOL x k."""
-        n = min(len(scores), SAME_NOUN_POOL * k)
+    def best(self, scores: np.ndarray, k: int, senses: dict[str, set[str]] | None = None) -> list[tuple[str, float]]:
+        """The ``k`` best words, best first, looked for among the best TAG_POOL x k. A word is left out after its
+        own singular or plural (eggs after egg: one tag says both) and, with ``senses`` (``HierarchyTagger.senses``), after the
+        first DISTINCT_AFTER tags when the photo shows it only in senses already tagged; if fewer than ``k``
+        words are left, those come last."""
+        n = min(len(scores), TAG_POOL * k)
         top = np.argpartition(-scores, n - 1)[:n]
         chosen: list[tuple[str, float]] = []
+        repeated: list[tuple[str, float]] = []
         said: set[str] = set()
+        told: set[str] = set()  # the senses of the tags chosen
         for i in top[np.argsort(-scores[top], kind="stable")]:
             bases = noun_bases(self.words[i])
-            if not bases & said:
-                chosen.append((self.words[i], float(scores[i])))
-                said |= bases
-                if len(chosen) == k:
-                    break
-        return chosen
+            if bases & said:
+                continue
+            said |= bases
+            shown = set().union(*(senses.get(b, ()) for b in bases)) if senses else set()
+            if len(chosen) >= DISTINCT_AFTER and shown and shown <= told:
+                repeated.append((self.words[i], float(scores[i])))
+                continue
+            chosen.append((self.words[i], float(scores[i])))
+            told |= shown
+            if len(chosen) == k:
+                break
+        return chosen + repeated[: k - len(chosen)]
 
     def explained(self, query: np.ndarray, probs: np.ndarray, k: int, gain=0.0) -> list[tuple[str, float]]:
         """Tags one at a time, each class's mass explained away by the tags it reached: once a word is chosen,

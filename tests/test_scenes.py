@@ -310,6 +310,8 @@ def test_colour_cues_option_reads_words_or_none():
         parser.parse_args(["--colour-cues", "tree"])
     assert hierarchy_options(parser.parse_args([])).place_words
     assert not hierarchy_options(parser.parse_args(["--no-place-words"])).place_words
+    assert hierarchy_options(parser.parse_args([])).distinct_senses
+    assert not hierarchy_options(parser.parse_args(["--repeat-senses"])).distinct_senses
 
 
 def test_a_place_named_after_what_it_is_beside_also_tags_that():
@@ -336,3 +338,22 @@ def test_a_word_after_its_own_singular_or_plural_is_left_out():
     tags = [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 3)]
     assert tags == ["eggs", "boxes", "chicken"]  # one tag says both; the next distinct word takes the place
     assert [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 10)] == tags  # none left
+
+
+def test_after_the_first_five_a_tag_names_a_sense_not_yet_tagged():
+    from taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    probs = np.zeros(len(taxonomy.classes), np.float32)
+    probs[taxonomy.classes.index("n02099601")] = 1.0  # golden retriever: canine and canid name one synset above it
+    words = ["w1", "w2", "w3", "w4", "w5", "canine", "canid", "bicycle"]
+    vectors = np.eye(len(words), dtype=np.float32)
+    query = np.array([1, 1, 1, 1, 1, 0, 0, 0.3], np.float32)  # five words by cosine first, then the dog's hypernym
+    options = DEFAULT_OPTIONS.with_(synthesized=False, stacking=0.0)
+    tags = [w for w, _ in HierarchyTagger(words, vectors, options, taxonomy).tags(query, probs, 7)]
+    assert tags == ["w1", "w2", "w3", "w4", "w5", "canine", "bicycle"]  # canid says canine again
+    assert [w for w, _ in HierarchyTagger(words, vectors, options, taxonomy).tags(query, probs, 8)][-1] == "canid"
+    repeating = HierarchyTagger(words, vectors, options.with_(distinct_senses=False), taxonomy)
+    assert [w for w, _ in repeating.tags(query, probs, 7)][-1] == "canid"
+    early = np.array([0, 0, 0, 0, 0, 0, 0, 0.3], np.float32)  # the first five may repeat a sense
+    assert {"canine", "canid"} <= {w for w, _ in HierarchyTagger(words, vectors, options, taxonomy).tags(early, probs, 5)}
