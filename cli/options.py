@@ -85,13 +85,14 @@ def non_negative_number(text: str) -> float:
 
 def add_classifier_weight_option(parser: argparse.ArgumentParser) -> None:
     """``--classifier-weight``: word queries fuse the word space with the words' WordNet classifiers."""
-    from models.word_classifiers import CLASSIFIER_WEIGHT  # numpy only
+    from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE  # numpy only
 
     parser.add_argument(
         "--classifier-weight", type=non_negative_number, default=CLASSIFIER_WEIGHT, metavar="W",
         help="word queries: how much the words' WordNet classifiers, scored on the photos' stored visual "
         f"features, count against the word space (robust z-scores over the photos; 0: the word space alone; default "
-        f"{CLASSIFIER_WEIGHT}, chosen on held-out photos, see docs/results.md)",
+        f"{CLASSIFIER_WEIGHT:g}, chosen on held-out photos, see docs/results.md). A word whose sense has no ImageNet "
+        f"class at or below it (sky, tree, crow) counts {EXTRAPOLATED_SHARE:.2g} of W: its classifier is extrapolated",
     )
 
 

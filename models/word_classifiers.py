@@ -11,7 +11,10 @@ alone answers):
   ImageNet's own class, not the mansion the corpus prefers);
 - ``frequent``: the sense the tagged corpus uses most, then WordNet's order.
 
-``fuse`` ranks the searched photos by both scores, the word space's and the classifier's. Word search
+``fuse`` ranks the searched photos by both scores, the word space's and the classifier's. A sense with no
+ImageNet class at or below it (sky, tree, crow) has a classifier extrapolated from the WordNet graph alone,
+which finds its photos less surely than one that averages real classes (dog, vehicle): it counts
+EXTRAPOLATED_SHARE as much (``Rows.lookup``). Word search
 reads ``word_rows``: every lemma's chosen row number, worked out once from the taxonomy and cached
 (loading the taxonomy would cost a word query a tenth of a second). ``models/data/<backbone>.imagenet.npz``
 ships the 1000 real rows (float16, uncompressed: reads faster) with the backbone weights they were read
@@ -42,8 +45,11 @@ from models.wordnet_classifiers import (
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
-TABLE = "word-senses-v1"  # the cached sense table: a new way of choosing senses gets a new name
-CLASSIFIER_WEIGHT = 2.0  # word search: the classifier robust z-score's weight against the word space's (chosen on the tune half of evaluation.word_search)
+TABLE = "word-senses-v2"  # the cached sense table: a new way of choosing senses (or new columns) gets a new name
+# word search: the classifier robust z-score's weight against the word space's, and the share of it an
+# extrapolated sense's classifier gets (both chosen on the tune halves of evaluation.word_search)
+CLASSIFIER_WEIGHT = 3.0
+EXTRAPOLATED_SHARE = 1 / 3
 
 
 def imagenet_rows_file(backbone: str) -> Path:
@@ -70,6 +76,10 @@ class Rows:
     def key_row(self, key: str) -> int | None:
         raise NotImplementedError
 
+    def extrapolated(self, number: int) -> bool:
+        """Whether row ``number`` is a synthesized sense with no ImageNet class at or below it."""
+        raise NotImplementedError
+
     def noun_row(self, key: str) -> int | None:
         """The row of a lemma key, or of the singular it is the regular plural of (``hills``: hill; WordNet
         lemmas are singular), longest first (``glasses``: glass, not glasse)."""
@@ -83,12 +93,18 @@ class Rows:
         """The unit row (float32) of query text read as labels are (``foundation.spelling``): the whole text
         as one lemma (``ice cream``, ``Dog!``, ``hills``), else the sum of its words' rows (``summer dress``:
         dress), or None when none has a visual WordNet sense."""
+        return self.lookup(text)[0]
+
+    def lookup(self, text: str) -> tuple[np.ndarray | None, bool]:
+        """(``row``, whether every row it sums is ``extrapolated``)."""
         pieces = [piece.strip(string.punctuation) for piece in text_pieces(text)]
         whole = self.noun_row(lemma_key(" ".join(pieces)))
         if whole is not None or len(pieces) < 2:
-            return None if whole is None else self.unit_row(whole)
+            return (None, False) if whole is None else (self.unit_row(whole), self.extrapolated(whole))
         found = [number for number in map(self.noun_row, pieces) if number is not None]
-        return unit(np.sum([self.unit_row(n) for n in found], axis=0)) if found else None
+        if not found:
+            return None, False
+        return unit(np.sum([self.unit_row(n) for n in found], axis=0)), all(map(self.extrapolated, found))
 
     def unit_row(self, number: int) -> np.ndarray:
         if number < len(self.real):
@@ -106,8 +122,8 @@ class WordClassifiers(Rows):
             raise ValueError(f"unknown sense choice {sense!r}: one of {', '.join(SENSES)}")
         super().__init__(real, synthesized)
         self.taxonomy, self.sense = taxonomy, sense
-        wnids = [*taxonomy.classes, *(synthesized.wnids if synthesized is not None else ())]
-        self.number = {wnid: i for i, wnid in enumerate(wnids)}
+        self.wnids = [*taxonomy.classes, *(synthesized.wnids if synthesized is not None else ())]
+        self.number = {wnid: i for i, wnid in enumerate(self.wnids)}
 
     @cached_property
     def senses(self) -> dict[str, list[str]]:
@@ -146,19 +162,27 @@ class WordClassifiers(Rows):
         wnid = self.sense_of(key)
         return None if wnid is None else self.number[wnid]
 
+    def extrapolated(self, number: int) -> bool:
+        return not self.classes_below.get(self.wnids[number], 0)
+
     def table(self) -> dict[str, np.ndarray]:
-        """Every lemma key (sorted) and the row number of its chosen sense: what ``WordRows`` looks up."""
+        """Every lemma key (sorted) and the row number of its chosen sense, and which rows are
+        ``extrapolated``: what ``WordRows`` looks up."""
         keys = sorted(self.senses)
-        return {"keys": np.array(keys), "rows": np.array([self.number[self.sense_of(k)] for k in keys], np.int32)}
+        return {"keys": np.array(keys), "rows": np.array([self.number[self.sense_of(k)] for k in keys], np.int32),
+                "extrapolated": np.array([self.extrapolated(n) for n in range(len(self.wnids))], bool)}  # fmt: skip
 
 
 class WordRows(Rows):
     """What word search reads: the ``WordClassifiers`` table (cached, see ``word_rows``) and the rows; no
     taxonomy to load, so a word query stays fast."""
 
-    def __init__(self, keys: np.ndarray, numbers: np.ndarray, real: np.ndarray, synthesized):
+    def __init__(self, table: dict[str, np.ndarray], real: np.ndarray, synthesized):
         super().__init__(real, synthesized)
-        self.keys, self.numbers = keys, numbers
+        self.keys, self.numbers, self._extrapolated = table["keys"], table["rows"], table["extrapolated"]
+
+    def extrapolated(self, number: int) -> bool:
+        return bool(self._extrapolated[number])
 
     def key_row(self, key: str) -> int | None:
         at = int(np.searchsorted(self.keys, key))
@@ -247,7 +271,7 @@ def word_rows(backbone: str) -> WordRows | None:
         return word_classifiers(backbone).table()
 
     table = derived_arrays(text_sha(made_from), f"{TABLE}-{backbone}", compute)
-    return WordRows(table["keys"], table["rows"], real, synthesized)  # rows past the real ones only if it fit
+    return WordRows(table, real, synthesized)  # rows past the real ones only if it fit
 
 
 def write_imagenet_rows(backbone: str) -> Path:

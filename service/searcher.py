@@ -31,7 +31,7 @@ from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
-from models.word_classifiers import CLASSIFIER_WEIGHT, WordRows, fuse, word_rows
+from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
 from taxonomy.hierarchy import CUE_EVIDENCE, cue_for_query
@@ -262,13 +262,13 @@ class Searcher:
         space, vector = self.query_vector(parsed, visual)
         if vector is None:
             return None
-        classifier = self.classifier_vector(parsed) if space == WORDS else None
+        classifier, weight = self.classifier_vector(parsed) if space == WORDS else (None, 0.0)
         if classifier is None:
             found = spaces.nearest(space, vector, top_k, exact)
         else:
             cue = colour_cue(parsed)
             first = spaces.showing(cue) if cue is not None else set()
-            found = spaces.fused(vector, classifier, self.classifier_weight, top_k, first)
+            found = spaces.fused(vector, classifier, weight, top_k, first)
         results = above_min_score(found, min_score)
         return Hits(query, results, by_image=parsed.single_image, companions=self.companions)
 
@@ -304,19 +304,23 @@ class Searcher:
             vectors.append(vector)
         return WORDS, combine(query, vectors) if len(vectors) > 1 else vectors[0]
 
-    def classifier_vector(self, query: Query) -> np.ndarray | None:
-        """The query's words as one direction in the visual-feature space: their classifier rows, weighted
-        as their word vectors are; None when an image term is in it, the weight is 0, or no word has a
-        visual WordNet sense (the word space alone answers)."""
+    def classifier_vector(self, query: Query) -> tuple[np.ndarray | None, float]:
+        """(the query's words as one direction in the visual-feature space: their classifier rows, weighted
+        as their word vectors are; the weight it is fused at: ``classifier_weight``, times EXTRAPOLATED_SHARE
+        when every row is an extrapolated sense). The direction is None when an image term is in the query,
+        the weight is 0, or no word has a visual WordNet sense (the word space alone answers)."""
         if not self.classifier_weight or any(term.kind == IMAGE for term in query.terms):
-            return None
+            return None, 0.0
         classifiers = self.classifiers
         if classifiers is None:
-            return None
-        rows = [(term.weight, classifiers.row(term.text)) for term in query.terms]
-        rows = [weight * row for weight, row in rows if row is not None]
-        total = np.sum(rows, axis=0) if rows else None
-        return total if total is not None and float(np.linalg.norm(total)) > 1e-6 else None
+            return None, 0.0
+        found = [(term.weight, *classifiers.lookup(term.text)) for term in query.terms]
+        found = [(weight * row, extrapolated) for weight, row, extrapolated in found if row is not None]
+        total = np.sum([row for row, _ in found], axis=0) if found else None
+        if total is None or float(np.linalg.norm(total)) <= 1e-6:
+            return None, 0.0
+        share = EXTRAPOLATED_SHARE if all(extrapolated for _, extrapolated in found) else 1.0
+        return total, self.classifier_weight * share
 
     def _word_vector(self, term: Term) -> np.ndarray:
         try:

@@ -72,8 +72,22 @@ def test_the_visible_sense_is_chosen_and_the_frequent_one_on_request():
 
 
 def looked_up(classifiers: WordClassifiers) -> WordRows:
-    table = classifiers.table()
-    return WordRows(table["keys"], table["rows"], classifiers.real, classifiers.synthesized)
+    return WordRows(classifiers.table(), classifiers.real, classifiers.synthesized)
+
+
+def test_a_sense_without_an_imagenet_class_at_or_below_it_is_extrapolated():
+    rng = np.random.default_rng(3)
+    classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
+    for rows in (classifiers, looked_up(classifiers)):
+        assert rows.lookup("red")[1] is False  # an ImageNet class
+        assert rows.lookup("blue")[1] is True and rows.lookup("palace")[1] is True  # synthesized, no class below
+        assert rows.lookup("red filleraa blue")[1] is False  # extrapolated only when every row is
+        assert rows.lookup("blue palace")[1] is True
+        assert rows.lookup("filleraa") == (None, False)
+        assert np.array_equal(rows.lookup("blue")[0], rows.row("blue"))
+    shipped = word_rows("efficientnet_lite0")
+    assert [shipped.lookup(w)[1] for w in ("castle", "dog", "vehicle", "sky", "crow", "tree")] == [
+        False, False, False, True, True, True]  # fmt: skip
 
 
 def test_the_search_table_gives_every_words_chosen_row():
@@ -178,6 +192,17 @@ def library(tmp_path, monkeypatch, capfd):
 def ranked(index, space, query: str, weight: float, **options) -> list[tuple[str, float]]:
     searcher = Searcher(index, words_index=space.words_index, classifier_weight=weight)
     return searcher.search(query, 11, **options).results
+
+
+def test_an_extrapolated_senses_classifier_is_fused_at_its_share_of_the_weight(library):
+    from models.word_classifiers import EXTRAPOLATED_SHARE
+
+    index, space, _ = library
+    searcher = Searcher(index, words_index=space.words_index, classifier_weight=3.0)
+    assert searcher.classifier_vector(searcher.parse("red"))[1] == 3.0  # an ImageNet class's row
+    assert searcher.classifier_vector(searcher.parse("blue"))[1] == pytest.approx(3.0 * EXTRAPOLATED_SHARE)
+    assert searcher.classifier_vector(searcher.parse("red blue"))[1] == 3.0
+    assert searcher.classifier_vector(searcher.parse("green")) == (None, 0.0)  # no visual WordNet sense
 
 
 def test_word_search_fuses_the_classifier_score(library):
