@@ -276,7 +276,9 @@ def window_spans(size: int, grid: int = REGION_GRID) -> list[tuple[int, int]]:
     ``models.backbones.Backbone.regions`` pools on the feature map (the input downsampled 32 times)."""
     side = max(1, size // 32)
     stride, kernel = window_cells(side, grid)
-    return [(round(i * stride * size / side), round(min(side, i * stride + kernel) * size / side)) for i in range(grid)]
+    spans = [(round(i * stride * size / side), round(min(side, i * stride + kernel) * size / side)) for i in range(grid)]
+    # an input under grid x 32 pixels has fewer cells than windows: the missing ones read its last pixels
+    return [(min(start, size - 1), max(end, min(start, size - 1) + 1)) for start, end in spans]
 
 
 def window_colours(pixels: np.ndarray, grid: int = REGION_GRID) -> np.ndarray:
@@ -293,7 +295,8 @@ def window_colours(pixels: np.ndarray, grid: int = REGION_GRID) -> np.ndarray:
         for column, (left, right) in enumerate(spans):
             window = stats[:, row * grid + column]
             window[:, :3] = np.stack([p[:, top:bottom, left:right].mean(axis=(1, 2)) for p in planes], axis=1)
-            window[:, 3] = across[:, top:bottom, left : right - 1].mean(axis=(1, 2)) + down[:, top : bottom - 1, left:right].mean(axis=(1, 2))
+            steps = (across[:, top:bottom, left : right - 1], down[:, top : bottom - 1, left:right])
+            window[:, 3] = sum(step.mean(axis=(1, 2)) for step in steps if step.size)  # a 1-pixel window: flat
     return stats
 
 

@@ -206,6 +206,12 @@ def test_window_colours_read_a_blue_sky_and_a_green_field():
     assert evidence["sky"] > 0.8 and evidence["grass"] == 0.0
 
 
+def test_window_colours_of_a_tiny_input_are_finite():
+    """A trained checkpoint may take inputs a few pixels wide: a 1-pixel window has no texture, not NaN."""
+    stats = window_colours(np.random.default_rng(0).random((2, 3, 4, 4), dtype=np.float32))
+    assert stats.shape == (2, REGION_GRID**2, COLOUR_STATS) and np.isfinite(stats).all()
+
+
 def test_colour_facts_keep_each_cue_words_evidence_to_two_decimals():
     facts = colour_facts(window_colours(_landscape())[0])
     assert set(facts) == {"sky", "grass"} and all(0.8 < v <= 1.0 and v == round(v, 2) for v in facts.values())
