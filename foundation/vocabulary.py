@@ -1,5 +1,5 @@
 """The default tag vocabulary's rules: which GloVe entries count as words worth tagging with, and which are
-one noun's singular and regular plural.
+one noun's singular and plural.
 
 Plain stdlib, so word queries (which never load gensim) and the metrics share one definition.
 """
@@ -36,10 +36,26 @@ def frequent_words(index_to_key: list[str], size: int) -> list[str]:
     return words
 
 
+# Everyday irregular plurals of concrete nouns, from WordNet 3.0's exception list (noun.exc): a query for
+# `men` or `leaves` finds the classifier of `man` or `leaf`, and a tag says `leaf` once, not `leaves` after it
+IRREGULAR_PLURALS = {
+    "men": "man", "women": "woman", "gentlemen": "gentleman", "fishermen": "fisherman", "policemen": "policeman",
+    "firemen": "fireman", "horsemen": "horseman", "children": "child", "feet": "foot", "teeth": "tooth",
+    "geese": "goose", "mice": "mouse", "lice": "louse", "oxen": "ox", "leaves": "leaf", "knives": "knife",
+    "wolves": "wolf", "shelves": "shelf", "bookshelves": "bookshelf", "calves": "calf", "halves": "half",
+    "loaves": "loaf", "hooves": "hoof", "scarves": "scarf", "thieves": "thief", "wives": "wife", "elves": "elf",
+    "dwarves": "dwarf", "wharves": "wharf", "sheaves": "sheaf", "cacti": "cactus", "fungi": "fungus",
+    "larvae": "larva", "antennae": "antenna", "vertebrae": "vertebra", "octopi": "octopus",
+    "hippopotami": "hippopotamus", "radii": "radius", "nuclei": "nucleus",
+}  # fmt: skip
+_IRREGULAR_PLURAL_OF = {singular: plural for plural, singular in IRREGULAR_PLURALS.items()}
+
+
 def noun_bases(word: str) -> set[str]:
-    """The word and the singulars it may be the regular plural of: cats -> cat; berries -> berry; boxes -> box.
-    Over-generated ones (``glas`` from ``glass``) name no synset, so they do no harm."""
-    bases = {word}
+    """The word and the singulars it may be the plural of: cats -> cat; berries -> berry; boxes -> box;
+    IRREGULAR_PLURALS (men -> man). Over-generated ones (``glas`` from ``glass``) name no synset, so they do
+    no harm."""
+    bases = {word, *([IRREGULAR_PLURALS[word]] if word in IRREGULAR_PLURALS else [])}
     if word.endswith("s") and len(word) > 3:
         bases.add(word[:-1])
         if word.endswith("es"):
@@ -50,9 +66,10 @@ def noun_bases(word: str) -> set[str]:
 
 
 def noun_plurals(lemma: str) -> tuple[str, ...]:
-    """The lemma and every word ``noun_bases`` reads as its regular plural: cat -> cats; box -> boxes;
-    berry -> berries. The inverse of ``noun_bases``, so a vocabulary needs no table of all its words' bases."""
+    """The lemma and every word ``noun_bases`` reads as its plural: cat -> cats; box -> boxes; berry -> berries;
+    man -> men. The inverse of ``noun_bases``, so a vocabulary needs no table of all its words' bases."""
     forms = [lemma, lemma + "s", lemma + "es"]
     if lemma.endswith("y"):
         forms.append(lemma[:-1] + "ies")
-    return (lemma, *(f for f in forms[1:] if len(f) > 3))
+    irregular = (_IRREGULAR_PLURAL_OF[lemma],) if lemma in _IRREGULAR_PLURAL_OF else ()
+    return (lemma, *(f for f in forms[1:] if len(f) > 3), *irregular)

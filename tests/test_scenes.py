@@ -343,6 +343,10 @@ def test_a_word_after_its_own_singular_or_plural_is_left_out():
     query = np.array([1.0, 0.9, 0.8, 0.7, 0.6], np.float32)
     tags = [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 3)]
     assert tags == ["eggs", "boxes", "chicken"]  # one tag says both; the next distinct word takes the place
+    irregular = ["leaves", "leaf", "men", "man", "tree"]
+    query = np.array([1.0, 0.9, 0.8, 0.7, 0.6], np.float32)
+    assert [w for w, _ in HierarchyTagger(irregular, np.eye(5, dtype=np.float32), PLAIN).tags(query, None, 3)] == [
+        "leaves", "men", "tree"]  # fmt: skip
     assert [w for w, _ in HierarchyTagger(words, vectors, PLAIN).tags(query, None, 10)] == tags  # none left
 
 

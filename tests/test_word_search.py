@@ -115,6 +115,8 @@ def test_a_plural_query_takes_its_singulars_row_and_a_plural_lemma_keeps_its_own
     shipped = word_rows("efficientnet_lite0")
     assert np.array_equal(shipped.row("hills"), shipped.row("hill"))
     assert np.array_equal(shipped.row("berries"), shipped.row("berry"))
+    for plural, singular in (("men", "man"), ("women", "woman"), ("leaves", "leaf"), ("mice", "mouse"), ("geese", "goose")):
+        assert shipped.row(singular) is not None and np.array_equal(shipped.row(plural), shipped.row(singular)), plural
     assert not np.array_equal(shipped.row("glasses"), shipped.row("glass"))  # spectacles: a lemma of its own
 
 
