@@ -468,9 +468,9 @@ class HierarchyTagger:
 
     def best(self, scores: np.ndarray, k: int, senses: dict[str, set[str]] | None = None) -> list[tuple[str, float]]:
         """The ``k`` best words, best first, looked for among the best TAG_POOL x k. A word is left out after its
-        own singular or plural (eggs after egg: one tag says both) and, with ``senses`` (``HierarchyTagger.senses``), after the
-        first DISTINCT_AFTER tags when the photo shows it only in senses already tagged; if fewer than ``k``
-        words are left, those come last."""
+        own singular or plural (eggs after egg: one tag says both) and, given the photo's ``senses``
+        (``HierarchyTagger.senses``), after the first DISTINCT_AFTER tags when it shows the word only in senses
+        already tagged; those come last when fewer than ``k`` words are left (a small --vocabulary)."""
         n = min(len(scores), TAG_POOL * k)
         top = np.argpartition(-scores, n - 1)[:n]
         chosen: list[tuple[str, float]] = []
