@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +71,14 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise BundleError(f"cannot read word list {path}: {err}") from None
-    words = [line.split("#", 1)[0].strip().lower() for line in lines]
-    return list(dict.fromkeys(word for word in words if word))
+    return word_entries(line.split("#", 1)[0] for line in lines)
+
+
+def word_entries(words) -> list[str]:
+    """Vocabulary entries as the word vectors spell them: stripped, lowercased, the empty and repeated ones
+    left out."""
+    entries = (word.strip().lower() for word in words)
+    return list(dict.fromkeys(entry for entry in entries if entry))
 
 
 def vocabulary_spec(vocab_size: int | None, word_list: str | os.PathLike | None, kind: str = "visual") -> dict:
@@ -212,14 +218,16 @@ def open_word_index(
 
 
 def vocabulary_table(
-    word_list: str | os.PathLike, vectors_source: str, vectors_sha: str
+    word_list: str | os.PathLike | Sequence[str], vectors_source: str, vectors_sha: str
 ) -> tuple[VectorTable, list[str]]:
-    """An exact-search table over a user's word list, and the listed words the vectors lack."""
+    """An exact-search table over a user's word list (a file, or the words themselves: the keywords of
+    their photos), and the listed words the vectors lack."""
     from foundation.vectors import training_vectors  # gensim: only when the vectors are needed
 
     wv = training_vectors(vectors_source, vectors_sha)
+    is_file = isinstance(word_list, (str, os.PathLike))
     words, vectors, missing = [], [], []
-    for entry in read_word_list(word_list):
+    for entry in read_word_list(word_list) if is_file else word_entries(word_list):
         vector = phrase_vector(entry, wv.kv)
         if vector is None:
             missing.append(entry)
@@ -227,7 +235,7 @@ def vocabulary_table(
             words.append(entry)
             vectors.append(vector)
     if not words:
-        raise BundleError(f"none of the words in {word_list} are in {wv.source}")
+        raise BundleError(f"none of the words in {word_list if is_file else 'the keywords'} are in {wv.source}")
     return VectorTable(words, normalise(np.stack(vectors))), missing
 
 

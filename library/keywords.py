@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from foundation.progress import progress_bar
 from library.xmp import SidecarError, SidecarKeywords, existing_sidecars, read_packet, read_sidecar
 
 IPTC_KEYWORDS = (2, 25)
@@ -69,3 +70,20 @@ def photo_keywords(path: str | os.PathLike, include_wordsight: bool = False) -> 
     keep = sidecar.subject if include_wordsight else sidecar.theirs
     result.keywords = list(dict.fromkeys([*keep, *embedded]))  # embedded XMP/IPTC: never wordsight's
     return result
+
+
+def library_keywords(paths, progress: bool = True) -> tuple[list[str], list[str]]:
+    """(keywords, problems): every keyword the photos at ``paths`` already have (theirs, never wordsight's),
+    each once in first-seen order, the first spelling of a word kept (``Beach`` and ``beach`` are one); only
+    those with a letter (not ``2019``). The vocabulary of the user's own catalogue."""
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    with progress_bar(len(paths), "reading keywords", unit="photo", enabled=progress) as bar:
+        for path in paths:
+            photo = photo_keywords(path)
+            problems += photo.problems
+            for keyword in photo.keywords:
+                if any(c.isalpha() for c in keyword):
+                    found.setdefault(keyword.strip().lower(), keyword.strip())
+            bar.update()
+    return list(found.values()), problems

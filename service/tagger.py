@@ -3,7 +3,9 @@
 The model decides how tags are scored. A ConSE model (``conse:<backbone>``, the default) scores every word
 by cosine plus the WordNet hierarchy's share of the photo's class probabilities, less stacking
 (``taxonomy.hierarchy.HierarchyTagger``); a trained checkpoint tags by cosine alone. The words are the word
-index's tag vocabulary (built on first use) or a word list of the user's (``vocabulary``, exact).
+index's tag vocabulary (built on first use) or a word list of the user's (``vocabulary``, exact): a file, or
+the words themselves, such as the keywords their photos already have (``library.keywords.library_keywords``),
+which tags then spell as the user does.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Tagger:
         self,
         model: str | object | Callable[[], object] | None = None,
         *,
-        vocabulary: str | os.PathLike | None = None,
+        vocabulary: str | os.PathLike | Sequence[str] | None = None,
         words_index: str | os.PathLike | None = None,
         engine: str = "auto",
         options: hierarchy.HierarchyOptions | None = None,
@@ -55,6 +57,8 @@ class Tagger:
         self._model, self.engine, self.options = model, engine, options
         self.vocabulary, self.words_index, self.log = vocabulary, words_index, log
         self._words, self._identity = words, identity
+        listed = vocabulary is not None and not isinstance(vocabulary, (str, os.PathLike))
+        self._spelling = {word.strip().lower(): word.strip() for word in vocabulary} if listed else {}
         self._embedder = None
         self._scorer: hierarchy.HierarchyTagger | None | bool = False  # False: not made yet
         self._lock = threading.RLock()  # one model call at a time: bounded memory, no oversubscribed cores
@@ -95,7 +99,9 @@ class Tagger:
         if self.vocabulary:
             table, missing = vocabulary_table(self.vocabulary, identity["vectors_source"], identity["vectors_sha"])
             if missing:
-                self.log(f"{len(missing)} words of {self.vocabulary} are not in the word vectors: {', '.join(missing)}")
+                named = "the keywords" if self._spelling else self.vocabulary
+                self.log(f"{len(missing)} words of {named} are not in the word vectors: "
+                         f"{', '.join(self._spelling.get(m, m) for m in missing)}")
             return table
         index = word_index(self.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"], self.log)
         return tag_table(index)  # the visual tag words of the index, not the extra query words
@@ -130,6 +136,8 @@ class Tagger:
             tags = self.scorer.tags(vector, probs, top_k, windows)
         else:
             tags = self.words.nearest(row, top_k, exact=exact)
+        if self._spelling:
+            tags = [(self._spelling.get(word, word), score) for word, score in tags]
         return above_min_score(tags, min_score)
 
     def _tags(self, shown: str, row: np.ndarray, top_k: int, min_score: float | None, exact: bool) -> Tags:

@@ -335,6 +335,44 @@ def test_train_on_keywords_then_tag_the_rest(tmp_path, space, capfd):
     assert len(read_sidecar(sidecar_path(untagged)).ours) == 2
 
 
+def _subject_sidecar(photo: Path, *keywords: str) -> None:
+    """A sidecar of the user's photo manager holding these dc:subject keywords."""
+    items = "".join(f"<rdf:li>{k}</rdf:li>" for k in keywords)
+    sidecar_path(photo).write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<dc:subject><rdf:Bag>{items}</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>")
+
+
+def test_own_keywords_tag_the_other_photos_as_the_user_spells_them(tmp_path, space, fake_embedder, capfd):
+    from PIL import Image
+
+    from library.keywords import library_keywords
+    from library.xmp import write_tags
+    from tests.fakes import COLOURS
+
+    photos = {}
+    for name, colour in (("a", "red"), ("b", "blue"), ("c", "purple"), ("d", "green"), ("e", "red")):
+        photos[name] = tmp_path / "photos" / f"{name}.jpg"
+        photos[name].parent.mkdir(exist_ok=True)
+        Image.new("RGB", (64, 48), COLOURS[colour]).save(photos[name])
+    _subject_sidecar(photos["a"], "Red", "2019")
+    _subject_sidecar(photos["b"], "blue", "red")  # another spelling of a keyword already seen
+    _subject_sidecar(photos["c"], "Purple")
+    write_tags(photos["d"], [Tag("green")])  # wordsight's own earlier tag: not the user's vocabulary
+    assert library_keywords(sorted(photos.values()), progress=False) == (["Red", "blue", "Purple"], [])
+    code, lines, err = run(tag.main, [photos["a"].parent, "--own-keywords", "--checkpoint", "fake", "--json",
+                                      "--top-k", 1], capfd)  # fmt: skip
+    assert code == 0, err
+    assert "tagging with the 3 keywords these photos already have" in err
+    tags = {Path(r["image"]).stem: r["tags"][0]["word"] for r in map(json.loads, lines)}
+    assert tags["e"] == "Red" and tags["b"] == "blue" and tags["d"] != "green"  # the user's words, spelled so
+    for photo in photos.values():
+        sidecar_path(photo).unlink(missing_ok=True)
+    code, _, err = run(tag.main, [photos["a"].parent, "--own-keywords", "--checkpoint", "fake"], capfd)
+    assert code != 0 and "none of these photos has keywords of its own yet" in err and "Traceback" not in err
+
+
 def test_normalised_features_are_unit_length(index):
     features = open_features(open_bundle(index))
     assert np.allclose(np.linalg.norm(np.asarray(features.vectors, np.float32), axis=1), 1, atol=2e-3)

@@ -1,8 +1,9 @@
 """Tag images with words: each image's nearest words in the shared image-word space.
 
 The word index (in the per-user cache unless ``--words-index`` says where) is built on first use;
-``--vocabulary`` tags with a word list of your own instead. With onnxruntime and the model's ONNX export
-cached (made on first use), tagging imports neither torch nor gensim; it never imports pytorch_lightning.
+``--vocabulary`` tags with a word list of your own instead, ``--own-keywords`` with the keywords the photos
+already have. With onnxruntime and the model's ONNX export cached (made on first use), tagging imports
+neither torch nor gensim; it never imports pytorch_lightning.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import cli.options
 import cli.output
 from cli.gallery import Hit, Row
 from cli.options import add_hierarchy_options, add_min_score_option, hierarchy_options
-from foundation.errors import EXIT_CODES_HELP, run_entry
+from foundation.errors import EXIT_CODES_HELP, UsageError, run_entry
 from indexing.build.files import collect_images
 from indexing.bundle import check_target
 from indexing.word_index import WORDS_INDEX_HELP, default_words_index
+from library.keywords import library_keywords
 from library.pairs import companion_paths, pair_up, rescue
 from library.xmp import SidecarWriter
 from models.embedder import DEFAULT_MODEL
@@ -28,6 +30,7 @@ EPILOG = f"""examples:
   python tag.py photo.jpg holiday/ --top-k 5
   python tag.py shoes/ --checkpoint conse:efficientnet_lite0 --json
   python tag.py shoes/ --vocabulary my_tags.txt --html tags.html
+  python tag.py ~/Photos --own-keywords --write-xmp   # the keywords you already use, for the photos without
   python tag.py ~/Photos --write-xmp --top-k 5 --min-score 0.6   # keywords into IMG_1234.JPG.xmp sidecars
 
 {EXIT_CODES_HELP}"""
@@ -49,10 +52,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"a .ckpt file, or conse:<backbone> for no training at all (default {DEFAULT_MODEL}: on real "
         "photos it tags best; a Fashion-MNIST model knows only clothes, see docs/results.md)",
     )
-    parser.add_argument(
+    words = parser.add_mutually_exclusive_group()
+    words.add_argument(
         "--vocabulary",
         metavar="FILE",
         help="tag only with these words (one per line; exact search) instead of the word index",
+    )
+    words.add_argument(
+        "--own-keywords",
+        action="store_true",
+        help="tag only with the keywords the given photos already have (their XMP sidecars, embedded XMP and "
+        "IPTC, as digiKam, Lightroom or darktable wrote them; never wordsight's own), spelled as you spell "
+        "them: photos you have not keyworded yet get words from your own catalogue",
     )
     parser.add_argument(
         "--words-index",
@@ -85,9 +96,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def tag(args: argparse.Namespace) -> int:
     cli.output.check_outputs(args.html, args.grid)
-    if not args.vocabulary:  # a folder of the user's is refused before any work, never built over
+    if not (args.vocabulary or args.own_keywords):  # a folder of the user's is refused before any work, never built over
         check_target(args.words_index or default_words_index(), args.images)
     collected = collect_images(args.images)  # before importing torch: a wrong path fails fast
+    vocabulary = own_keywords([f.path for f in collected.files]) if args.own_keywords else args.vocabulary
     every = {f.path: f for f in collected.files}
     pairs = pair_up(every)  # a RAW beside its JPEG: tagged once, from the JPEG
     paired = companion_paths(pairs)
@@ -95,7 +107,7 @@ def tag(args: argparse.Namespace) -> int:
     rows = []
     sidecars = SidecarWriter(args.lightroom_sidecars, hierarchy.keyword_chain) if args.write_xmp else None
     with cli.output.results_stdout() as out:
-        tagger = Tagger(args.checkpoint, vocabulary=args.vocabulary, words_index=args.words_index,
+        tagger = Tagger(args.checkpoint, vocabulary=vocabulary, words_index=args.words_index,
                         engine=args.engine, options=hierarchy_options(args), log=cli.output.log)  # fmt: skip
         cli.output.note_top_k(args.top_k, len(tagger.words), "words")
 
@@ -118,6 +130,18 @@ def tag(args: argparse.Namespace) -> int:
     if sidecars is not None:
         cli.output.log(sidecars.summary())
     return cli.output.finish(collected.skipped + tagger.skipped + (sidecars.failed if sidecars else []))
+
+
+def own_keywords(paths: list[str]) -> list[str]:
+    """The keywords the photos already have: the vocabulary of ``--own-keywords``."""
+    keywords, problems = library_keywords(paths)
+    for problem in problems[:5]:
+        cli.output.log(f"keywords not read: {problem}")
+    if not keywords:
+        raise UsageError("none of these photos has keywords of its own yet (XMP sidecar, embedded XMP or IPTC): "
+                         "keyword some in your photo manager, or tag without --own-keywords")
+    cli.output.log(f"tagging with the {len(keywords)} keywords these photos already have")
+    return keywords
 
 
 def main(argv: list[str] | None = None) -> int:
