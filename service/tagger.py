@@ -57,8 +57,10 @@ class Tagger:
         self._model, self.engine, self.options = model, engine, options
         self.vocabulary, self.words_index, self.log = vocabulary, words_index, log
         self._words, self._identity = words, identity
-        listed = vocabulary is not None and not isinstance(vocabulary, (str, os.PathLike))
-        self._spelling = {word.strip().lower(): word.strip() for word in vocabulary} if listed else {}
+        self._spelling: dict[str, str] = {}  # a listed vocabulary's words as the user spells them, the first kept
+        if vocabulary is not None and not isinstance(vocabulary, (str, os.PathLike)):
+            for word in vocabulary:
+                self._spelling.setdefault(word.strip().lower(), word.strip())
         self._embedder = None
         self._scorer: hierarchy.HierarchyTagger | None | bool = False  # False: not made yet
         self._lock = threading.RLock()  # one model call at a time: bounded memory, no oversubscribed cores
