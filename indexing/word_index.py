@@ -235,7 +235,7 @@ def vocabulary_table(
             words.append(entry)
             vectors.append(vector)
     if not words:
-        raise BundleError(f"none of the words in {word_list if is_file else 'the keywords'} are in {wv.source}")
+        raise BundleError(f"none of the words in {word_list if is_file else 'the given words'} are in {wv.source}")
     return VectorTable(words, normalise(np.stack(vectors))), missing
 
 

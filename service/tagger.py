@@ -101,7 +101,7 @@ class Tagger:
         if self.vocabulary:
             table, missing = vocabulary_table(self.vocabulary, identity["vectors_source"], identity["vectors_sha"])
             if missing:
-                named = "the keywords" if self._spelling else self.vocabulary
+                named = "the given words" if self._spelling else self.vocabulary
                 self.log(f"{len(missing)} words of {named} are not in the word vectors: "
                          f"{', '.join(self._spelling.get(m, m) for m in missing)}")
             return table

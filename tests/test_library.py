@@ -358,13 +358,14 @@ def test_own_keywords_tag_the_other_photos_as_the_user_spells_them(tmp_path, spa
         Image.new("RGB", (64, 48), COLOURS[colour]).save(photos[name])
     _subject_sidecar(photos["a"], "Red", "2019")
     _subject_sidecar(photos["b"], "blue", "red")  # another spelling of a keyword already seen
-    _subject_sidecar(photos["c"], "Purple")
+    _subject_sidecar(photos["c"], "Purple", "Zzqx")  # a keyword the word vectors lack
     write_tags(photos["d"], [Tag("green")])  # wordsight's own earlier tag: not the user's vocabulary
-    assert library_keywords(sorted(photos.values()), progress=False) == (["Red", "blue", "Purple"], [])
+    assert library_keywords(sorted(photos.values()), progress=False) == (["Red", "blue", "Purple", "Zzqx"], [])
     code, lines, err = run(tag.main, [photos["a"].parent, "--own-keywords", "--checkpoint", "fake", "--json",
                                       "--top-k", 1], capfd)  # fmt: skip
     assert code == 0, err
-    assert "tagging with the 3 keywords these photos already have" in err
+    assert "tagging with the 4 keywords these photos already have" in err
+    assert "1 words of the given words are not in the word vectors: Zzqx" in err
     tags = {Path(r["image"]).stem: r["tags"][0]["word"] for r in map(json.loads, lines)}
     assert tags["e"] == "Red" and tags["b"] == "blue" and tags["d"] != "green"  # the user's words, spelled so
     for photo in photos.values():
