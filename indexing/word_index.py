@@ -74,11 +74,14 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
     return word_entries(line.split("#", 1)[0] for line in lines)
 
 
+def word_entry(word: str) -> str:
+    """A vocabulary entry as the word vectors spell it: stripped and lowercased."""
+    return word.strip().lower()
+
+
 def word_entries(words) -> list[str]:
-    """Vocabulary entries as the word vectors spell them: stripped, lowercased, the empty and repeated ones
-    left out."""
-    entries = (word.strip().lower() for word in words)
-    return list(dict.fromkeys(entry for entry in entries if entry))
+    """The ``word_entry`` of each word, the empty and repeated ones left out."""
+    return list(dict.fromkeys(entry for entry in map(word_entry, words) if entry))
 
 
 def vocabulary_spec(vocab_size: int | None, word_list: str | os.PathLike | None, kind: str = "visual") -> dict:

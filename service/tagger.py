@@ -18,7 +18,7 @@ import numpy as np
 
 from foundation.errors import UsageError
 from indexing.bundle import VectorTable
-from indexing.word_index import tag_table, vocabulary_table
+from indexing.word_index import tag_table, vocabulary_table, word_entry
 from library.scores import above_min_score
 from service.indexes import Log, quiet, word_index
 from service.records import Tags
@@ -60,7 +60,7 @@ class Tagger:
         self._spelling: dict[str, str] = {}  # a listed vocabulary's words as the user spells them, the first kept
         if vocabulary is not None and not isinstance(vocabulary, (str, os.PathLike)):
             for word in vocabulary:
-                self._spelling.setdefault(word.strip().lower(), word.strip())
+                self._spelling.setdefault(word_entry(word), word.strip())
         self._embedder = None
         self._scorer: hierarchy.HierarchyTagger | None | bool = False  # False: not made yet
         self._lock = threading.RLock()  # one model call at a time: bounded memory, no oversubscribed cores
