@@ -32,13 +32,22 @@ from evaluation.wordnet_tags import SPEC, network_outputs
 from foundation.atomic import write_atomic
 from foundation.vectors import load_word_vectors
 from indexing.ann.vectors import normalise
+from models.class_mass import HIERARCHY_WEIGHT, PhotoClasses, class_reach
 from models.embedder import load_embedder
-from models.word_classifiers import EXTRAPOLATED_SHARE, SENSES, WordClassifiers, fuse, word_classifiers
+from models.word_classifiers import (
+    CLASSIFIER_WEIGHT,
+    EXTRAPOLATED_SHARE,
+    SENSES,
+    WordClassifiers,
+    fuse,
+    word_classifiers,
+)
 from taxonomy.hierarchy import COLOUR_CUES, CUE_EVIDENCE, colour_facts, cue_for_query
 
 DEFAULT_OUT = Path("runs/evaluation/word_search")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
 SHARES = (1.0, 1 / 2, 1 / 3, 1 / 4)  # the share of the weight an extrapolated sense gets (1: like any other)
+HIERARCHY_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # the hierarchy mass's weight (0: the classifier and word space alone)
 WORD_SPACE, CLASSIFIER = 0.0, float("inf")  # weights meaning "the word space alone" and "the classifier alone"
 TOGETHER = "together"  # every object source in one collection: a mixed library (not in the macro-average)
 SCENES = "scenes:"  # scene sources (evaluation.scene_photos), each its own collection, averaged apart
@@ -56,6 +65,7 @@ class Lever:
     synthesized: bool = True
     colour_cues: bool = True  # a colour-cue word (sky; grass, meadow) puts the photos whose colours show it first
     extrapolated: float = EXTRAPOLATED_SHARE  # the share of ``weight`` an extrapolated sense's classifier gets
+    hierarchy: float = HIERARCHY_WEIGHT  # the weight of the hierarchy mass the photo's top classes send the word
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -83,10 +93,12 @@ def classifiers_for(lever: Lever) -> WordClassifiers:
 
 
 def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = MIN_PHOTOS,
-               colours: dict[str, np.ndarray] | None = None) -> tuple[float, int, int]:  # fmt: skip
+               colours: dict[str, np.ndarray] | None = None, classes: list | None = None) -> tuple[float, int, int]:  # fmt: skip
     """(mAP, queries, queries with a classifier row) of one collection; ``colours``: each cue word's evidence
-    per photo (``photo_colours``)."""
+    per photo (``photo_colours``); ``classes``: each photo's top classes as an index records them
+    (``models.class_mass.PhotoClasses``)."""
     classifiers = classifiers_for(lever)
+    reach = class_reach() if classes is not None and lever.hierarchy else None
     aps, with_row = [], 0
     for word in queries(photos, rows, wv.kv.key_to_index, least):
         relevant = np.array([word in photos[i].words for i in rows])
@@ -100,7 +112,10 @@ def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = M
         else:
             cue = cue_for_query(word) if lever.colour_cues and colours else None
             first = colours[cue][rows] >= CUE_EVIDENCE if cue is not None else None
-            scores = fuse(words, features[rows] @ row, lever.weight * (lever.extrapolated if extrapolated else 1.0), first)
+            found = reach.reach(word) if reach is not None else None
+            mass = reach.mass([classes[i] for i in rows], found) if found is not None else None
+            scores = fuse(words, features[rows] @ row, lever.weight * (lever.extrapolated if extrapolated else 1.0), first,
+                          mass, lever.hierarchy)  # fmt: skip
         aps.append(average_precision(scores, relevant))
     return (float(np.mean(aps)) if aps else float("nan")), len(aps), with_row
 
@@ -111,6 +126,8 @@ def levers() -> dict[str, Lever]:
     named |= {f"fused, weight {w}, sense {s}": Lever(w, s) for w in WEIGHTS for s in SENSES if s != "visible"}
     named |= {f"fused, weight {w}, ImageNet rows only": Lever(w, synthesized=False) for w in WEIGHTS}
     named |= {f"fused, weight {w}, without colour cues": Lever(w, colour_cues=False) for w in WEIGHTS}
+    named |= {f"fused, weight {CLASSIFIER_WEIGHT:g}, hierarchy mass x {h:g}": Lever(CLASSIFIER_WEIGHT, hierarchy=h)
+              for h in HIERARCHY_WEIGHTS}  # fmt: skip
     return named
 
 
@@ -137,7 +154,9 @@ def run(out: Path) -> dict:
         scene.group = SCENES + scene.group
     photos = objects + scenes
     colours = photo_colours(outputs.pop("window_colours"))
-    vectors = normalise(load_embedder(SPEC).combine(outputs).astype(np.float32))
+    embedder = load_embedder(SPEC)
+    vectors = normalise(embedder.combine(outputs).astype(np.float32))
+    classes = PhotoClasses(embedder.combine)(outputs["logits"], outputs["features"])
     features = normalise(outputs["features"].astype(np.float32))
     sources = list(dict.fromkeys(p.group for p in photos))
     results: dict = {"photos": {g: int(sum(p.group == g for p in photos)) for g in sources}, "runs": {}}
@@ -147,18 +166,18 @@ def run(out: Path) -> dict:
             per_source = {}
             for g in sources:
                 rows = np.nonzero(chosen & np.array([p.group == g for p in photos]))[0]
-                value, n, with_row = search_map(lever, photos, rows, vectors, features, wv, colours=colours)
+                value, n, with_row = search_map(lever, photos, rows, vectors, features, wv, colours=colours, classes=classes)
                 if n:
                     per_source[g] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
             for macro, kind in (("macro", lambda g: not g.startswith(SCENES)), (SCENES_MACRO, lambda g: g.startswith(SCENES))):
                 per_source[macro] = {"mAP": round(float(np.mean([v["mAP"] for g, v in per_source.items()
                                                                  if g in sources and kind(g)])), 3)}  # fmt: skip
             objects_only = chosen & np.array([not p.group.startswith(SCENES) for p in photos])
-            value, n, with_row = search_map(lever, photos, np.nonzero(objects_only)[0], vectors, features, wv, colours=colours)
+            value, n, with_row = search_map(lever, photos, np.nonzero(objects_only)[0], vectors, features, wv, colours=colours, classes=classes)
             per_source[TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
             run_result[part] = per_source
         every_scene = np.nonzero([p.group.startswith(SCENES) for p in photos])[0]
-        value, n, with_row = search_map(lever, photos, every_scene, vectors, features, wv, SCENE_WORDS_LEAST, colours)
+        value, n, with_row = search_map(lever, photos, every_scene, vectors, features, wv, SCENE_WORDS_LEAST, colours, classes)
         run_result[SCENES_TOGETHER] = {"mAP": round(value, 3), "queries": n, "with_classifier": with_row}
         results["runs"][name] = run_result
         print(f"{name}: tune {run_result['tune']['macro']['mAP']} report {run_result['report']['macro']['mAP']}; "

@@ -26,7 +26,7 @@ import numpy as np
 
 from indexing.bundle import open_bundle
 from indexing.postgres.server import DB_HELP, is_db_spec
-from library.metadata import colour_in
+from library.metadata import CLASSES_KEY, colour_in
 from library.pairs import companions_in
 
 INDEX_SPEC_HELP = f"an image index: a bundle folder (python -m indexing build-images), or a database: {DB_HELP}"
@@ -63,13 +63,24 @@ def companions_by_photo(collection: Collection) -> dict[str, list[str]]:
 
 
 def photos_showing(collection: Collection, word: str, least: float) -> set[str]:
-    """The photos whose recorded colour cues (``library.metadata.with_colours``) give ``word`` at least
+    """The photos whose recorded colour cues (``library.metadata.with_seen``) give ``word`` at least
     ``least`` evidence: none in an index built before they were recorded."""
     if in_database(collection):
         return collection.showing(word, least)
     from indexing.bundle.columns import read_meta
 
     return {path for path, facts in zip(collection.items, read_meta(collection) or ()) if colour_in(facts, word) >= least}
+
+
+def recorded_classes(collection: Collection, where=None) -> dict[str, dict]:
+    """Each photo's recorded top classes (``models.class_mass.PhotoClasses``) by path, under a database's
+    filter ``where``; none in an index built before they were recorded."""
+    if in_database(collection):
+        return collection.classes(where)
+    from indexing.bundle.columns import read_meta
+
+    rows = zip(collection.items, read_meta(collection) or ())
+    return {path: facts[CLASSES_KEY] for path, facts in rows if isinstance(facts.get(CLASSES_KEY), dict)}
 
 
 def open_collection(spec: str | os.PathLike, expect: dict | None = None) -> Collection:

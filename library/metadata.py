@@ -6,7 +6,9 @@
   modification time; local time, ISO 8601 without a zone, like cameras record it.
 - **folder**: the absolute folder the file is in.
 - **colours**: the colour cues its pixels show (``taxonomy.hierarchy.colour_facts``, e.g. ``{"sky": 0.81}``;
-  none: no key), which the build reads while it embeds the photo and word search reads back.
+  none: no key), which the build reads while it embeds the photo and word search reads back;
+- **classes**: a ConSE index's top classes of the photo and the mass each sends up WordNet
+  (``models.class_mass.PhotoClasses``), which word search weighs a word by, as tagging does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ TAIL_BYTES = 1 << 10
 EXIF_IFD = 0x8769
 DATE_TIME_ORIGINAL = 36867
 DATE_TIME = 306  # IFD0 DateTime: the fallback some cameras and editors fill instead
-COLOURS_KEY = "colours"
+COLOURS_KEY, CLASSES_KEY = "colours", "classes"
+SEEN_KEYS = (COLOURS_KEY, CLASSES_KEY)  # the facts read from the pixels: a moved photo keeps them
 
 
 def content_hash(path: str | os.PathLike, size: int | None = None) -> str:
@@ -106,10 +109,10 @@ def photo_facts(path: str, size: int | None = None, mtime_ns: int | None = None,
     return PhotoFacts(os.path.dirname(path), date, source, known_hash or content_hash(path, size))
 
 
-def with_colours(facts: dict, colours: dict | None) -> dict:
-    """A row's ``facts`` with the colour cues its pixels show (none: no key, as for a row of an index built
-    before they were recorded)."""
-    return {**facts, COLOURS_KEY: dict(colours)} if colours else facts
+def with_seen(facts: dict, seen: dict | None) -> dict:
+    """A row's ``facts`` with what its pixels show (``SEEN_KEYS``: colour cues, top classes; none: no key,
+    as for a row of an index built before they were recorded)."""
+    return {**facts, **{key: seen[key] for key in SEEN_KEYS if (seen or {}).get(key)}}
 
 
 def colour_in(facts: dict | None, word: str) -> float:

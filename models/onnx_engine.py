@@ -408,6 +408,7 @@ class EmbedResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     features: np.ndarray | None = None  # (n, feature_dim): the backbone's pooled features (visual search)
     colours: np.ndarray | None = None  # (n, windows, COLOUR_STATS): the windows' colours (an index's colour cues)
+    logits: np.ndarray | None = None  # (n, 1000): ConSE's ImageNet logits (an index's top classes, models.class_mass)
 
 
 class _WithColours:
@@ -490,7 +491,8 @@ class Embedder:
     def embed_paths(self, paths, batch_size: int = 64, progress: bool = True, workers: int | None = None) -> EmbedResult:
         """Decode in ``workers`` processes (default: free cores - 1) while this one runs the network, in
         batches; unreadable files are skipped with a reason. One file is decoded here, with no worker. The
-        result also carries each photo's pooled features and windows' colours, which an index stores."""
+        result also carries each photo's pooled features, windows' colours and (ConSE) logits, which an index
+        records."""
         paths = [os.fsdecode(p) for p in paths]
         workers = default_workers() if workers is None else workers
         pool = self._decoders(workers if len(paths) > 1 else 0, ahead=batch_size)
@@ -500,7 +502,8 @@ class Embedder:
         step = batch_size if str(self.network.device).startswith("cuda") else min(batch_size, self.network.cpu_batch)
         self.network.set_threads(available_cores() - pool.workers)
         vectors = np.zeros((len(paths), self.out_dim), dtype=np.float32)
-        features: list[np.ndarray | None] = [None]  # allocated once the first batch shows their size
+        stored: dict[str, np.ndarray] = {}  # outputs an index keeps, allocated once the first batch shows their size
+        kept_outputs = ("features", "logits") if self.combine.kind == "conse" else ("features",)
         colours = np.zeros((len(paths), REGION_GRID**2, COLOUR_STATS), dtype=np.float32)
         ok = np.zeros(len(paths), dtype=bool)
         skipped: list[tuple[str, str]] = []
@@ -513,11 +516,12 @@ class Embedder:
                 rows = [start + pos for pos, _ in good]
                 colours[rows] = np.stack([c for _, (_, c) in good])
                 outputs = self.outputs(finish(np.stack([x for _, (x, _) in good])), colours[rows])
-                vectors[rows], pooled = self.combine(outputs), outputs.get("features")
-                if pooled is not None:
-                    if features[0] is None:
-                        features[0] = np.zeros((len(paths), pooled.shape[1]), dtype=np.float32)
-                    features[0][rows] = pooled
+                vectors[rows] = self.combine(outputs)
+                for name in kept_outputs:
+                    if name in outputs:
+                        if name not in stored:
+                            stored[name] = np.zeros((len(paths), outputs[name].shape[1]), dtype=np.float32)
+                        stored[name][rows] = outputs[name]
                 ok[rows] = True
             skipped.extend((paths[start + pos], reason) for pos, reason in bad)
             bar.update(len(batch))
@@ -531,7 +535,8 @@ class Embedder:
             if batch:
                 flush(len(paths) - len(batch))
         kept = [p for p, good in zip(paths, ok) if good]
-        return EmbedResult(kept, vectors[ok], skipped, None if features[0] is None else features[0][ok], colours[ok])
+        found = {name: array[ok] for name, array in stored.items()}
+        return EmbedResult(kept, vectors[ok], skipped, found.get("features"), colours[ok], found.get("logits"))
 
     def _decoders(self, workers: int, ahead: int) -> DecodePool:
         """The decoding pool, kept between calls (index building embeds chunk after chunk)."""

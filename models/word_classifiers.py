@@ -36,6 +36,7 @@ from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
 from foundation.spelling import text_pieces
 from foundation.vocabulary import noun_bases
+from models.class_mass import HIERARCHY_WEIGHT
 from models.wordnet_classifiers import (
     ARTEFACT_DIR,
     SynthesizedClassifiers,
@@ -210,12 +211,16 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - middle) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
 
 
-def fuse(words: np.ndarray, classifier: np.ndarray, weight: float, first: np.ndarray | None = None) -> np.ndarray:
+def fuse(words: np.ndarray, classifier: np.ndarray, weight: float, first: np.ndarray | None = None,
+         mass: np.ndarray | None = None, mass_weight: float = HIERARCHY_WEIGHT) -> np.ndarray:  # fmt: skip
     """One score per photo from its word-space cosines and classifier scores: ranked by their robust z-scores
-    over the searched photos added at ``weight``, the photos ``first`` marks (those whose colours show the
-    word: ``taxonomy.hierarchy.COLOUR_CUES``) before the rest; the n-th best gets the n-th best word-space
-    cosine, so scores stay cosines and --min-score keeps its sense."""
+    over the searched photos added at ``weight`` (and the hierarchy ``mass`` the photos' top classes send
+    the words, ``models.class_mass``, at ``mass_weight``), the photos ``first`` marks (those whose colours
+    show the word: ``taxonomy.hierarchy.COLOUR_CUES``) before the rest; the n-th best gets the n-th best
+    word-space cosine, so scores stay cosines and --min-score keeps its sense."""
     fused = robust_z(words) + weight * robust_z(classifier)
+    if mass is not None and mass_weight and mass.any():
+        fused = fused + mass_weight * robust_z(mass)
     if first is not None and first.any():
         order = np.lexsort((-fused, ~first))  # stable: by the fused score within each group
     else:

@@ -7,8 +7,9 @@ the word index (no torch, no gensim, no Pillow: a fraction of a second); image t
 model that built the index, loaded on first use. In the web app image terms are photo ids of the index
 (``ImageTerms.ids``): their stored vectors stand in, and no path ever comes from a request.
 A query of words only, on an index that stores visual features, is also scored by the words' WordNet
-classifiers on those features and the two scores fused (``models.word_classifiers.fuse``); words
-without a visual WordNet sense leave the word space alone to answer. A lone colour-cue word (``sky``,
+classifiers on those features, and by the hierarchy mass the photos' recorded top classes send the words
+(``models.class_mass``: what tagging adds to a word's cosine), and the scores fused
+(``models.word_classifiers.fuse``); words without a visual WordNet sense leave the word space alone to answer. A lone colour-cue word (``sky``,
 ``grass``, and the ground grass covers: ``meadow``, ``field``; ``taxonomy.hierarchy.CUE_QUERIES``) puts the
 photos whose recorded colours show that cue first, as tagging places it among their tags.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
@@ -26,11 +27,12 @@ import numpy as np
 from foundation.errors import UsageError
 from indexing.ann.vectors import all_cosines
 from indexing.bundle import BundleMismatch
-from indexing.collection import Collection, companions_by_photo, in_database, photos_showing
+from indexing.collection import Collection, companions_by_photo, in_database, photos_showing, recorded_classes
 from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
+from models.class_mass import class_reach
 from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
@@ -61,6 +63,7 @@ class Spaces:
         self.images, self.features, self.where = images, features, where
         self.mask = self.sql_where = None
         self._showing: dict[str, set[str]] = {}
+        self._classes: dict[str, dict] | None = None
         if in_database(images):
             self.sql_where = where if where.active else None
             if where.active:
@@ -100,11 +103,21 @@ class Spaces:
             self._showing[word] = photos_showing(self.images, word, CUE_EVIDENCE)
         return self._showing[word]
 
+    def classes(self, items: list[str]) -> list[dict | None]:
+        """The recorded top classes of ``items`` (None: none recorded), a bundle's read once."""
+        if in_database(self.images):
+            found = recorded_classes(self.images, self.sql_where)
+        else:
+            if self._classes is None:
+                self._classes = recorded_classes(self.images)
+            found = self._classes
+        return [found.get(item) for item in items]
+
     def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int,
-              first: set[str] = frozenset()) -> list[tuple[str, float]]:  # fmt: skip
-        """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words`` and feature score
-        under ``classifier`` (every kept photo is scored: the fusion needs the whole collection's spread),
-        the photos in ``first`` before the others."""
+              first: set[str] = frozenset(), reach: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
+        """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words``, feature score
+        under ``classifier`` and (given the classes' ``reach`` of the words) hierarchy mass (every kept photo
+        is scored: the fusion needs the whole collection's spread), the photos in ``first`` before the others."""
         items, word_scores = self.cosines(WORDS, words)
         feature_items, feature_scores = self.cosines(FEATURES, classifier)
         if feature_items != items:  # a photo without features: the collection's mean classifier score
@@ -112,7 +125,8 @@ class Spaces:
             mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
             feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
         shown = np.array([item in first for item in items], dtype=bool) if first else None
-        scores = fuse(word_scores, feature_scores, weight, shown)
+        mass = class_reach().mass(self.classes(items), reach) if reach is not None else None
+        scores = fuse(word_scores, feature_scores, weight, shown, mass)
         return [(items[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 
     def keeps(self) -> set[str] | None:
@@ -268,7 +282,7 @@ class Searcher:
         else:
             cue = colour_cue(parsed)
             first = spaces.showing(cue) if cue is not None else set()
-            found = spaces.fused(vector, classifier, weight, top_k, first)
+            found = spaces.fused(vector, classifier, weight, top_k, first, self.class_reach(parsed))
         results = above_min_score(found, min_score)
         return Hits(query, results, by_image=parsed.single_image, companions=self.companions)
 
@@ -321,6 +335,14 @@ class Searcher:
             return None, 0.0
         share = EXTRAPOLATED_SHARE if all(extrapolated for _, extrapolated in found) else 1.0
         return total, self.classifier_weight * share
+
+    def class_reach(self, query: Query) -> np.ndarray | None:
+        """How much each class's mass reaches the query's words (``models.class_mass.ClassReach``), weighted
+        as their word vectors are; None when no class reaches any of them."""
+        reacher = class_reach()
+        found = [term.weight * reach for term in query.terms
+                 if term.kind != IMAGE and (reach := reacher.reach(term.text)) is not None]  # fmt: skip
+        return np.sum(found, axis=0) if found else None
 
     def _word_vector(self, term: Term) -> np.ndarray:
         try:

@@ -529,3 +529,29 @@ class HierarchyTagger:
             adjusted[i] = -np.inf
             penalty = np.maximum(penalty, similarity[i])
         return chosen
+
+
+def reach_table(taxonomy: Taxonomy, options: HierarchyOptions = DEFAULT_OPTIONS) -> dict[str, np.ndarray]:
+    """Every name a class's probability reaches up its hypernym chains, and at what weight, for every class
+    (the 1000 real ones, then the synthesized synsets): ``HierarchyTagger.flow`` read backwards, so word
+    search can give a word the hierarchy mass a photo's top classes send it, as tagging does, without the
+    taxonomy. ``names`` sorted; the classes reaching ``names[i]`` are ``classes[starts[i]:starts[i + 1]]``,
+    at ``weights`` alike; ``count``: how many classes there are."""
+    wnids = [*taxonomy.classes, *taxonomy.synthesized]
+    names: set[str] = set()
+    for wnid in wnids:
+        for s in (wnid, *taxonomy.ancestors(wnid, options.tag_levels)):
+            for name in taxonomy.synsets[s].names:
+                names |= {name, place_word(name)} if options.place_words else {name}
+    names.discard("")
+    tagger = HierarchyTagger(sorted(names), np.zeros((len(names), 1), np.float32), options, taxonomy)
+    flows = [tagger.flow(c) for c in range(len(wnids))]
+    rows = np.concatenate([rows for rows, _ in flows])
+    classes = np.concatenate([np.full(len(rows), c, np.int32) for c, (rows, _) in enumerate(flows)])
+    weights = np.concatenate([weights for _, weights in flows])
+    order = np.argsort(rows, kind="stable")
+    counts = np.bincount(rows, minlength=len(tagger.words))
+    reached = counts > 0  # names no mass reaches (too general to be a tag) are left out
+    starts = np.concatenate([[0], np.cumsum(counts[reached])]).astype(np.int64)
+    return {"names": np.array(tagger.words)[reached], "starts": starts, "classes": classes[order],
+            "weights": weights[order].astype(np.float32), "count": np.array(len(wnids))}  # fmt: skip

@@ -1,9 +1,8 @@
 """The Annoy-bundle writer of the build driver: shares go to part folders, rank 0 writes the bundle.
 
 Every rank (a single process is rank 0 of 1) embeds its share into a part folder beside the bundle
-(``vectors.npy``, ``features.npy`` when the embedder gives pooled features, ``paths.json`` with each
-photo's colour cues; renamed into
-place when complete). Rank 0 then streams stored rows and the parts into a new generation in sorted path
+(``vectors.npy``, ``features.npy`` when the embedder gives pooled features, ``paths.json`` with what each
+photo's pixels show: colour cues, top classes; renamed into place when complete). Rank 0 then streams stored rows and the parts into a new generation in sorted path
 order, with the library columns (``indexing.bundle.columns``), under the build lock.
 """
 
@@ -90,7 +89,7 @@ class BundleWriter:
             part = _PartWriter(tmp, len(files), self.embedder.dim)
             for chunk in chunks([f.path for f in files], CHUNK):
                 fresh = embed(chunk)
-                part.add([p for p in chunk if p in fresh], fresh, embed.features, embed.colours)
+                part.add([p for p in chunk if p in fresh], fresh, embed.features, embed.seen)
             part.close()
             os.replace(tmp, done)
         except BaseException:  # Ctrl-C, a full disk: leave no part behind (a SIGKILL's is removed by the next build)
@@ -186,7 +185,7 @@ class BundleWriter:
             vectors.append(np.stack([self.previous.vectors[r] if r is not None else parts.vector(f.path)
                                      for f, r in chunk]))  # fmt: skip
             for f, r in chunk:  # a kept row keeps its own features and facts
-                columns.add(f, r, parts.features(f.path) if r is None else None, parts.colours(f.path) if r is None else None)
+                columns.add(f, r, parts.features(f.path) if r is None else None, parts.seen(f.path) if r is None else None)
 
 
 def _stats(rows: list) -> np.ndarray:
@@ -210,14 +209,14 @@ class _PartWriter:
         self.features: RowWriter | None = None
         self.with_features = True
         self.paths: list[str] = []
-        self.colours: list[dict] = []
+        self.seen: list[dict] = []
 
-    def add(self, paths: list[str], vectors: dict, features: dict, colours: dict) -> None:
+    def add(self, paths: list[str], vectors: dict, features: dict, seen: dict) -> None:
         if not paths:
             return
         self.vectors.append(np.stack([vectors[p] for p in paths]))
         self.paths += paths
-        self.colours += [colours.get(p, {}) for p in paths]
+        self.seen += [seen.get(p, {}) for p in paths]
         self.with_features = self.with_features and all(p in features for p in paths)
         if self.with_features:
             if self.features is None:
@@ -231,7 +230,7 @@ class _PartWriter:
             self.features.close()
             if not self.with_features:
                 (self.folder / "features.npy").unlink()
-        write_atomic(self.folder / "paths.json", json.dumps({"paths": self.paths, "colours": self.colours}))
+        write_atomic(self.folder / "paths.json", json.dumps({"paths": self.paths, "seen": self.seen}))
 
 
 class _Parts:
@@ -242,7 +241,7 @@ class _Parts:
         self.where: dict[str, tuple[int, int]] = {}
         self.vectors: list[np.ndarray] = []
         self.feature_rows: list[np.ndarray | None] = []
-        self.colour_facts: dict[str, dict] = {}
+        self.seen_facts: dict[str, dict] = {}
         for part in sorted(folder.glob("rank*")):
             listing = json.loads((part / "paths.json").read_text())
             number = len(self.vectors)
@@ -250,7 +249,7 @@ class _Parts:
             features = part / "features.npy"
             self.feature_rows.append(np.load(features, mmap_mode="r") if features.is_file() else None)
             self.where.update({path: (number, row) for row, path in enumerate(listing["paths"])})
-            self.colour_facts.update(zip(listing["paths"], listing["colours"]))
+            self.seen_facts.update(zip(listing["paths"], listing["seen"]))
 
     def __contains__(self, path: str) -> bool:
         return path in self.where
@@ -264,9 +263,9 @@ class _Parts:
         features = self.feature_rows[part]
         return None if features is None else np.asarray(features[row], dtype=np.float32)
 
-    def colours(self, path: str) -> dict:
-        """The photo's colour cues (``taxonomy.hierarchy.colour_facts``); empty when none shows."""
-        return self.colour_facts.get(path, {})
+    def seen(self, path: str) -> dict:
+        """What the photo's pixels show (``indexing.build.embedding.ChunkedEmbedder.seen``); empty: nothing."""
+        return self.seen_facts.get(path, {})
 
     def remove(self) -> None:
         self.vectors.clear()

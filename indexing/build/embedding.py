@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from foundation.progress import progress_bar
+from library.metadata import CLASSES_KEY, COLOURS_KEY
+from models.class_mass import PhotoClasses
 from taxonomy.hierarchy import colour_facts
 
 CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progress bar for the whole build
@@ -23,7 +25,10 @@ class ChunkedEmbedder:
         self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
         self.skipped: list[tuple[str, str]] = []
         self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
-        self.colours: dict[str, dict] = {}  # the last call's colour cues (taxonomy.hierarchy.colour_facts), likewise
+        # the last call's facts read from the pixels, likewise: colour cues (taxonomy.hierarchy.colour_facts) and
+        # top classes (models.class_mass.PhotoClasses), by library.metadata key
+        self.seen: dict[str, dict] = {}
+        self.classes = PhotoClasses.of(embedder)
         self.bar = progress_bar(total, "embedding images", enabled=progress)
 
     def __enter__(self):
@@ -43,6 +48,14 @@ class ChunkedEmbedder:
         self.bar.update(len(paths))
         features = getattr(result, "features", None)
         self.features = dict(zip(result.paths, features)) if features is not None else {}
+        self.seen = {path: {} for path in result.paths}
         colours = getattr(result, "colours", None)
-        self.colours = {path: colour_facts(c) for path, c in zip(result.paths, colours)} if colours is not None else {}
+        for path, found in zip(result.paths, colours if colours is not None else ()):
+            cues = colour_facts(found)
+            if cues:
+                self.seen[path][COLOURS_KEY] = cues
+        logits = getattr(result, "logits", None)
+        if self.classes is not None and logits is not None:
+            for path, record in zip(result.paths, self.classes(logits, features)):
+                self.seen[path][CLASSES_KEY] = record
         return dict(zip(result.paths, result.vectors))

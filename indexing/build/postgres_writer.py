@@ -19,7 +19,7 @@ from indexing.build.report import build_facts, none_readable
 from indexing.errors import BundleMismatch
 from indexing.postgres import store
 from indexing.postgres.server import connect, database_errors, parse_spec
-from library.metadata import photo_facts, with_colours
+from library.metadata import photo_facts, with_seen
 from library.pairs import with_companions
 
 
@@ -72,7 +72,7 @@ class PostgresWriter:
             writer = store.Writer(self.conn)
             for chunk in chunks(files, CHUNK):
                 fresh = embed([f.path for f in chunk])
-                writer.batch(_rows(chunk, fresh, embed.features, embed.colours, hashes, started["companions"]))
+                writer.batch(_rows(chunk, fresh, embed.features, embed.seen, hashes, started["companions"]))
             if rank != 0:
                 self.conn.close()
 
@@ -112,9 +112,9 @@ def check_same_model(manifest: dict, embedder, shown: str, update: bool) -> None
                              "pass that --checkpoint, or build into another --db")  # fmt: skip
 
 
-def _rows(chunk: list[ImageFile], fresh: dict, features: dict, colours: dict, hashes: dict,
+def _rows(chunk: list[ImageFile], fresh: dict, features: dict, seen: dict, hashes: dict,
           companions: dict) -> list[store.Row]:  # fmt: skip
-    return [store.Row(f.path, f.size, f.mtime_ns, with_colours(_facts(f, hashes, companions), colours.get(f.path)),
+    return [store.Row(f.path, f.size, f.mtime_ns, with_seen(_facts(f, hashes, companions), seen.get(f.path)),
                       fresh[f.path], features.get(f.path))
             for f in chunk if f.path in fresh]  # fmt: skip
 

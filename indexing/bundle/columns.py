@@ -2,8 +2,9 @@
 
 ```
 meta.jsonl        one JSON object per item: folder, date (EXIF DateTimeOriginal, else mtime), content hash,
-                  companions (the RAW files of a RAW+JPEG pair, if any: library.pairs), colours (the
-                  colour cues its pixels show, taxonomy.hierarchy.colour_facts: what word search reads)
+                  companions (the RAW files of a RAW+JPEG pair, if any: library.pairs), colours and
+                  classes (the colour cues and top classes its pixels show, library.metadata: what word
+                  search reads)
 features.f16.npy  the backbone's pooled features, L2-normalised, float16, memory-mapped
 features.ann      their own Annoy forest: image -> image "same photo" search and duplicate finding; above
                   the exact size, over a 64-d projection of the features (indexing.ann.reduced), whose
@@ -34,7 +35,7 @@ from indexing.ann.vectors import normalise
 from indexing.bundle.core import Bundle, load_forest
 from indexing.bundle.verify import check_file
 from indexing.errors import BundleDamaged, reason, rebuild_hint
-from library.metadata import photo_facts, with_colours
+from library.metadata import photo_facts, with_seen
 from library.pairs import with_companions
 
 META_FILE = "meta.jsonl"
@@ -71,14 +72,14 @@ class Columns:
         self._features: np.ndarray | None = None
         self.features_missing = 0
 
-    def add(self, f, old_row: int | None, features: np.ndarray | None, colours: dict | None = None) -> None:
-        """One bundle row: file ``f`` (path, size, mtime_ns), its row in the previous bundle if reused; a new
-        row's ``colours`` (``taxonomy.hierarchy.colour_facts``) join its facts."""
+    def add(self, f, old_row: int | None, features: np.ndarray | None, seen: dict | None = None) -> None:
+        """One bundle row: file ``f`` (path, size, mtime_ns), its row in the previous bundle if reused; what a
+        new row's pixels show (``seen``: colour cues, top classes) joins its facts."""
         old = self.previous.meta[old_row] if old_row is not None and self.previous.meta else None
         if old is not None:
             facts = {**old, "folder": os.path.dirname(f.path)}
         else:
-            facts = with_colours(photo_facts(f.path, f.size, f.mtime_ns, self.hashes.get(f.path)).as_dict(), colours)
+            facts = with_seen(photo_facts(f.path, f.size, f.mtime_ns, self.hashes.get(f.path)).as_dict(), seen)
         if self.companions is not None:
             facts = with_companions(facts, self.companions.get(f.path, ()))
         self.meta.append(facts)

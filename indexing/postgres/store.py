@@ -239,9 +239,10 @@ class Writer:
                              f"ON CONFLICT (path) DO UPDATE SET {updates}")  # fmt: skip
             with conn.cursor() as cur:
                 if renames:
-                    # the same photo moved: its recorded colour cues stay with it
+                    # the same photo moved: what its pixels showed (colour cues, top classes) stays with it
                     cur.executemany("UPDATE ws_images SET path = %s, folder = %s, facts = %s::jsonb || "
-                                    "jsonb_strip_nulls(jsonb_build_object('colours', facts->'colours')), size = %s, "
+                                    "jsonb_strip_nulls(jsonb_build_object('colours', facts->'colours', "
+                                    "'classes', facts->'classes')), size = %s, "
                                     "mtime_ns = %s WHERE path = %s",
                                     [(new, facts["folder"], json.dumps(facts, sort_keys=True), size, mtime, old)
                                      for old, new, facts, size, mtime in renames])  # fmt: skip
@@ -410,6 +411,14 @@ class PgCollection:
                                      "= 'number' THEN (facts->'colours'->>%s)::float8 ELSE 0 END >= %s",
                                      (word, word, least))  # fmt: skip
             return {p for (p,) in rows}
+
+    def classes(self, where=None) -> dict[str, dict]:
+        """Each kept photo's recorded top classes (``models.class_mass.PhotoClasses``) by path."""
+        condition, params = where_sql(where)
+        with self.guard():
+            rows = self.conn.execute(f"SELECT path, facts->'classes' FROM ws_images WHERE {condition} "
+                                     "AND facts ? 'classes'", params)  # fmt: skip
+            return {path: record for path, record in rows if isinstance(record, dict)}
 
     def check_duplicates_size(self) -> None:
         """--duplicates compares every pair of rows in memory here: up to DUPLICATES_MAX photos."""
