@@ -82,7 +82,7 @@ def run_build(writer, inputs, embedder, update: bool, shard: Shard, batch_size: 
         if "error" in message:
             raise mistake or BundleError(message["error"])
         mine = my_share([ImageFile(*f) for f in message["files"]], shard)
-        with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0, workers) as embed:
+        with ChunkedEmbedder(embedder, len(mine), batch_size, progress and shard.rank == 0, workers, records=True) as embed:
             writer.write_share(message["started"], shard.rank, mine, embed, message["hashes"])
         failed = shard.gather(embed.skipped)  # every rank has written its share once this returns
         if shard.rank != 0:
@@ -90,7 +90,7 @@ def run_build(writer, inputs, embedder, update: bool, shard: Shard, batch_size: 
         failed = _in_plan_order([skip for skips in failed for skip in skips], plan)
         rescued = plan.rescue(failed)  # RAWs of unreadable JPEGs: a few files, embedded here as a part of their own
         if rescued:
-            with ChunkedEmbedder(embedder, len(rescued), batch_size, False, workers) as embed:
+            with ChunkedEmbedder(embedder, len(rescued), batch_size, False, workers, records=True) as embed:
                 writer.write_share(message["started"], shard.world_size, rescued, embed, plan.hashes)
             failed += embed.skipped
         collection = writer.finish(plan, message["started"], failed)

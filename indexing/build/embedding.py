@@ -18,17 +18,19 @@ CHUNK = 1024  # paths per embed_paths call: bounds memory, and keeps one progres
 class ChunkedEmbedder:
     """Calls ``embed_paths`` chunk by chunk under one progress bar, collecting the skipped files.
 
-    Chunks bound memory (one chunk's vectors at a time) without a progress bar per chunk.
+    Chunks bound memory (one chunk's vectors at a time) without a progress bar per chunk. ``records``: also
+    read what an index records from the pixels (``seen``), which tagging does not need.
     """
 
-    def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True, workers: int | None = None):
-        self.embedder, self.batch_size, self.workers = embedder, batch_size, workers
+    def __init__(self, embedder, total: int, batch_size: int = 64, progress: bool = True, workers: int | None = None,
+                 records: bool = False):  # fmt: skip
+        self.embedder, self.batch_size, self.workers, self.records = embedder, batch_size, workers, records
         self.skipped: list[tuple[str, str]] = []
         self.features: dict[str, np.ndarray] = {}  # the last call's pooled features, if the embedder gives them
         # the last call's facts read from the pixels, likewise: colour cues (taxonomy.hierarchy.colour_facts) and
         # top classes (models.class_mass.PhotoClasses), by library.metadata key
         self.seen: dict[str, dict] = {}
-        self.classes = PhotoClasses.of(embedder)
+        self.classes = PhotoClasses.of(embedder) if records else None
         self.bar = progress_bar(total, "embedding images", enabled=progress)
 
     def __enter__(self):
@@ -49,7 +51,7 @@ class ChunkedEmbedder:
         features = getattr(result, "features", None)
         self.features = dict(zip(result.paths, features)) if features is not None else {}
         self.seen = {path: {} for path in result.paths}
-        colours = getattr(result, "colours", None)
+        colours = getattr(result, "colours", None) if self.records else None
         for path, found in zip(result.paths, colours if colours is not None else ()):
             cues = colour_facts(found)
             if cues:
