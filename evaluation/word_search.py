@@ -113,7 +113,7 @@ def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = M
             cue = cue_for_query(word) if lever.colour_cues and colours else None
             first = colours[cue][rows] >= CUE_EVIDENCE if cue is not None else None
             found = reach.reach(word) if reach is not None else None
-            mass = reach.mass([classes[i] for i in rows], found) if found is not None else None
+            mass = reach.recorded([classes[i] for i in rows]).mass(found) if found is not None else None
             scores = fuse(words, features[rows] @ row, lever.weight * (lever.extrapolated if extrapolated else 1.0), first,
                           mass, lever.hierarchy)  # fmt: skip
         aps.append(average_precision(scores, relevant))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import string
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +33,7 @@ from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table
 # the robust z-score weight of a word's hierarchy mass in word search, beside the word space's 1 and the
 # classifier's CLASSIFIER_WEIGHT (chosen on the tune halves of evaluation.word_search)
 HIERARCHY_WEIGHT = 1.5
-REACH_TABLE = "class-reach-v1"  # the cached reach table: a new way of making it gets a new name
+REACH_TABLE = "class-reach-v2"  # the cached reach table: a new way of making it gets a new name
 LEAST_MASS = 1e-3  # a top class sending less than this is not recorded
 CHUNK = 64  # photos whose class probabilities are held at once (each ~16k floats)
 
@@ -62,7 +62,7 @@ class PhotoClasses:
         combine = getattr(embedder, "combine", None)
         if getattr(combine, "kind", None) != "conse":
             return None
-        class_reach()
+        ensure_reach_table()
         return cls(combine)
 
     def __call__(self, logits: np.ndarray, features: np.ndarray | None) -> list[dict]:
@@ -90,7 +90,7 @@ class ClassReach:
 
     def _name_reach(self, name: str) -> np.ndarray | None:
         reach = None
-        for base in noun_bases(name):  # hills: hill
+        for base in (b.encode("utf-8") for b in noun_bases(name)):  # hills: hill
             at = int(np.searchsorted(self.names, base))
             if at < len(self.names) and self.names[at] == base:
                 span = slice(self.starts[at], self.starts[at + 1])
@@ -108,22 +108,49 @@ class ClassReach:
         found = [r for r in map(self._name_reach, pieces) if r is not None]
         return np.sum(found, axis=0) if found else None
 
-    def mass(self, records: list, reach: np.ndarray) -> np.ndarray:
-        """(photos,) the mass each photo's record (``PhotoClasses``; None or another taxonomy's: 0) sends
-        through ``reach``."""
+    def recorded(self, records: list) -> RecordedClasses:
+        """The records (``PhotoClasses``; None or another taxonomy's: nothing) of a list of photos, flattened
+        once, so that each word query sums their mass in one pass."""
         rows, classes, masses = [], [], []
         for row, record in enumerate(records):
             if isinstance(record, dict) and record.get("by") == self.identity:
-                top = np.asarray(record.get("top") or np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2)
-                rows.append(np.full(len(top), row))
-                classes.append(top[:, 0].astype(np.int64))
-                masses.append(top[:, 1])
-        if not rows:
-            return np.zeros(len(records), np.float32)
-        classes_at = np.concatenate(classes)
-        inside = (classes_at >= 0) & (classes_at < self.count)
-        weights = np.concatenate(masses)[inside] * reach[classes_at[inside]]
-        return np.bincount(np.concatenate(rows)[inside], weights, minlength=len(records)).astype(np.float32)
+                for c, m in record.get("top") or ():
+                    if isinstance(c, int) and 0 <= c < self.count and isinstance(m, (int, float)):
+                        rows.append(row)
+                        classes.append(c)
+                        masses.append(m)
+        return RecordedClasses(np.array(rows, np.int64), np.array(classes, np.int64), np.array(masses, np.float32),
+                               len(records))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RecordedClasses:
+    """Photos' recorded top classes, flattened: ``masses[i]`` is what class ``classes[i]`` sends in photo
+    ``rows[i]`` of ``count``."""
+
+    rows: np.ndarray
+    classes: np.ndarray
+    masses: np.ndarray
+    count: int
+
+    def mass(self, reach: np.ndarray) -> np.ndarray:
+        """(count,) the mass each photo's classes send through ``reach`` (``ClassReach.reach``)."""
+        return np.bincount(self.rows, self.masses * reach[self.classes], minlength=self.count).astype(np.float32)
+
+
+def ensure_reach_table() -> None:
+    """Derive the reach table now if it is not cached, without reading it: an index build calls this, so its
+    first word query does not wait ~1 s for it."""
+    from foundation.derived import derived_path
+
+    if not derived_path(*_table_key()).is_file():
+        class_reach()
+
+
+def _table_key() -> tuple[str, str]:
+    """(cache folder key, name) of the reach table: the taxonomy, and how far and how much mass flows."""
+    options = text_sha(json.dumps(asdict(DEFAULT_OPTIONS), sort_keys=True))[:12]
+    return f"taxonomy-{classes_identity()}", f"{REACH_TABLE}-{options}"
 
 
 @lru_cache(maxsize=1)
@@ -132,13 +159,7 @@ def class_reach() -> ClassReach:
     from foundation.derived import derived_arrays
     from taxonomy import load_taxonomy
 
-    identity = classes_identity()
-
     def compute() -> dict[str, np.ndarray]:
         return reach_table(load_taxonomy(), DEFAULT_OPTIONS)
 
-    options = text_sha(json.dumps(asdict(DEFAULT_OPTIONS), sort_keys=True))[
-        :12
-    ]  # how far and how much mass flows
-    table = derived_arrays(f"taxonomy-{identity}", f"{REACH_TABLE}-{options}", compute)
-    return ClassReach(table, identity)
+    return ClassReach(derived_arrays(*_table_key(), compute), classes_identity())

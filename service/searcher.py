@@ -32,7 +32,7 @@ from indexing.word_index import UnknownWord, query_vector
 from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
-from models.class_mass import class_reach
+from models.class_mass import RecordedClasses, class_reach
 from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE, WordRows, fuse, word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
@@ -63,7 +63,7 @@ class Spaces:
         self.images, self.features, self.where = images, features, where
         self.mask = self.sql_where = None
         self._showing: dict[str, set[str]] = {}
-        self._classes: dict[str, dict] | None = None
+        self._classes: RecordedClasses | None = None
         if in_database(images):
             self.sql_where = where if where.active else None
             if where.active:
@@ -103,15 +103,15 @@ class Spaces:
             self._showing[word] = photos_showing(self.images, word, CUE_EVIDENCE)
         return self._showing[word]
 
-    def classes(self, items: list[str]) -> list[dict | None]:
-        """The recorded top classes of ``items`` (None: none recorded), a bundle's read once."""
+    def classes(self, items: list[str]) -> RecordedClasses:
+        """The recorded top classes of ``items`` (the kept photos, in ``cosines`` order), a bundle's read once."""
         if in_database(self.images):
             found = recorded_classes(self.images, self.sql_where)
-        else:
-            if self._classes is None:
-                self._classes = recorded_classes(self.images)
-            found = self._classes
-        return [found.get(item) for item in items]
+            return class_reach().recorded([found.get(item) for item in items])
+        if self._classes is None or self._classes.count != len(items):
+            found = recorded_classes(self.images)
+            self._classes = class_reach().recorded([found.get(item) for item in items])
+        return self._classes
 
     def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int,
               first: set[str] = frozenset(), reach: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
@@ -125,7 +125,7 @@ class Spaces:
             mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
             feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
         shown = np.array([item in first for item in items], dtype=bool) if first else None
-        mass = class_reach().mass(self.classes(items), reach) if reach is not None else None
+        mass = self.classes(items).mass(reach) if reach is not None else None
         scores = fuse(word_scores, feature_scores, weight, shown, mass)
         return [(items[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 

@@ -535,8 +535,8 @@ def reach_table(taxonomy: Taxonomy, options: HierarchyOptions = DEFAULT_OPTIONS)
     """Every name a class's probability reaches up its hypernym chains, and at what weight, for every class
     (the 1000 real ones, then the synthesized synsets): ``HierarchyTagger.flow`` read backwards, so word
     search can give a word the hierarchy mass a photo's top classes send it, as tagging does, without the
-    taxonomy. ``names`` sorted; the classes reaching ``names[i]`` are ``classes[starts[i]:starts[i + 1]]``,
-    at ``weights`` alike; ``count``: how many classes there are."""
+    taxonomy. ``names`` sorted, UTF-8 (read back ~3x faster than str); the classes reaching ``names[i]`` are
+    ``classes[starts[i]:starts[i + 1]]``, at ``weights`` alike; ``count``: how many classes there are."""
     wnids = [*taxonomy.classes, *taxonomy.synthesized]
     names: set[str] = set()
     for wnid in wnids:
@@ -553,5 +553,6 @@ def reach_table(taxonomy: Taxonomy, options: HierarchyOptions = DEFAULT_OPTIONS)
     counts = np.bincount(rows, minlength=len(tagger.words))
     reached = counts > 0  # names no mass reaches (too general to be a tag) are left out
     starts = np.concatenate([[0], np.cumsum(counts[reached])]).astype(np.int64)
-    return {"names": np.array(tagger.words)[reached], "starts": starts, "classes": classes[order],
+    names = np.char.encode(np.array(tagger.words)[reached], "utf-8")
+    return {"names": names, "starts": starts, "classes": classes[order],
             "weights": weights[order].astype(np.float32), "count": np.array(len(wnids))}  # fmt: skip

@@ -36,7 +36,7 @@ def deep_reach(identity: str = "tiny") -> ClassReach:
 
 def test_the_reach_table_reads_the_taggers_flows_backwards():
     table = reach_table(DEEP, DEFAULT_OPTIONS)
-    names = list(table["names"])
+    names = [name.decode("utf-8") for name in table["names"]]
     every = sorted({n for s in DEEP.synsets for n in DEEP.synsets[s].names} | {"lake"})
     tagger = HierarchyTagger(every, np.zeros((len(every), 1), np.float32), DEFAULT_OPTIONS, DEEP)
     flowing = set()
@@ -72,13 +72,13 @@ def test_the_mass_sums_what_each_photos_recorded_classes_send_the_word():
         {"by": "tiny", "top": [[1, 0.9]]},
         None,  # a photo recorded before classes were
         {"by": "another taxonomy", "top": [[0, 1.0]]},
-        {"by": "tiny", "top": []},
+        {"by": "tiny", "top": [["0", 1.0], [1, "much"], [3, 1.0], [-1, 1.0]]},  # damaged by hand: nothing read
     ]
     decay = DEFAULT_OPTIONS.tag_decay
-    assert reach.mass(records, reach.reach("cat")).tolist() == pytest.approx([0.5 * decay, 0, 0, 0, 0])
-    assert reach.mass(records, reach.reach("lake")).tolist() == pytest.approx([0, 0.9, 0, 0, 0])
-    assert reach.mass(records, reach.reach("bird")).tolist() == pytest.approx([0.25 * decay, 0, 0, 0, 0])
-    assert reach.mass([None, None], reach.reach("cat")).tolist() == [0, 0]
+    assert reach.recorded(records).mass(reach.reach("cat")).tolist() == pytest.approx([0.5 * decay, 0, 0, 0, 0])
+    assert reach.recorded(records).mass(reach.reach("lake")).tolist() == pytest.approx([0, 0.9, 0, 0, 0])
+    assert reach.recorded(records).mass(reach.reach("bird")).tolist() == pytest.approx([0.25 * decay, 0, 0, 0, 0])
+    assert reach.recorded([None, None]).mass(reach.reach("cat")).tolist() == [0, 0]
 
 
 class FakeConSE:
@@ -140,7 +140,7 @@ def classed(library, tmp_path, monkeypatch, capfd):  # noqa: F811 - the fixture
     classed_index = tmp_path / "classed"
     assert indexing_main(["build-images", str(tmp_path / "Photos"), "--out", str(classed_index)]) == 0
     capfd.readouterr()
-    table = {"names": np.array(["red"]), "starts": np.array([0, 1]), "classes": np.array([7], np.int32),
+    table = {"names": np.array([b"red"]), "starts": np.array([0, 1]), "classes": np.array([7], np.int32),
              "weights": np.array([1.0], np.float32), "count": np.array(1000)}  # fmt: skip
     monkeypatch.setattr(searcher_module, "class_reach", lambda: ClassReach(table, classes_identity()))
     return index, classed_index, space, str(tmp_path / "Photos/2024/autumn/motorcycle_left.jpg")
