@@ -28,7 +28,7 @@ import numpy as np
 from foundation.hashing import text_sha
 from foundation.spelling import text_pieces
 from foundation.vocabulary import noun_bases
-from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table
+from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table, top_classes
 
 # the robust z-score weight of a word's hierarchy mass in word search, beside the word space's 1 and the
 # classifier's CLASSIFIER_WEIGHT (chosen on the tune halves of evaluation.word_search)
@@ -47,13 +47,15 @@ def classes_identity() -> str:
 
 
 class PhotoClasses:
-    """Each photo's top classes and their mass, as ``HierarchyTagger.top_classes`` takes them from the class
-    probabilities of a ConSE embedder (``models.onnx_engine.Combine.class_probabilities``)."""
+    """Each photo's top classes and their mass, as tagging takes them (``taxonomy.hierarchy.top_classes``) from
+    the class probabilities of a ConSE embedder (``models.onnx_engine.Combine.class_probabilities``)."""
 
     def __init__(self, combine):
         self.combine = combine
-        self.tagger = HierarchyTagger([], np.zeros((0, 1), np.float32), DEFAULT_OPTIONS)
         self.identity = classes_identity()
+        # the synthesized synsets' priors need the taxonomy; both are off by default, and a build then skips it
+        priors_on = DEFAULT_OPTIONS.sense_prior or DEFAULT_OPTIONS.frequency_prior
+        self.priors = HierarchyTagger([], np.zeros((0, 1), np.float32), DEFAULT_OPTIONS).priors() if priors_on else None
 
     @classmethod
     def of(cls, embedder) -> PhotoClasses | None:
@@ -75,7 +77,8 @@ class PhotoClasses:
             elif self.combine.synthesized is not None:
                 return []  # the synthesized classes need the pooled features
             for probs in self.combine.class_probabilities(outputs):
-                top = [[c, round(m, 4)] for m, c in self.tagger.top_classes(probs) if m >= LEAST_MASS]
+                found = top_classes(probs, logits.shape[1], DEFAULT_OPTIONS, self.priors)
+                top = [[c, round(m, 4)] for m, c in found if m >= LEAST_MASS]
                 records.append({"by": self.identity, "top": sorted(top)})
         return records
 

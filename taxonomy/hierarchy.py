@@ -294,6 +294,23 @@ def synset_frequency_ranks(taxonomy: Taxonomy, wnids, rank_of) -> np.ndarray:
                      for s in wnids], dtype=np.float32)  # fmt: skip
 
 
+def top_classes(probs: np.ndarray, n_real: int, options: HierarchyOptions,
+                priors: np.ndarray | None = None) -> list[tuple[float, int]]:  # fmt: skip
+    """(mass, class) of each top-T class whose probability flows up the hypernym chains: the real classes' (the
+    first ``n_real`` of ``probs``), then ``synthesized_weight`` x the synthesized synsets' share when the
+    embedder scored them: their probabilities times ``priors`` (None: none), the top-T renormalised to sum 1
+    (the rest 0), so their share of the hierarchy mass does not shrink with how many synsets there are."""
+    top_t = options.top_t
+    parts = [(probs[:n_real], 0)]
+    if len(probs) > n_real and options.synthesized_weight:
+        weighted = probs[n_real:] if priors is None else probs[n_real:] * priors
+        top = np.argpartition(-weighted, top_t - 1)[:top_t]
+        share = np.zeros_like(weighted)
+        share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
+        parts.append((options.synthesized_weight * share, n_real))
+    return [(float(part[c]), offset + int(c)) for part, offset in parts for c in np.argpartition(-part, top_t - 1)[:top_t]]
+
+
 def frequency_priors(ranks: np.ndarray, strength: float) -> np.ndarray:
     """The open-vocabulary prior of synsets of these ranks (``HierarchyOptions.frequency_prior``)."""
     return np.minimum(1.0, FREQUENCY_RANK_FULL / ranks) ** strength
@@ -347,29 +364,18 @@ class HierarchyTagger:
                               np.fromiter(reach.values(), np.float32, len(reach)))  # fmt: skip
         return self._flows[c]
 
-    def synthesized_share(self, probs: np.ndarray) -> np.ndarray:
-        """The synthesized synsets' probabilities after the sense and frequency priors, their top-T renormalised to sum 1
-        (the rest 0): their share of the hierarchy mass does not shrink with how many synsets there are."""
-        n_real = len(self.taxonomy.classes)
-        if self._priors is None:
+    def priors(self) -> np.ndarray | None:
+        """The synthesized synsets' sense and frequency priors (None when both are off), made once."""
+        if self._priors is None and (self.options.sense_prior or self.options.frequency_prior):
+            n_real = len(self.taxonomy.classes)
             self._priors = sense_priors(self.taxonomy, self.wnids[n_real:], self.options.sense_prior)
             if self.options.frequency_prior:
                 self._priors = self._priors * frequency_priors(self.synthesized_ranks, self.options.frequency_prior)
-        weighted = probs[n_real:] * self._priors
-        top = np.argpartition(-weighted, self.options.top_t - 1)[: self.options.top_t]
-        share = np.zeros_like(weighted)
-        share[top] = weighted[top] / max(float(weighted[top].sum()), 1e-12)
-        return share
+        return self._priors
 
     def top_classes(self, probs: np.ndarray) -> list[tuple[float, int]]:
-        """(mass, class) of each top-T class whose probability flows up the hypernym chains: the real
-        classes', then ``synthesized_weight`` x the synthesized synsets' share when the embedder scored them."""
-        n_real = len(self.taxonomy.classes)
-        parts = [(probs[:n_real], 0)]
-        if len(probs) > n_real and self.options.synthesized_weight:
-            parts.append((self.options.synthesized_weight * self.synthesized_share(probs), n_real))
-        return [(float(part[c]), offset + int(c))
-                for part, offset in parts for c in np.argpartition(-part, self.options.top_t - 1)[: self.options.top_t]]  # fmt: skip
+        """``top_classes`` of a photo's class probabilities, with this tagger's priors."""
+        return top_classes(probs, len(self.taxonomy.classes), self.options, self.priors())
 
     def top_flows(self, probs: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """(mass, vocabulary rows, weights) of each ``top_classes`` class."""
