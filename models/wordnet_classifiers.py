@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +40,14 @@ class SynthesizedClassifiers:
         """Part of the embedder identity, so indexes and caches record which classifiers scored them."""
         return text_sha(json.dumps(self.identity, sort_keys=True))
 
+    @cached_property
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """basis.T and codes.T as float32, converted once: an index build scores its photos batch by batch."""
+        return self.basis.T.astype(np.float32), self.codes.T.astype(np.float32)
+
     def logits(self, features: np.ndarray) -> np.ndarray:
-        projected = features.astype(np.float32) @ self.basis.T.astype(np.float32)
-        return projected @ self.codes.T.astype(np.float32) + np.float32(self.bias)
+        basis, codes = self._factors
+        return (features.astype(np.float32) @ basis) @ codes + np.float32(self.bias)
 
 
 def compress(rows: np.ndarray, rank: int = RANK) -> tuple[np.ndarray, np.ndarray, float]:
