@@ -12,6 +12,7 @@ metrics of the run. ``train.py fit --config configs/wordnet_classifiers.yaml`` r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.atomic import write_atomic
+from foundation.atomic import WriteError, write_atomic
 from foundation.hashing import text_sha
 
 ARTEFACT_DIR = Path(__file__).with_name("data")
@@ -80,10 +81,26 @@ def read_classifiers(path: Path) -> SynthesizedClassifiers:
 def shipped_classifiers(backbone: str) -> SynthesizedClassifiers | None:
     """The shipped classifiers of ``backbone`` whose synsets are the taxonomy's ``synthesized`` ones, or None
     (another backbone, or a taxonomy regenerated without them: tagging then goes on without)."""
-    from taxonomy import load_taxonomy
-
     path = ARTEFACT_DIR / f"{backbone}.npz"
     if not path.is_file():
         return None
     found = read_classifiers(path)
-    return found if found.wnids == tuple(load_taxonomy().synthesized) else None
+    return found if synsets_match(path, found) else None
+
+
+def synsets_match(path: Path, found: SynthesizedClassifiers) -> bool:
+    """Whether the classifiers read from ``path`` are for the taxonomy's synthesized synsets. Parsing the
+    taxonomy costs ~20 ms, which an index build needs for nothing else, so a match is remembered per pair
+    of files (``foundation.hashing.memo_folder``: a changed file has another hash)."""
+    from foundation.hashing import file_sha, memo_folder
+    from taxonomy import DATA_FILE, load_taxonomy
+
+    memo = memo_folder()
+    marker = memo / f"synsets-{file_sha(path, 16, memo)}-{file_sha(DATA_FILE, 16, memo)}"
+    if marker.is_file():
+        return True
+    if found.wnids != tuple(load_taxonomy().synthesized):
+        return False
+    with contextlib.suppress(OSError, WriteError):  # only a speed-up: the next start checks again
+        write_atomic(marker, b"")
+    return True

@@ -186,3 +186,27 @@ def test_combine_appends_the_synthesized_synsets_own_softmax():
     assert np.allclose(out[:, 4:7].sum(1), 1) and np.allclose(out[:, 7:].sum(1), 1)  # two softmaxes
     expected = np.exp(features @ rows.T + 0.5)
     assert np.allclose(out[:, 7:], expected / expected.sum(1, keepdims=True), atol=1e-2)
+
+
+def test_the_synsets_check_of_the_shipped_classifiers_is_remembered(tmp_path, monkeypatch):
+    """The check parses the taxonomy once per pair of files; a file changed since is checked again, and a
+    mismatch is never remembered."""
+    import taxonomy as taxonomy_module
+    from models.wordnet_classifiers import SynthesizedClassifiers, synsets_match
+
+    synthesized = tuple(load_taxonomy().synthesized)
+    artefact = tmp_path / "classifiers.npz"
+    artefact.write_bytes(b"one artefact")
+    same = SynthesizedClassifiers(synthesized, np.zeros((1, 1)), np.zeros((1, 1)), 0.0, {})
+    other = SynthesizedClassifiers(synthesized[:-1], np.zeros((1, 1)), np.zeros((1, 1)), 0.0, {})
+    assert not synsets_match(artefact, other)
+    assert synsets_match(artefact, same)
+
+    def no_parsing(*args):
+        raise AssertionError("the taxonomy was parsed again")
+
+    monkeypatch.setattr(taxonomy_module, "load_taxonomy", no_parsing)
+    assert synsets_match(artefact, same)  # remembered
+    artefact.write_bytes(b"another artefact")
+    with pytest.raises(AssertionError, match="parsed again"):
+        synsets_match(artefact, same)
