@@ -72,11 +72,9 @@ def photos_showing(collection: Collection, word: str, least: float) -> set[str]:
     return {path for path, facts in zip(collection.items, read_meta(collection) or ()) if colour_in(facts, word) >= least}
 
 
-def recorded_classes(collection: Collection, where=None) -> dict[str, dict]:
-    """Each photo's recorded top classes (``models.class_mass.PhotoClasses``) by path, under a database's
-    filter ``where``; none in an index built before they were recorded."""
-    if in_database(collection):
-        return collection.classes(where)
+def recorded_classes(collection: Collection) -> dict[str, dict]:
+    """Each photo of a bundle's recorded top classes (``models.class_mass.PhotoClasses``) by path; none in an
+    index built before they were recorded. A database sums their mass itself (``class_mass``)."""
     from indexing.bundle.columns import read_meta
 
     rows = zip(collection.items, read_meta(collection) or ())

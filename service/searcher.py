@@ -103,15 +103,18 @@ class Spaces:
             self._showing[word] = photos_showing(self.images, word, CUE_EVIDENCE)
         return self._showing[word]
 
-    def classes(self, items: list[str]) -> RecordedClasses:
-        """The recorded top classes of ``items`` (the kept photos, in ``cosines`` order), a bundle's read once."""
+    def mass(self, items: list[str], reach: np.ndarray) -> np.ndarray:
+        """(len(items),) the hierarchy mass the recorded top classes of ``items`` (the kept photos, in
+        ``cosines`` order) send through ``reach``: summed in the database, or from a bundle's records, read once."""
+        reacher = class_reach()
         if in_database(self.images):
-            found = recorded_classes(self.images, self.sql_where)
-            return class_reach().recorded([found.get(item) for item in items])
+            reached = np.nonzero(reach)[0]
+            found = self.images.class_mass(reached.tolist(), reach[reached].tolist(), reacher.identity, self.sql_where)
+            return np.array([found.get(item, 0.0) for item in items], dtype=np.float32)
         if self._classes is None or self._classes.count != len(items):
             found = recorded_classes(self.images)
-            self._classes = class_reach().recorded([found.get(item) for item in items])
-        return self._classes
+            self._classes = reacher.recorded([found.get(item) for item in items])
+        return self._classes.mass(reach)
 
     def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int,
               first: set[str] = frozenset(), reach: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
@@ -125,7 +128,7 @@ class Spaces:
             mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
             feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
         shown = np.array([item in first for item in items], dtype=bool) if first else None
-        mass = self.classes(items).mass(reach) if reach is not None else None
+        mass = self.mass(items, reach) if reach is not None else None
         scores = fuse(word_scores, feature_scores, weight, shown, mass)
         return [(items[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[:k]]
 

@@ -412,13 +412,22 @@ class PgCollection:
                                      (word, word, least))  # fmt: skip
             return {p for (p,) in rows}
 
-    def classes(self, where=None) -> dict[str, dict]:
-        """Each kept photo's recorded top classes (``models.class_mass.PhotoClasses``) by path."""
+    def class_mass(self, classes: list[int], weights: list[float], identity: str, where=None) -> dict[str, float]:
+        """Each kept photo's hierarchy mass, summed here rather than sent over: what its recorded top classes
+        (``models.class_mass.PhotoClasses``, numbered by ``identity``) send through ``weights`` of ``classes``;
+        the photos that get none are left out."""
         condition, params = where_sql(where)
+        params = {**params, "classes": classes, "weights": weights, "identity": identity}
         with self.guard():
-            rows = self.conn.execute(f"SELECT path, facts->'classes' FROM ws_images WHERE {condition} "
-                                     "AND facts ? 'classes'", params)  # fmt: skip
-            return {path: record for path, record in rows if isinstance(record, dict)}
+            rows = self.conn.execute(
+                "SELECT path, sum((top->>1)::float8 * reach.weight) FROM ws_images "
+                "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(facts->'classes'->'top') = 'array' "
+                "THEN facts->'classes'->'top' ELSE '[]'::jsonb END) AS top "
+                "JOIN unnest(%(classes)s::int[], %(weights)s::float8[]) AS reach(class, weight) "
+                "ON jsonb_typeof(top->0) = 'number' AND jsonb_typeof(top->1) = 'number' "
+                "AND (top->>0)::numeric = reach.class "
+                f"WHERE {condition} AND facts->'classes'->>'by' = %(identity)s GROUP BY path", params)  # fmt: skip
+            return {path: float(mass) for path, mass in rows}
 
     def check_duplicates_size(self) -> None:
         """--duplicates compares every pair of rows in memory here: up to DUPLICATES_MAX photos."""
