@@ -46,3 +46,9 @@ def piece_words(piece: str, known: Callable[[str], bool]) -> list[str]:
 def text_pieces(text: str) -> list[str]:
     """Lowercased pieces of ``text`` split on whitespace, ``_`` and ``/``, as labels are split."""
     return [piece for piece in SEPARATORS.split(text.strip().lower()) if piece]
+
+
+def query_pieces(text: str) -> list[str]:
+    """A word query's pieces as WordNet is looked up by: ``text_pieces`` without surrounding punctuation
+    (``Dog!``: dog); word search tries them joined as one name first, then one by one."""
+    return [piece.strip(string.punctuation) for piece in text_pieces(text)]

@@ -19,14 +19,13 @@ Word search fuses that mass beside the word-space cosine and the classifier scor
 from __future__ import annotations
 
 import json
-import string
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from foundation.hashing import text_sha
-from foundation.spelling import text_pieces
+from foundation.spelling import query_pieces
 from foundation.vocabulary import noun_bases
 from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table, top_classes
 
@@ -104,7 +103,7 @@ class ClassReach:
     def reach(self, text: str) -> np.ndarray | None:
         """(classes,) the weight at which each class's mass reaches ``text`` read as labels are (the whole
         text as one name, ``ice cream``, else the sum of its words': ``summer dress``), or None (none does)."""
-        pieces = [piece.strip(string.punctuation) for piece in text_pieces(text)]
+        pieces = query_pieces(text)
         whole = self._name_reach(" ".join(pieces))
         if whole is not None or len(pieces) < 2:
             return whole

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import string
 import sys
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
-from foundation.spelling import text_pieces
+from foundation.spelling import query_pieces
 from foundation.vocabulary import noun_bases
 from models.class_mass import HIERARCHY_WEIGHT
 from models.wordnet_classifiers import (
@@ -98,7 +97,7 @@ class Rows:
 
     def lookup(self, text: str) -> tuple[np.ndarray | None, bool]:
         """(``row``, whether every row it sums is ``extrapolated``)."""
-        pieces = [piece.strip(string.punctuation) for piece in text_pieces(text)]
+        pieces = query_pieces(text)
         whole = self.noun_row(lemma_key(" ".join(pieces)))
         if whole is not None or len(pieces) < 2:
             return (None, False) if whole is None else (self.unit_row(whole), self.extrapolated(whole))

@@ -9,9 +9,10 @@ model that built the index, loaded on first use. In the web app image terms are 
 A query of words only, on an index that stores visual features, is also scored by the words' WordNet
 classifiers on those features, and by the hierarchy mass the photos' recorded top classes send the words
 (``models.class_mass``: what tagging adds to a word's cosine), and the scores fused
-(``models.word_classifiers.fuse``); words without a visual WordNet sense leave the word space alone to answer. A lone colour-cue word (``sky``,
-``grass``, and the ground grass covers: ``meadow``, ``field``; ``taxonomy.hierarchy.CUE_QUERIES``) puts the
-photos whose recorded colours show that cue first, as tagging places it among their tags.
+(``models.word_classifiers.fuse``); words without a visual WordNet sense leave the word space alone to
+answer. A lone colour-cue word (``sky``, ``grass``, and the ground grass covers: ``meadow``, ``field``;
+``taxonomy.hierarchy.CUE_QUERIES``) puts the photos whose recorded colours show that cue first, as tagging
+places it among their tags.
 Folder and date filters, the min-score cut-off and near-duplicate groups work on either backend.
 """
 

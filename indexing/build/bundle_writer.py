@@ -2,8 +2,9 @@
 
 Every rank (a single process is rank 0 of 1) embeds its share into a part folder beside the bundle
 (``vectors.npy``, ``features.npy`` when the embedder gives pooled features, ``paths.json`` with what each
-photo's pixels show: colour cues, top classes; renamed into place when complete). Rank 0 then streams stored rows and the parts into a new generation in sorted path
-order, with the library columns (``indexing.bundle.columns``), under the build lock.
+photo's pixels show: colour cues, top classes; renamed into place when complete). Rank 0 then streams
+stored rows and the parts into a new generation in sorted path order, with the library columns
+(``indexing.bundle.columns``), under the build lock.
 """
 
 from __future__ import annotations
