@@ -96,8 +96,14 @@ def _write_memo(memo: Path, full_sha: str) -> None:
 
 
 def prune(memo_dir: str | os.PathLike, keep: int = 2000) -> None:
-    """Forget all but the ``keep`` newest remembered hashes in ``memo_dir`` (a forgotten one is hashed again)."""
+    """Once more than ``keep`` hashes are remembered in ``memo_dir``, forget the oldest until half of ``keep``
+    are left (a forgotten one is hashed again). Below that only the folder is listed: stating thousands of
+    memos at every build cost ~12 ms."""
     with contextlib.suppress(OSError):
-        memos = sorted(Path(memo_dir).iterdir(), key=lambda p: p.stat().st_mtime_ns)
-        for old in memos[:-keep] if len(memos) > keep else []:
-            old.unlink(missing_ok=True)
+        with os.scandir(memo_dir) as entries:
+            memos = [entry.path for entry in entries]
+        if len(memos) <= keep:
+            return
+        memos.sort(key=lambda path: os.stat(path).st_mtime_ns)
+        for old in memos[: len(memos) - keep // 2]:
+            Path(old).unlink(missing_ok=True)

@@ -85,9 +85,13 @@ def test_remembered_hashes_are_pruned(tmp_path):
     for i in range(5):
         (tmp_path / f"f{i}").write_text(str(i))
         hashing.file_sha(tmp_path / f"f{i}", memo_dir=tmp_path / "memo")
+    memos = sorted((tmp_path / "memo").iterdir())
+    for age, memo in enumerate(memos):  # the first is the oldest
+        os.utime(memo, ns=(age * 10**9, age * 10**9))
+    hashing.prune(tmp_path / "memo", keep=5)
     assert len(list((tmp_path / "memo").iterdir())) == 5
-    hashing.prune(tmp_path / "memo", keep=2)
-    assert len(list((tmp_path / "memo").iterdir())) == 2
+    hashing.prune(tmp_path / "memo", keep=4)
+    assert sorted((tmp_path / "memo").iterdir()) == memos[3:]
 
 
 def test_callers_use_the_one_hasher(tmp_path):
