@@ -328,3 +328,9 @@ def _load_state_dict(net: nn.Module, path: Path, name: str) -> None:
         raise BackboneError(
             f"weights file {path} does not fit {name} (expects the state dict of {expected}): {detail}"
         ) from e
+
+
+def classifier_rows(backbone) -> tuple[Tensor, Tensor]:
+    """The backbone's final layer: (classes, feature_dim) weights and (classes,) biases."""
+    last = [m for m in backbone.modules() if isinstance(m, nn.Linear)][-1]
+    return last.weight.detach().float().clone(), last.bias.detach().float().clone()

@@ -180,15 +180,25 @@ def _conse_embedder(spec: str, use_onnx: bool, options: HierarchyOptions, int8: 
 
 def _synthesized_classifiers(name: str, backbone_identity: str | None, vectors_sha: str, options: HierarchyOptions):
     """The shipped synthesized WordNet classifiers when the options want them and they were made from these
-    backbone weights and word vectors (``models.wordnet_classifiers``), else None: tags without them."""
+    backbone weights and word vectors (``models.wordnet_classifiers``), else None: tags without them, and a
+    note that says how to make them."""
     if not options.synthesized:
         return None
     from models.wordnet_classifiers import shipped_classifiers
 
     found = shipped_classifiers(name)
-    if found is None or found.identity["backbone_identity"] != backbone_identity or found.identity["vectors_sha"] != vectors_sha:
-        return None
-    return found
+    if found is None:
+        why = f"none were made for {name}"
+    elif found.identity["backbone_identity"] != backbone_identity:
+        why = f"the shipped ones were made from other {name} weights"
+    elif found.identity["vectors_sha"] != vectors_sha:
+        why = "the shipped ones were made from other word vectors"
+    else:
+        return found
+    print(f"note: no synthesized WordNet classifiers ({why}), so tags and word search know the 1000 ImageNet "
+          f"classes alone; `wordsight train fit --config wordnet_classifiers.yaml --model.init_args.backbone {name}` "
+          "makes them (~10 CPU-minutes)", file=sys.stderr)  # fmt: skip
+    return None
 
 
 def _shipped_file(name: str) -> Path:

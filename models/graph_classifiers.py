@@ -27,17 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules.wordnet_graph import NETWORKS, imagenet_samples
-from models.backbones import build_backbone, default_image_size, image_transform
+from models.backbones import build_backbone, classifier_rows, default_image_size, image_transform
+from models.word_classifiers import save_imagenet_rows
 from models.wordnet_classifiers import ARTEFACT_DIR, write_classifiers
 from taxonomy import load_taxonomy
 
 TOP_K = (1, 5)
-
-
-def classifier_rows(backbone) -> tuple[Tensor, Tensor]:
-    """The backbone's final layer: (classes, feature_dim) weights and (classes,) biases."""
-    last = [m for m in backbone.modules() if isinstance(m, nn.Linear)][-1]
-    return last.weight.detach().float().clone(), last.bias.detach().float().clone()
 
 
 def spmm(matrix: Tensor, dense: Tensor) -> Tensor:
@@ -208,3 +203,7 @@ class GraphClassifiers(pl.LightningModule):
         bias = float(self.real_bias[self.train_classes[:, 0]].mean())
         write_classifiers(out, wnids, rows, bias, identity, metrics)
         print(f"wrote {out}: {len(wnids)} synthesized classifiers; held out: {json.dumps(metrics)}")
+        if not self.hparams.out:  # in the shipped place: word search also reads the backbone's own rows there
+            written = save_imagenet_rows(self.hparams.backbone, self.backbone_identity, self.real_weight.numpy())
+            if written is not None:
+                print(f"wrote {written}: the backbone's 1000 ImageNet rows, for word search")

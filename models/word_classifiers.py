@@ -280,14 +280,21 @@ def word_rows(backbone: str) -> WordRows | None:
 
 def write_imagenet_rows(backbone: str) -> Path:
     """Dev time (torch): read the backbone's 1000 final-layer rows into the shipped npz."""
-    from models.backbones import build_backbone
-    from models.graph_classifiers import classifier_rows
+    from models.backbones import build_backbone, classifier_rows
 
     network = build_backbone(backbone)
-    weights, _ = classifier_rows(network)
-    identity = {"backbone": backbone, "backbone_identity": network.identity, "rows": "final layer, float16"}
+    return save_imagenet_rows(backbone, network.identity, classifier_rows(network)[0].numpy())
+
+
+def save_imagenet_rows(backbone: str, backbone_identity: str, rows: np.ndarray) -> Path | None:
+    """Write the backbone's final-layer ``rows`` (1000, feature_dim) as the npz word search reads, unless it
+    already holds these weights' rows (None)."""
+    found = _real_rows(backbone)
+    if found is not None and found[1]["backbone_identity"] == backbone_identity:
+        return None
+    identity = {"backbone": backbone, "backbone_identity": backbone_identity, "rows": "final layer, float16"}
     buffer = io.BytesIO()
-    np.savez(buffer, rows=weights.numpy().astype(np.float16), identity=np.array(json.dumps(identity)))
+    np.savez(buffer, rows=rows.astype(np.float16), identity=np.array(json.dumps(identity)))
     out = imagenet_rows_file(backbone)
     write_atomic(out, buffer.getvalue())
     return out

@@ -210,3 +210,29 @@ def test_the_synsets_check_of_the_shipped_classifiers_is_remembered(tmp_path, mo
     artefact.write_bytes(b"another artefact")
     with pytest.raises(AssertionError, match="parsed again"):
         synsets_match(artefact, same)
+
+
+def test_a_backbone_without_synthesized_classifiers_says_how_to_make_them(capsys):
+    from models.embedder import _synthesized_classifiers
+    from models.weights import shipped_identity
+    from taxonomy.hierarchy import DEFAULT_OPTIONS
+
+    assert _synthesized_classifiers("efficientnet_lite1", "weights", "vectors", DEFAULT_OPTIONS) is None
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and "none were made for efficientnet_lite1" in note
+    assert "wordsight train fit --config wordnet_classifiers.yaml --model.init_args.backbone efficientnet_lite1" in note
+    lite0 = shipped_identity("efficientnet_lite0")
+    assert _synthesized_classifiers("efficientnet_lite0", lite0, "other", DEFAULT_OPTIONS) is None
+    assert "made from other word vectors" in capsys.readouterr().err
+
+
+def test_the_imagenet_rows_are_written_once_per_backbone_weights(tmp_path, monkeypatch):
+    import models.word_classifiers as wc
+
+    monkeypatch.setattr(wc, "ARTEFACT_DIR", tmp_path)
+    rows = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    assert wc.save_imagenet_rows("efficientnet_lite1", "weights-a", rows) == tmp_path / "efficientnet_lite1.imagenet.npz"
+    stored, identity = wc._real_rows("efficientnet_lite1")
+    assert identity["backbone_identity"] == "weights-a" and np.allclose(stored, rows, atol=1e-2)
+    assert wc.save_imagenet_rows("efficientnet_lite1", "weights-a", rows) is None  # already these weights' rows
+    assert wc.save_imagenet_rows("efficientnet_lite1", "weights-b", rows) is not None
