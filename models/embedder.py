@@ -195,7 +195,7 @@ def _synthesized_classifiers(name: str, backbone_identity: str | None, vectors_s
         why = "the shipped ones were made from other word vectors"
     else:
         return found
-    print(f"note: no synthesized WordNet classifiers ({why}), so tags and word search know the 1000 ImageNet "
+    print(f"note: no synthesized WordNet classifiers ({why}), so tags know the 1000 ImageNet "
           f"classes alone; `wordsight train fit --config wordnet_classifiers.yaml --model.init_args.backbone {name}` "
           "makes them (~10 CPU-minutes)", file=sys.stderr)  # fmt: skip
     return None
