@@ -9,6 +9,9 @@
   Debian doc packages) and ``opencv-more`` (opencv-doc's photos the scene set does not use): labelled here,
   fetched by ``evaluation.package_photos`` (``PACKAGE_OBJECTS``).
 
+Beside them, not in the benchmark's macro-average: ``held_out_emoji``, the drawings of the emoji classes
+the zero-shot emoji split holds out (``datamodules.emoji``), one set per drawing style.
+
 A set that is not installed is left out with a note on stderr. Each photo carries the words a person
 would accept as its tag (singular and plural); a set's closed vocabulary is the union of its words.
 """
@@ -246,3 +249,21 @@ def benchmark_photos(wv) -> list[Photo]:
     for p in photos:
         p.words = [w for w in p.words if w in known]
     return [p for p in photos if p.words]
+
+
+def held_out_emoji(wv, **source_options) -> list[Photo]:
+    """The 400 classes the emoji zero-shot split holds out (``configs/emoji_zeroshot.yaml``'s split), each
+    vendor's drawing a photo of set ``emoji-<vendor>`` whose words are its class name's (``crab``; ``woman``,
+    ``technologist``), as the emoji benchmark counts an open-vocabulary hit; none, with a note on stderr,
+    until ``python -m datamodules.emoji prepare`` has fetched them. ``source_options``: ``EmojiSource``'s."""
+    from datamodules.emoji import EmojiDataError, EmojiSource
+    from foundation.vectors import words_for_label
+
+    try:
+        source = EmojiSource(**source_options)
+    except EmojiDataError as err:
+        print(f"note: no emoji drawings: {err}", file=sys.stderr)
+        return []
+    held_out = set(source.held_out_classes)
+    return [Photo(f"emoji-{vendor}", label, source.load(i), words_for_label(label, wv))
+            for i, (label, vendor) in enumerate(zip(source.labels, source.item_vendor)) if label in held_out]  # fmt: skip

@@ -5,7 +5,9 @@ own network outputs, ``Combine`` and ``HierarchyTagger``), with a closed vocabul
 label words, as ``--vocabulary FILE``) and the open default tag vocabulary. Reported per source and as the
 macro-average over sources (one large source must not hide the others), on the ``report`` half of the
 photos; options are chosen on the ``tune`` half (``evaluation.real_photos.tune_half``). Each lever is
-measured alone and combined, helping or not.
+measured alone and combined, helping or not. The drawings of the emoji classes the zero-shot emoji split
+holds out (``evaluation.photo_sets.held_out_emoji``, once fetched) are tagged with every lever too, per
+drawing style, never tuned on: do the classifiers help drawings as well?
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.photo_sets import benchmark_photos
+from evaluation.photo_sets import benchmark_photos, held_out_emoji
 from evaluation.real_photos import closed_vocabularies, photo_key, tune_half
 from foundation.atomic import user_cache_dir, write_atomic
 from foundation.vectors import load_word_vectors
@@ -111,13 +113,14 @@ def ranked(outputs, photos, options, wv, open_words, closed) -> dict[str, list[l
     return {"closed": closed_tags, "open": tag_lists(outputs, list(range(len(photos))), options, open_words, wv)}
 
 
-def summary(tags: list[list[str]], photos, half: np.ndarray, imagenet_words: set[str]) -> dict:
-    """hit@k per source and macro over sources, for each half; and non-ImageNet-word photos."""
+def summary(tags: list[list[str]], photos, parts: dict[str, np.ndarray], imagenet_words: set[str]) -> dict:
+    """hit@k per source and macro over sources, for each part of the photos (``tune`` and ``report``
+    halves); and non-ImageNet-word photos."""
     hits = {k: np.array([bool(set(t[:k]) & set(p.words)) for t, p in zip(tags, photos)]) for k in TOP_K}
     groups = list(dict.fromkeys(p.group for p in photos))
     non_imagenet = np.array([not (set(p.words) & imagenet_words) for p in photos])
     out = {}
-    for name, chosen in (("tune", half), ("report", ~half)):
+    for name, chosen in parts.items():
         for g in groups:
             m = chosen & np.array([p.group == g for p in photos])
             if m.any():
@@ -144,11 +147,20 @@ def run(out: Path, sweep: bool) -> dict:
                 levers[f"sweep {field}={value}"] = DEFAULT_OPTIONS.with_(**{field: value})
     results = {"photos": {g: int(sum(p.group == g for p in photos)) for g in dict.fromkeys(p.group for p in photos)},
                "runs": {}, "examples": {}}  # fmt: skip
+    halves = {"tune": half, "report": ~half}
     for name, options in levers.items():
         tags = ranked(outputs, photos, options, wv, open_words, closed)
-        results["runs"][name] = {kind: summary(tags[kind], photos, half, imagenet_words) for kind in ("closed", "open")}
+        results["runs"][name] = {kind: summary(tags[kind], photos, halves, imagenet_words) for kind in ("closed", "open")}
         results["examples"][name] = {photo_key(p): t for p, t in zip(photos, tags["open"]) if p.group != "food"}
         print(f"{name}: {line(results['runs'][name])}", file=sys.stderr)
+    drawings = held_out_emoji(wv)
+    if drawings:  # measured, never tuned on: whether the classifiers help drawings too
+        drawn = network_outputs(drawings)
+        every = {"all": np.ones(len(drawings), bool)}
+        results["emoji"] = {"drawings": {g: int(sum(p.group == g for p in drawings)) for g in dict.fromkeys(p.group for p in drawings)}}
+        for name, options in LEVERS.items():
+            tags = ranked(drawn, drawings, options, wv, open_words, closed_vocabularies(drawings))
+            results["emoji"][name] = {kind: summary(tags[kind], drawings, every, imagenet_words) for kind in ("closed", "open")}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
     write_atomic(out / "results.md", markdown(results) + "\n")
@@ -161,14 +173,21 @@ def line(r: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    runs = results["runs"]
-    sources = [k.split("/", 1)[1] for k in next(iter(runs.values()))["closed"] if k.startswith("report/")]
-    head = "| lever (report half, hit@5 closed / open) | " + " | ".join(sources) + " |"
-    lines = [head, "|---|" + "---:|" * len(sources)]
-    for name, r in runs.items():
-        cells = [f"{r['closed'][f'report/{s}']['hit@5']:.3f} / {r['open'][f'report/{s}']['hit@5']:.3f}" for s in sources]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = table(results["runs"], "report", "report half")
+    if "emoji" in results:
+        emoji = {name: r for name, r in results["emoji"].items() if name != "drawings"}
+        lines += ["", *table(emoji, "all", "held-out emoji drawings")]
     return "\n".join(lines)
+
+
+def table(runs: dict, part: str, title: str) -> list[str]:
+    """One row per lever: hit@5 closed / open of each source of ``part``, their macro and non-ImageNet words."""
+    sources = [k.split("/", 1)[1] for k in next(iter(runs.values()))["closed"] if k.startswith(f"{part}/")]
+    lines = [f"| lever ({title}, hit@5 closed / open) | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    for name, r in runs.items():
+        cells = [f"{r['closed'][f'{part}/{s}']['hit@5']:.3f} / {r['open'][f'{part}/{s}']['hit@5']:.3f}" for s in sources]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

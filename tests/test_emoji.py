@@ -272,3 +272,19 @@ def test_unfrozen_checkpoint_is_scored_on_its_own_features(stand_in, tmp_path):
     scored = evaluate(datamodule, load_feature_model(str(last), 32))
     for group in ("flat", "zero_shot"):
         assert scored[group]["cosine"] == pytest.approx(tested[group]["cosine"], abs=1e-4)
+
+
+def test_the_held_out_classes_are_drawings_to_tag_per_style(stand_in, tmp_path, capsys):
+    from evaluation.photo_sets import held_out_emoji
+    from foundation.vectors import load_word_vectors
+
+    root, glove = stand_in
+    wv = load_word_vectors(str(glove))
+    emoji = source(stand_in)
+    drawings = held_out_emoji(wv, root=root, vectors=str(glove), held_out=5, validation_classes=3)
+    assert sorted({d.name for d in drawings}) == emoji.held_out_classes
+    assert {d.group for d in drawings} == {f"emoji-{vendor}" for vendor in DEFAULT_VENDORS}
+    for drawing in drawings:
+        assert drawing.words and set(drawing.words) <= set(drawing.name.split()) and drawing.image.mode == "RGB"
+    assert held_out_emoji(wv, root=tmp_path / "not-prepared", vectors=str(glove)) == []
+    assert "python -m datamodules.emoji prepare" in capsys.readouterr().err
