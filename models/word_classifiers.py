@@ -278,8 +278,8 @@ def word_rows(backbone: str) -> WordRows | None:
     return WordRows(table, real, synthesized)  # rows past the real ones only if it fit
 
 
-def write_imagenet_rows(backbone: str) -> Path:
-    """Dev time (torch): read the backbone's 1000 final-layer rows into the shipped npz."""
+def write_imagenet_rows(backbone: str) -> Path | None:
+    """Dev time (torch): read the backbone's 1000 final-layer rows into the shipped npz (None: already there)."""
     from models.backbones import build_backbone, classifier_rows
 
     network = build_backbone(backbone)
@@ -302,4 +302,5 @@ def save_imagenet_rows(backbone: str, backbone_identity: str, rows: np.ndarray) 
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or ["efficientnet_lite0"]:
-        print(f"wrote {write_imagenet_rows(name)}")
+        written = write_imagenet_rows(name)
+        print(f"wrote {written}" if written else f"{imagenet_rows_file(name)} already holds these weights' rows")
