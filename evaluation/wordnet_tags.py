@@ -145,8 +145,7 @@ def run(out: Path, sweep: bool) -> dict:
         for field, values in SWEEP.items():
             for value in values:
                 levers[f"sweep {field}={value}"] = DEFAULT_OPTIONS.with_(**{field: value})
-    results = {"photos": {g: int(sum(p.group == g for p in photos)) for g in dict.fromkeys(p.group for p in photos)},
-               "runs": {}, "examples": {}}  # fmt: skip
+    results = {"photos": set_sizes(photos), "runs": {}, "examples": {}}
     halves = {"tune": half, "report": ~half}
     for name, options in levers.items():
         tags = ranked(outputs, photos, options, wv, open_words, closed)
@@ -155,16 +154,21 @@ def run(out: Path, sweep: bool) -> dict:
         print(f"{name}: {line(results['runs'][name])}", file=sys.stderr)
     drawings = held_out_emoji(wv)
     if drawings:  # measured, never tuned on: whether the classifiers help drawings too
-        drawn = network_outputs(drawings)
+        drawn, drawn_closed = network_outputs(drawings), closed_vocabularies(drawings)
         every = {"all": np.ones(len(drawings), bool)}
-        results["emoji"] = {"drawings": {g: int(sum(p.group == g for p in drawings)) for g in dict.fromkeys(p.group for p in drawings)}}
+        results["emoji"] = {"drawings": set_sizes(drawings)}
         for name, options in LEVERS.items():
-            tags = ranked(drawn, drawings, options, wv, open_words, closed_vocabularies(drawings))
+            tags = ranked(drawn, drawings, options, wv, open_words, drawn_closed)
             results["emoji"][name] = {kind: summary(tags[kind], drawings, every, imagenet_words) for kind in ("closed", "open")}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
     write_atomic(out / "results.md", markdown(results) + "\n")
     return results
+
+
+def set_sizes(photos) -> dict[str, int]:
+    """How many photos each set has, in the sets' order."""
+    return {g: int(sum(p.group == g for p in photos)) for g in dict.fromkeys(p.group for p in photos)}
 
 
 def line(r: dict) -> str:
