@@ -39,6 +39,7 @@ from models.word_classifiers import (
     EXTRAPOLATED_SHARE,
     SENSES,
     WordClassifiers,
+    best_sense,
     fuse,
     word_classifiers,
 )
@@ -103,18 +104,18 @@ def search_map(lever: Lever, photos, rows, vectors, features, wv, least: int = M
     for word in queries(photos, rows, wv.kv.key_to_index, least):
         relevant = np.array([word in photos[i].words for i in rows])
         words = vectors[rows] @ normalise(wv.kv[word].astype(np.float32))
-        row, extrapolated = classifiers.lookup(word) if lever.weight else (None, False)
-        with_row += row is not None
-        if row is None:
+        senses, extrapolated = classifiers.lookup(word) if lever.weight else (None, False)
+        with_row += senses is not None
+        if senses is None:
             scores = words
         elif lever.weight == CLASSIFIER:
-            scores = features[rows] @ row
+            scores = best_sense(senses @ features[rows].T)
         else:
             cue = cue_for_query(word) if lever.colour_cues and colours else None
             first = colours[cue][rows] >= CUE_EVIDENCE if cue is not None else None
             found = reach.reach(word) if reach is not None else None
             mass = reach.recorded([classes[i] for i in rows]).mass(found) if found is not None else None
-            scores = fuse(words, features[rows] @ row, lever.weight * (lever.extrapolated if extrapolated else 1.0), first,
+            scores = fuse(words, senses @ features[rows].T, lever.weight * (lever.extrapolated if extrapolated else 1.0), first,
                           mass, lever.hierarchy)  # fmt: skip
         aps.append(average_precision(scores, relevant))
     return (float(np.mean(aps)) if aps else float("nan")), len(aps), with_row

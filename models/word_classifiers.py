@@ -1,10 +1,14 @@
-"""A word as a classifier row in the backbone's feature space, for word search; numpy only (no torch).
+"""A word as a classifier row in the backbone's feature space, for word search; numpy only (no torch) once the
+sense table is cached.
 
 A word query finds photos in the word space (cosine to the photos' ConSE vectors). The backbone's pooled
 features know more: its 1000 ImageNet classifier rows, and the rows ``models.wordnet_classifiers``
 synthesized for every other visual WordNet noun (crow, beach, lake ...). ``WordClassifiers.row(word)``
 gives the row of the word's sense that can best be seen, or None (no visual WordNet noun: the word space
-alone answers):
+alone answers); ``lookup`` also gives a one-word query the rows of its other senses at or above an ImageNet
+class that WordNet names by the word first or whose classes the word's vector lies near (``plant``: the
+industrial plant and the living one; ``instrument``: devices and musical instruments), and each photo counts
+its best sense (``fuse``). Senses:
 
 - ``visible`` (the default): the sense that is both seen and used: log(1 + ImageNet classes at or below
   it) + log(1 + how often the tagged corpus uses the word in that sense) (``castle`` the fortress,
@@ -45,11 +49,15 @@ from models.wordnet_classifiers import (
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
-TABLE = "word-senses-v2"  # the cached sense table: a new way of choosing senses (or new columns) gets a new name
+TABLE = "word-senses-v3"  # the cached sense table: a new way of choosing senses (or new columns) gets a new name
 # word search: the classifier robust z-score's weight against the word space's, and the share of it an
 # extrapolated sense's classifier gets (both chosen on the tune halves of evaluation.word_search)
 CLASSIFIER_WEIGHT = 3.0
 EXTRAPOLATED_SHARE = 1 / 3
+# Another sense of a one-word query that can be seen scores its photos too when WordNet names it by the word
+# first (plant: plant|flora), or when the word's vector is this close (mean cosine) to the label vectors of the
+# ImageNet classes at or below it (instrument: the musical instruments, .76; not the woodwinds for "wood", .39)
+AGREEMENT = 0.6
 
 
 def imagenet_rows_file(backbone: str) -> Path:
@@ -68,43 +76,49 @@ def unit(vector: np.ndarray) -> np.ndarray:
 
 class Rows:
     """The classifier rows by number: the ImageNet classes' ``real`` rows (taxonomy class order), then the
-    ``synthesized`` ones (their artefact's order); a subclass says which row a lemma key has."""
+    ``synthesized`` ones (their artefact's order); a subclass says which rows a lemma key has."""
 
     def __init__(self, real: np.ndarray, synthesized: SynthesizedClassifiers | None):
         self.real, self.synthesized = real, synthesized
 
-    def key_row(self, key: str) -> int | None:
+    def key_rows(self, key: str) -> list[int]:
+        """The rows of a lemma key: its chosen sense's, then its other senses' at or above an ImageNet class
+        (empty: no visual WordNet noun)."""
         raise NotImplementedError
 
     def extrapolated(self, number: int) -> bool:
         """Whether row ``number`` is a synthesized sense with no ImageNet class at or below it."""
         raise NotImplementedError
 
-    def noun_row(self, key: str) -> int | None:
-        """The row of a lemma key, or of the singular it is the regular plural of (``hills``: hill; WordNet
+    def noun_rows(self, key: str) -> list[int]:
+        """The rows of a lemma key, or of the singular it is the regular plural of (``hills``: hill; WordNet
         lemmas are singular), longest first (``glasses``: glass, not glasse)."""
         for base in sorted(noun_bases(key), key=lambda b: (b != key, -len(b))):
-            number = self.key_row(base)
-            if number is not None:
-                return number
-        return None
+            numbers = self.key_rows(base)
+            if numbers:
+                return numbers
+        return []
 
     def row(self, text: str) -> np.ndarray | None:
         """The unit row (float32) of query text read as labels are (``foundation.spelling``): the whole text
-        as one lemma (``ice cream``, ``Dog!``, ``hills``), else the sum of its words' rows (``summer dress``:
-        dress), or None when none has a visual WordNet sense."""
-        return self.lookup(text)[0]
+        as one lemma's chosen sense (``ice cream``, ``Dog!``, ``hills``), else the sum of its words' rows
+        (``summer dress``: dress), or None when none has a visual WordNet sense."""
+        rows = self.lookup(text)[0]
+        return None if rows is None else rows[0]
 
     def lookup(self, text: str) -> tuple[np.ndarray | None, bool]:
-        """(``row``, whether every row it sums is ``extrapolated``)."""
+        """(the unit rows, (senses, dim), that score the text: ``row`` first, then, when the text is one
+        lemma, its other senses at or above an ImageNet class; whether every row is ``extrapolated``)."""
         pieces = query_pieces(text)
-        whole = self.noun_row(lemma_key(" ".join(pieces)))
-        if whole is not None or len(pieces) < 2:
-            return (None, False) if whole is None else (self.unit_row(whole), self.extrapolated(whole))
-        found = [number for number in map(self.noun_row, pieces) if number is not None]
+        whole = self.noun_rows(lemma_key(" ".join(pieces)))
+        if whole or len(pieces) < 2:
+            if not whole:
+                return None, False
+            return np.stack([self.unit_row(n) for n in whole]), all(map(self.extrapolated, whole))
+        found = [numbers[0] for numbers in map(self.noun_rows, pieces) if numbers]
         if not found:
             return None, False
-        return unit(np.sum([self.unit_row(n) for n in found], axis=0)), all(map(self.extrapolated, found))
+        return unit(np.sum([self.unit_row(n) for n in found], axis=0))[None], all(map(self.extrapolated, found))
 
     def unit_row(self, number: int) -> np.ndarray:
         if number < len(self.real):
@@ -117,11 +131,13 @@ class WordClassifiers(Rows):
     """Every word's chosen sense, worked out from the taxonomy (``sense`` as in the module docstring)."""
 
     def __init__(self, taxonomy: Taxonomy, real: np.ndarray, synthesized: SynthesizedClassifiers | None,
-                 sense: str = "visible"):  # fmt: skip
+                 sense: str = "visible", words: tuple[dict[str, np.ndarray], np.ndarray] | None = None):  # fmt: skip
+        """``words``: the word vectors (word -> vector) and the ImageNet classes' label vectors (taxonomy class
+        order) that ``agrees`` compares; by default the shipped GloVe and ConSE's label vectors."""
         if sense not in SENSES:
             raise ValueError(f"unknown sense choice {sense!r}: one of {', '.join(SENSES)}")
         super().__init__(real, synthesized)
-        self.taxonomy, self.sense = taxonomy, sense
+        self.taxonomy, self.sense, self._words = taxonomy, sense, words
         self.wnids = [*taxonomy.classes, *(synthesized.wnids if synthesized is not None else ())]
         self.number = {wnid: i for i, wnid in enumerate(self.wnids)}
 
@@ -135,13 +151,34 @@ class WordClassifiers(Rows):
         return found
 
     @cached_property
-    def classes_below(self) -> dict[str, int]:
-        """wnid -> how many ImageNet classes are it or below it (how visible a sense is)."""
-        counts: dict[str, int] = {}
-        for wnid in self.taxonomy.classes:
+    def classes_below(self) -> dict[str, list[int]]:
+        """wnid -> the ImageNet classes (numbers) that are it or below it (how visible a sense is)."""
+        found: dict[str, list[int]] = {}
+        for number, wnid in enumerate(self.taxonomy.classes):
             for above in (wnid, *self.taxonomy.ancestors(wnid)):
-                counts[above] = counts.get(above, 0) + 1
-        return counts
+                found.setdefault(above, []).append(number)
+        return found
+
+    @cached_property
+    def words(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if self._words is None:
+            from foundation.vectors import load_word_vectors, vectors_identity
+            from models.embedder import conse_class_vectors
+
+            self._words = load_word_vectors().kv, conse_class_vectors(*vectors_identity())[0]
+        return self._words
+
+    def agrees(self, key: str, wnid: str) -> bool:
+        """Whether the word ``key`` is AGREEMENT close to the label vectors of the ImageNet classes at or
+        below ``wnid`` (mean cosine; False for a word without a vector)."""
+        vectors, labels = self.words
+        if key not in vectors:
+            return False
+        below = labels[self.classes_below.get(wnid, [])]
+        if not len(below):
+            return False
+        cosines = below @ unit(vectors[key]) / np.maximum(np.linalg.norm(below, axis=1), 1e-12)
+        return float(cosines.mean()) >= AGREEMENT
 
     def sense_of(self, word: str) -> str | None:
         """The chosen synset of ``word``, or None (no visual WordNet noun)."""
@@ -155,21 +192,36 @@ class WordClassifiers(Rows):
             return next((c for l, c in zip(synset.lemmas, synset.counts) if lemma_key(l) == key), 0)
 
         if self.sense == "visible":
-            return max(candidates, key=lambda w: np.log1p(self.classes_below.get(w, 0)) + np.log1p(used(w)))
+            return max(candidates, key=lambda w: np.log1p(len(self.classes_below.get(w, ()))) + np.log1p(used(w)))
         return max(candidates, key=used)  # max keeps the first of equals: WordNet's order
 
-    def key_row(self, key: str) -> int | None:
-        wnid = self.sense_of(key)
-        return None if wnid is None else self.number[wnid]
+    def seen_senses(self, key: str) -> list[str]:
+        """The chosen sense of a lemma key, then its other senses at or above an ImageNet class that WordNet
+        names by the word first or that the word ``agrees`` with, most visible first (empty: no visual
+        WordNet noun). ``plant``: the industrial plant, then the living one; ``wood``: the material alone,
+        not the woodwinds."""
+        chosen = self.sense_of(key)
+        if chosen is None:
+            return []
+        seen = [w for w in self.senses[key] if w != chosen and w in self.classes_below
+                and (lemma_key(self.taxonomy.synsets[w].lemmas[0]) == key or self.agrees(key, w))]  # fmt: skip
+        return [chosen, *sorted(seen, key=lambda w: -len(self.classes_below[w]))]
+
+    def key_rows(self, key: str) -> list[int]:
+        return [self.number[wnid] for wnid in self.seen_senses(key)]
 
     def extrapolated(self, number: int) -> bool:
-        return not self.classes_below.get(self.wnids[number], 0)
+        return self.wnids[number] not in self.classes_below
 
     def table(self) -> dict[str, np.ndarray]:
-        """Every lemma key (sorted) and the row number of its chosen sense, and which rows are
-        ``extrapolated``: what ``WordRows`` looks up."""
+        """Every lemma key (sorted) and its ``key_rows`` (one line each, padded with -1), and which rows
+        are ``extrapolated``: what ``WordRows`` looks up."""
         keys = sorted(self.senses)
-        return {"keys": np.array(keys), "rows": np.array([self.number[self.sense_of(k)] for k in keys], np.int32),
+        found = [self.key_rows(k) for k in keys]
+        rows = np.full((len(keys), max(map(len, found), default=1)), -1, np.int32)
+        for line, numbers in zip(rows, found):
+            line[: len(numbers)] = numbers
+        return {"keys": np.array(keys), "rows": rows,
                 "extrapolated": np.array([self.extrapolated(n) for n in range(len(self.wnids))], bool)}  # fmt: skip
 
 
@@ -184,9 +236,11 @@ class WordRows(Rows):
     def extrapolated(self, number: int) -> bool:
         return bool(self._extrapolated[number])
 
-    def key_row(self, key: str) -> int | None:
+    def key_rows(self, key: str) -> list[int]:
         at = int(np.searchsorted(self.keys, key))
-        return int(self.numbers[at]) if at < len(self.keys) and self.keys[at] == key else None
+        if at == len(self.keys) or self.keys[at] != key:
+            return []
+        return [int(n) for n in self.numbers[at] if n >= 0]
 
 
 def median(x: np.ndarray) -> float:
@@ -210,14 +264,25 @@ def robust_z(x: np.ndarray) -> np.ndarray:
     return (x - middle) / (spread if spread > 1e-6 else max(float(x.std()), 1e-6))
 
 
+def best_sense(classifier: np.ndarray) -> np.ndarray:
+    """(photos,) classifier scores from (photos,) or (senses, photos): each photo's best robust z-score over
+    the senses, so no sense's spread outweighs another's."""
+    classifier = np.asarray(classifier)
+    if classifier.ndim == 1:
+        return classifier
+    return classifier[0] if len(classifier) == 1 else np.max([robust_z(c) for c in classifier], axis=0)
+
+
 def fuse(words: np.ndarray, classifier: np.ndarray, weight: float, first: np.ndarray | None = None,
          mass: np.ndarray | None = None, mass_weight: float = HIERARCHY_WEIGHT) -> np.ndarray:  # fmt: skip
     """One score per photo from its word-space cosines and classifier scores: ranked by their robust z-scores
     over the searched photos added at ``weight`` (and the hierarchy ``mass`` the photos' top classes send
     the words, ``models.class_mass``, at ``mass_weight``), the photos ``first`` marks (those whose colours
     show the word: ``taxonomy.hierarchy.COLOUR_CUES``) before the rest; the n-th best gets the n-th best
-    word-space cosine, so scores stay cosines and --min-score keeps its sense."""
-    fused = robust_z(words) + weight * robust_z(classifier)
+    word-space cosine, so scores stay cosines and --min-score keeps its sense. ``classifier`` is (photos,)
+    or, for a word with several senses that can be seen, (senses, photos): a photo counts its best sense
+    (a houseplant is a ``plant`` as much as a mill is)."""
+    fused = robust_z(words) + weight * robust_z(best_sense(classifier))
     if mass is not None and mass_weight and mass.any():
         fused = fused + mass_weight * robust_z(mass)
     if first is not None and first.any():
@@ -261,6 +326,7 @@ def word_rows(backbone: str) -> WordRows | None:
     key it in the cache) and read back in milliseconds."""
     from foundation.derived import derived_arrays
     from foundation.hashing import file_sha
+    from foundation.vectors import vectors_identity
     from taxonomy import DATA_FILE
 
     found = _real_rows(backbone)
@@ -269,7 +335,9 @@ def word_rows(backbone: str) -> WordRows | None:
     real, identity = found
     path = ARTEFACT_DIR / f"{backbone}.npz"
     synthesized = _same_weights(read_classifiers(path), identity) if path.is_file() else None
-    made_from = f"{json.dumps(identity, sort_keys=True)}|{synthesized.sha if synthesized else None}|{file_sha(DATA_FILE)}"
+    vectors = vectors_identity()  # what ``WordClassifiers.agrees`` compares
+    made_from = (f"{json.dumps(identity, sort_keys=True)}|{synthesized.sha if synthesized else None}|{file_sha(DATA_FILE)}"
+                 f"|{vectors}")  # fmt: skip
 
     def compute() -> dict[str, np.ndarray]:
         return word_classifiers(backbone).table()

@@ -86,15 +86,19 @@ class Spaces:
         return filtered_nearest(target, vector, k, self.mask, exact)
 
     def cosines(self, space: str, vector: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Every kept photo's cosine to ``vector`` in ``space`` (paths in index order, scores)."""
+        """Every kept photo's cosine to ``vector`` in ``space`` (paths in index order, scores); a (k, dim)
+        ``vector`` gives (k, photos) scores."""
         target = self.features if space == FEATURES else self.images
         if in_database(self.images):
-            return target.cosines(vector, self.sql_where)
+            if np.ndim(vector) == 1:
+                return target.cosines(vector, self.sql_where)
+            found = [target.cosines(row, self.sql_where) for row in vector]
+            return found[0][0], np.stack([scores for _, scores in found])
         scores = all_cosines(target.vectors, vector)
         if self.mask is None:
             return self.images.items, scores
         rows = self.mask.nonzero()[0]
-        return [self.images.items[i] for i in rows], scores[rows]
+        return [self.images.items[i] for i in rows], scores[..., rows]
 
     def showing(self, word: str) -> set[str]:
         """The photos whose recorded colours show ``word`` (``CUE_EVIDENCE``), read once per bundle."""
@@ -119,15 +123,17 @@ class Spaces:
 
     def fused(self, words: np.ndarray, classifier: np.ndarray, weight: float, k: int,
               first: set[str] = frozenset(), reach: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
-        """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words``, feature score
-        under ``classifier`` and (given the classes' ``reach`` of the words) hierarchy mass (every kept photo
-        is scored: the fusion needs the whole collection's spread), the photos in ``first`` before the others."""
+        """The ``k`` kept photos best by ``fuse`` of their word-space cosine to ``words``, feature scores
+        under the ``classifier`` rows (senses, dim) and (given the classes' ``reach`` of the words) hierarchy
+        mass (every kept photo is scored: the fusion needs the whole collection's spread), the photos in
+        ``first`` before the others."""
         items, word_scores = self.cosines(WORDS, words)
         feature_items, feature_scores = self.cosines(FEATURES, classifier)
         if feature_items != items:  # a photo without features: the collection's mean classifier score
-            by_item = dict(zip(feature_items, feature_scores))
-            mean = float(feature_scores.mean()) if len(feature_scores) else 0.0
-            feature_scores = np.array([by_item.get(i, mean) for i in items], dtype=np.float32)
+            column = {item: i for i, item in enumerate(feature_items)}
+            mean = feature_scores.mean(axis=1) if feature_scores.shape[1] else np.zeros(len(feature_scores))
+            feature_scores = np.array([feature_scores[:, column[i]] if i in column else mean for i in items],
+                                      dtype=np.float32).reshape(len(items), -1).T  # fmt: skip
         shown = np.array([item in first for item in items], dtype=bool) if first else None
         mass = self.mass(items, reach) if reach is not None else None
         scores = fuse(word_scores, feature_scores, weight, shown, mass)
@@ -280,7 +286,7 @@ class Searcher:
         space, vector = self.query_vector(parsed, visual)
         if vector is None:
             return None
-        classifier, weight = self.classifier_vector(parsed) if space == WORDS else (None, 0.0)
+        classifier, weight = self.classifier_rows(parsed) if space == WORDS else (None, 0.0)
         if classifier is None:
             found = spaces.nearest(space, vector, top_k, exact)
         else:
@@ -322,23 +328,27 @@ class Searcher:
             vectors.append(vector)
         return WORDS, combine(query, vectors) if len(vectors) > 1 else vectors[0]
 
-    def classifier_vector(self, query: Query) -> tuple[np.ndarray | None, float]:
-        """(the query's words as one direction in the visual-feature space: their classifier rows, weighted
-        as their word vectors are; the weight it is fused at: ``classifier_weight``, times EXTRAPOLATED_SHARE
-        when every row is an extrapolated sense). The direction is None when an image term is in the query,
-        the weight is 0, or no word has a visual WordNet sense (the word space alone answers)."""
+    def classifier_rows(self, query: Query) -> tuple[np.ndarray | None, float]:
+        """(the query's words as directions in the visual-feature space, (senses, dim): a one-word query's
+        classifier rows, its chosen sense first, then its other senses that can be seen, each photo
+        counting its best (``fuse``); several words' chosen rows as one direction, weighted as their word
+        vectors are; the weight they are fused at: ``classifier_weight``, times EXTRAPOLATED_SHARE when
+        every row is an extrapolated sense). The rows are None when an image term is in the query, the
+        weight is 0, or no word has a visual WordNet sense (the word space alone answers)."""
         if not self.classifier_weight or any(term.kind == IMAGE for term in query.terms):
             return None, 0.0
         classifiers = self.classifiers
         if classifiers is None:
             return None, 0.0
         found = [(term.weight, *classifiers.lookup(term.text)) for term in query.terms]
-        found = [(weight * row, extrapolated) for weight, row, extrapolated in found if row is not None]
-        total = np.sum([row for row, _ in found], axis=0) if found else None
-        if total is None or float(np.linalg.norm(total)) <= 1e-6:
+        found = [(weight * rows, extrapolated) for weight, rows, extrapolated in found if rows is not None]
+        if not found:
+            return None, 0.0
+        rows = found[0][0] if len(query.terms) == 1 else np.sum([rows[0] for rows, _ in found], axis=0)[None]
+        if float(np.linalg.norm(rows[0])) <= 1e-6:
             return None, 0.0
         share = EXTRAPOLATED_SHARE if all(extrapolated for _, extrapolated in found) else 1.0
-        return total, self.classifier_weight * share
+        return rows, self.classifier_weight * share
 
     def class_reach(self, query: Query) -> np.ndarray | None:
         """How much each class's mass reaches the query's words (``models.class_mass.ClassReach``), weighted

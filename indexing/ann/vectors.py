@@ -43,11 +43,13 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
 
 def all_cosines(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     """(rows,) float32: every row of unit ``vectors`` against ``query`` (any length), walked in chunks so a
-    memory-mapped float16 file is never copied into memory whole."""
-    query = normalise(query).reshape(-1)
-    chunk = max(_EXACT_BUDGET * 16 // max(len(query), 1), 1)
-    parts = [np.asarray(vectors[start : start + chunk], dtype=np.float32) @ query for start in range(0, len(vectors), chunk)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    memory-mapped float16 file is never copied into memory whole; a (queries, dim) ``query`` gives
+    (queries, rows) in the same one pass."""
+    queries = normalise(np.atleast_2d(query))
+    chunk = max(_EXACT_BUDGET * 16 // max(queries.size, 1), 1)
+    parts = [np.asarray(vectors[start : start + chunk], dtype=np.float32) @ queries.T for start in range(0, len(vectors), chunk)]
+    scores = np.concatenate(parts).T if parts else np.zeros((len(queries), 0), dtype=np.float32)
+    return scores if np.ndim(query) == 2 else scores[0]
 
 
 LINEAR_LOOKUPS = 8  # VectorTable.row: lookups answered by scanning before the table is built
