@@ -161,12 +161,16 @@ class WordClassifiers(Rows):
 
     @cached_property
     def words(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        if self._words is None:
+        """The word vectors and the classes' label vectors scaled to unit length (a zero row stays zero)."""
+        if self._words is not None:
+            vectors, labels = self._words
+        else:
             from foundation.vectors import load_word_vectors, vectors_identity
             from models.embedder import conse_class_vectors
 
-            self._words = load_word_vectors().kv, conse_class_vectors(*vectors_identity())[0]
-        return self._words
+            vectors, labels = load_word_vectors().kv, conse_class_vectors(*vectors_identity())[0]
+        labels = np.asarray(labels, np.float32)
+        return vectors, labels / np.maximum(np.linalg.norm(labels, axis=1, keepdims=True), 1e-12)
 
     def agrees(self, key: str, wnid: str) -> bool:
         """Whether the word ``key`` is AGREEMENT close to the label vectors of the ImageNet classes at or
@@ -175,10 +179,7 @@ class WordClassifiers(Rows):
         if key not in vectors:
             return False
         below = labels[self.classes_below.get(wnid, [])]
-        if not len(below):
-            return False
-        cosines = below @ unit(vectors[key]) / np.maximum(np.linalg.norm(below, axis=1), 1e-12)
-        return float(cosines.mean()) >= AGREEMENT
+        return bool(len(below)) and float((below @ unit(vectors[key])).mean()) >= AGREEMENT
 
     def sense_of(self, word: str) -> str | None:
         """The chosen synset of ``word``, or None (no visual WordNet noun)."""
