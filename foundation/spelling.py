@@ -9,9 +9,11 @@ import difflib
 import re
 import string
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 SEPARATORS = re.compile(r"[_/\s]+")
 MAX_SPELLING_LENGTH = 60  # longer "words" are not typos of a word: no suggestions, and no slow comparisons
+Found = TypeVar("Found")
 
 
 def close_spellings(word: str, vocabulary: Sequence[str], n: int = 3) -> list[str]:
@@ -50,5 +52,27 @@ def text_pieces(text: str) -> list[str]:
 
 def query_pieces(text: str) -> list[str]:
     """A word query's pieces as WordNet is looked up by: ``text_pieces`` without surrounding punctuation
-    (``Dog!``: dog); word search tries them joined as one name first, then one by one."""
+    (``Dog!``: dog)."""
     return [piece.strip(string.punctuation) for piece in text_pieces(text)]
+
+
+def name_spellings(name: str) -> list[str]:
+    """One name as WordNet may write it: as typed, with hyphens as spaces (``ice-cream``: ice cream) and with
+    spaces as hyphens (``t shirt``: t-shirt)."""
+    return list(dict.fromkeys((name, name.replace("-", " "), name.replace(" ", "-"))))
+
+
+def find_names(text: str, find: Callable[[str], Found | None]) -> tuple[Found | None, list[Found]]:
+    """What a word query names, read the one way every part of word search reads it: ``find`` of the whole
+    query as one name (``ice cream``, ``t-shirt``), else, when it has several pieces, of each piece that names
+    something (``red t-shirt``: red, t-shirt). Each name is tried in its ``name_spellings``, the first found
+    counting. (the whole's, []) or (None, the pieces' found)."""
+
+    def first(name: str) -> Found | None:
+        return next((found for found in map(find, name_spellings(name)) if found is not None), None)
+
+    pieces = query_pieces(text)
+    whole = first(" ".join(pieces))
+    if whole is not None or len(pieces) < 2:
+        return whole, []
+    return None, [found for found in map(first, pieces) if found is not None]

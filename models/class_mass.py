@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from foundation.hashing import text_sha
-from foundation.spelling import query_pieces
+from foundation.spelling import find_names
 from foundation.vocabulary import noun_bases
 from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table, top_classes
 
@@ -103,12 +103,10 @@ class ClassReach:
     def reach(self, text: str) -> np.ndarray | None:
         """(classes,) the weight at which each class's mass reaches ``text`` read as labels are (the whole
         text as one name, ``ice cream``, else the sum of its words': ``summer dress``), or None (none does)."""
-        pieces = query_pieces(text)
-        whole = self._name_reach(" ".join(pieces))
-        if whole is not None or len(pieces) < 2:
+        whole, pieces = find_names(text, self._name_reach)
+        if whole is not None or not pieces:
             return whole
-        found = [r for r in map(self._name_reach, pieces) if r is not None]
-        return np.sum(found, axis=0) if found else None
+        return np.sum(pieces, axis=0)
 
     def recorded(self, records: list) -> RecordedClasses:
         """The records (``PhotoClasses``; None or another taxonomy's: nothing) of a list of photos, flattened

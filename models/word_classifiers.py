@@ -37,7 +37,7 @@ import numpy as np
 
 from foundation.atomic import write_atomic
 from foundation.hashing import text_sha
-from foundation.spelling import query_pieces
+from foundation.spelling import find_names
 from foundation.vocabulary import noun_bases
 from models.class_mass import HIERARCHY_WEIGHT
 from models.wordnet_classifiers import (
@@ -100,22 +100,19 @@ class Rows:
         return []
 
     def row(self, text: str) -> np.ndarray | None:
-        """The unit row (float32) of query text read as labels are (``foundation.spelling``): the whole text
-        as one lemma's chosen sense (``ice cream``, ``Dog!``, ``hills``), else the sum of its words' rows
-        (``summer dress``: dress), or None when none has a visual WordNet sense."""
+        """The unit row (float32) of query text read as ``foundation.spelling.find_names`` reads it: the whole
+        text as one lemma's chosen sense (``ice cream``, ``Dog!``, ``hills``), else the sum of its pieces' rows
+        (``summer dress``: dress; ``red t-shirt``: red, t-shirt), or None when none has a visual WordNet sense."""
         rows = self.lookup(text)[0]
         return None if rows is None else rows[0]
 
     def lookup(self, text: str) -> tuple[np.ndarray | None, bool]:
         """(the unit rows, (senses, dim), that score the text: ``row`` first, then, when the text is one
         lemma, its other senses at or above an ImageNet class; whether every row is ``extrapolated``)."""
-        pieces = query_pieces(text)
-        whole = self.noun_rows(lemma_key(" ".join(pieces)))
-        if whole or len(pieces) < 2:
-            if not whole:
-                return None, False
+        whole, pieces = find_names(text, lambda name: self.noun_rows(lemma_key(name)) or None)
+        if whole:
             return np.stack([self.unit_row(n) for n in whole]), all(map(self.extrapolated, whole))
-        found = [numbers[0] for numbers in map(self.noun_rows, pieces) if numbers]
+        found = [numbers[0] for numbers in pieces]
         if not found:
             return None, False
         return unit(np.sum([self.unit_row(n) for n in found], axis=0))[None], all(map(self.extrapolated, found))
@@ -201,6 +198,7 @@ class WordClassifiers(Rows):
         names by the word first or that the word ``agrees`` with, most visible first (empty: no visual
         WordNet noun). ``plant``: the industrial plant, then the living one; ``wood``: the material alone,
         not the woodwinds."""
+        key = lemma_key(key)
         chosen = self.sense_of(key)
         if chosen is None:
             return []

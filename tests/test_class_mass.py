@@ -22,7 +22,7 @@ from tests.test_word_search import first_in_postgres_after_a_move, library, rank
 
 DEEP = Taxonomy({
     "classes": ["n01", "n07"],
-    "synsets": {"n01": "tabby tabby_cat|n02|8", "n02": "cat true_cat|n03|7", "n03": "feline felid|n04|6",
+    "synsets": {"n01": "tabby tabby_cat|n02|8", "n02": "cat true_cat house-cat|n03|7", "n03": "feline felid|n04|6",
                 "n04": "carnivore|n05|5", "n05": "placental|n06|4", "n06": "animal||3",
                 "n07": "lakeside lakeshore|n08|6", "n08": "shore|n09|5", "n09": "geological_formation|n06|4"},
     "more_synsets": {"n10": "crow|n11|7", "n11": "bird|n06|5"},
@@ -61,6 +61,8 @@ def test_the_reach_table_reads_the_taggers_flows_backwards():
         [0, 0, DEFAULT_OPTIONS.tag_decay]
     )  # a synthesized class
     assert reach.reach("fat cat").tolist() == reach.reach("cat").tolist()  # no such name: its words'
+    for spelled, as_named in (("true-cat", "true cat"), ("house cat", "house-cat"), ("fat true-cat", "true cat")):
+        assert reach.reach(spelled).tolist() == reach.reach(as_named).tolist(), spelled  # hyphens and spaces alike
     assert reach.reach("placental") is None  # too general to be a tag: no mass reaches it
     assert reach.reach("dolphin") is None
 

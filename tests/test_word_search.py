@@ -112,6 +112,15 @@ def test_the_search_table_gives_every_words_chosen_row():
     assert rows.row("filleraa zzz") is None
 
 
+def test_each_piece_of_a_query_is_looked_up_as_the_whole_is():
+    rng = np.random.default_rng(4)
+    classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
+    for rows in (classifiers, looked_up(classifiers)):
+        both = rows.row("red") + rows.row("ice cream")
+        for query in ("red ice-cream", "red Ice-Creams", "red_ice-cream!"):
+            assert np.allclose(rows.row(query), both / np.linalg.norm(both), atol=1e-6), query
+
+
 def test_a_plural_query_takes_its_singulars_row_and_a_plural_lemma_keeps_its_own():
     rng = np.random.default_rng(2)
     classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
