@@ -8,6 +8,7 @@ Kept light (no torch, no PIL until a gallery is written) because ``search.py`` i
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -15,12 +16,28 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from cli.options import DEFAULT_TOP_K
-from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, UsageError
+from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, OutputClosed, UsageError, discard_stdout
 
 
 def log(message: str) -> None:
     """Progress and notes: always stderr, so stdout stays results only."""
     print(message, file=sys.stderr, flush=True)
+
+
+class ResultsStream(io.TextIOWrapper):
+    """The results' stdout: a write or flush after its reader went away (``| head``) raises ``OutputClosed``."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
 
 
 @contextlib.contextmanager
@@ -32,12 +49,18 @@ def results_stdout() -> Iterator[TextIO]:
     output. Undecodable bytes in file names are written back as the bytes they were (like ``ls``).
     """
     sys.stdout.flush()
-    results = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="surrogateescape")
+    fd = os.dup(1)
+    results = ResultsStream(io.BufferedWriter(io.FileIO(fd, "w")), encoding="utf-8", errors="surrogateescape",
+                            line_buffering=os.isatty(fd))  # fmt: skip
     saved_stdout = sys.stdout
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
         yield results
+        results.flush()
+    except OutputClosed:
+        discard_stdout(fd)  # what is left goes nowhere; run_entry ends quietly
+        raise
     finally:
         results.flush()
         os.dup2(results.fileno(), 1)

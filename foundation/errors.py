@@ -6,6 +6,7 @@ entry points call ``run_entry``, so no ``SystemExit`` or printing of errors happ
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -13,9 +14,11 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_CLOSED_OUTPUT = 141  # the shell's convention for SIGPIPE: the reader of stdout stopped (`| head`)
 
 EXIT_CODES_HELP = """exit codes: 0 done; 2 bad input (unknown word, missing or mismatched index or checkpoint,
-  no images); 3 done, but some files were skipped (listed on stderr); 130 interrupted (Ctrl-C)"""
+  no images); 3 done, but some files were skipped (listed on stderr); 130 interrupted (Ctrl-C); 141 the
+  reader of the output stopped reading (`| head`)"""
 
 MAX_MESSAGE = 500  # a 100k-character query must not become a 100k-character error line
 
@@ -28,6 +31,11 @@ class WordsightError(Exception):
 
 class UsageError(WordsightError):
     """Bad input discovered after argument parsing."""
+
+
+class OutputClosed(Exception):
+    """The reader of the results on stdout went away (``| head``): the run ends quietly, not with a traceback.
+    Raised only by writes to that stream (``cli.output.results_stdout``), so no other broken pipe passes for it."""
 
 
 def one_line(error: BaseException | str) -> str:
@@ -53,3 +61,16 @@ def run_entry(
     except KeyboardInterrupt:
         print(f"{prog or 'wordsight'}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except OutputClosed:
+        discard_stdout()
+        return EXIT_CLOSED_OUTPUT
+
+
+def discard_stdout(fd: int = 1) -> None:
+    """Point ``fd`` (stdout) at the null device once its reader has gone (``| head``): what is left to write
+    goes nowhere, so neither the rest of the run nor Python's last flush at exit prints a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -25,7 +25,7 @@ import pytest
 import search
 import tag
 from foundation import hashing
-from foundation.errors import MAX_MESSAGE
+from foundation.errors import EXIT_CLOSED_OUTPUT, MAX_MESSAGE
 from indexing.__main__ import main as indexing_main
 from indexing.ann import forest
 from indexing.ann.vectors import normalise
@@ -350,6 +350,38 @@ def test_ctrl_c_in_build_images_is_one_line_exit_130_and_keeps_the_index(tmp_pat
     ]
     assert open_bundle(index).items == before
     assert [p.name for p in index.parent.iterdir() if p.name.startswith(".idx")] == []
+
+
+def stopped_reading(args: list) -> tuple[int, str]:
+    """Run a door with its stdout closed before the first line, as ``| head`` does once it has what it wants:
+    (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("json_lines", [[], ["--json"]])
+def test_a_reader_that_stops_reading_ends_search_and_tag_quietly(space, index, photos, json_lines):
+    rc, err = stopped_reading(["search.py", "red", "--index", index, "--words-index", space.words_index, *json_lines])
+    assert rc == EXIT_CLOSED_OUTPUT and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    script = textwrap.dedent(f"""
+        import sys
+        from tests.fakes import FakeEmbedder, install_fake_embedder_module
+        from foundation.vectors import load_word_vectors
+        import pytest, tag
+        wv = load_word_vectors({str(space.glove)!r})
+        install_fake_embedder_module(pytest.MonkeyPatch(), FakeEmbedder(wv.source, wv.sha))
+        sys.exit(tag.main([{str(photos)!r}, "--checkpoint", "fake", "--words-index", {str(space.words_index)!r},
+                           *{json_lines!r}]))
+    """)
+    rc, err = stopped_reading(["-c", script])
+    assert rc == EXIT_CLOSED_OUTPUT and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
 
 
 # ---- 4. concurrency: a build lock, and readers that see one whole bundle
