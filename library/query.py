@@ -27,8 +27,8 @@ from foundation.errors import UsageError
 WORDS, IMAGE = "words", "image"
 PREFIXES: dict[str, str] = {"word": WORDS, "image": IMAGE}  # prefix -> the kind it forces
 CANCELS_OUT = 1e-3  # a sum this short, relative to the largest weight, has no direction left
-_WEIGHT = re.compile(r"^([0-9]*\.?[0-9]+):(.+)$")
-_PREFIX = re.compile(r"^([a-z]+):(.+)$")
+_WEIGHT = re.compile(r"^([0-9]*\.?[0-9]+):(.*)$")  # nothing after the colon: an empty term, refused
+_PREFIX = re.compile(r"^([a-z]+):(.*)$")
 
 SYNTAX_HELP = """query syntax:
   dog                      one word

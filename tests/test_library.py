@@ -424,6 +424,11 @@ def test_query_syntax_parses_and_is_documented(capsys):
     for bad in ("beach +", "beach + - sun"):
         with pytest.raises(Exception, match="operator"):
             parse_query(bad, lambda path: False)
+    for empty in ("word:", "beach + word:", "2:", "image:"):  # not the word "word", nor "2"
+        with pytest.raises(Exception, match="empty term"):
+            parse_query(empty, lambda path: False)
+    assert parse_query("word:", lambda path: path == "word:").single_image  # a file of that name
+    assert [t.text for t in parse_query("note: beach", lambda path: False).terms] == ["note: beach"]
     with pytest.raises(SystemExit):
         search.main(["--help"])
     help_text = capsys.readouterr().out
