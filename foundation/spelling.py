@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -16,16 +17,29 @@ MAX_SPELLING_LENGTH = 60  # longer "words" are not typos of a word: no suggestio
 Found = TypeVar("Found")
 
 
-def close_spellings(word: str, vocabulary: Sequence[str], n: int = 3) -> list[str]:
-    """Known words of ``vocabulary`` spelled like ``word``, best first, never ``word`` itself.
+def without_accents(text: str) -> str:
+    """``text`` with its letters' accents taken off (``café``: cafe; ``Ölberg``: Olberg)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
-    Only words with the same first letter (ignoring case) are compared, which keeps this fast on 100k words.
+
+def close_spellings(word: str, vocabulary: Sequence[str], n: int = 3) -> list[str]:
+    """Known words of ``vocabulary`` spelled like ``word``, best first, never ``word`` itself; accents do not
+    count (``café``: cafe first, when the vocabulary writes it so).
+
+    Only words with the same first letter (ignoring case and accents) are compared, which keeps this fast on
+    100k words.
     """
-    first = word[:1].lower()
+    plain = without_accents(word)
+    first = plain[:1].lower()
     if not first or len(word) > MAX_SPELLING_LENGTH:
         return []
-    candidates = [w for w in vocabulary if w[:1].lower() == first and w != word]
-    return difflib.get_close_matches(word, candidates, n=n)
+    candidates = [w for w in vocabulary if w != word and (w[:1].lower() == first or (
+        not w[:1].isascii() and without_accents(w[:1]).lower() == first))]  # fmt: skip
+    by_plain: dict[str, list[str]] = {}  # a candidate without its accents -> the candidates spelled so
+    for w in candidates:
+        by_plain.setdefault(w if w.isascii() else without_accents(w), []).append(w)
+    found = difflib.get_close_matches(plain, list(by_plain), n=n)
+    return list(dict.fromkeys(w for key in found for w in by_plain[key]))[:n]
 
 
 def spellings_hint(words: list[str]) -> str:

@@ -121,6 +121,9 @@ def test_one_close_spellings_for_labels_and_queries():
     vocab = ["boot", "boots", "bag", "Bootz"]
     assert spelling.close_spellings("boot", vocab) == ["boots", "Bootz"]  # never the word itself
     assert spelling.close_spellings("", vocab) == [] and spelling.close_spellings("b" * 100_000, vocab) == []
+    cafes = ["caf", "calf", "cafu", "cafe", "éclair", "naïve"]  # accents do not count either way
+    assert spelling.close_spellings("café", cafes)[0] == "cafe" and spelling.close_spellings("naive", cafes) == ["naïve"]
+    assert spelling.close_spellings("Éclairs", cafes) == ["éclair"]
     known = {"dog", "t", "shirt", "t-shirt"}.__contains__
     assert spelling.piece_words("dog!", known) == ["dog"]
     assert spelling.piece_words("t-shirt", known) == ["t-shirt"]
