@@ -132,8 +132,17 @@ class Manifest(FileListSource):
 
 
 def _read_manifest(path: Path):
+    """(image, words) rows of a JSONL or CSV manifest; UTF-8, with or without a byte-order mark (a CSV saved by
+    a spreadsheet)."""
+    try:
+        yield from _manifest_rows(path)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8") from None
+
+
+def _manifest_rows(path: Path):
     if path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -142,7 +151,7 @@ def _read_manifest(path: Path):
                 except (json.JSONDecodeError, KeyError, TypeError) as error:
                     raise DataError(f'{path}:{n}: expected {{"image": ..., "words": [...]}} ({error})') from None
     else:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"image", "words"} <= set(reader.fieldnames):
                 raise DataError(f"{path}: a CSV manifest needs the header 'image,words'")

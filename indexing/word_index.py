@@ -66,9 +66,10 @@ def visual_words(index_to_key: list[str], size: int | None = VISUAL_VOCAB_SIZE, 
 
 
 def read_word_list(path: str | os.PathLike) -> list[str]:
-    """Words from a file, one per line (blank lines and ``#`` comments ignored), lowercased, deduplicated."""
+    """Words from a file, one per line (blank lines and ``#`` comments ignored), lowercased, deduplicated; UTF-8,
+    with or without the byte-order mark Windows editors write first."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise BundleError(f"cannot read word list {path}: {err}") from None
     return word_entries(line.split("#", 1)[0] for line in lines)

@@ -251,6 +251,8 @@ def test_word_vocabulary_helpers(tmp_path):
     word_list = tmp_path / "words.txt"
     word_list.write_text("Cat\n# animals\n\ndog  # best friend\ncat\n")
     assert read_word_list(word_list) == ["cat", "dog"]
+    word_list.write_text("Dog\r\ncafé\r\n", encoding="utf-8-sig")  # as Windows Notepad saves it
+    assert read_word_list(word_list) == ["dog", "café"]
 
 
 def test_query_vector_averages_and_names_close_spellings(tmp_path):

@@ -216,8 +216,9 @@ def test_manifest_of_captioned_images(kind, tiny_folder, tiny_vectors, tmp_path)
     rows = [(f"photos/cat/cat{k}.png", ["red", "cat"]) for k in range(4)]
     rows += [(str(tiny_folder / "car" / f"car{k}.png"), ["car"]) for k in range(4)]  # absolute paths work too
     manifest = tmp_path / f"captions.{kind}"
-    if kind == "csv":
-        manifest.write_text("image,words\n" + "".join(f"{image},{' '.join(words)}\n" for image, words in rows))
+    if kind == "csv":  # as a spreadsheet saves "CSV UTF-8": a byte-order mark first
+        manifest.write_text("image,words\n" + "".join(f"{image},{' '.join(words)}\n" for image, words in rows),
+                            encoding="utf-8-sig")  # fmt: skip
     else:
         manifest.write_text("".join(json.dumps({"image": image, "words": words}) + "\n" for image, words in rows))
     dm = ImageWordDataModule(dataset="manifest", root=str(manifest), vectors=str(tiny_vectors),
@@ -236,3 +237,7 @@ def test_manifest_errors_name_the_format(tmp_path, tiny_vectors):
     bad.write_text("path,label\nx.png,cat\n")
     with pytest.raises(DataError, match="image,words"):
         ImageWordDataModule(dataset="manifest", root=str(bad), vectors=str(tiny_vectors))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("image,words\nx.png,café\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        ImageWordDataModule(dataset="manifest", root=str(latin), vectors=str(tiny_vectors))
