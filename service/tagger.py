@@ -102,7 +102,8 @@ class Tagger:
             table, missing = vocabulary_table(self.vocabulary, identity["vectors_source"], identity["vectors_sha"])
             if missing:
                 named = "the given words" if self._spelling else self.vocabulary
-                self.log(f"{len(missing)} words of {named} are not in the word vectors: "
+                counted = "1 word" if len(missing) == 1 else f"{len(missing)} words"
+                self.log(f"{counted} of {named} {'is' if len(missing) == 1 else 'are'} not in the word vectors: "
                          f"{', '.join(self._spelling.get(m, m) for m in missing)}")
             return table
         index = word_index(self.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"], self.log)

@@ -365,7 +365,7 @@ def test_own_keywords_tag_the_other_photos_as_the_user_spells_them(tmp_path, spa
                                       "--top-k", 1], capfd)  # fmt: skip
     assert code == 0, err
     assert "tagging with the 4 keywords these photos already have" in err
-    assert "1 words of the given words are not in the word vectors: Zzqx" in err
+    assert "1 word of the given words is not in the word vectors: Zzqx" in err
     tags = {Path(r["image"]).stem: r["tags"][0]["word"] for r in map(json.loads, lines)}
     assert tags["e"] == "Red" and tags["b"] == "blue" and tags["d"] != "green"  # the user's words, spelled so
     for photo in photos.values():
