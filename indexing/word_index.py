@@ -238,8 +238,11 @@ def vocabulary_table(
         else:
             words.append(entry)
             vectors.append(vector)
+    named = word_list if is_file else "the given words"
+    if not words and not missing:
+        raise BundleError(f"{named} holds no words: write one word or phrase per line (# starts a comment)")
     if not words:
-        raise BundleError(f"none of the words in {word_list if is_file else 'the given words'} are in {wv.source}")
+        raise BundleError(f"none of the words in {named} are in {wv.source}")
     return VectorTable(words, normalise(np.stack(vectors))), missing
 
 

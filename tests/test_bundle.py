@@ -27,7 +27,7 @@ from indexing.bundle import (
     open_bundle,
 )
 from indexing.bundle import core as bundle_core
-from indexing.word_index import UnknownWord, query_vector, read_word_list
+from indexing.word_index import UnknownWord, query_vector, read_word_list, vocabulary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +253,20 @@ def test_word_vocabulary_helpers(tmp_path):
     assert read_word_list(word_list) == ["cat", "dog"]
     word_list.write_text("Dog\r\ncafé\r\n", encoding="utf-8-sig")  # as Windows Notepad saves it
     assert read_word_list(word_list) == ["dog", "café"]
+
+
+def test_a_vocabulary_without_words_or_known_words_says_which(tmp_path, tiny_vectors):
+    from foundation.vectors import load_word_vectors
+
+    sha = load_word_vectors(str(tiny_vectors)).sha
+    (tmp_path / "comments.txt").write_text("# my tags\n\n")
+    (tmp_path / "unknown.txt").write_text("zzzz\n")
+    with pytest.raises(BundleError, match="holds no words: write one word"):
+        vocabulary_table(tmp_path / "comments.txt", str(tiny_vectors), sha)
+    with pytest.raises(BundleError, match="none of the words"):
+        vocabulary_table(tmp_path / "unknown.txt", str(tiny_vectors), sha)
+    table, missing = vocabulary_table(["cat", "zzzz"], str(tiny_vectors), sha)
+    assert table.items == ["cat"] and missing == ["zzzz"]
 
 
 def test_query_vector_averages_and_names_close_spellings(tmp_path):
