@@ -79,14 +79,10 @@ def name_spellings(name: str) -> list[str]:
 def find_names(text: str, find: Callable[[str], Found | None]) -> tuple[Found | None, list[Found]]:
     """What a word query names, read the one way every part of word search reads it: ``find`` of the whole
     query as one name (``ice cream``, ``t-shirt``), else, when it has several pieces, of each piece that names
-    something (``red t-shirt``: red, t-shirt). Each name is tried in its ``name_spellings``, the first found
-    counting. (the whole's, []) or (None, the pieces' found)."""
-
-    def first(name: str) -> Found | None:
-        return next((found for found in map(find, name_spellings(name)) if found is not None), None)
-
+    something (``red t-shirt``: red, t-shirt). ``find`` gets each name as typed and spells it as its keys need
+    (``lemma_key``, ``name_spellings``). (the whole's, []) or (None, the pieces')."""
     pieces = query_pieces(text)
-    whole = first(" ".join(pieces))
+    whole = find(" ".join(pieces))
     if whole is not None or len(pieces) < 2:
         return whole, []
-    return None, [found for found in map(first, pieces) if found is not None]
+    return None, [found for found in map(find, pieces) if found is not None]

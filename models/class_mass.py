@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from foundation.hashing import text_sha
-from foundation.spelling import find_names
+from foundation.spelling import find_names, name_spellings
 from foundation.vocabulary import noun_bases
 from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyTagger, reach_table, top_classes
 
@@ -91,6 +91,11 @@ class ClassReach:
         self.count, self.identity = int(table["count"]), identity  # classes: real, then synthesized
 
     def _name_reach(self, name: str) -> np.ndarray | None:
+        """The reach of the first of the name's spellings the table holds (names are WordNet's, spaces and
+        hyphens as WordNet writes them: ``t shirt`` is its t-shirt)."""
+        return next((r for r in map(self._spelled_reach, name_spellings(name)) if r is not None), None)
+
+    def _spelled_reach(self, name: str) -> np.ndarray | None:
         reach = None
         for base in (b.encode("utf-8") for b in noun_bases(name)):  # hills: hill
             at = int(np.searchsorted(self.names, base))
