@@ -25,19 +25,30 @@ def log(message: str) -> None:
 
 
 class ResultsStream(io.TextIOWrapper):
-    """The results' stdout: a write or flush after its reader went away (``| head``) raises ``OutputClosed``."""
+    """The results' stdout. A write it cannot make ends the run in one line: ``OutputClosed`` when its reader
+    went away (``| head``), a ``WriteError`` naming the fix when the disk is full (``> tags.jsonl``)."""
 
     def write(self, text: str) -> int:
         try:
             return super().write(text)
-        except BrokenPipeError:
-            raise OutputClosed from None
+        except OSError as err:
+            raise self._failure(err) from None
 
     def flush(self) -> None:
         try:
             super().flush()
-        except BrokenPipeError:
-            raise OutputClosed from None
+        except OSError as err:
+            raise self._failure(err) from None
+
+    def _failure(self, err: OSError) -> Exception:
+        """What a failed write tells the user; the rest goes to the null device, so closing cannot fail again."""
+        discard_stdout(self.fileno())
+        if isinstance(err, BrokenPipeError):
+            return OutputClosed()
+        from foundation.atomic import WriteError, write_error  # only on this path: word queries stay light
+
+        where = "the results (standard output)"
+        return write_error(err, where) or WriteError(f"cannot write {where}: {err.strerror or err}")
 
 
 @contextlib.contextmanager
@@ -57,15 +68,13 @@ def results_stdout() -> Iterator[TextIO]:
     sys.stdout = sys.stderr
     try:
         yield results
-        results.flush()
-    except OutputClosed:
-        discard_stdout(fd)  # what is left goes nowhere; run_entry ends quietly
-        raise
     finally:
-        results.flush()
-        os.dup2(results.fileno(), 1)
-        sys.stdout = saved_stdout
-        results.close()
+        try:
+            results.flush()
+        finally:
+            os.dup2(results.fileno(), 1)
+            sys.stdout = saved_stdout
+            results.close()
 
 
 def emit_json(out: TextIO, record: dict) -> None:

@@ -352,24 +352,27 @@ def test_ctrl_c_in_build_images_is_one_line_exit_130_and_keeps_the_index(tmp_pat
     assert [p.name for p in index.parent.iterdir() if p.name.startswith(".idx")] == []
 
 
-def stopped_reading(args: list) -> tuple[int, str]:
-    """Run a door with its stdout closed before the first line, as ``| head`` does once it has what it wants:
-    (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    proc.stdout.close()
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
+def with_stdout(args: list, stdout: str) -> tuple[int, str]:
+    """Run a door whose results cannot be written: (exit code, stderr). ``closed``: its stdout is closed before
+    the first line, as ``| head`` does once it has what it wants; ``full``: it writes to a full disk."""
+    with contextlib.ExitStack() as stack:
+        full = stack.enter_context(open("/dev/full", "w")) if stdout == "full" else None
+        proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env(), stderr=subprocess.PIPE,
+                                text=True, stdout=full or subprocess.PIPE)  # fmt: skip
+        if full is None:
+            proc.stdout.close()
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
     return proc.returncode, err
 
 
+@pytest.mark.parametrize("stdout", ["closed", "full"])
 @pytest.mark.parametrize("json_lines", [[], ["--json"]])
-def test_a_reader_that_stops_reading_ends_search_and_tag_quietly(space, index, photos, json_lines):
-    rc, err = stopped_reading(["search.py", "red", "--index", index, "--words-index", space.words_index, *json_lines])
-    assert rc == EXIT_CLOSED_OUTPUT and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+def test_results_that_cannot_be_written_end_search_and_tag_in_at_most_one_line(space, index, photos, json_lines,
+                                                                               stdout):  # fmt: skip
     script = textwrap.dedent(f"""
         import sys
         from tests.fakes import FakeEmbedder, install_fake_embedder_module
@@ -380,8 +383,16 @@ def test_a_reader_that_stops_reading_ends_search_and_tag_quietly(space, index, p
         sys.exit(tag.main([{str(photos)!r}, "--checkpoint", "fake", "--words-index", {str(space.words_index)!r},
                            *{json_lines!r}]))
     """)
-    rc, err = stopped_reading(["-c", script])
-    assert rc == EXIT_CLOSED_OUTPUT and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    search_args = ["search.py", "red", "--index", index, "--words-index", space.words_index, *json_lines]
+    for args, prog in ((search_args, "search.py"), (["-c", script], "tag.py")):
+        rc, err = with_stdout(args, stdout)
+        assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+        if stdout == "closed":  # quietly, as other command-line tools
+            assert rc == EXIT_CLOSED_OUTPUT and "error" not in err, err[-2000:]
+        else:
+            assert rc == 2 and err.splitlines()[-1] == (f"{prog}: error: cannot write the results (standard output): "
+                                                        "no space left on the device: free some space or write "
+                                                        "elsewhere"), err[-2000:]  # fmt: skip
 
 
 # ---- 4. concurrency: a build lock, and readers that see one whole bundle
