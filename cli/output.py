@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from cli.options import DEFAULT_TOP_K
-from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, OutputClosed, UsageError, discard_stdout
+from foundation.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SKIPPED, OutputClosed, UsageError
 
 
 def log(message: str) -> None:
@@ -41,8 +41,13 @@ class ResultsStream(io.TextIOWrapper):
             raise self._failure(err) from None
 
     def _failure(self, err: OSError) -> Exception:
-        """What a failed write tells the user; the rest goes to the null device, so closing cannot fail again."""
-        discard_stdout(self.fileno())
+        """What a failed write tells the user. The rest goes to the null device, so neither closing the stream
+        nor Python's last flush of stdout at exit (``results_stdout`` points fd 1 back at it) can fail again."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.fileno())
+        finally:
+            os.close(devnull)
         if isinstance(err, BrokenPipeError):
             return OutputClosed()
         from foundation.atomic import WriteError, write_error  # only on this path: word queries stay light

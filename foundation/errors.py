@@ -6,7 +6,6 @@ entry points call ``run_entry``, so no ``SystemExit`` or printing of errors happ
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
@@ -61,16 +60,5 @@ def run_entry(
     except KeyboardInterrupt:
         print(f"{prog or 'wordsight'}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except OutputClosed:
-        discard_stdout()
+    except OutputClosed:  # stdout already points at the null device (cli.output.ResultsStream)
         return EXIT_CLOSED_OUTPUT
-
-
-def discard_stdout(fd: int = 1) -> None:
-    """Point ``fd`` (stdout) at the null device once its reader has gone (``| head``): what is left to write
-    goes nowhere, so neither the rest of the run nor Python's last flush at exit prints a traceback."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
