@@ -18,7 +18,10 @@ its best sense (``fuse``). Senses:
 ``fuse`` ranks the searched photos by both scores, the word space's and the classifier's. A sense with no
 ImageNet class at or below it (sky, tree, crow) has a classifier extrapolated from the WordNet graph alone,
 which finds its photos less surely than one that averages real classes (dog, vehicle): it counts
-EXTRAPOLATED_SHARE as much (``Rows.lookup``). Word search
+EXTRAPOLATED_SHARE as much (``Rows.lookup``). ImageNet has no class for a person: its photos of people
+are classed by what they wear, so a word whose chosen sense is a person (``person``, ``man``, ``people`` read
+as its plural) is also scored by the mean of the real rows of the classes under clothing (``Rows.worn``), as
+one more sense. Word search
 reads ``word_rows``: every lemma's chosen row number, worked out once from the taxonomy and cached
 (loading the taxonomy would cost a word query a tenth of a second). ``models/data/<backbone>.imagenet.npz``
 ships the 1000 real rows (float16, uncompressed: reads faster) with the backbone weights they were read
@@ -49,7 +52,7 @@ from models.wordnet_classifiers import (
 from taxonomy import Taxonomy, load_taxonomy
 
 SENSES = ("visible", "frequent")
-TABLE = "word-senses-v3"  # the cached sense table: a new way of choosing senses (or new columns) gets a new name
+TABLE = "word-senses-v4"  # the cached sense table: a new way of choosing senses (or new columns) gets a new name
 # word search: the classifier robust z-score's weight against the word space's, and the share of it an
 # extrapolated sense's classifier gets (both chosen on the tune halves of evaluation.word_search)
 CLASSIFIER_WEIGHT = 3.0
@@ -58,6 +61,7 @@ EXTRAPOLATED_SHARE = 1 / 3
 # first (plant: plant|flora), or when the word's vector is this close (mean cosine) to the label vectors of the
 # ImageNet classes at or below it (instrument: the musical instruments, .76; not the woodwinds for "wood", .39)
 AGREEMENT = 0.6
+PERSON, WORN = "n00007846", "n03051540"  # WordNet's person, and clothing: what a person is seen by
 
 
 def imagenet_rows_file(backbone: str) -> Path:
@@ -76,10 +80,18 @@ def unit(vector: np.ndarray) -> np.ndarray:
 
 class Rows:
     """The classifier rows by number: the ImageNet classes' ``real`` rows (taxonomy class order), then the
-    ``synthesized`` ones (their artefact's order); a subclass says which rows a lemma key has."""
+    ``synthesized`` ones (their artefact's order), then the ``worn`` row; a subclass says which rows a lemma
+    key has, and which ImageNet classes (numbers) are clothing (``worn_classes``)."""
+
+    worn_classes: np.ndarray
 
     def __init__(self, real: np.ndarray, synthesized: SynthesizedClassifiers | None):
         self.real, self.synthesized = real, synthesized
+
+    @property
+    def worn(self) -> int:
+        """The number of the row that scores what people wear: the mean of the clothing classes' real rows."""
+        return len(self.real) + (len(self.synthesized.codes) if self.synthesized is not None else 0)
 
     def key_rows(self, key: str) -> list[int]:
         """The rows of a lemma key: its chosen sense's, then its other senses' at or above an ImageNet class
@@ -120,6 +132,8 @@ class Rows:
     def unit_row(self, number: int) -> np.ndarray:
         if number < len(self.real):
             return unit(self.real[number])
+        if number == self.worn:
+            return unit(np.mean([unit(self.real[c]) for c in self.worn_classes], axis=0))
         code = self.synthesized.codes[number - len(self.real)].astype(np.float32)
         return unit(code @ self.synthesized.basis.astype(np.float32))
 
@@ -206,22 +220,35 @@ class WordClassifiers(Rows):
                 and (lemma_key(self.taxonomy.synsets[w].lemmas[0]) == key or self.agrees(key, w))]  # fmt: skip
         return [chosen, *sorted(seen, key=lambda w: -len(self.classes_below[w]))]
 
+    @cached_property
+    def worn_classes(self) -> np.ndarray:
+        return np.array(self.classes_below.get(WORN, []), dtype=np.int32)
+
+    def names_person(self, wnid: str) -> bool:
+        """Whether the synset is a person: WordNet's person or a kind of it (man, child, photographer)."""
+        return wnid == PERSON or PERSON in self.taxonomy.ancestors(wnid)
+
     def key_rows(self, key: str) -> list[int]:
-        return [self.number[wnid] for wnid in self.seen_senses(key)]
+        senses = self.seen_senses(key)
+        numbers = [self.number[wnid] for wnid in senses]
+        if senses and len(self.worn_classes) and self.names_person(senses[0]):
+            numbers.append(self.worn)
+        return numbers
 
     def extrapolated(self, number: int) -> bool:
-        return self.wnids[number] not in self.classes_below
+        return number != self.worn and self.wnids[number] not in self.classes_below
 
     def table(self) -> dict[str, np.ndarray]:
-        """Every lemma key (sorted) and its ``key_rows`` (one line each, padded with -1), and which rows
-        are ``extrapolated``: what ``WordRows`` looks up."""
+        """Every lemma key (sorted) and its ``key_rows`` (one line each, padded with -1), which rows are
+        ``extrapolated`` and the ``worn_classes``: what ``WordRows`` looks up."""
         keys = sorted(self.senses)
         found = [self.key_rows(k) for k in keys]
         rows = np.full((len(keys), max(map(len, found), default=1)), -1, np.int32)
         for line, numbers in zip(rows, found):
             line[: len(numbers)] = numbers
         return {"keys": np.array(keys), "rows": rows,
-                "extrapolated": np.array([self.extrapolated(n) for n in range(len(self.wnids))], bool)}  # fmt: skip
+                "extrapolated": np.array([self.extrapolated(n) for n in range(len(self.wnids) + 1)], bool),
+                "worn": self.worn_classes}  # fmt: skip
 
 
 class WordRows(Rows):
@@ -231,6 +258,7 @@ class WordRows(Rows):
     def __init__(self, table: dict[str, np.ndarray], real: np.ndarray, synthesized):
         super().__init__(real, synthesized)
         self.keys, self.numbers, self._extrapolated = table["keys"], table["rows"], table["extrapolated"]
+        self.worn_classes = table["worn"]
 
     def extrapolated(self, number: int) -> bool:
         return bool(self._extrapolated[number])

@@ -98,6 +98,38 @@ def test_a_sense_without_an_imagenet_class_at_or_below_it_is_extrapolated():
         False, False, False, True, True, True]  # fmt: skip
 
 
+def test_a_word_naming_a_person_is_also_scored_by_what_people_wear():
+    """ImageNet has no class for a person: a word whose chosen sense is one gets the mean of the clothing
+    classes' rows as one more sense; `people` reads as the plural of `person`."""
+    taxonomy = Taxonomy({
+        "classes": ["n51", "n52", "n53"],
+        "synsets": {"n51": "shirt|n03051540|3", "n52": "hat|n03051540|3", "n53": "groom|n00007846|3",
+                    "n03051540": "clothing|n09|2", "n00007846": "person|n09|2", "n09": "thing||1"},
+        "more_synsets": {"n60": "man|n00007846|3"},
+        "synthesized": "n60 n00007846",
+    })  # fmt: skip
+    rng = np.random.default_rng(5)
+    real, made = rng.normal(size=(3, 6)), rng.normal(size=(2, 6))
+    synthesized = SynthesizedClassifiers(("n60", "n00007846"), made.astype(np.float16), np.eye(6, dtype=np.float16), 0.0, {})
+    classifiers = WordClassifiers(taxonomy, real.astype(np.float16), synthesized, words=({}, np.eye(3, 2)))
+    unit_real = real / np.linalg.norm(real, axis=1, keepdims=True)
+    worn = unit_real[:2].mean(axis=0)
+    for rows in (classifiers, looked_up(classifiers)):
+        senses, extrapolated = rows.lookup("men")
+        assert senses.shape == (2, 6) and extrapolated is False  # man alone is extrapolated; the clothes are not
+        assert np.allclose(senses[1], worn / np.linalg.norm(worn), atol=1e-2)
+        assert np.array_equal(rows.lookup("people")[0], rows.lookup("person")[0])
+        assert rows.lookup("person")[0].shape == (2, 6) and rows.lookup("groom")[0].shape == (2, 6)
+        assert rows.lookup("shirt")[0].shape == (1, 6)  # clothes are not people
+        assert np.array_equal(rows.row("men"), rows.row("man"))  # a person word's own sense comes first
+    shipped, cached = word_classifiers("efficientnet_lite0"), word_rows("efficientnet_lite0")
+    for word in ("people", "woman", "dog"):
+        assert np.array_equal(cached.lookup(word)[0], shipped.lookup(word)[0]), word
+    assert np.array_equal(cached.lookup("people")[0], cached.lookup("person")[0])
+    assert np.array_equal(cached.lookup("woman")[0][-1], cached.lookup("person")[0][-1])  # the clothes' row
+    assert len(cached.worn_classes) > 40 and len(cached.lookup("dog")[0]) == 1
+
+
 def test_the_search_table_gives_every_words_chosen_row():
     rng = np.random.default_rng(1)
     classifiers = tiny_classifiers(rng.normal(size=(2, 6)), rng.normal(size=(2, 6)))
