@@ -1,9 +1,10 @@
 """Cold starts of this checkout against a reference commit, in one run: ``tag.py one.jpg`` and a word query
-(``search.py word:dog --index X --json``, X an index each tree builds of ``--photos`` with the default model);
+(``search.py word:W --index X --json``, W ``--word``, dog by default, X an index each tree builds of ``--photos``
+with the default model);
 with ``--build``, index building too (``python -m indexing build-images``, default model, of 96 640x480 and of
 12 4000x3000 JPEGs, ``--build-runs`` times each).
 
-    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO] [--photos DIR] [--build]
+    python benchmarks/bench_cold_start.py REV [OUT.json] [--runs 11] [--photo PHOTO] [--photos DIR] [--word W] [--build]
 
 The reference is checked out into a temporary git worktree. Each tree has its own new cache
 (``WORDSIGHT_CACHE``), so the two never rebuild each other's word index or ONNX export, and neither pays for
@@ -58,7 +59,7 @@ def build_folders(scratch: Path) -> dict[str, Path]:
     return {"build_96_small": small, "build_12_camera": camera[0].parent}
 
 
-def compare(reference: str, photo: str, photos: str, runs: int, build_runs: int = 0) -> dict:
+def compare(reference: str, photo: str, photos: str, runs: int, build_runs: int = 0, word: str = "dog") -> dict:
     with tempfile.TemporaryDirectory(prefix="ws-cold-") as scratch:
         other = Path(scratch) / "reference"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), reference], check=True)
@@ -71,7 +72,7 @@ def compare(reference: str, photo: str, photos: str, runs: int, build_runs: int 
                                                          "WORDSIGHT_CACHE": str(Path(scratch) / "cache")},
                                                 Path(scratch) / "index-reference")}  # fmt: skip
             commands = {"tag_one_photo": lambda index: ["tag.py", photo, "--top-k", "10"],
-                        "word_query": lambda index: ["search.py", "word:dog", "--index", str(index), "--json"]}  # fmt: skip
+                        "word_query": lambda index: ["search.py", f"word:{word}", "--index", str(index), "--json"]}  # fmt: skip
             for tree, env, index in trees.values():
                 subprocess.run([sys.executable, "-m", "compileall", "-q", "-x", r"/\.venv/", "."], cwd=tree, check=True)
                 subprocess.run([sys.executable, "-m", "indexing", "build-images", photos, "--out", str(index),
@@ -94,7 +95,7 @@ def compare(reference: str, photo: str, photos: str, runs: int, build_runs: int 
                             "--checkpoint", "conse:efficientnet_lite0"]))  # fmt: skip
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
-    result: dict = {"photo": photo, "photos": photos, "runs": runs, "build_runs": build_runs, "load": load()}
+    result: dict = {"photo": photo, "photos": photos, "word": word, "runs": runs, "build_runs": build_runs, "load": load()}
     for what in [*commands, *builds]:
         mine, ref = (summary(timed[name, what]) for name in trees)
         result[what] = {"this checkout": mine, f"reference {reference}": ref,
@@ -110,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=11, help="timed runs of each tree, in turns (default 11)")
     parser.add_argument("--photo", default=DEFAULT_PHOTO, help=f"the photo tagged (default {DEFAULT_PHOTO})")
     parser.add_argument("--photos", default=DEFAULT_PHOTOS, help=f"the folder indexed for the word query (default {DEFAULT_PHOTOS})")
+    parser.add_argument("--word", default="dog", help="the word the word query asks for (default dog)")
     parser.add_argument("--build", action="store_true", help="also time index building of small and of camera JPEGs")
     parser.add_argument("--build-runs", type=int, default=3, help="timed builds of each folder per tree, in turns (default 3)")
     args = parser.parse_args(argv)
-    result = compare(args.reference, args.photo, args.photos, args.runs, args.build_runs if args.build else 0)
+    result = compare(args.reference, args.photo, args.photos, args.runs, args.build_runs if args.build else 0, args.word)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
