@@ -151,7 +151,7 @@ def add_min_score_option(parser: argparse.ArgumentParser, what: str, cosine: boo
     if cosine:
         kind, meaning = cosine_score, "this cosine (-1..1)"
     else:
-        kind, meaning = number, "S (the cosine; with the default ConSE tagger, the cosine plus the WordNet hierarchy's share, up to ~2.5)"
+        kind, meaning = number, "S (the cosine; with the default ConSE tagger, the cosine plus the WordNet hierarchy's share, up to ~2.5, and with a vocabulary its classifiers' vote, up to --vocabulary-weight more)"
     parser.add_argument(
         "--min-score",
         type=kind,
@@ -203,6 +203,10 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repeat-senses", dest="distinct_senses", action="store_false",
                        help="tags after the first 5 may repeat what an earlier tag says in this photo (home after "
                        "dwelling); by default they name the photo's other things")
+    group.add_argument("--vocabulary-weight", type=number, default=d.vocabulary_weight, metavar="V",
+                       help="with --vocabulary or --own-keywords: each word's classifier (as word search scores it) "
+                       "votes which of your words the photo shows, a softmax over them added at V; 0 = off "
+                       f"(default {d.vocabulary_weight:g})")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
 
@@ -216,4 +220,5 @@ def hierarchy_options(args: argparse.Namespace) -> HierarchyOptions:
         tag_weight=args.hierarchy_weight, tag_levels=args.hierarchy_levels, stacking=args.stacking,
         regions=args.regions, diversity=args.diversity, explaining=args.explain_away, window_tags=args.window_tags,
         colour_cues=args.colour_cues, place_words=args.place_words, distinct_senses=args.distinct_senses,
+        vocabulary_weight=args.vocabulary_weight,
     )  # fmt: skip

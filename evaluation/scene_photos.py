@@ -98,7 +98,7 @@ PACKAGE_SCENES = {
 }  # fmt: skip
 TOP_HIT, TOP_RECALL = 5, 10
 BEFORE = DEFAULT_OPTIONS.with_(regions=0, diversity=0.0, explaining=0.0, window_tags=0, colour_cues=(), place_words=False,
-                              distinct_senses=False)
+                              distinct_senses=False, vocabulary_weight=0.0)
 LEVERS = {
     "whole photo only (before)": BEFORE,
     "regions: the best window (k 1)": BEFORE.with_(regions=1),
@@ -123,6 +123,9 @@ LEVERS = {
     "default without place words": DEFAULT_OPTIONS.with_(place_words=False),
     "default without colour cues or place words": DEFAULT_OPTIONS.with_(colour_cues=(), place_words=False),
     "default without distinct senses": DEFAULT_OPTIONS.with_(distinct_senses=False),
+    "default without the vocabulary's classifiers": DEFAULT_OPTIONS.with_(vocabulary_weight=0.0),
+    "default, vocabulary weight 2": DEFAULT_OPTIONS.with_(vocabulary_weight=2.0),
+    "default, vocabulary weight 4": DEFAULT_OPTIONS.with_(vocabulary_weight=4.0),
 }
 SWEEP = {"regions": (3, 5), "diversity": (0.1, 0.75, 1.5), "explaining": (0.25, 0.75)}
 
@@ -183,7 +186,7 @@ def evaluate_lever(options, embedder, wv, open_words, scenes, scene_out, objects
     scene_vocab = list(dict.fromkeys(w for p in scenes for w in p.words))
     result = {}
     for vocab_name, words in (("open", open_words), ("closed", scene_vocab)):
-        tags = top_tags(scene_out, everything, combine, options, words, wv, TOP_RECALL)
+        tags = top_tags(scene_out, everything, combine, options, words, wv, TOP_RECALL, closed=vocab_name == "closed")
         scores = np.array([scene_scores(t, p) for t, p in zip(tags, scenes)])
         result[f"scenes/{vocab_name}"] = summarise({"hit@5": scores[:, 0], "recall@10": scores[:, 1]}, scenes, tune_half(scenes))
         if vocab_name == "open":
@@ -193,7 +196,7 @@ def evaluate_lever(options, embedder, wv, open_words, scenes, scene_out, objects
     closed_tags: list = [None] * len(objects)
     for group, words in closed_vocabularies(objects).items():
         idx = [i for i, p in enumerate(objects) if p.group == group]
-        for i, t in zip(idx, top_tags(object_out, idx, combine, options, words, wv, 5)):
+        for i, t in zip(idx, top_tags(object_out, idx, combine, options, words, wv, 5, closed=True)):
             closed_tags[i] = t
     for vocab_name, tags in (("open", open_tags), ("closed", closed_tags)):
         hits = {f"hit@{k}": np.array([bool(set(t[:k]) & set(p.words)) for t, p in zip(tags, objects)]) for k in (1, 5)}

@@ -28,13 +28,14 @@ from foundation.atomic import user_cache_dir, write_atomic
 from foundation.vectors import load_word_vectors
 from indexing.word_index import visual_words
 from models.embedder import load_embedder
+from models.word_classifiers import VocabularyClassifiers, word_rows
 from taxonomy import load_taxonomy
 from taxonomy.hierarchy import DEFAULT_OPTIONS, HierarchyOptions, HierarchyTagger, synset_frequency_ranks
 
 DEFAULT_OUT = Path("runs/evaluation/wordnet_tags")
 SPEC = "conse:efficientnet_lite0"
 TOP_K = (1, 5)
-WITHOUT = DEFAULT_OPTIONS.with_(synthesized=False)
+WITHOUT = DEFAULT_OPTIONS.with_(synthesized=False, vocabulary_weight=0.0)
 LEVERS = {
     "without synthesized classifiers (before)": WITHOUT,
     "+ synthesized, weight 0.5": DEFAULT_OPTIONS.with_(synthesized_weight=0.5),
@@ -44,6 +45,10 @@ LEVERS = {
     "+ frequency prior 0.5": DEFAULT_OPTIONS.with_(frequency_prior=0.5),
     "+ frequency prior 1": DEFAULT_OPTIONS.with_(frequency_prior=1.0),
     "all combined (default)": DEFAULT_OPTIONS,
+    "default without the vocabulary's classifiers": DEFAULT_OPTIONS.with_(vocabulary_weight=0.0),
+    "default, vocabulary weight 1": DEFAULT_OPTIONS.with_(vocabulary_weight=1.0),
+    "default, vocabulary weight 2": DEFAULT_OPTIONS.with_(vocabulary_weight=2.0),
+    "default, vocabulary weight 4": DEFAULT_OPTIONS.with_(vocabulary_weight=4.0),
 }
 SWEEP = {"synthesized_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "sense_prior": (0.0, 0.5, 1.0, 2.0),
          "frequency_prior": (0.25, 0.5, 1.0, 2.0, 4.0)}  # fmt: skip
@@ -74,17 +79,24 @@ def combine_for(embedder, options: HierarchyOptions):
     return replace(embedder.combine, regions=options.regions, windows=options.window_tags > 0)
 
 
-def top_tags(outputs, rows, combine, options, words: list[str], wv, top: int) -> list[list[str]]:
-    """The top tags of the photos at ``rows`` from ``words``, as tag.py --vocabulary scores them."""
+def top_tags(outputs, rows, combine, options, words: list[str], wv, top: int, closed: bool = False) -> list[list[str]]:
+    """The top tags of the photos at ``rows`` from ``words``, as tag.py scores them: a ``closed`` vocabulary as
+    ``--vocabulary`` does (with its words' classifiers), else as the tag index's words."""
+    if closed and options.vocabulary_weight:
+        combine = replace(combine, vocabulary=VocabularyClassifiers(words, word_rows(SPEC.split(":", 1)[1])))
     embedded = combine({k: v[rows] for k, v in outputs.items()})
     unit = wv.kv[words] / np.linalg.norm(wv.kv[words], axis=1, keepdims=True)
     tagger = HierarchyTagger(words, unit.astype(np.float32), options, synthesized_ranks=synthesized_ranks(wv))
-    parts = [combine.parts(e) for e in embedded]
-    return [[w for w, _ in tagger.tags(vector, probs, top, windows)] for vector, probs, windows in parts]
+    tags = []
+    for row in embedded:
+        vector, probs, windows = combine.parts(row)
+        tags.append([w for w, _ in tagger.tags(vector, probs, top, windows, combine.vocabulary_probabilities(row))])
+    return tags
 
 
-def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, top: int = 5) -> list[list[str]]:
-    return top_tags(outputs, rows, combine_for(_embedder(options), options), options, words, wv, top)
+def tag_lists(outputs, rows, options: HierarchyOptions, words: list[str], wv, top: int = 5,
+              closed: bool = False) -> list[list[str]]:  # fmt: skip
+    return top_tags(outputs, rows, combine_for(_embedder(options), options), options, words, wv, top, closed)
 
 
 _RANKS: dict[str, np.ndarray] = {}  # vectors hash -> the synthesized synsets' ranks
@@ -108,7 +120,7 @@ def ranked(outputs, photos, options, wv, open_words, closed) -> dict[str, list[l
     closed_tags: list = [None] * len(photos)
     for group, words in closed.items():
         idx = [i for i, p in enumerate(photos) if p.group == group]
-        for i, tags in zip(idx, tag_lists(outputs, idx, options, words, wv)):
+        for i, tags in zip(idx, tag_lists(outputs, idx, options, words, wv, closed=True)):
             closed_tags[i] = tags
     return {"closed": closed_tags, "open": tag_lists(outputs, list(range(len(photos))), options, open_words, wv)}
 

@@ -335,13 +335,20 @@ class Combine:
     synthesized: object | None = None  # models.wordnet_classifiers.SynthesizedClassifiers
     regions: int = 0  # windows averaged per class (top-k mean); 0: the whole photo alone
     windows: bool = False  # append each window's ConSE vector, class probabilities and colours (window tags)
+    # a user's vocabulary (models.word_classifiers.VocabularyClassifiers): after the class probabilities, each
+    # of its words' probability under its classifier, which tags with that vocabulary add
+    vocabulary: object | None = None
 
     @property
     def extra_dims(self) -> int:
         if not self.with_probabilities:
             return 0
         synthesized = len(self.synthesized.wnids) if self.synthesized is not None else 0
-        return len(self.valid) + synthesized + (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        return len(self.valid) + synthesized + self.vocabulary_dims + (REGION_GRID**2 * self.window_dims if self.windows else 0)
+
+    @property
+    def vocabulary_dims(self) -> int:
+        return self.vocabulary.count if self.vocabulary is not None else 0
 
     @property
     def window_dims(self) -> int:
@@ -359,10 +366,16 @@ class Combine:
         dim = self.class_vectors.shape[1]
         if len(row) <= dim:
             return row, None, None
-        if not self.windows:
-            return row[:dim], row[dim:], None
-        split = len(row) - REGION_GRID**2 * self.window_dims
-        return row[:dim], row[dim:split], row[split:].reshape(REGION_GRID**2, self.window_dims)
+        split = len(row) - (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        windows = row[split:].reshape(REGION_GRID**2, self.window_dims) if self.windows else None
+        return row[:dim], row[dim : split - self.vocabulary_dims], windows
+
+    def vocabulary_probabilities(self, row: np.ndarray) -> np.ndarray | None:
+        """One row -> its ``vocabulary`` words' probabilities (None: no vocabulary, or a stored vector alone)."""
+        if self.vocabulary is None or len(row) <= self.class_vectors.shape[1]:
+            return None
+        end = len(row) - (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        return row[end - self.vocabulary_dims : end]
 
     def window_rows(self, region_logits: np.ndarray, colours: np.ndarray) -> np.ndarray:
         """(B, windows x window_dims): each window's ConSE vector and softmax, as if it were a photo, and its
@@ -387,6 +400,8 @@ class Combine:
             if not self.with_probabilities:
                 return vectors
             parts = [vectors, self.class_probabilities(outputs)]
+            if self.vocabulary is not None:
+                parts.append(self.vocabulary.probabilities(outputs["features"]))
             if self.windows:
                 if "region_logits" not in outputs:
                     raise ValueError("window tags need a backbone with a feature map: tag with --window-tags 0")
@@ -446,6 +461,12 @@ class Embedder:
         if self.combine.kind != "conse":
             return None
         combine = replace(self.combine, with_probabilities=True)
+        return Embedder(self.spec, self.identity, self.transform, self.network, combine, self.torch_fallback)
+
+    def with_vocabulary(self, vocabulary) -> Embedder:
+        """The same embedder (with class probabilities), whose rows also carry ``vocabulary``'s words'
+        probabilities (``Combine.vocabulary``)."""
+        combine = replace(self.combine, vocabulary=vocabulary)
         return Embedder(self.spec, self.identity, self.transform, self.network, combine, self.torch_fallback)
 
     @property

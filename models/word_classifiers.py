@@ -62,6 +62,10 @@ EXTRAPOLATED_SHARE = 1 / 3
 # ImageNet classes at or below it (instrument: the musical instruments, .76; not the woodwinds for "wood", .39)
 AGREEMENT = 0.6
 PERSON, WORN = "n00007846", "n03051540"  # WordNet's person, and clothing: what a person is seen by
+# tags with a user's vocabulary: the softmax over its words of their classifiers' cosine to the photo's
+# pooled features times this (``VocabularyClassifiers``; chosen on the tune halves of evaluation.wordnet_tags
+# and evaluation.scene_photos)
+VOCABULARY_TEMPERATURE = 40.0
 
 
 def imagenet_rows_file(backbone: str) -> Path:
@@ -136,6 +140,39 @@ class Rows:
             return unit(np.mean([unit(self.real[c]) for c in self.worn_classes], axis=0))
         code = self.synthesized.codes[number - len(self.real)].astype(np.float32)
         return unit(code @ self.synthesized.basis.astype(np.float32))
+
+
+class VocabularyClassifiers:
+    """A user's vocabulary read as classifiers, so ``tag --vocabulary`` asks which of these words the photo
+    shows, as a zero-shot classifier over the user's own words: each word's rows as word search scores it
+    (``Rows.lookup``: its senses that can be seen, the clothes of a person word), and for a photo's pooled
+    features the softmax over the words of their best row's cosine x ``temperature``. A word without a visual
+    WordNet noun gets 0 and keeps its other evidence (``taxonomy.hierarchy.HierarchyTagger``)."""
+
+    def __init__(self, words, rows: Rows, temperature: float = VOCABULARY_TEMPERATURE):
+        found, owner = [], []
+        for number, word in enumerate(words):
+            senses = rows.lookup(word)[0]
+            if senses is not None:
+                found.append(senses)
+                owner += [number] * len(senses)
+        self.count, self.temperature = len(words), temperature
+        self.rows = np.vstack(found).astype(np.float32) if found else np.zeros((0, rows.real.shape[1]), np.float32)
+        self.owner = np.array(owner, dtype=np.int64)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(photos, words) for (photos, feature_dim) pooled features; each photo's row sums to 1 (or is 0:
+        no word has a row)."""
+        found = np.zeros((len(features), self.count), np.float32)
+        if not len(self.rows):
+            return found
+        features = np.asarray(features, dtype=np.float32)
+        cosines = (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)) @ self.rows.T
+        best = np.full((len(features), self.count), -np.inf, np.float32)
+        np.maximum.at(best, (np.arange(len(features))[:, None], self.owner[None, :]), cosines)
+        logits = self.temperature * best
+        np.exp(logits - logits.max(axis=1, keepdims=True), out=found, where=np.isfinite(logits))
+        return found / found.sum(axis=1, keepdims=True)
 
 
 class WordClassifiers(Rows):

@@ -61,7 +61,7 @@ class Tagger:
         if vocabulary is not None and not isinstance(vocabulary, (str, os.PathLike)):
             for word in vocabulary:
                 self._spelling.setdefault(word_entry(word), word.strip())
-        self._embedder = None
+        self._embedder = self._embedding_model = None
         self._scorer: hierarchy.HierarchyTagger | None | bool = False  # False: not made yet
         self._lock = threading.RLock()  # one model call at a time: bounded memory, no oversubscribed cores
         self.skipped: list[tuple[str, str]] = []
@@ -125,9 +125,28 @@ class Tagger:
                 )
         return self._scorer
 
-    def _embedding_model(self):
-        """The embedder whose rows carry the class probabilities too when the hierarchy needs them."""
-        return self.embedder.with_class_probabilities() if self.scorer is not None else self.embedder
+    @property
+    def embedding_model(self):
+        """The embedder whose rows carry the class probabilities too when the hierarchy needs them, and with
+        a user's vocabulary, its words' probabilities under their classifiers."""
+        with self._lock:
+            if self._embedding_model is None:
+                model = self.embedder
+                if self.scorer is not None:
+                    model, vocabulary = model.with_class_probabilities(), self.vocabulary_classifiers()
+                    model = model.with_vocabulary(vocabulary) if vocabulary is not None else model
+                self._embedding_model = model
+        return self._embedding_model
+
+    def vocabulary_classifiers(self):
+        """A user's vocabulary as classifiers (``models.word_classifiers.VocabularyClassifiers``), or None: the
+        tag index's words, a weight of 0, or a backbone without shipped classifiers."""
+        if not self.vocabulary or not self.scorer.options.vocabulary_weight:
+            return None
+        from models.word_classifiers import VocabularyClassifiers, word_rows
+
+        rows = word_rows(self.identity["embedder"].split(":", 1)[1])  # a ConSE model: conse:<backbone>
+        return VocabularyClassifiers(self.words.items, rows) if rows is not None else None
 
     # ---- tagging
 
@@ -135,8 +154,9 @@ class Tagger:
         """``[(word, score)]`` best first for one embedded row: the vector, then any class probabilities and
         windows (``models.onnx_engine.Combine.parts``)."""
         if self.scorer is not None:  # ConSE: cosine + WordNet hierarchy - stacking, exact
-            vector, probs, windows = self.embedder.combine.parts(row)
-            tags = self.scorer.tags(vector, probs, top_k, windows)
+            combine = self.embedding_model.combine
+            vector, probs, windows = combine.parts(row)
+            tags = self.scorer.tags(vector, probs, top_k, windows, combine.vocabulary_probabilities(row))
         else:
             tags = self.words.nearest(row, top_k, exact=exact)
         if self._spelling:
@@ -152,7 +172,7 @@ class Tagger:
         """The tags of one image file (``shown``: the name to give it in the result, default its path);
         UnreadableImage when it cannot be decoded."""
         path, shown = os.fsdecode(image), shown or os.fsdecode(image)
-        model = self._embedding_model()
+        model = self.embedding_model
         with self._lock:
             result = model.embed_paths([path], progress=False)
         if result.skipped:
@@ -166,7 +186,7 @@ class Tagger:
         from foundation.sharding import chunks
         from indexing.build.embedding import CHUNK, ChunkedEmbedder
 
-        model = self._embedding_model()
+        model = self.embedding_model
         with ChunkedEmbedder(model, len(files), batch_size, progress=progress, workers=workers) as embed:
             try:
                 for chunk in chunks(list(files), CHUNK):

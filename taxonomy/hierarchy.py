@@ -47,7 +47,7 @@ TOO_GENERAL = frozenset({
 KEYED_WHEN_ON = ("regions", "diversity", "explaining", "frequency_prior")
 # options that change the tags but never a stored vector: left out of the key, so an index built with
 # any of their values keeps answering and `--update` keeps its rows
-TAGGING_ONLY = ("window_tags", "colour_cues", "place_words", "distinct_senses")
+TAGGING_ONLY = ("window_tags", "colour_cues", "place_words", "distinct_senses", "vocabulary_weight")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,10 @@ class HierarchyOptions:
     # synsets its top classes reach) is a sense of a tag before it: `home` after `dwelling`, `auto` after `car`.
     # The later tags then name the photo's other things; the first ones keep the synonyms people search by
     distinct_senses: bool = True
+    # with a user's vocabulary: each word's probability under its classifier, in a softmax over the vocabulary
+    # (models.word_classifiers.VocabularyClassifiers: which of these words the photo shows), added to its
+    # score at this weight; 0: off. The open vocabulary has too many rare words for one softmax
+    vocabulary_weight: float = 3.0
 
     def __post_init__(self):  # options read back from an identity's JSON carry a list
         object.__setattr__(self, "colour_cues", tuple(self.colour_cues))
@@ -453,20 +457,21 @@ class HierarchyTagger:
         others = int(np.count_nonzero(~np.isin(window_probs.argmax(axis=1), best)))
         return min(1.0, others / k)
 
-    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int,
-             windows: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
+    def tags(self, query: np.ndarray, probs: np.ndarray | None, k: int, windows: np.ndarray | None = None,
+             vocabulary: np.ndarray | None = None) -> list[tuple[str, float]]:  # fmt: skip
         """The ``k`` best words as ``(word, score)``, best first; ``windows`` (with ``window_tags``) add what the
-        photo's parts show."""
+        photo's parts show, and ``vocabulary`` (each word's probability under its classifier,
+        ``Combine.vocabulary_probabilities``) adds ``vocabulary_weight`` x itself."""
         with_windows = self.options.window_tags and windows is not None
         share = self.window_share(probs, windows) if with_windows else 0.0
+        given = self.options.vocabulary_weight * vocabulary if vocabulary is not None else 0.0
+        plain = self.scores(query, probs)
+        gain = self.window_gain(plain, windows, share) if with_windows else 0.0
         if self.options.explaining and probs is not None and self.options.tag_weight:
-            gain = self.window_gain(self.scores(query, probs), windows, share) if with_windows else 0.0
-            return self.explained(query, probs, k, gain)
-        scores = self.scores(query, probs)
-        if with_windows:
-            scores = scores + self.window_gain(scores, windows, share)
-            if self.options.colour_cues:
-                scores = self.colour_cues(scores, windows)
+            return self.explained(query, probs, k, gain + given)
+        scores = plain + given + gain
+        if with_windows and self.options.colour_cues:
+            scores = self.colour_cues(scores, windows)
         if self.options.diversity:
             return self.diverse(scores, k)
         distinct = self.options.distinct_senses and probs is not None and self.options.tag_weight

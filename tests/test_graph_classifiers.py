@@ -169,6 +169,26 @@ def test_the_shipped_classifiers_tag_a_sample_photo():
     assert len(tags) == 3 and tags[0][1] >= tags[-1][1]
 
 
+def test_a_vocabulary_adds_its_words_classifiers_votes_to_the_shipped_models_tags(tmp_path):
+    """tag --vocabulary on a real photo: each word gains --vocabulary-weight x its share of the vote; the
+    tag index's open vocabulary has no vote."""
+    from PIL import Image
+    from skimage import data
+
+    from service.tagger import Tagger
+    from taxonomy.hierarchy import DEFAULT_OPTIONS
+
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)
+    words = ["cat", "dog", "car", "teapot"]
+    voted = dict(Tagger(vocabulary=words).tag(path, top_k=4).tags)
+    plain = dict(Tagger(vocabulary=words, options=DEFAULT_OPTIONS.with_(vocabulary_weight=0.0)).tag(path, top_k=4).tags)
+    gains = {w: voted[w] - plain[w] for w in words}
+    assert max(voted, key=voted.get) == "cat" and gains["cat"] > 1.5  # most of the vote, at weight 3
+    assert all(g >= -1e-4 for g in gains.values()) and sum(gains.values()) == pytest.approx(3.0, abs=1e-3)
+    assert Tagger().embedding_model.combine.vocabulary is None
+
+
 def test_combine_appends_the_synthesized_synsets_own_softmax():
     from models.onnx_engine import Combine
     from models.wordnet_classifiers import SynthesizedClassifiers, compress

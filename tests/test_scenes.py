@@ -159,6 +159,32 @@ def test_a_photo_is_a_full_scene_once_k_windows_show_something_else():
     assert tagger.scene_share(_photo_probs(), window_probs, 3) == 1.0
 
 
+class _ThreeWords:
+    """A vocabulary of three words whose classifiers give every photo the same vote."""
+
+    count = 3
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([[0.5, 0.3, 0.2]], np.float32), (len(features), 1))
+
+
+def test_combine_carries_a_vocabularys_votes_between_the_classes_and_the_windows():
+    plain, voting = replace(_combine(0), windows=True), replace(_combine(0), windows=True, vocabulary=_ThreeWords())
+    outputs = _outputs()
+    row, voted = plain(outputs)[0], voting(outputs)[0]
+    assert len(voted) == len(row) + 3 == 4 + voting.extra_dims
+    for part, expected in zip(voting.parts(voted), plain.parts(row)):
+        np.testing.assert_array_equal(part, expected)  # the vector, the class probabilities, the windows
+    np.testing.assert_allclose(voting.vocabulary_probabilities(voted), [0.5, 0.3, 0.2])
+    assert plain.vocabulary_probabilities(row) is None and voting.vocabulary_probabilities(row[:4]) is None
+    words, vectors = ["a", "b", "c"], np.eye(3, dtype=np.float32)
+    votes = np.array([0.0, 0.1, 0.9], np.float32)
+    tagger = HierarchyTagger(words, vectors, PLAIN.with_(vocabulary_weight=2.0))
+    assert [w for w, _ in tagger.tags(np.array([1.0, 0.2, 0.0]), None, 3)] == ["a", "b", "c"]
+    assert dict(tagger.tags(np.array([1.0, 0.2, 0.0]), None, 3, vocabulary=votes)) == pytest.approx(
+        {"c": 1.8, "a": 1 / np.hypot(1, 0.2), "b": 0.2 / np.hypot(1, 0.2) + 0.2})
+
+
 def test_combine_appends_each_windows_vector_and_probabilities():
     combine = replace(_combine(0), windows=True)
     outputs = _outputs()

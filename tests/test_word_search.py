@@ -18,6 +18,7 @@ import pytest
 import search
 from indexing.__main__ import main as indexing_main
 from models.word_classifiers import (
+    VocabularyClassifiers,
     WordClassifiers,
     WordRows,
     best_sense,
@@ -25,6 +26,7 @@ from models.word_classifiers import (
     lemma_key,
     median,
     robust_z,
+    unit,
     word_classifiers,
     word_rows,
 )
@@ -128,6 +130,24 @@ def test_a_word_naming_a_person_is_also_scored_by_what_people_wear():
     assert np.array_equal(cached.lookup("people")[0], cached.lookup("person")[0])
     assert np.array_equal(cached.lookup("woman")[0][-1], cached.lookup("person")[0][-1])  # the clothes' row
     assert len(cached.worn_classes) > 40 and len(cached.lookup("dog")[0]) == 1
+
+
+def test_a_vocabulary_votes_by_its_words_classifiers():
+    """tag --vocabulary: a softmax over the words of their best row's cosine to the photo's features; a word
+    without a visual WordNet noun gets nothing."""
+    rng = np.random.default_rng(6)
+    real, synthesized = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+    for rows in (tiny_classifiers(real, synthesized, green_twice=True), looked_up(tiny_classifiers(real, synthesized))):
+        vocabulary = VocabularyClassifiers(["red", "filleraa", "blue", "castles"], rows, temperature=40.0)
+        votes = vocabulary.probabilities(np.stack([real[1], 5 * synthesized[1], real[0]]))
+        assert votes.shape == (3, 4) and np.allclose(votes.sum(axis=1), 1.0)
+        assert list(votes.argmax(axis=1)) == [0, 2, 3]  # red's class, blue's row, a castle (plural) in any scale
+        assert not votes[:, 1].any()
+        cosines = np.array([rows.row(w) @ unit(real[1].astype(np.float32)) for w in ("red", "blue", "castle")])
+        expected = np.exp(40.0 * (cosines - cosines.max()))
+        assert np.allclose(votes[0, [0, 2, 3]], expected / expected.sum(), atol=1e-3)
+    nothing = VocabularyClassifiers(["filleraa"], looked_up(tiny_classifiers(real, synthesized)))
+    assert not nothing.probabilities(real).any()
 
 
 def test_the_search_table_gives_every_words_chosen_row():
