@@ -137,9 +137,18 @@ class Rows:
         if number < len(self.real):
             return unit(self.real[number])
         if number == self.worn:
-            return unit(np.mean([unit(self.real[c]) for c in self.worn_classes], axis=0))
+            return self._worn_row
         code = self.synthesized.codes[number - len(self.real)].astype(np.float32)
-        return unit(code @ self.synthesized.basis.astype(np.float32))
+        return unit(code @ self._basis)
+
+    @cached_property
+    def _worn_row(self) -> np.ndarray:
+        return unit(np.mean([unit(self.real[c]) for c in self.worn_classes], axis=0))
+
+    @cached_property
+    def _basis(self) -> np.ndarray:
+        """The synthesized rows' basis in float32, converted once (a vocabulary looks up thousands of rows)."""
+        return self.synthesized.basis.astype(np.float32)
 
 
 class VocabularyClassifiers:
