@@ -203,7 +203,7 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repeat-senses", dest="distinct_senses", action="store_false",
                        help="tags after the first 5 may repeat what an earlier tag says in this photo (home after "
                        "dwelling); by default they name the photo's other things")
-    group.add_argument("--vocabulary-weight", type=number, default=d.vocabulary_weight, metavar="V",
+    group.add_argument("--vocabulary-weight", type=non_negative_number, default=d.vocabulary_weight, metavar="V",
                        help="with --vocabulary or --own-keywords: each word's classifier (as word search scores it) "
                        "votes which of your words the photo shows, a softmax over them added at V; 0 = off "
                        f"(default {d.vocabulary_weight:g})")

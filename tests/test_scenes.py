@@ -344,6 +344,9 @@ def test_colour_cues_option_reads_words_or_none():
     assert not hierarchy_options(parser.parse_args(["--no-place-words"])).place_words
     assert hierarchy_options(parser.parse_args([])).distinct_senses
     assert not hierarchy_options(parser.parse_args(["--repeat-senses"])).distinct_senses
+    assert hierarchy_options(parser.parse_args([])).vocabulary_weight == 3.0
+    assert hierarchy_options(parser.parse_args(["--vocabulary-weight", "0"])).vocabulary_weight == 0.0
+    assert DEFAULT_OPTIONS.with_(vocabulary_weight=0.0).key() == DEFAULT_OPTIONS.key()  # tags only: same exports
 
 
 def test_a_place_named_after_what_it_is_beside_also_tags_that():
