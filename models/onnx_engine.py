@@ -344,11 +344,16 @@ class Combine:
         if not self.with_probabilities:
             return 0
         synthesized = len(self.synthesized.wnids) if self.synthesized is not None else 0
-        return len(self.valid) + synthesized + self.vocabulary_dims + (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        return len(self.valid) + synthesized + self.vocabulary_dims + self.windows_dims
 
     @property
     def vocabulary_dims(self) -> int:
         return self.vocabulary.count if self.vocabulary is not None else 0
+
+    @property
+    def windows_dims(self) -> int:
+        """The windows' part at the end of a row (0 without window tags)."""
+        return REGION_GRID**2 * self.window_dims if self.windows else 0
 
     @property
     def window_dims(self) -> int:
@@ -366,7 +371,7 @@ class Combine:
         dim = self.class_vectors.shape[1]
         if len(row) <= dim:
             return row, None, None
-        split = len(row) - (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        split = len(row) - self.windows_dims
         windows = row[split:].reshape(REGION_GRID**2, self.window_dims) if self.windows else None
         return row[:dim], row[dim : split - self.vocabulary_dims], windows
 
@@ -374,7 +379,7 @@ class Combine:
         """One row -> its ``vocabulary`` words' probabilities (None: no vocabulary, or a stored vector alone)."""
         if self.vocabulary is None or len(row) <= self.class_vectors.shape[1]:
             return None
-        end = len(row) - (REGION_GRID**2 * self.window_dims if self.windows else 0)
+        end = len(row) - self.windows_dims
         return row[end - self.vocabulary_dims : end]
 
     def window_rows(self, region_logits: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -460,13 +465,14 @@ class Embedder:
         hierarchy tags need (``taxonomy.hierarchy.HierarchyTagger``). None for a trained checkpoint."""
         if self.combine.kind != "conse":
             return None
-        combine = replace(self.combine, with_probabilities=True)
-        return Embedder(self.spec, self.identity, self.transform, self.network, combine, self.torch_fallback)
+        return self._with_combine(replace(self.combine, with_probabilities=True))
 
     def with_vocabulary(self, vocabulary) -> Embedder:
         """The same embedder (with class probabilities), whose rows also carry ``vocabulary``'s words'
         probabilities (``Combine.vocabulary``)."""
-        combine = replace(self.combine, vocabulary=vocabulary)
+        return self._with_combine(replace(self.combine, vocabulary=vocabulary))
+
+    def _with_combine(self, combine: Combine) -> Embedder:
         return Embedder(self.spec, self.identity, self.transform, self.network, combine, self.torch_fallback)
 
     @property
