@@ -205,7 +205,8 @@ def add_hierarchy_options(parser: argparse.ArgumentParser) -> None:
                        "dwelling); by default they name the photo's other things")
     group.add_argument("--vocabulary-weight", type=non_negative_number, default=d.vocabulary_weight, metavar="V",
                        help="with --vocabulary or --own-keywords: each word's classifier (as word search scores it) "
-                       "votes which of your words the photo shows, a softmax over them added at V; 0 = off "
+                       "votes which of your words the photo shows, a softmax over them added at V (some word always gets the "
+                       "vote: mind it with --min-score); 0 = off "
                        f"(default {d.vocabulary_weight:g})")
     group.add_argument("--plain-conse", action="store_true",
                        help="ConSE as published: no WordNet, no stacking (the other options are ignored)")  # fmt: skip
