@@ -40,7 +40,8 @@ def frequent_words(index_to_key: list[str], size: int) -> list[str]:
 # `men`, `people` or `leaves` finds the classifier of `man`, `person` or `leaf`, and a tag says `leaf` once,
 # not `leaves` after it
 IRREGULAR_PLURALS = {
-    "people": "person", "men": "man", "women": "woman", "gentlemen": "gentleman", "fishermen": "fisherman", "policemen": "policeman",
+    "people": "person",
+    "men": "man", "women": "woman", "gentlemen": "gentleman", "fishermen": "fisherman", "policemen": "policeman",
     "firemen": "fireman", "horsemen": "horseman", "children": "child", "feet": "foot", "teeth": "tooth",
     "geese": "goose", "mice": "mouse", "lice": "louse", "oxen": "ox", "leaves": "leaf", "knives": "knife",
     "wolves": "wolf", "shelves": "shelf", "bookshelves": "bookshelf", "calves": "calf", "halves": "half",
