@@ -234,6 +234,24 @@ def test_build_images_skips_bad_files_and_reports_them(tmp_path, space, fake_emb
     assert {real[rel] for rel, outcome in expected.items() if outcome == "skip"} <= skipped
 
 
+def test_build_images_readies_word_search(tmp_path, space, photos, fake_embedder, capfd):
+    code, _, err = run(indexing_main, ["build-images", photos, "--out", tmp_path / "idx"], capfd)
+    assert code == 0 and "building the word index" in err
+    default = Path(os.environ["WORDSIGHT_CACHE"]) / "indexes" / "words"
+    assert open_bundle(default).manifest["vectors_sha"] == space.embedder.identity["vectors_sha"]
+    code, lines, err = run(search.main, ["red", "--index", tmp_path / "idx", "--json"], capfd)
+    assert code == 0 and "building" not in err and json.loads(lines[0])["results"][0]["image"].endswith("red.png")
+
+
+def test_an_index_is_kept_when_word_search_cannot_be_readied(tmp_path, space, photos, fake_embedder, monkeypatch, capfd):
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("WORDSIGHT_CACHE", str(blocked))
+    code, _, err = run(indexing_main, ["build-images", photos, "--out", tmp_path / "idx"], capfd)
+    assert code == 0 and "word search will finish its set-up on the first query" in err
+    assert "Traceback" not in err and len(open_bundle(tmp_path / "idx").items) == len(list(photos.iterdir()))
+
+
 def test_duplicate_paths_embedded_once(tmp_path, space, photos):
     links = tmp_path / "links"
     links.mkdir()
