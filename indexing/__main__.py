@@ -100,7 +100,11 @@ def _add_build_words(commands) -> None:
 
 
 def _add_build_images(commands) -> None:
-    images = commands.add_parser("build-images", help="an image collection for search.py")
+    images = commands.add_parser(
+        "build-images", help="an image collection for search.py",
+        description="Build or update an image collection for search.py. The first build on a machine also makes "
+                    "the default word index and the word-search tables, once (a few seconds), so the first "
+                    "search answers at once.")  # fmt: skip
     images.add_argument(
         "inputs",
         nargs="*",
