@@ -25,8 +25,7 @@ from indexing.word_index import (
     VOCABULARY_KINDS,
     WORDS_INDEX_HELP,
     build_word_index,
-    default_words_index,
-    open_word_index,
+    find_or_build_word_index,
 )
 from models.embedder import DEFAULT_MODEL
 
@@ -225,8 +224,7 @@ def ready_word_search(spec: str, identity: dict) -> None:
     vectors (tag.py's too) and, for a ConSE model, the sense table of its WordNet classifiers. The index is
     kept either way: what cannot be made now, the first query makes."""
     try:
-        open_word_index(default_words_index(), identity["vectors_source"], identity["vectors_sha"], identity["dim"],
-                        build_if_missing=True, log=output.log, default_vocabulary=True)  # fmt: skip
+        find_or_build_word_index(None, identity["vectors_source"], identity["vectors_sha"], identity["dim"], output.log)
         if spec.startswith("conse:"):
             from models.word_classifiers import word_rows
 

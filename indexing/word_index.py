@@ -221,6 +221,17 @@ def open_word_index(
     return open_bundle(path, expect=expect, rebuild=rebuild)
 
 
+def find_or_build_word_index(
+    words_index: str | os.PathLike | None, vectors_source: str, vectors_sha: str, dim: int,
+    log: Callable[[str], None] = lambda message: None,
+) -> Bundle:  # fmt: skip
+    """The word index for these word vectors at ``words_index`` (default: the user cache), built there first if
+    missing (a folder of the user's is refused, never built over); the default one is also rebuilt when its
+    vocabulary is not today's default (an index of an earlier version)."""
+    return open_word_index(words_index or default_words_index(), vectors_source, vectors_sha, dim,
+                           build_if_missing=True, log=log, default_vocabulary=words_index is None)  # fmt: skip
+
+
 def vocabulary_table(
     word_list: str | os.PathLike | Sequence[str], vectors_source: str, vectors_sha: str
 ) -> tuple[VectorTable, list[str]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from indexing.bundle import Bundle, BundleMismatch
 from indexing.collection import Collection, open_collection
-from indexing.word_index import default_words_index, open_word_index
+from indexing.word_index import find_or_build_word_index
 
 Log = Callable[[str], None]
 
@@ -31,23 +31,7 @@ def word_index_for(
     """The word index built from the same word vectors as ``images``: at ``words_index`` (default: the user
     cache), built there first if missing (a folder of the user's is refused, never built over)."""
     manifest = images.manifest
-    return word_index(words_index, manifest["vectors_source"], manifest["vectors_sha"], manifest["dim"], log)
-
-
-def word_index(
-    words_index: str | os.PathLike | None, vectors_source: str, vectors_sha: str, dim: int, log: Log = quiet
-) -> Bundle:
-    """The word index for these word vectors; the default one is also rebuilt when its vocabulary is not
-    today's default (an index of an earlier version)."""
-    return open_word_index(
-        words_index or default_words_index(),
-        vectors_source,
-        vectors_sha,
-        dim,
-        build_if_missing=True,
-        log=log,
-        default_vocabulary=words_index is None,
-    )
+    return find_or_build_word_index(words_index, manifest["vectors_source"], manifest["vectors_sha"], manifest["dim"], log)
 
 
 def check_embedder(images: Collection, embedder) -> None:

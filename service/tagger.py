@@ -18,9 +18,9 @@ import numpy as np
 
 from foundation.errors import UsageError
 from indexing.bundle import VectorTable
-from indexing.word_index import tag_table, vocabulary_table, word_entry
+from indexing.word_index import find_or_build_word_index, tag_table, vocabulary_table, word_entry
 from library.scores import above_min_score
-from service.indexes import Log, quiet, word_index
+from service.indexes import Log, quiet
 from service.records import Tags
 from taxonomy import hierarchy  # numpy only
 
@@ -106,7 +106,7 @@ class Tagger:
                 self.log(f"{counted} of {named} {'is' if len(missing) == 1 else 'are'} not in the word vectors: "
                          f"{', '.join(self._spelling.get(m, m) for m in missing)}")
             return table
-        index = word_index(self.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"], self.log)
+        index = find_or_build_word_index(self.words_index, identity["vectors_source"], identity["vectors_sha"], identity["dim"], self.log)
         return tag_table(index)  # the visual tag words of the index, not the extra query words
 
     @property
