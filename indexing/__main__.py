@@ -222,7 +222,8 @@ def ready_word_search(spec: str, identity: dict) -> None:
     """Makes once what the first word query of an index needs besides the reach table (the build derives
     that), so it answers in a fraction of a second, not ~5-8 s: the default word index of the index's word
     vectors (tag.py's too) and, for a ConSE model, the sense table of its WordNet classifiers. The index is
-    kept either way: what cannot be made now, the first query makes."""
+    kept either way: what stands in the way (an unwritable cache, a word index of other vectors) is one line
+    now, and the first query meets it again."""
     try:
         find_or_build_word_index(None, identity["vectors_source"], identity["vectors_sha"], identity["dim"], output.log)
         if spec.startswith("conse:"):
@@ -230,7 +231,7 @@ def ready_word_search(spec: str, identity: dict) -> None:
 
             word_rows(spec.split(":", 1)[1])
     except (WordsightError, OSError) as exc:
-        output.log(f"word search will finish its set-up on the first query: {exc}")
+        output.log(f"the index is built, but word search could not be readied: {exc}")
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
