@@ -226,10 +226,9 @@ def ready_word_search(spec: str, identity: dict) -> None:
     now, and the first query meets it again."""
     try:
         find_or_build_word_index(None, identity["vectors_source"], identity["vectors_sha"], identity["dim"], output.log)
-        if spec.startswith("conse:"):
-            from models.word_classifiers import word_rows
+        from models.word_classifiers import model_word_rows
 
-            word_rows(spec.split(":", 1)[1])
+        model_word_rows(spec)
     except (WordsightError, OSError) as exc:
         output.log(f"the index is built, but word search could not be readied: {exc}")
 

@@ -392,6 +392,12 @@ def word_classifiers(backbone: str, sense: str = "visible") -> WordClassifiers |
     return WordClassifiers(load_taxonomy(), real, _same_weights(shipped_classifiers(backbone), identity), sense)
 
 
+def model_word_rows(spec: str) -> WordRows | None:
+    """``word_rows`` of a ConSE model's backbone (``conse:<backbone>``); None for a trained checkpoint, whose
+    words come from its head."""
+    return word_rows(spec.split(":", 1)[1]) if spec.startswith("conse:") else None
+
+
 @lru_cache(maxsize=4)
 def word_rows(backbone: str) -> WordRows | None:
     """What word search looks words up in, or None (no classifiers shipped for ``backbone``: the word space

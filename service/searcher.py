@@ -34,7 +34,7 @@ from library.filters import Filter, filtered_nearest, make_filter
 from library.query import IMAGE, Query, Term, combine, parse_query
 from library.scores import above_min_score
 from models.class_mass import RecordedClasses, class_reach
-from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE, WordRows, fuse, word_rows
+from models.word_classifiers import CLASSIFIER_WEIGHT, EXTRAPOLATED_SHARE, WordRows, fuse, model_word_rows
 from service.indexes import Log, check_embedder, open_index, quiet, word_index_for
 from service.records import Hits
 from taxonomy.hierarchy import CUE_EVIDENCE, cue_for_query
@@ -217,9 +217,7 @@ class Searcher:
         """The WordNet classifiers of the backbone whose pooled features the index stores, or None (a
         trained checkpoint's index, or no classifiers shipped for its backbone)."""
         spec = str(self.images.manifest.get("embedder_spec", ""))
-        if self.features is None or not spec.startswith("conse:"):
-            return None
-        found = word_rows(spec.split(":", 1)[1])
+        found = model_word_rows(spec) if self.features is not None else None
         return found if found is not None and found.real.shape[1] == self.features.vectors.shape[1] else None
 
     @property

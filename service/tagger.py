@@ -143,9 +143,9 @@ class Tagger:
         tag index's words, a weight of 0, or a backbone without shipped classifiers."""
         if not self.vocabulary or not self.scorer.options.vocabulary_weight:
             return None
-        from models.word_classifiers import VocabularyClassifiers, word_rows
+        from models.word_classifiers import VocabularyClassifiers, model_word_rows
 
-        rows = word_rows(self.identity["embedder"].split(":", 1)[1])  # a ConSE model: conse:<backbone>
+        rows = model_word_rows(self.identity["embedder"])
         return VocabularyClassifiers(self.words.items, rows) if rows is not None else None
 
     # ---- tagging

@@ -296,7 +296,7 @@ def library(tmp_path, monkeypatch, capfd):
     hubble = thumbnail_features(sample("hubble_deep_field.jpg"))
     real = np.stack([np.ones(FEATURE_DIM), hubble])
     rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM))))
-    monkeypatch.setattr(searcher_module, "word_rows", lambda name: rows if name == "tiny" else None)
+    monkeypatch.setattr(searcher_module, "model_word_rows", lambda spec: rows if spec == "conse:tiny" else None)
     return index, space, str(photos["2024/autumn/hubble.jpg"])
 
 
@@ -327,7 +327,7 @@ def test_a_word_with_two_senses_that_can_be_seen_finds_the_photos_of_either(libr
         rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM)), green_twice=True))
         alone = looked_up(tiny_classifiers(real[[0, 0]], np.ones((2, FEATURE_DIM)), green_twice=True))
         for found, first in ((alone, False), (rows, True)):
-            monkeypatch.setattr(searcher_module, "word_rows", lambda name, found=found: found if name == "tiny" else None)
+            monkeypatch.setattr(searcher_module, "model_word_rows", lambda spec, found=found: found if spec == "conse:tiny" else None)
             assert (ranked(index, space, "green", 8.0)[0][0] == coffee) is first
     assert ranked(index, space, "green", 0.0)[0][0] != coffee
     searcher = Searcher(index, words_index=space.words_index, classifier_weight=3.0)
@@ -392,7 +392,7 @@ def test_postgres_gives_the_bundles_fused_answer(library, tmp_path, capfd, monke
         assert in_database[0][0] == hubble
         real = np.stack([np.ones(FEATURE_DIM), thumbnail_features(sample("coffee.png"))])
         rows = looked_up(tiny_classifiers(real, np.ones((2, FEATURE_DIM)), green_twice=True))
-        monkeypatch.setattr(searcher_module, "word_rows", lambda name: rows if name == "tiny" else None)
+        monkeypatch.setattr(searcher_module, "model_word_rows", lambda spec: rows if spec == "conse:tiny" else None)
         for options in ({}, {"folder": str(tmp_path / "Photos" / "2023")}):
             in_database = ranked(f"pg:{folder}", space, "green", 8.0, **options)
             in_bundle = ranked(index, space, "green", 8.0, **options)
