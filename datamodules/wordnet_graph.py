@@ -1,6 +1,7 @@
 """The WordNet noun graph as training data for synthesized classifiers (``models.graph_classifiers``).
 
-One "batch" is the whole graph: every synset's input vector (the mean of its lemmas' unit word vectors),
+One "batch" is the whole graph: every synset's input vector (the mean of its lemmas' unit word vectors, and
+with ``definitions``, a sentence encoder's vector of its lemmas and gloss beside it),
 the propagation matrices (GCN: the normalised adjacency; DGP: one row-normalised matrix per distance to
 ancestors and to descendants), and which ImageNet classes train and which are held out for validation.
 The ImageNet samples foolbox ships (``imagenet_samples``) score hit@k of the held-out classes on photos.
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.definitions import definition_vectors
 from foundation.vectors import load_word_vectors
 from taxonomy import load_taxonomy
 from taxonomy.hierarchy import lemma_vector
@@ -86,7 +88,10 @@ class WordNetGraphDataModule(pl.LightningDataModule):
     """The graph, its inputs and the train/validation split of the ImageNet classes (see the module doc)."""
 
     def __init__(self, vectors: str = "glove-6b-50d", root: str = PHYSICAL_ENTITY, max_steps: int = 4,
-                 val_fraction: float = 0.1, seed: int = 0, wordnet: str = str(WORDNET_DIR)):  # fmt: skip
+                 val_fraction: float = 0.1, seed: int = 0, wordnet: str = str(WORDNET_DIR),
+                 definitions: str | None = None):  # fmt: skip
+        """``definitions``: a sentence encoder (``datamodules.definitions.ENCODERS``) whose vectors of each
+        synset's lemmas and gloss join its word vector as input; None: word vectors alone."""
         super().__init__()
         self.save_hyperparameters()
         self.graph: NounGraph | None = None
@@ -111,8 +116,13 @@ class WordNetGraphDataModule(pl.LightningDataModule):
         self.val_classes = self.class_rows[np.array(order[:held_out], dtype=np.int64)]
         self.train_classes = self.class_rows[np.array(order[held_out:], dtype=np.int64)]
         ancestors, descendants = distance_matrices(self.graph, hp.max_steps)
+        inputs = synset_inputs(self.graph, wv.kv)
+        self.definitions, self.definitions_sha = None, None  # (N, dim) unit rows, when an encoder is set
+        if hp.definitions:
+            self.definitions, self.definitions_sha = definition_vectors(self.graph.definitions, hp.definitions)
+            inputs = np.concatenate([inputs, self.definitions], axis=1)
         self.batch = {
-            "inputs": torch.from_numpy(synset_inputs(self.graph, wv.kv)),
+            "inputs": torch.from_numpy(inputs),
             "gcn": gcn_adjacency(self.graph),
             "ancestors": ancestors,
             "descendants": descendants,
@@ -121,7 +131,9 @@ class WordNetGraphDataModule(pl.LightningDataModule):
     def identity(self) -> dict:
         """What the synthesized classifiers are derived from, besides the backbone."""
         return {"vectors_source": self.vectors_source, "vectors_sha": self.vectors_sha, "graph_sha": self.graph.sha,
-                "graph_root": self.hparams.root, "max_steps": self.hparams.max_steps}  # fmt: skip
+                "graph_root": self.hparams.root, "max_steps": self.hparams.max_steps,
+                **({"definitions": self.hparams.definitions, "definitions_sha": self.definitions_sha}
+                   if self.hparams.definitions else {})}  # fmt: skip
 
     def _loader(self) -> DataLoader:
         return DataLoader([self.batch], batch_size=None, collate_fn=lambda x: x)

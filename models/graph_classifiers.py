@@ -9,9 +9,11 @@ predicts rows for every other synset under physical entity (crow, beach, lake ..
 - ``dgp``: dense propagation, first from every ancestor, then from every descendant, up to ``max_steps``
   away, with one learnt weight per distance (softmax), so far nodes count less.
 
-Validation reports the cosine of the held-out classes' synthesized rows to their real ones, the same for
-the plain baseline (the mean real row of the trained classes under the nearest ancestor that has some),
-and hit@k on the ImageNet sample photos whose classes are held out. At the end of fitting, the synthesized
+Two plain estimates are added to the network's row: the mean real row of the trained classes under the
+nearest ancestor that has some (``baseline_mix``), and, when the graph's synsets have definition vectors,
+the real rows of the trained classes whose definitions read most alike (``definition_mix``: `crow`, "black
+birds having a raucous call", takes after magpie, jay and black grouse). Validation reports the cosine of
+the held-out classes' synthesized rows to their real ones, for each estimate and the mix, and hit@k on the ImageNet sample photos whose classes are held out. At the end of fitting, the synthesized
 rows are written as the derived artefact ``models.wordnet_classifiers`` reads (``out``).
 """
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules.wordnet_graph import NETWORKS, imagenet_samples
+from foundation.errors import UsageError
 from models.backbones import build_backbone, classifier_rows, default_image_size, image_transform
 from models.word_classifiers import save_imagenet_rows
 from models.wordnet_classifiers import ARTEFACT_DIR, write_classifiers
@@ -90,14 +93,30 @@ def nearest_ancestor_baseline(graph, train_rows: np.ndarray, targets: np.ndarray
     return out
 
 
+def nearest_definitions_estimate(definitions: np.ndarray, train_rows: np.ndarray, targets: np.ndarray,
+                                 rows: np.ndarray, neighbours: int, temperature: float) -> np.ndarray:
+    """For each row: the unit mean of the real rows of the ``neighbours`` trained classes whose definition
+    vectors lie nearest its own, weighted by softmax(cosine / ``temperature``)."""
+    unit = targets / np.linalg.norm(targets, axis=1, keepdims=True)
+    similarity = definitions[rows] @ definitions[train_rows].T
+    k = min(neighbours, len(train_rows))
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    near = np.take_along_axis(similarity, nearest, axis=1)
+    weights = np.exp((near - near[:, :1]) / temperature)
+    mean = np.einsum("rk,rkd->rd", weights / weights.sum(1, keepdims=True), unit[nearest])
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
 class GraphClassifiers(pl.LightningModule):
     """Trains a ``GraphNetwork`` on a backbone's real classifier rows; writes the synthesized ones at the end:
-    the network's unit rows plus ``baseline_mix`` x the nearest-ancestor baseline's (both estimates are
-    weak and err differently; validation reports each and the mix)."""
+    the network's unit rows plus ``baseline_mix`` x the nearest-ancestor estimate's and ``definition_mix`` x
+    the nearest-definitions estimate's (each estimate is weak and errs differently; validation reports each
+    and the mix)."""
 
     def __init__(self, network: str = "dgp", backbone: str = "efficientnet_lite0", hidden_dim: int = 512,
                  dropout: float = 0.5, lr: float = 1e-3, weight_decay: float = 5e-4, negative_slope: float = 0.2,
-                 baseline_mix: float = 0.0, out: str | None = None):  # fmt: skip
+                 baseline_mix: float = 0.0, definition_mix: float = 0.0, definition_neighbours: int = 20,
+                 definition_temperature: float = 0.1, out: str | None = None):  # fmt: skip
         super().__init__()
         self.save_hyperparameters()
         self.net: GraphNetwork | None = None
@@ -107,6 +126,9 @@ class GraphClassifiers(pl.LightningModule):
             return
         dm = self.trainer.datamodule
         dm.setup(stage)
+        if self.hparams.definition_mix and dm.definitions is None:
+            raise UsageError("definition_mix needs definition vectors: set --data.init_args.definitions "
+                             "(all-minilm-l6-v2), or --model.init_args.definition_mix 0")
         backbone = build_backbone(self.hparams.backbone).eval()
         self.backbone_identity = backbone.identity
         weight, bias = classifier_rows(backbone)
@@ -116,12 +138,20 @@ class GraphClassifiers(pl.LightningModule):
                                 self.hparams.negative_slope)  # fmt: skip
         self.train_classes = torch.from_numpy(dm.train_classes)
         self.val_classes = torch.from_numpy(dm.val_classes)
-        unit_rows = F.normalize(weight, dim=-1)
-        baseline = nearest_ancestor_baseline(dm.graph, dm.train_classes[:, 1], weight[dm.train_classes[:, 0]].numpy(),
-                                             dm.val_classes[:, 1])  # fmt: skip
-        self.baseline = torch.from_numpy(baseline)
-        self.baseline_cosine = float((self.baseline * unit_rows[self.val_classes[:, 0]]).sum(-1).mean())
+        self.held_out_estimates = self.estimates(dm.val_classes[:, 1])
         self.sample_features, self.sample_classes = self._sample_features(backbone)
+
+    def estimates(self, rows: np.ndarray) -> dict[str, Tensor]:
+        """The plain estimates of these graph rows, from the trained classes' real rows: ``baseline`` (the
+        nearest ancestor's) and, with definition vectors, ``definition``."""
+        dm = self.trainer.datamodule
+        train_rows, targets = dm.train_classes[:, 1], self.real_weight[dm.train_classes[:, 0]].numpy()
+        found = {"baseline": nearest_ancestor_baseline(dm.graph, train_rows, targets, rows)}
+        if dm.definitions is not None:
+            found["definition"] = nearest_definitions_estimate(dm.definitions, train_rows, targets, rows,
+                                                               self.hparams.definition_neighbours,
+                                                               self.hparams.definition_temperature)  # fmt: skip
+        return {name: torch.from_numpy(rows_) for name, rows_ in found.items()}
 
     @staticmethod
     def _sample_features(backbone) -> tuple[Tensor, Tensor]:
@@ -149,8 +179,11 @@ class GraphClassifiers(pl.LightningModule):
         for name, value in self.held_out_metrics(batch).items():
             self.log(f"val/{name}", value, prog_bar=name == "cosine", batch_size=1)
 
-    def mix(self, network_rows: Tensor, baseline_rows: Tensor) -> Tensor:
-        return F.normalize(network_rows + self.hparams.baseline_mix * baseline_rows, dim=-1)
+    def mix(self, network_rows: Tensor, estimates: dict[str, Tensor]) -> Tensor:
+        mixed = network_rows + self.hparams.baseline_mix * estimates["baseline"]
+        if self.hparams.definition_mix:
+            mixed = mixed + self.hparams.definition_mix * estimates["definition"]
+        return F.normalize(mixed, dim=-1)
 
     def synthesized_rows(self, unit_rows: Tensor) -> Tensor:
         """Unit rows scaled to the trained real rows' mean length (what a real classifier's logits see)."""
@@ -159,11 +192,12 @@ class GraphClassifiers(pl.LightningModule):
     def held_out_metrics(self, batch) -> dict[str, float]:
         classes, rows = self.val_classes[:, 0], self.val_classes[:, 1]
         pred = self.net(batch, rows.to(self.device)).cpu()
-        mixed = self.mix(pred, self.baseline)
         real = F.normalize(self.real_weight[classes], dim=-1)
-        metrics = {"cosine": float((pred * real).sum(-1).mean()), "baseline_cosine": self.baseline_cosine,
-                   "mixed_cosine": float((mixed * real).sum(-1).mean())}  # fmt: skip
-        for name, rows_ in (("", pred), ("baseline_", self.baseline), ("mixed_", mixed)):
+        named = {"": pred, **{f"{name}_": rows_ for name, rows_ in self.held_out_estimates.items()},
+                 "mixed_": self.mix(pred, self.held_out_estimates)}  # fmt: skip
+        metrics = {}
+        for name, rows_ in named.items():
+            metrics[f"{name}cosine"] = float((rows_ * real).sum(-1).mean())
             for k, hit in self.sample_hits(rows_, classes).items():
                 metrics[f"{name}sample_hit@{k}"] = hit
         return metrics
@@ -192,12 +226,14 @@ class GraphClassifiers(pl.LightningModule):
         row = {w: i for i, w in enumerate(dm.graph.wnids)}
         wnids = [w for w in load_taxonomy().synthesized if w in row]  # the rows tagging reads, in its order
         rows = [row[w] for w in wnids]
-        baseline = nearest_ancestor_baseline(dm.graph, dm.train_classes[:, 1], self.real_weight[dm.train_classes[:, 0]].numpy(),
-                                             np.array(rows))  # fmt: skip
-        rows = self.synthesized_rows(self.mix(unit[rows], torch.from_numpy(baseline))).numpy()
+        rows = self.synthesized_rows(self.mix(unit[rows], self.estimates(np.array(rows)))).numpy()
         identity = {"backbone": self.hparams.backbone, "backbone_identity": self.backbone_identity, **dm.identity(),
                     "network": self.hparams.network, "hidden_dim": self.hparams.hidden_dim,
                     "baseline_mix": self.hparams.baseline_mix, "lr": self.hparams.lr,
+                    **({"definition_mix": self.hparams.definition_mix,
+                        "definition_neighbours": self.hparams.definition_neighbours,
+                        "definition_temperature": self.hparams.definition_temperature}
+                       if self.hparams.definition_mix else {}),
                     "epochs": self.current_epoch}  # fmt: skip
         out = Path(self.hparams.out) if self.hparams.out else ARTEFACT_DIR / f"{self.hparams.backbone}.npz"
         bias = float(self.real_bias[self.train_classes[:, 0]].mean())

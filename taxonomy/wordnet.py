@@ -37,6 +37,7 @@ class Noun:
     hypernyms: list[str]
     hyponyms: list[str]
     counts: list[int] = field(default_factory=list)  # per lemma: tagged-corpus count of this sense
+    gloss: str = ""  # the definition's first clause: "black birds having a raucous call"
 
 
 def check_folder(folder: Path = WORDNET_DIR) -> Path:
@@ -58,6 +59,11 @@ def _sense_counts(folder: Path) -> dict[str, int]:
     return counts
 
 
+def _definition(gloss: str) -> str:
+    """A gloss's first clause, without its examples: ``black birds having a raucous call``."""
+    return gloss.split(";", 1)[0].strip().strip('"')
+
+
 @lru_cache(maxsize=2)
 def read_nouns(folder: Path = WORDNET_DIR) -> dict[str, Noun]:
     """``wnid -> Noun`` for every noun synset (WordNet 3.0 noun offsets are ImageNet's wnids)."""
@@ -68,7 +74,8 @@ def read_nouns(folder: Path = WORDNET_DIR) -> dict[str, Noun]:
         for line in handle:
             if line.startswith("  "):  # the license header
                 continue
-            fields = line.split(" | ", 1)[0].split()
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
             offset, lex_file, n_words = fields[0], fields[1], int(fields[3], 16)
             lemmas, lemma_counts = [], []
             for i in range(n_words):
@@ -84,7 +91,7 @@ def read_nouns(folder: Path = WORDNET_DIR) -> dict[str, Noun]:
                     hypernyms.append("n" + target)
                 elif pos == "n" and symbol in _HYPONYM:
                     hyponyms.append("n" + target)
-            synsets["n" + offset] = Noun(lemmas, hypernyms, hyponyms, lemma_counts)
+            synsets["n" + offset] = Noun(lemmas, hypernyms, hyponyms, lemma_counts, _definition(gloss))
     return synsets
 
 
@@ -141,6 +148,7 @@ class NounGraph:
     wnids: tuple[str, ...]
     lemmas: tuple[tuple[str, ...], ...]
     parents: tuple[tuple[int, ...], ...]  # row -> rows of its hypernyms inside the graph
+    definitions: tuple[str, ...] = ()  # row -> its lemmas and gloss, "crow: black birds having a raucous call"
 
     @property
     def sha(self) -> str:
@@ -172,4 +180,11 @@ def noun_graph(root: str = PHYSICAL_ENTITY, folder: Path = WORDNET_DIR) -> NounG
         tuple(wnids),
         tuple(tuple(synsets[w].lemmas) for w in wnids),
         tuple(tuple(row[p] for p in synsets[w].hypernyms if p in row) for w in wnids),
+        tuple(definition_text(synsets[w]) for w in wnids),
     )
+
+
+def definition_text(noun: Noun) -> str:
+    """What a sentence encoder reads for a synset: its lemmas, then its gloss."""
+    names = ", ".join(lemma.replace("_", " ") for lemma in noun.lemmas)
+    return f"{names}: {noun.gloss}" if noun.gloss else names

@@ -48,6 +48,9 @@ def test_networks_give_unit_rows_for_the_rows_asked(kind):
     assert torch.allclose(net(batch)[[2, 4]], out, atol=1e-6)  # the same rows as from the whole graph
 
 
+GLOSSES = {"crow": 'black birds having a raucous call; "the crow flew away"', "animal": "a living organism"}
+
+
 def write_wordnet(folder: Path, classes: list[str]) -> Path:
     """A WordNet whose root has two hypernym levels above some real ImageNet class wnids, and one more
     synset (crow, its real wnid, under the first level) that no class is."""
@@ -60,7 +63,8 @@ def write_wordnet(folder: Path, classes: list[str]) -> Path:
     for offset, lemma in lemmas.items():
         pointers = [f"@ {parents[offset]} n 0000"] if offset in parents else []
         pointers += [f"~ {child} n 0000" for child, parent in parents.items() if parent == offset]
-        lines.append(f"{offset} 05 n 01 {lemma} 0 {len(pointers):03d} {' '.join(pointers)} | gloss\n")
+        gloss = GLOSSES.get(lemma, f"a kind of {lemma}")
+        lines.append(f"{offset} 05 n 01 {lemma} 0 {len(pointers):03d} {' '.join(pointers)} | {gloss}  \n")
     (folder / "data.noun").write_text("".join(lines))
     (folder / "index.noun").write_text("thing n 1 0 1 0 00000001\n")
     return folder
@@ -91,6 +95,77 @@ def test_training_reduces_the_loss_and_writes_a_readable_artefact(tmp_path):
     assert written.identity["graph_sha"] == data.graph.sha and written.identity["backbone"] == "efficientnet_lite0"
     assert -1 <= written.identity["metrics"]["cosine"] <= 1 and "baseline_cosine" in written.identity["metrics"]
     assert read_nouns(wordnet)["n01579028"].lemmas == ["crow"]
+    assert read_nouns(wordnet)["n01579028"].gloss == "black birds having a raucous call"  # without the example
+
+
+def test_definitions_join_the_inputs_and_their_estimate_joins_the_mix(tmp_path, monkeypatch):
+    """The real sentence encoder reads the tiny graph's definitions once; the cached vectors serve the next run."""
+    import pytorch_lightning as pl
+
+    from datamodules import definitions
+    from models.graph_classifiers import GraphClassifiers
+    from models.wordnet_classifiers import read_classifiers
+
+    wordnet = write_wordnet(tmp_path / "wordnet", load_taxonomy().classes[::50])
+
+    def fit(out: Path) -> WordNetGraphDataModule:
+        data = WordNetGraphDataModule(root="n00000001", max_steps=2, val_fraction=0.2, wordnet=str(wordnet),
+                                      definitions="all-minilm-l6-v2")  # fmt: skip
+        model = GraphClassifiers(hidden_dim=16, baseline_mix=1.0, definition_mix=1.0, out=str(out))
+        pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, accelerator="cpu").fit(model, datamodule=data)  # fmt: skip
+        return data
+
+    data = fit(tmp_path / "a.npz")
+    crow = data.graph.wnids.index("n01579028")
+    assert data.graph.definitions[crow] == "crow: black birds having a raucous call"
+    assert data.batch["inputs"].shape[1] == 50 + data.definitions.shape[1]  # GloVe 50d beside the definition
+    animal = data.graph.wnids.index("n00000002")
+    assert data.definitions[crow] @ data.definitions[animal] > data.definitions[crow] @ data.definitions[0]
+    written = read_classifiers(tmp_path / "a.npz")
+    assert written.identity["definitions"] == "all-minilm-l6-v2" and written.identity["definition_mix"] == 1.0
+    assert written.identity["definitions_sha"] == data.definitions_sha
+    assert -1 <= written.identity["metrics"]["definition_cosine"] <= 1
+
+    monkeypatch.setattr(definitions, "_load", lambda encoder: pytest.fail("encoded twice"))
+    assert np.array_equal(fit(tmp_path / "b.npz").definitions, data.definitions)
+
+
+def test_a_definition_mix_without_definitions_says_which_option_to_set(tmp_path):
+    import pytorch_lightning as pl
+
+    from foundation.errors import UsageError
+    from models.graph_classifiers import GraphClassifiers
+
+    wordnet = write_wordnet(tmp_path / "wordnet", load_taxonomy().classes[::100])
+    data = WordNetGraphDataModule(root="n00000001", max_steps=2, wordnet=str(wordnet))
+    model = GraphClassifiers(hidden_dim=16, definition_mix=1.0, out=str(tmp_path / "out.npz"))
+    with pytest.raises(UsageError, match="--data.init_args.definitions"):
+        pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, accelerator="cpu").fit(model, datamodule=data)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_the_nearest_definitions_estimate_follows_the_classes_that_read_alike():
+    from models.graph_classifiers import nearest_definitions_estimate
+
+    definitions = np.eye(4, dtype=np.float32)
+    definitions[3] = [0.9, 0.1, 0.0, 0.0]  # row 3 reads like row 0
+    definitions /= np.linalg.norm(definitions, axis=1, keepdims=True)
+    targets = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]], dtype=np.float32)  # the trained rows 0, 1, 2
+    sharp = nearest_definitions_estimate(definitions, np.array([0, 1, 2]), targets, np.array([3]), 2, 0.01)
+    assert np.allclose(sharp, [[1.0, 0.0]], atol=1e-3)
+    flat = nearest_definitions_estimate(definitions, np.array([0, 1, 2]), targets, np.array([3]), 3, 100.0)
+    assert np.allclose(np.linalg.norm(flat, axis=1), 1.0) and 0.3 < flat[0, 1] < flat[0, 0]
+
+
+def test_a_missing_sentence_encoder_names_the_package_to_install(monkeypatch):
+    from datamodules import definitions
+
+    monkeypatch.setitem(definitions.ENCODERS, "absent", "no_such_encoder_package")
+    with pytest.raises(definitions.EncoderMissing, match="pip install 'no-such-encoder-package'"):
+        definitions.definition_vectors(["crow: black birds"], "absent")
+    with pytest.raises(definitions.WordsightError, match="unknown sentence encoder"):
+        definitions.definition_vectors(["crow"], "glove")
 
 
 def test_a_fast_dev_run_trains_one_step(tmp_path):
